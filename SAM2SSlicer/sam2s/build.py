@@ -1,0 +1,135 @@
+"""Build a SAM 2 / 2.1 model by config name and load Meta's checkpoint into it, strictly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from .checkpoints import CheckpointError, load_state_dict, resolve_checkpoint
+from .config import CONFIGS, get_config
+from .modeling.sam2 import SAM2Model
+
+LONG_TERM_KEY = "long_term_tpos_enc"  # optional key of SAM2S checkpoints (see SAM2Model.memory_tpos)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` as a ``torch.device``.
+
+    Raises:
+        RuntimeError: the device is not available in this PyTorch build / on this machine
+            (the message says what to use instead).
+        ValueError: an unknown device string.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda' or 'mps'.") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "Device 'cuda' was requested but PyTorch sees no CUDA GPU (torch.cuda.is_available() "
+                "is False: a CPU-only PyTorch build or no NVIDIA driver). Use device='cpu', or install "
+                "a CUDA build of PyTorch."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"cuda:{dev.index} requested but only {torch.cuda.device_count()} GPU(s) exist.")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise RuntimeError("Device 'mps' was requested but Apple's Metal backend is not available; use 'cpu'.")
+    elif dev.type != "cpu":
+        raise ValueError(f"Unsupported device {device!r}; use 'cpu', 'cuda' or 'mps'.")
+    return dev
+
+
+def guess_config(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Config name whose architecture a state dict has (from the trunk width and depth and the
+    SAM 2.1-only keys), or None when it matches none."""
+    w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+    if w is None:
+        return None
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
+    sam21 = "no_obj_embed_spatial" in state_dict
+    for name, cfg in CONFIGS.items():
+        if cfg.trunk.embed_dim == w.shape[0] and sum(cfg.trunk.stages) == len(blocks) and cfg.sam21 == sam21:
+            return name
+    return None
+
+
+def load_checkpoint(model: SAM2Model, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state_dict`` into ``model`` strictly (every key, every shape).
+
+    The one optional key is ``long_term_tpos_enc`` ``(1, 1, 1, 64)``: DiveMem's dedicated
+    long-term temporal embedding, which SAM2S checkpoints may carry; it is added to the model.
+
+    Raises:
+        CheckpointError: missing / unexpected keys or shape mismatches, naming them (first few)
+            and the config the checkpoint matches, if any. The model is left unchanged.
+    """
+    own = dict(model.state_dict())
+    if LONG_TERM_KEY in state_dict:  # SAM2S checkpoints: DiveMem's long-term temporal embedding
+        own.setdefault(LONG_TERM_KEY, torch.zeros(1, 1, 1, model.config.mem_dim))
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        name = model.config.name
+        hint = guess_config(state_dict)
+        if any(k.startswith("image_encoder.blocks.") for k in state_dict):
+            advice = "It looks like a SAM (v1) checkpoint; sam2s needs a SAM 2 / 2.1 checkpoint."
+        elif hint:
+            advice = f"It matches config {hint!r}: build_model({hint!r}, checkpoint=...)."
+        else:
+            advice = "It matches no known SAM 2 / 2.1 config."
+
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
+
+        parts = [f"{source} does not fit model config {name!r}."]
+        if missing:
+            parts.append(f"Missing keys: {few(missing)}.")
+        if unexpected:
+            parts.append(f"Unexpected keys: {few(unexpected)}.")
+        if shapes:
+            parts.append(f"Shape mismatches: {few(shapes)}.")
+        parts.append(advice)
+        raise CheckpointError(" ".join(parts))
+    if LONG_TERM_KEY in state_dict and not hasattr(model, LONG_TERM_KEY):
+        model.register_parameter(LONG_TERM_KEY, torch.nn.Parameter(torch.zeros_like(own[LONG_TERM_KEY])))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_model(
+    name: str,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    image_size: int = 1024,
+) -> SAM2Model:
+    """Build SAM 2 / 2.1 ``name`` (``sam2.1_hiera_t`` ... ``sam2_hiera_l``) in eval mode.
+
+    Args:
+        name: a config name (Meta's config stems; see ``sam2s.CONFIGS``).
+        checkpoint: path to Meta's ``.pt`` file, or a registry name that is already downloaded
+            (``sam2s.download``); None keeps PyTorch's default initialisation (for tests).
+        device: ``"cpu"`` (fp32), ``"cuda"`` (bf16 autocast inside the tracker, as Meta's demo)
+            or ``"mps"``.
+        image_size: input side in pixels, a multiple of 32. Meta trained at 1024; 512 runs about
+            4x faster on the image encoder and memory attention with the same weights (position
+            embeddings are interpolated) at some loss of boundary detail (not benchmarked by Meta).
+
+    Raises:
+        ValueError: unknown name / bad image size / unknown device. RuntimeError: device missing.
+        FileNotFoundError: checkpoint not found. CheckpointError: not a checkpoint of this config.
+    """
+    cfg = get_config(name, image_size)
+    dev = resolve_device(device)
+    model = SAM2Model(cfg)
+    if checkpoint is not None:
+        path = resolve_checkpoint(checkpoint)
+        load_checkpoint(model, load_state_dict(path), source=f"Checkpoint {str(path)!r}")
+    return model.to(dev).eval()

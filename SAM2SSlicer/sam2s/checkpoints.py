@@ -1,0 +1,634 @@
+"""Registry, cache and downloader of Meta's SAM 2 / SAM 2.1 checkpoints, and a safe loader.
+
+Public API:
+
+* :data:`REGISTRY` -- ``{config name: CheckpointInfo}`` for the eight official checkpoints, keyed by
+  the config names of :mod:`sam2s.config` (``sam2_hiera_t`` ... ``sam2.1_hiera_l``).
+* :func:`cache_dir` -- where downloaded checkpoints live (``$SAM2S_CACHE_DIR`` or the platform cache).
+* :func:`download` -- fetch a checkpoint into the cache, verifying its size and SHA-256.
+* :func:`resolve_checkpoint` -- turn a local path or a registry name into a local file.
+* :func:`load_state_dict` -- ``torch.load(..., weights_only=True)``: a checkpoint never runs code.
+* :func:`cache_status` -- which registry checkpoints are in the cache (for ``sam2s models``).
+
+Cache layout: ``<cache dir>/<official file name>`` (e.g. ``sam2.1_hiera_tiny.pt``), so a file
+downloaded by hand (browser, ``wget``) can simply be dropped there. Next to each verified file
+sits a small marker ``<file name>.sha256-ok`` (JSON: sha256, size, mtime_ns) written after the
+SHA-256 was checked once; while the file's size and modification time are unchanged, later calls
+trust it instead of re-hashing up to 900 MB. A cached file whose size or hash is wrong is ignored
+(and replaced by the next download). Downloads stream into ``<file name>.part-<random>`` in the
+same directory and are renamed with :func:`os.replace` only once complete and verified, so the
+final name never holds a partial or corrupt file, even across crashes or concurrent downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import pickle
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+__all__ = [
+    "REGISTRY",
+    "CheckpointError",
+    "CheckpointInfo",
+    "ChecksumError",
+    "DownloadError",
+    "cache_dir",
+    "cache_status",
+    "download",
+    "get_info",
+    "load_state_dict",
+    "resolve_checkpoint",
+]
+
+ENV_CACHE_DIR = "SAM2S_CACHE_DIR"
+"""Environment variable that overrides the cache directory."""
+
+MARKER_SUFFIX = ".sha256-ok"
+"""Suffix of the marker written next to a cached file whose SHA-256 has been verified."""
+
+_CHUNK_BYTES = 1 << 20  # 1 MiB read / hash block
+_USER_AGENT = "sam2s-checkpoint-downloader (Python urllib)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable: truncated, not a PyTorch file, or not tensor-only."""
+
+
+class DownloadError(RuntimeError):
+    """A download could not start or was interrupted (offline, unreachable, HTTP error, timeout)."""
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file's size or SHA-256 differs from the expected value."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where to get one checkpoint and how to recognise it.
+
+    Attributes:
+        name: registry key, equal to the model config name (e.g. ``"sam2.1_hiera_t"``).
+        config: config name passed to the model builder (:func:`sam2s.config.get_config`).
+        url: download URL (HTTPS).
+        filename: file name in the cache directory (Meta's official name, e.g. ``sam2.1_hiera_tiny.pt``).
+        size_bytes: exact file size in bytes, or ``None`` if unknown (then not checked).
+        sha256: lowercase hex SHA-256 of the whole file, or ``None`` if unknown (then not checked,
+            with a warning).
+    """
+
+    name: str
+    config: str
+    url: str
+    filename: str
+    size_bytes: int | None
+    sha256: str | None
+
+
+_SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
+_SAM21_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+
+# Sizes and SHA-256 digests, as published in public sources (no checkpoint was downloaded to
+# compute them). Every digest appears in at least two independent sources:
+#  [M] computational-cell-analytics/micro-sam, micro_sam/v2/util.py (HASHES), all eight files,
+#      fetched with pooch from exactly these dl.fbaipublicfiles.com URLs and checked by pooch.
+#  [S] mazurowski-lab/SlicerSegmentWithSAM (3D Slicer extension), SegmentWithSAM.py: the four
+#      SAM 2 (072824) digests, passed to SampleData.downloadFileIntoCache with these URLs.
+#  [H] Hugging Face Git-LFS pointers ("oid sha256:<digest>" / "size <bytes>") of copies of the
+#      same files: facebook/sam2-hiera-tiny (commit a8e4b46), facebook/sam2-hiera-small and
+#      facebook/sam2.1-hiera-{tiny,small} (LFS details pages), merve/sam2-hiera-{tiny,base-plus,
+#      large}, martintomov/comfy (commit 9a1fa80: all four SAM 2 files), camenduru/sam2-1-hiera
+#      (commit cdd35a4: all four SAM 2.1 files), Promethe-us/sam2 (SAM 2.1 tiny, base_plus),
+#      datasets/phenanthra/tmp (SAM 2.1 large).
+# A byte size follows from the LFS pointer with the same SHA-256 (same digest => same bytes).
+_REGISTRY_ROWS: tuple[tuple[str, str, str, int, str], ...] = (
+    # name, base URL, file name, size in bytes, sha256
+    (
+        "sam2_hiera_t",
+        _SAM2_BASE_URL,
+        "sam2_hiera_tiny.pt",
+        155_906_050,  # [H] facebook/sam2-hiera-tiny a8e4b46, merve, martintomov
+        "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125",  # [M] [S] [H]
+    ),
+    (
+        "sam2_hiera_s",
+        _SAM2_BASE_URL,
+        "sam2_hiera_small.pt",
+        184_309_650,  # [H] martintomov/comfy 9a1fa80 (only exact-size source found)
+        "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3",  # [M] [S] [H] facebook
+    ),
+    (
+        "sam2_hiera_b+",
+        _SAM2_BASE_URL,
+        "sam2_hiera_base_plus.pt",
+        323_493_298,  # [H] merve/sam2-hiera-base-plus 838f027, martintomov
+        "d0bb7f236400a49669ffdd1be617959a8b1d1065081789d7bbff88eded3a8071",  # [M] [S] [H]
+    ),
+    (
+        "sam2_hiera_l",
+        _SAM2_BASE_URL,
+        "sam2_hiera_large.pt",
+        897_952_466,  # [H] merve/sam2-hiera-large 9551b5a, martintomov, several Spaces
+        "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b",  # [M] [S] [H]
+    ),
+    (
+        "sam2.1_hiera_t",
+        _SAM21_BASE_URL,
+        "sam2.1_hiera_tiny.pt",
+        156_008_466,  # [H] camenduru cdd35a4, Promethe-us
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",  # [M] [H] facebook
+    ),
+    (
+        "sam2.1_hiera_s",
+        _SAM21_BASE_URL,
+        "sam2.1_hiera_small.pt",
+        184_416_285,  # [H] camenduru cdd35a4
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",  # [M] [H] facebook
+    ),
+    (
+        "sam2.1_hiera_b+",
+        _SAM21_BASE_URL,
+        "sam2.1_hiera_base_plus.pt",
+        323_606_802,  # [H] camenduru cdd35a4, Promethe-us
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",  # [M] [H]
+    ),
+    (
+        "sam2.1_hiera_l",
+        _SAM21_BASE_URL,
+        "sam2.1_hiera_large.pt",
+        898_083_611,  # [H] camenduru cdd35a4, phenanthra
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",  # [M] [H]
+    ),
+)
+
+REGISTRY: dict[str, CheckpointInfo] = {
+    name: CheckpointInfo(name=name, config=name, url=base + filename, filename=filename, size_bytes=size, sha256=sha)
+    for name, base, filename, size, sha in _REGISTRY_ROWS
+}
+"""The official checkpoints, keyed by config name: SAM 2 (July 2024) and SAM 2.1 (Sept. 2024)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and cache location
+# --------------------------------------------------------------------------------------------
+
+
+def get_info(name: str) -> CheckpointInfo:
+    """Return the registry entry for ``name``.
+
+    Args:
+        name: a registry key (``"sam2.1_hiera_t"``), also accepted as the official file name
+            (``"sam2.1_hiera_tiny.pt"``) or a config path (``"configs/sam2.1/sam2.1_hiera_t.yaml"``).
+
+    Returns:
+        The :class:`CheckpointInfo`.
+
+    Raises:
+        ValueError: unknown name; the message lists the known names.
+    """
+    key = str(name).strip()
+    if key in REGISTRY:
+        return REGISTRY[key]
+    stem = key.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".yaml")
+    if stem in REGISTRY:
+        return REGISTRY[stem]
+    for info in REGISTRY.values():
+        if stem == info.filename:
+            return info
+    raise ValueError(f"Unknown checkpoint {name!r}; known checkpoints: {', '.join(REGISTRY)}.")
+
+
+def cache_dir() -> Path:
+    """Return the directory for downloaded checkpoints (not created here).
+
+    ``$SAM2S_CACHE_DIR`` when set and non-empty, else the platform cache directory:
+    ``$XDG_CACHE_HOME/sam2s`` or ``~/.cache/sam2s`` on Linux and other POSIX systems,
+    ``~/Library/Caches/sam2s`` on macOS, ``%LOCALAPPDATA%\\sam2s\\Cache`` on Windows.
+
+    Returns:
+        The cache directory as a :class:`~pathlib.Path` (``~`` expanded).
+    """
+    override = os.environ.get(ENV_CACHE_DIR, "").strip()
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA", "").strip()
+        base = Path(local) if local else Path.home() / "AppData" / "Local"
+        return base / "sam2s" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "sam2s"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    # The XDG spec says relative paths are invalid and must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "sam2s"
+
+
+def _as_info(info: CheckpointInfo | str) -> CheckpointInfo:
+    return info if isinstance(info, CheckpointInfo) else get_info(info)
+
+
+def _directory(directory: str | Path | None) -> Path:
+    return cache_dir() if directory is None else Path(directory).expanduser()
+
+
+# --------------------------------------------------------------------------------------------
+# Verification of cached files
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _marker_path(path: Path) -> Path:
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def _write_marker(path: Path, sha256: str) -> None:
+    """Record that ``path`` (as it is now) has SHA-256 ``sha256``; best effort."""
+    try:
+        st = path.stat()
+        _marker_path(path).write_text(
+            json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n",
+            encoding="utf-8",
+        )
+    except OSError:
+        pass  # read-only cache: we will simply hash again next time
+
+
+def _marker_confirms(path: Path, sha256: str, st: os.stat_result) -> bool:
+    try:
+        data = json.loads(_marker_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("sha256") == sha256
+        and data.get("size") == st.st_size
+        and data.get("mtime_ns") == st.st_mtime_ns
+    )
+
+
+def _verified_cached(info: CheckpointInfo, directory: Path, hash_check: bool = True, warn: bool = True) -> Path | None:
+    """Return the cached file of ``info`` in ``directory`` if it is present and valid, else None.
+
+    Valid: right size (when known) and, if ``hash_check``, a SHA-256 equal to the registry's,
+    confirmed by a fresh ``.sha256-ok`` marker or by hashing (which then writes the marker).
+    An invalid file is reported with a warning when ``warn``.
+    """
+    path = directory / info.filename
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    if info.size_bytes is not None and st.st_size != info.size_bytes:
+        if warn:
+            warnings.warn(
+                f"Ignoring cached {path}: {st.st_size} bytes instead of {info.size_bytes} "
+                "(incomplete or a different file).",
+                stacklevel=3,
+            )
+        return None
+    if not hash_check or info.sha256 is None:
+        return path
+    expected = info.sha256.lower()
+    if _marker_confirms(path, expected, st):
+        return path
+    actual = _sha256_of(path)
+    if actual != expected:
+        if warn:
+            warnings.warn(
+                f"Ignoring cached {path}: SHA256 {actual} instead of {expected} (corrupt or a different file).",
+                stacklevel=3,
+            )
+        return None
+    _write_marker(path, expected)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------
+
+
+def _manual_hint(info: CheckpointInfo, url: str, directory: Path) -> str:
+    return (
+        f"download {url} by other means (browser, wget, curl, another machine) and either pass the "
+        f"local path of the file instead of the name {info.name!r}, or copy it into the sam2s cache as "
+        f"{directory / info.filename} (set ${ENV_CACHE_DIR} to use another cache folder)."
+    )
+
+
+def _offline_hint(info: CheckpointInfo, url: str, directory: Path) -> str:
+    return "The machine may be offline, or a proxy/firewall may block the server. To work offline, " + _manual_hint(
+        info, url, directory
+    )
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def download(
+    info: CheckpointInfo | str,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    url: str | None = None,
+    timeout: float = 30,
+) -> Path:
+    """Download a checkpoint into the cache (if needed) and return its local path.
+
+    A cached file of the right size whose SHA-256 was verified (``.sha256-ok`` marker, or hashed
+    now when the marker is missing or stale) is returned without any network access. Otherwise
+    the file is streamed with :mod:`urllib.request` in 1 MiB chunks into
+    ``<filename>.part-<random>`` in the cache directory while its SHA-256 is computed, a tqdm bar
+    (bytes; total from ``Content-Length`` or the registry size) is shown on stderr when
+    ``progress``, size and SHA-256 are checked, and the file is atomically renamed
+    (:func:`os.replace`) to ``<cache>/<filename>``. The partial file is removed on any failure.
+
+    Args:
+        info: a registry name (see :func:`get_info`) or a :class:`CheckpointInfo`, e.g. for a
+            checkpoint that is not in :data:`REGISTRY`.
+        cache_dir: target directory (created if missing); default :func:`sam2s.checkpoints.cache_dir`.
+        progress: show a tqdm progress bar on stderr.
+        url: download from this URL instead of ``info.url`` (a mirror); size and SHA-256 are
+            still checked against ``info``.
+        timeout: socket timeout in seconds for connecting and for each read.
+
+    Returns:
+        Path of the verified file in the cache directory.
+
+    Raises:
+        ValueError: unknown registry name.
+        DownloadError: the URL could not be reached (offline, DNS, refused, HTTP error, timeout)
+            or the transfer was interrupted; the message explains how to work offline.
+        ChecksumError: the downloaded size or SHA-256 differs from ``info``; nothing is kept.
+        OSError: the cache directory cannot be created or written.
+    """
+    info = _as_info(info)
+    directory = _directory(cache_dir)
+    cached = _verified_cached(info, directory)
+    if cached is not None:
+        return cached
+
+    source = url or info.url
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / info.filename
+    hint = _offline_hint(info, source, directory)
+    manual = _manual_hint(info, source, directory)
+    if info.sha256 is None:
+        warnings.warn(
+            f"No SHA256 is known for {info.filename}; it will be downloaded without integrity check.",
+            stacklevel=2,
+        )
+
+    request = urllib.request.Request(source, headers={"User-Agent": _USER_AGENT})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(
+            f"Could not download {info.filename}: {source} answered HTTP {exc.code} {exc.reason}. Retry later. {hint}"
+        ) from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"Could not reach {source} to download {info.filename} ({reason}). {hint}") from exc
+
+    partial: Path | None = None
+    received = 0
+    try:
+        with response:
+            length_header = response.headers.get("Content-Length")
+            content_length = int(length_header) if length_header and length_header.isdigit() else None
+            if content_length is not None and info.size_bytes is not None and content_length != info.size_bytes:
+                raise ChecksumError(
+                    f"{source} offers {content_length} bytes for {info.filename}, expected "
+                    f"{info.size_bytes} bytes: not the expected file. Retry later, or install it "
+                    f"manually: {manual}"
+                )
+            total = content_length if content_length is not None else info.size_bytes
+            fd, name = tempfile.mkstemp(prefix=info.filename + ".part-", dir=directory)
+            partial = Path(name)
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                bar = tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=info.filename,
+                    disable=not progress,
+                    file=sys.stderr,
+                )
+                with bar:
+                    while True:
+                        try:
+                            block = response.read(_CHUNK_BYTES)
+                        except (http.client.HTTPException, OSError) as exc:
+                            raise DownloadError(
+                                f"The download of {info.filename} from {source} was interrupted after "
+                                f"{received} of {total if total is not None else '?'} bytes ({exc}). {hint}"
+                            ) from exc
+                        if not block:
+                            break
+                        out.write(block)
+                        digest.update(block)
+                        received += len(block)
+                        bar.update(len(block))
+                out.flush()
+                os.fsync(out.fileno())
+        expected_total = content_length if content_length is not None else info.size_bytes
+        if expected_total is not None and received < expected_total:
+            raise DownloadError(
+                f"The download of {info.filename} from {source} was interrupted: the connection "
+                f"closed after {received} of {expected_total} bytes. {hint}"
+            )
+        if info.size_bytes is not None and received != info.size_bytes:
+            raise ChecksumError(
+                f"Size mismatch for {info.filename} from {source}: expected {info.size_bytes} bytes, "
+                f"got {received}. The file was deleted. Retry, or install it manually: {manual}"
+            )
+        actual = digest.hexdigest()
+        if info.sha256 is not None and actual != info.sha256.lower():
+            raise ChecksumError(
+                f"SHA256 mismatch for {info.filename} downloaded from {source}: expected "
+                f"{info.sha256.lower()}, got {actual}. The file was deleted. Retry the download (the "
+                f"transfer may have been corrupted); if it fails again, install it manually (and check "
+                f"that its SHA256 is {info.sha256.lower()}): {manual}"
+            )
+        with contextlib.suppress(OSError):
+            os.chmod(partial, 0o644)  # mkstemp creates 0600; a cache file is not secret
+        os.replace(partial, final)
+        partial = None
+    except BaseException:
+        _remove(partial)
+        raise
+    if info.sha256 is not None:
+        _write_marker(final, info.sha256.lower())
+    else:
+        _remove(_marker_path(final))
+    return final
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution, status, loading
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(
+    name_or_path: str | Path | CheckpointInfo,
+    cache_dir: str | Path | None = None,
+    allow_download: bool = False,
+    progress: bool = True,
+    timeout: float = 30,
+) -> Path:
+    """Turn a local checkpoint path or a registry name into an existing local file.
+
+    Args:
+        name_or_path: an existing file (returned as is, no registry entry needed), a registry
+            name (see :func:`get_info`), or a :class:`CheckpointInfo`.
+        cache_dir: cache directory; default :func:`sam2s.checkpoints.cache_dir`.
+        allow_download: download a registry checkpoint that is not cached (see :func:`download`).
+        progress: progress bar for a download.
+        timeout: socket timeout in seconds for a download.
+
+    Returns:
+        Path of the checkpoint file.
+
+    Raises:
+        FileNotFoundError: not an existing file and either not a registry name, or a registry
+            checkpoint that is not cached while ``allow_download`` is false (the message says
+            how to download it).
+        DownloadError, ChecksumError: see :func:`download`.
+    """
+    if not isinstance(name_or_path, CheckpointInfo):
+        candidate = Path(name_or_path).expanduser()
+        if candidate.is_file():
+            return candidate
+        try:
+            info = get_info(str(name_or_path))
+        except ValueError:
+            raise FileNotFoundError(
+                f"Checkpoint {str(name_or_path)!r} is neither an existing file nor a known checkpoint "
+                f"name ({', '.join(REGISTRY)})."
+            ) from None
+    else:
+        info = name_or_path
+    directory = _directory(cache_dir)
+    cached = _verified_cached(info, directory)
+    if cached is not None:
+        return cached
+    if allow_download:
+        return download(info, cache_dir=directory, progress=progress, timeout=timeout)
+    raise FileNotFoundError(
+        f"Checkpoint {info.name!r} is not in the cache ({directory / info.filename}). Download it "
+        f"with `sam2s download {info.name}` or, in Python, `sam2s.download({info.name!r})`; or get "
+        f"{info.url} yourself and pass its local path."
+    )
+
+
+def cache_status(cache_dir: str | Path | None = None) -> list[tuple[CheckpointInfo, Path | None]]:
+    """List every registry checkpoint with its cached path, or None when not cached.
+
+    To stay fast this checks existence and size only (the SHA-256 is verified by
+    :func:`download` / :func:`resolve_checkpoint` before use).
+
+    Args:
+        cache_dir: cache directory; default :func:`sam2s.checkpoints.cache_dir`.
+
+    Returns:
+        ``[(info, path or None), ...]`` in registry order.
+    """
+    directory = _directory(cache_dir)
+    return [(info, _verified_cached(info, directory, hash_check=False, warn=False)) for info in REGISTRY.values()]
+
+
+_GLOBAL_RE = re.compile(r"GLOBAL (\S+)")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's state dict on the CPU without executing code.
+
+    Uses ``torch.load(path, map_location="cpu", weights_only=True)``: only tensors and plain
+    containers are unpickled. Returns ``obj["model"]`` when present (Meta's format), else the
+    object itself when it is a dict of tensors. Matching keys against a model is done elsewhere.
+
+    Args:
+        path: checkpoint file (``.pt`` / ``.pth``).
+
+    Returns:
+        ``{parameter name: tensor}`` (CPU tensors).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is empty, truncated or not a PyTorch checkpoint; it contains
+            objects other than tensors (refused, since unpickling them could run code); or it
+            holds no dict of tensors.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"Checkpoint {path} is empty (0 bytes): truncated or not a PyTorch checkpoint.")
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"Checkpoint {path} is truncated or not a PyTorch checkpoint (its zip archive is incomplete). "
+            "Delete it and download it again."
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = _GLOBAL_RE.search(text)
+        if found or "Unsupported global" in text:
+            what = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"Checkpoint {path} contains objects other than tensors{what}; refusing to unpickle "
+                "arbitrary code. Only weights are loaded (torch.load with weights_only=True); re-save "
+                "the state dict from a trusted environment with torch.save({'model': model.state_dict()}, path)."
+            ) from exc
+        raise CheckpointError(
+            f"Checkpoint {path} is truncated or not a PyTorch checkpoint (the safe unpickler rejected it: "
+            f"{text.strip().splitlines()[-1] if text.strip() else type(exc).__name__})."
+        ) from exc
+    except Exception as exc:  # any failure to parse means a bad file
+        raise CheckpointError(
+            f"Checkpoint {path} is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {exc})."
+        ) from exc
+
+    state = obj.get("model", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(
+            f"Checkpoint {path} holds no state dict (found {type(state).__name__}); expected a dict of "
+            "tensors or {'model': dict of tensors}."
+        )
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint {path} holds a dict whose entries are not all named tensors "
+            f"(e.g. {bad[0]!r}); expected a dict of tensors or {{'model': dict of tensors}}."
+        )
+    return state

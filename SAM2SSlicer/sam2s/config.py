@@ -1,0 +1,115 @@
+"""Model configurations, named like Meta's config stems (``sam2.1_hiera_t`` ...).
+
+Every value comes from the YAML files of Meta's reference (PyPI ``sam2`` 1.1.0,
+``sam2/configs/sam2/*.yaml`` and ``sam2/configs/sam2.1/*.yaml``, plus the defaults of
+``sam2/modeling/backbones/hieradet.py::Hiera`` for values a YAML leaves out).
+The sizes differ only in the Hiera trunk; SAM 2.1 adds the spatial "no object"
+embedding and the temporal encoding of object pointers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """Hiera trunk hyper-parameters (arXiv 2306.00989; reference ``hieradet.py``)."""
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (2, 3, 16, 3)
+    global_att_blocks: tuple[int, ...] = (12, 16, 20)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    q_pool: int = 3
+    q_stride: tuple[int, int] = (2, 2)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Output channels per stage, coarsest first (the neck's ``backbone_channel_list``)."""
+        n = len(self.stages)
+        return tuple(int(self.embed_dim * self.dim_mul**i) for i in reversed(range(n)))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a SAM 2 / 2.1 model's architecture and inference behaviour."""
+
+    name: str
+    trunk: TrunkConfig
+    sam21: bool  # SAM 2.1 flags: no_obj_embed_spatial, add/proj/signed tpos enc of object pointers
+    image_size: int = 1024
+    d_model: int = 256  # hidden dim of neck, memory attention and SAM heads
+    mem_dim: int = 64  # memory encoder output channels
+    num_maskmem: int = 7  # 1 conditioning slot + 6 recent frames
+    max_obj_ptrs_in_encoder: int = 16
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    memory_attention_layers: int = 4
+    # Video-predictor post-processing that build_sam2_video_predictor turns on
+    # (reference sam2/build_sam.py, hydra_overrides_extra).
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    binarize_mask_from_pts_for_mem_enc: bool = True
+
+    @property
+    def feat_size(self) -> int:
+        """Side of the stride-16 feature map (64 at 1024 px)."""
+        return self.image_size // 16
+
+    def with_image_size(self, image_size: int) -> ModelConfig:
+        """Same architecture at another input size (a multiple of 32, see ``build_model``)."""
+        return replace(self, image_size=image_size)
+
+
+_T = TrunkConfig(
+    embed_dim=96,
+    num_heads=1,
+    stages=(1, 2, 7, 2),
+    global_att_blocks=(5, 7, 9),
+    window_pos_embed_bkg_spatial_size=(7, 7),
+)
+_S = TrunkConfig(
+    embed_dim=96,
+    num_heads=1,
+    stages=(1, 2, 11, 2),
+    global_att_blocks=(7, 10, 13),
+    window_pos_embed_bkg_spatial_size=(7, 7),
+)
+_BP = TrunkConfig(embed_dim=112, num_heads=2)
+_L = TrunkConfig(
+    embed_dim=144,
+    num_heads=2,
+    stages=(2, 6, 36, 4),
+    global_att_blocks=(23, 33, 43),
+    window_pos_embed_bkg_spatial_size=(7, 7),
+    window_spec=(8, 4, 16, 8),
+)
+
+CONFIGS: dict[str, ModelConfig] = {}
+for _size, _trunk in (("t", _T), ("s", _S), ("b+", _BP), ("l", _L)):
+    for _version in ("sam2", "sam2.1"):
+        _name = f"{_version}_hiera_{_size}"
+        CONFIGS[_name] = ModelConfig(name=_name, trunk=_trunk, sam21=_version == "sam2.1")
+
+
+def get_config(name: str, image_size: int = 1024) -> ModelConfig:
+    """Return the configuration called ``name`` at ``image_size`` pixels.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or an image size that
+            is not a positive multiple of 32.
+    """
+    stem = name.removesuffix(".yaml").rsplit("/", 1)[-1]
+    if stem not in CONFIGS:
+        raise ValueError(f"Unknown model config {name!r}; choose one of: {', '.join(CONFIGS)}.")
+    if not isinstance(image_size, int) or image_size <= 0 or image_size % 32:
+        raise ValueError(
+            f"image_size must be a positive multiple of 32 (got {image_size!r}); "
+            "Meta's weights are trained at 1024 and also work at 512."
+        )
+    return CONFIGS[stem].with_image_size(image_size)

@@ -1,0 +1,386 @@
+"""Frame sources: lazy, random access to the frames of a video, and SAM 2 frame preprocessing.
+
+A frame is an ``(H, W, 3)`` uint8 RGB numpy array; pixel ``frame[y, x]`` has x to the right and
+y down, row 0 at the top. Sources decode one frame at a time, never the whole video at once.
+``preprocess`` reproduces Meta's reference video predictor bit for bit (``sam2/utils/misc.py``:
+``_load_img_as_tensor`` and ``load_video_frames_from_jpg_images``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+import re
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+IMG_MEAN = (0.485, 0.456, 0.406)  # ImageNet mean and std, as in the reference
+IMG_STD = (0.229, 0.224, 0.225)
+# PIL modes with 8-bit samples; ``convert("RGB")`` turns them into RGB, as the reference does.
+_8BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+_REENCODE = "re-encode it, e.g. `ffmpeg -i INPUT -c:v libx264 -pix_fmt yuv420p out.mp4`"
+
+
+class FrameSourceError(ValueError):
+    """A frame source that cannot be read: no frames, undecodable file, unsupported pixel format."""
+
+
+class FrameSource(ABC):
+    """Random access to the ``T`` frames of a video: ``get(i)`` for ``0 <= i < T = len(source)``.
+
+    ``height`` and ``width`` are the size of the original frames in pixels, ``name`` describes
+    the source (a path, or the shape of an array), ``fps`` is frames per second or ``None``.
+    """
+
+    _height: int
+    _width: int
+    _name: str
+    _fps: float | None = None
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of frames ``T``."""
+
+    @abstractmethod
+    def _read(self, index: int) -> np.ndarray:
+        """Frame ``index`` (already range-checked) as an ``(H, W, 3)`` uint8 RGB array."""
+
+    def get(self, index: int) -> np.ndarray:
+        """Return frame ``index`` as an ``(H, W, 3)`` uint8 RGB array (x right, y down).
+
+        The array may be a view of the caller's array or a cached frame: do not modify it.
+        Raises ``IndexError`` naming the valid range ``0..T-1``, ``TypeError`` for a non-integer.
+        """
+        index = operator.index(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame index {index} is out of range 0..{len(self) - 1} for {self.name}")
+        return self._read(index)
+
+    @property
+    def height(self) -> int:
+        """Frame height ``H`` in pixels."""
+        return self._height
+
+    @property
+    def width(self) -> int:
+        """Frame width ``W`` in pixels."""
+        return self._width
+
+    @property
+    def name(self) -> str:
+        """A description of the source: a path, or the shape of an array."""
+        return self._name
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second, or ``None`` when the source has no frame rate."""
+        return self._fps
+
+    def close(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
+        """Release open files (nothing to do for most sources)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, T={len(self)}, H={self.height}, W={self.width})"
+
+
+class ArrayFrames(FrameSource):
+    """Frames of a ``(T, H, W, 3)`` uint8 RGB numpy array, used zero-copy: ``get`` returns views.
+
+    Also accepted: grey ``(T, H, W)`` or ``(T, H, W, 1)`` arrays (``get`` replicates the grey
+    value to R, G and B, a copy of one frame) and RGBA ``(T, H, W, 4)`` arrays (alpha is ignored,
+    ``get`` returns a view). Raises ``TypeError`` for non-arrays and dtypes other than uint8
+    (uint16, float ...: scale to 0..255 and cast to uint8), ``ValueError`` for other shapes.
+    """
+
+    def __init__(self, array: np.ndarray, fps: float | None = None) -> None:
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"frames must be a numpy array, not {type(array).__name__}; convert with np.asarray")
+        shape = array.shape
+        if array.ndim == 3 and shape[-1] in (3, 4):
+            raise ValueError(f"an array of shape {shape} looks like one (H, W, C) image; pass array[None]")
+        if array.ndim not in (3, 4) or (array.ndim == 4 and shape[-1] not in (1, 3, 4)):
+            raise ValueError(
+                f"frames array has shape {shape}; expected (T, H, W, 3) RGB "
+                "(or grey (T, H, W) or (T, H, W, 1), or RGBA (T, H, W, 4))"
+            )
+        if array.dtype != np.uint8:
+            raise TypeError(
+                f"frames array has dtype {array.dtype}; expected uint8: scale it to 0..255 and cast, "
+                "e.g. (255 * (a - a.min()) / (a.max() - a.min())).round().astype(np.uint8)"
+            )
+        if min(shape[:3]) == 0:
+            raise ValueError(f"frames array of shape {shape} is empty; it needs T, H, W >= 1")
+        self._grey = array.ndim == 3 or shape[-1] == 1
+        self._array = array if self._grey or shape[-1] == 3 else array[..., :3]
+        self._height, self._width, self._fps = shape[1], shape[2], fps
+        self._name = f"numpy array {shape} uint8"
+
+    def __len__(self) -> int:
+        return self._array.shape[0]
+
+    def _read(self, index: int) -> np.ndarray:
+        frame = self._array[index]
+        if self._grey:
+            return np.repeat(frame.reshape(self._height, self._width, 1), 3, axis=2)
+        return frame
+
+
+def sort_frame_names(names: list[str]) -> list[str]:
+    """Sort image file names in frame order.
+
+    By integer stem when every stem is an integer (``00000.jpg``, ``2.png``, ``10.png``), as the
+    reference ``load_video_frames_from_jpg_images`` does; otherwise in natural order, where digit
+    runs compare as numbers (``img2.png`` before ``img10.png``).
+    """
+    stems = [Path(n).stem for n in names]
+    if all(s.isdigit() for s in stems):
+        return [n for _, n in sorted(zip((int(s) for s in stems), names))]
+    return sorted(names, key=lambda n: ([int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", n)], n))
+
+
+class ImageFolderFrames(FrameSource):
+    """Frames stored as image files (jpg/jpeg/png/bmp/tif/tiff) in one folder, read with PIL per ``get``.
+
+    Files are ordered by ``sort_frame_names``; hidden files and other extensions are ignored.
+    8-bit PIL modes (L, LA, P, RGBA, CMYK ...) are converted with ``Image.convert("RGB")`` as in
+    the reference; EXIF orientation is ignored, as in the reference. Raises ``FileNotFoundError``
+    (no folder) and ``FrameSourceError`` (no images, unreadable image, images of differing sizes,
+    16-bit, 32-bit or float images).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder {folder} does not exist; pass an existing folder")
+        names = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != "."]
+        if not names:
+            raise FrameSourceError(
+                f"no images found in {folder}; it must hold the frames as "
+                f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files, e.g. 00000.jpg, 00001.jpg ..."
+            )
+        self._paths = [folder / n for n in sort_frame_names(names)]
+        self._name = str(folder)
+        sizes: dict[tuple[int, int], Path] = {}
+        for path in self._paths:
+            sizes.setdefault(self._load(path, pixels=False), path)
+        if len(sizes) > 1:
+            found = ", ".join(f"{w}x{h} ({p.name})" for (w, h), p in sizes.items())
+            raise FrameSourceError(f"images in {folder} differ in size: {found}; resize them to one size")
+        ((self._width, self._height),) = sizes
+
+    @staticmethod
+    def _load(path: Path, pixels: bool = True):
+        """The ``(H, W, 3)`` RGB pixels of image ``path``, or only its ``(W, H)`` (header only)."""
+        try:
+            with Image.open(path) as img:
+                if img.mode not in _8BIT_MODES:
+                    raise FrameSourceError(
+                        f"image {path} has PIL mode {img.mode!r} (16-bit, 32-bit or float pixels); frames "
+                        "must be 8-bit: rescale them to 0..255 and save them as 8-bit RGB or grey images"
+                    )
+                return np.asarray(img.convert("RGB")) if pixels else img.size
+        except OSError as error:
+            raise FrameSourceError(f"image {path} could not be read ({error}); replace or remove it") from error
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def _read(self, index: int) -> np.ndarray:
+        return self._load(self._paths[index])
+
+
+class VideoFileFrames(FrameSource):
+    """Frames of a video file (mp4/avi/mov/mkv/webm/m4v), decoded lazily with PyAV (FFmpeg).
+
+    Frame ``i`` is the ``i``-th frame the decoder outputs (presentation order). Opening indexes
+    the frame timestamps: from the packets when their count equals the container's frame count,
+    otherwise by one decoding pass. ``get`` seeks to the last keyframe at or before the frame and
+    decodes forward, keeping the last ``cache_size`` frames, so forward sequential access decodes
+    each frame once (backward access decodes one keyframe interval per ``cache_size`` frames).
+    Colours are FFmpeg's ``frame.to_ndarray(format="rgb24")``. Raises ``FileNotFoundError`` (no
+    file) and ``FrameSourceError`` (undecodable file, no video stream or frames, no timestamps).
+    """
+
+    def __init__(self, path: str | Path, cache_size: int = 8) -> None:
+        self._path = Path(path)
+        if not self._path.is_file():
+            raise FileNotFoundError(f"video file {self._path} does not exist; check the path")
+        self._name = str(self._path)
+        self._container = None
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+        self._live: Iterator | None = None  # decoder running forward, at frame self._live_next
+        self._live_next = 0
+        try:
+            with self._av_errors():
+                self._open()
+                pts, key_pts = self._index_from_packets() or self._index_from_decoding()
+            if not pts:
+                raise FrameSourceError(f"video file {self._path} contains no video frames; check it is complete")
+            self._pts, self._index_of = pts, {p: i for i, p in enumerate(pts)}
+            self._keys = sorted({0} | {self._index_of[p] for p in key_pts if p in self._index_of})
+            self._height, self._width = self.get(0).shape[:2]
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def _av_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except av.FFmpegError as error:
+            raise FrameSourceError(
+                f"video file {self._path} could not be decoded ({error}); check that it plays, or {_REENCODE}"
+            ) from error
+
+    def _open(self) -> None:
+        self.close()
+        self._container = av.open(str(self._path))
+        if not self._container.streams.video:
+            raise FrameSourceError(f"{self._path} has no video stream (audio only or empty?); pass a video")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self._fps = float(rate) if rate else None
+
+    def _index_from_packets(self) -> tuple[list[int], set[int]] | None:
+        """Sorted packet and keyframe timestamps; None when they may not match the decoded frames."""
+        pts, key_pts = [], set()
+        if self._stream.frames > 0:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:  # end-of-stream packet, cut by an edit list
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    key_pts.add(packet.pts)
+        if len(pts) != self._stream.frames or len(set(pts)) != len(pts) or not pts:
+            return None
+        return sorted(pts), key_pts
+
+    def _index_from_decoding(self) -> tuple[list[int], set[int]]:
+        """Timestamps of all decoded frames (one decoding pass) and of the keyframes among them."""
+        self._open()
+        pts, key_pts = [], set()
+        for frame in self._container.decode(self._stream):
+            pts.append(frame.pts)
+            if frame.key_frame:
+                key_pts.add(frame.pts)
+        if None in pts or pts != sorted(set(pts)):
+            raise FrameSourceError(f"{self._path} has missing or unordered frame timestamps; {_REENCODE}")
+        return pts, key_pts
+
+    def _decode_from(self, start: int, seek: bool = True) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Yield ``(index, frame)`` for the decoded frames from keyframe index ``start`` on."""
+        if seek:
+            self._container.seek(self._pts[start], stream=self._stream, backward=True, any_frame=False)
+        for frame in self._container.decode(self._stream):
+            index = self._index_of.get(frame.pts)
+            if index is not None and index >= start:  # skips the leading frames of an open GOP
+                yield index, frame
+
+    def _advance(self, index: int) -> bool:
+        """Run the live decoder up to frame ``index``, caching the last frames; False if missed."""
+        for i, frame in self._live:
+            if i < self._live_next:
+                continue
+            self._live_next = i + 1
+            if i > index:
+                break
+            if i > index - self._cache_size:
+                self._cache[i] = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+                self._cache[i].flags.writeable = False
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            if i == index:
+                return True
+        self._live = None
+        return False
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    def _read(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        with self._av_errors():
+            if self._container is None:
+                self._open()
+            start = self._keys[bisect.bisect_right(self._keys, index) - 1]
+            if self._live is None or not start <= self._live_next <= index:
+                self._live, self._live_next = self._decode_from(start), start
+            if not self._advance(index):  # the seek went wrong: decode from the beginning
+                self._open()
+                self._live, self._live_next = self._decode_from(0, seek=False), 0
+                if not self._advance(index):
+                    raise FrameSourceError(f"frame {index} of {self._path} could not be decoded; {_REENCODE}")
+        return self._cache[index]
+
+    def close(self) -> None:
+        """Close the video file; a later ``get`` reopens it."""
+        self._live = None
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def open_frames(source: FrameSource | np.ndarray | str | Path) -> FrameSource:
+    """Open ``source`` as a ``FrameSource``.
+
+    ``source`` is a ``FrameSource`` (returned as is), a ``(T, H, W, 3)`` uint8 RGB numpy array
+    (``ArrayFrames``, which also takes grey and RGBA), a folder of images (``ImageFolderFrames``)
+    or a video file (``VideoFileFrames``) given as ``str`` or ``pathlib.Path``. Raises
+    ``TypeError`` for other types, ``FileNotFoundError`` for a missing path, ``ValueError`` for
+    an unsupported file extension, and the errors of the classes above.
+    """
+    if isinstance(source, FrameSource):
+        return source
+    if isinstance(source, np.ndarray):
+        return ArrayFrames(source)
+    if not isinstance(source, (str, Path)):
+        raise TypeError(
+            f"cannot read frames from a {type(source).__name__}; pass a (T, H, W, 3) uint8 numpy array, "
+            "an image folder or a video file path"
+        )
+    path = Path(source)
+    if path.is_dir():
+        return ImageFolderFrames(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass an existing image folder or video file")
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise ValueError(
+            f"{path} has an unsupported extension {path.suffix!r}; pass a video file "
+            f"({'/'.join(e[1:] for e in VIDEO_EXTENSIONS)}) or the folder that holds the frame images"
+        )
+    return VideoFileFrames(path)
+
+
+def preprocess(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """Resize and normalise one frame for SAM 2, exactly as Meta's reference video predictor.
+
+    ``frame`` is an ``(H, W, 3)`` uint8 RGB array. Returns a ``(3, image_size, image_size)``
+    float32 tensor: PIL ``resize((image_size, image_size))`` with PIL's default (bicubic) filter,
+    ignoring the aspect ratio; ``/ 255`` in float64, cast to float32; minus the ImageNet mean and
+    divided by its std per channel. Bit-identical to ``inference_state["images"][i]`` from
+    ``sam2/utils/misc.py::load_video_frames_from_jpg_images``. Raises ``ValueError`` otherwise.
+    """
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        found = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"preprocess expects an (H, W, 3) uint8 RGB frame, got {found}")
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((image_size, image_size)))
+    image = torch.from_numpy(np.ascontiguousarray((resized / 255.0).transpose(2, 0, 1))).float()
+    mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
+    return (image - mean) / std

@@ -1,0 +1,243 @@
+"""The SAM 2 / 2.1 model: parameters with Meta's state-dict layout and the per-frame steps.
+
+The steps mirror the reference ``sam2/modeling/sam2_base.py`` (``_forward_sam_heads``,
+``_use_mask_as_output``, ``_prepare_memory_conditioned_features``, ``_encode_new_memory``),
+rewritten to process all objects of a frame as one batch. Session logic (which memories a
+frame attends to) lives in ``sam2s.tracker``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .common import MLP
+from .image_encoder import ImageEncoder
+from .mask_decoder import MaskDecoder
+from .memory_attention import MemoryAttention
+from .memory_encoder import MemoryEncoder
+from .prompt_encoder import PromptEncoder
+
+NO_OBJ_SCORE = -1024.0  # logit written where the object is predicted absent (reference value)
+
+
+@dataclass
+class FrameFeatures:
+    """Image-encoder output for one frame (batch 1), ready for the heads.
+
+    feat: ``(1, 256, f, f)`` stride-16 features; pos: its sine encoding, same shape;
+    high_res: ``((1, 32, 4f, 4f), (1, 64, 2f, 2f))`` stride-4 / stride-8 features already
+    projected by the decoder's ``conv_s0`` / ``conv_s1``. f = image_size / 16.
+    """
+
+    feat: torch.Tensor
+    pos: torch.Tensor
+    high_res: tuple[torch.Tensor, torch.Tensor]
+
+    def expand(self, n: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Features and high-res features broadcast to a batch of ``n`` objects (no copy)."""
+        return self.feat.expand(n, -1, -1, -1), tuple(h.expand(n, -1, -1, -1) for h in self.high_res)
+
+
+@dataclass
+class HeadOutput:
+    """Per-object result of the SAM heads on one frame (batch B).
+
+    low_res: ``(B, 1, 4f, 4f)`` float32 logits of the chosen mask (``NO_OBJ_SCORE`` where the
+    object is judged absent); iou: ``(B, M)`` predicted IoU of the M candidate masks;
+    obj_ptr: ``(B, 256)`` object pointer; object_score: ``(B, 1)`` presence logit (> 0 = present).
+    """
+
+    low_res: torch.Tensor
+    iou: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score: torch.Tensor
+
+
+class SAM2Model(nn.Module):
+    """SAM 2 / 2.1 with Meta's parameter names (``image_encoder.*``, ``memory_attention.*``,
+    ``memory_encoder.*``, ``sam_prompt_encoder.*``, ``sam_mask_decoder.*``, ``obj_ptr_proj.*``,
+    ``obj_ptr_tpos_proj.*`` (2.1), ``maskmem_tpos_enc``, ``no_mem_embed``, ``no_mem_pos_enc``,
+    ``no_obj_ptr``, ``no_obj_embed_spatial`` (2.1), ``mask_downsample.*``)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, m = config.d_model, config.mem_dim
+        self.image_encoder = ImageEncoder(config)
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.memory_attention = MemoryAttention(c, m, config.memory_attention_layers)
+        self.memory_encoder = MemoryEncoder(c, m)
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, m))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, c))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, c))
+        self.no_obj_ptr = nn.Parameter(torch.zeros(1, c))
+        self.sam_prompt_encoder = PromptEncoder(c, config.image_size, config.feat_size)
+        self.sam_mask_decoder = MaskDecoder(c)
+        self.obj_ptr_proj = MLP(c, c, c, 3)
+        if config.sam21:
+            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, m))
+            self.obj_ptr_tpos_proj = nn.Linear(c, m)
+
+    @property
+    def device(self) -> torch.device:
+        return self.no_mem_embed.device
+
+    # ----------------------------------------------------------------------------- image
+    def encode_image(self, image: torch.Tensor) -> FrameFeatures:
+        """Encode one preprocessed frame ``(1, 3, S, S)`` (ImageNet-normalised) into ``FrameFeatures``."""
+        out = self.image_encoder(image)
+        s0, s1, feat = out["backbone_fpn"]
+        dec = self.sam_mask_decoder
+        return FrameFeatures(feat, out["vision_pos_enc"][-1], (dec.conv_s0(s0), dec.conv_s1(s1)))
+
+    # ----------------------------------------------------------------------------- heads
+    def forward_heads(
+        self,
+        feat: torch.Tensor,
+        high_res: tuple[torch.Tensor, torch.Tensor],
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> HeadOutput:
+        """Prompt encoder + mask decoder + object pointer (reference ``_forward_sam_heads``).
+
+        Args:
+            feat: ``(B, 256, f, f)`` memory-conditioned features; high_res as in ``FrameFeatures``.
+            points: ``(coords (B, N, 2) float32 model-input pixels, labels (B, N) int)`` or None.
+            mask_input: ``(B, 1, 4f, 4f)`` mask logits prompt, or None.
+            multimask: output the best of 3 candidate masks (else single mask with the
+                stability fallback of ``dynamic_multimask_via_stability``).
+        """
+        cfg = self.config
+        b = feat.shape[0]
+        if points is None:
+            points = (feat.new_zeros(b, 1, 2), torch.full((b, 1), -1, dtype=torch.int32, device=feat.device))
+        sparse = self.sam_prompt_encoder.embed_points(*points)
+        dense = self.sam_prompt_encoder.embed_masks(mask_input, b)
+        out = self.sam_mask_decoder(feat, self.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
+        if multimask:
+            masks, iou, tokens = out.masks[:, 1:], out.iou[:, 1:], out.tokens[:, 1:]
+        else:
+            masks, iou = out.masks[:, :1], out.iou[:, :1]
+            tokens = out.tokens[:, :1]
+            if cfg.dynamic_multimask_via_stability:
+                masks, iou = _stability_fallback(out.masks, out.iou, cfg)
+        present = out.object_score > 0
+        masks = torch.where(present[:, None, None], masks, NO_OBJ_SCORE).float()
+        if multimask:
+            best = iou.argmax(dim=-1)
+            rows = torch.arange(b, device=feat.device)
+            low_res, token = masks[rows, best].unsqueeze(1), tokens[rows, best]
+        else:
+            low_res, token = masks, tokens[:, 0]
+        obj_ptr = self.obj_ptr_proj(token)
+        lam = present.float()
+        obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr
+        return HeadOutput(low_res, iou, obj_ptr, out.object_score)
+
+    def mask_as_output(self, feat: torch.Tensor, high_res, mask: torch.Tensor) -> HeadOutput:
+        """A binary mask prompt ``(B, 1, S, S)`` float {0, 1} becomes the output directly
+        (reference ``_use_mask_as_output``: logits +-10, pointer from the heads on raw features)."""
+        high = mask * 20.0 - 10.0
+        size = (high.shape[-2] // 4, high.shape[-1] // 4)
+        low_res = F.interpolate(high, size=size, mode="bilinear", align_corners=False, antialias=True)
+        ptr = self.forward_heads(feat, high_res, mask_input=self.mask_downsample(mask)).obj_ptr
+        lam = torch.any(mask.flatten(1) > 0.0, dim=1, keepdim=True).float()
+        obj_ptr = lam * ptr + (1 - lam) * self.no_obj_ptr
+        return HeadOutput(low_res, mask.new_ones(mask.shape[0], 1), obj_ptr, 20.0 * lam - 10.0)
+
+    # ---------------------------------------------------------------------------- memory
+    def condition_on_memory(
+        self,
+        feat: torch.Tensor,
+        pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_ptr_tokens: int,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Memory attention: ``feat``, ``pos`` ``(B, 256, f, f)``; memory ``(B, M, 64)`` -> ``(B, 256, f, f)``."""
+        b, c, h, w = feat.shape
+        tokens = feat.flatten(2).transpose(1, 2)
+        tokens_pos = pos.flatten(2).transpose(1, 2)
+        out = self.memory_attention(tokens, tokens_pos, memory, memory_pos, num_ptr_tokens, attn_mask)
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+    def add_no_memory(self, feat: torch.Tensor) -> torch.Tensor:
+        """Features of a first conditioning frame: ``feat + no_mem_embed`` (``directly_add_no_mem_embed``)."""
+        return feat + self.no_mem_embed.reshape(1, -1, 1, 1)
+
+    def encode_memory(
+        self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score: torch.Tensor, binarize: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory of a frame (reference ``_encode_new_memory``).
+
+        Args:
+            feat: ``(B, 256, f, f)`` raw image features; high_res_masks: ``(B, 1, S, S)`` logits;
+            object_score: ``(B, 1)``; binarize: threshold the mask at 0 instead of a sigmoid
+            (masks from clicks, ``binarize_mask_from_pts_for_mem_enc``).
+
+        Returns:
+            ``(features (B, 64, f, f), position encoding (B, 64, f, f))``.
+        """
+        cfg = self.config
+        mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
+        mask = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
+        mem, mem_pos = self.memory_encoder(feat, mask)
+        if self.config.sam21:
+            absent = 1 - (object_score > 0).float()
+            mem = mem + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        return mem, mem_pos
+
+    def memory_tpos(self, slot: int) -> torch.Tensor:
+        """Temporal embedding ``(1, 1, 64)`` of a memory slot (``sam2s.memory.MemorySelection``).
+
+        Slot 0 (conditioning) and slots 1..6 index ``maskmem_tpos_enc`` as the reference does;
+        slot -1 (a DiveMem long-term memory) uses ``long_term_tpos_enc`` when the checkpoint
+        carries one (SAM2S), else the conditioning slot, the training-free rule of ReSurgSAM2.
+        """
+        n = self.config.num_maskmem
+        if slot < 0:
+            long_term = getattr(self, "long_term_tpos_enc", None)
+            return long_term.reshape(1, 1, -1) if long_term is not None else self.maskmem_tpos_enc[n - 1, 0]
+        return self.maskmem_tpos_enc[n - slot - 1, 0]
+
+    def pointer_pos_enc(self, rel_pos: torch.Tensor, max_rel: int) -> torch.Tensor:
+        """Temporal encoding ``(P, 64)`` of object pointers at relative frame distances ``rel_pos (P,)``.
+
+        SAM 2.1: 1-D sine encoding of ``rel_pos / max_rel`` (256-d) projected by
+        ``obj_ptr_tpos_proj``; SAM 2.0 adds no temporal encoding (zeros).
+        """
+        if not self.config.sam21:
+            return rel_pos.new_zeros(rel_pos.shape[0], self.config.mem_dim, dtype=torch.float32)
+        dim = self.config.d_model
+        half = dim // 2
+        dim_t = torch.arange(half, dtype=torch.float32, device=rel_pos.device)
+        dim_t = 10000 ** (2 * (dim_t // 2) / half)
+        x = (rel_pos.float() / max_rel).unsqueeze(-1) / dim_t
+        return self.obj_ptr_tpos_proj(torch.cat([x.sin(), x.cos()], dim=-1))
+
+
+def _stability_fallback(masks: torch.Tensor, iou: torch.Tensor, cfg: ModelConfig):
+    """Single-mask output, replaced by the best multimask output where the single mask is
+    unstable (reference ``MaskDecoder._dynamic_multimask_via_stability``).
+
+    masks ``(B, 4, h, w)``, iou ``(B, 4)`` -> ``((B, 1, h, w), (B, 1))``.
+    """
+    b = masks.shape[0]
+    rows = torch.arange(b, device=masks.device)
+    best = iou[:, 1:].argmax(dim=-1) + 1
+    flat = masks[:, 0].flatten(1)
+    delta = cfg.dynamic_multimask_stability_delta
+    inter = (flat > delta).sum(-1).float()
+    union = (flat > -delta).sum(-1).float()
+    stability = torch.where(union > 0, inter / union, 1.0)
+    stable = (stability >= cfg.dynamic_multimask_stability_thresh)[:, None]
+    out_masks = torch.where(stable[..., None, None], masks[:, :1], masks[rows, best].unsqueeze(1))
+    out_iou = torch.where(stable, iou[:, :1], iou[rows, best].unsqueeze(1))
+    return out_masks, out_iou

@@ -1,0 +1,455 @@
+"""Streaming multi-object video tracking session (the counterpart of Meta's ``SAM2VideoPredictor``).
+
+Frames are decoded and encoded lazily (a small LRU cache of encoded frames), all objects of a
+frame go through memory attention, the heads and the memory encoder as one batch, and each
+object's memory bank is bounded (``sam2s.memory``). Numerically it follows the reference
+``sam2/sam2_video_predictor.py`` (default post-processing of ``build_sam2_video_predictor``),
+with one deliberate difference: a prompt on an already tracked frame (a correction) becomes a
+conditioning frame, as the reference's ``add_all_frames_to_correct_as_cond=True`` does, so that
+propagating again from there uses it instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .frames import FrameSource, open_frames, preprocess
+from .memory import FrameMemory, ObjectState, SAM2Memory, describe
+from .modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
+from .modeling.sam2 import FrameFeatures, SAM2Model
+
+
+class PromptError(ValueError):
+    """A prompt (points, labels, box, mask, frame index or object id) is invalid."""
+
+
+def make_memory_policy(memory: Any, model: SAM2Model, **params: Any) -> SAM2Memory:
+    """Memory policy from a name (``"sam2"`` or ``"divemem"``) or a policy object.
+
+    Raises:
+        ValueError: unknown name, or parameters given for a policy that takes none.
+    """
+    cfg = model.config
+    if not isinstance(memory, str):
+        return memory
+    if memory == "sam2":
+        if params:
+            raise ValueError(f"memory='sam2' takes no parameters (got {sorted(params)}).")
+        return SAM2Memory(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder, signed_ptr_pos=cfg.sam21)
+    if memory == "divemem":
+        from .divemem import DiveMem
+
+        return DiveMem(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder, signed_ptr_pos=cfg.sam21, **params)
+    raise ValueError(f"Unknown memory policy {memory!r}; use 'sam2' or 'divemem'.")
+
+
+class VideoTracker:
+    """Track objects through a video with a SAM 2 / 2.1 model.
+
+    Args:
+        model: from ``sam2s.build_model``.
+        frames: ``(T, H, W, 3)`` uint8 RGB array (used without copying), a folder of images, a
+            video file (mp4/avi/mov/mkv...), or a ``FrameSource``. Decoded one frame at a time.
+        memory: ``"sam2"`` (reference behaviour), ``"divemem"`` (SAM2S diverse memory), or a
+            policy object; ``memory_params`` go to the policy.
+        feature_cache_size: encoded frames kept (each is ~20 MB at 1024 px, ~5 MB at 512 px).
+
+    Coordinates are pixels of the original frames, x right, y down; frame indices start at 0.
+    Outputs are float32 mask logits at the original resolution (> 0 = inside the object).
+
+    Raises:
+        FrameSourceError / FileNotFoundError / ValueError: unreadable or invalid frames.
+    """
+
+    def __init__(
+        self,
+        model: SAM2Model,
+        frames: FrameSource | np.ndarray | str,
+        memory: Any = "sam2",
+        feature_cache_size: int = 2,
+        **memory_params: Any,
+    ) -> None:
+        self.model = model
+        self.frames = open_frames(frames)
+        self.memory = make_memory_policy(memory, model, **memory_params)
+        self.num_frames = len(self.frames)
+        self.height, self.width = self.frames.height, self.frames.width
+        self.feature_cache_size = max(1, int(feature_cache_size))
+        self.objects: dict[int, ObjectState] = {}
+        self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
+        self._maskmem_pos: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def obj_ids(self) -> list[int]:
+        """Object ids in the order they were first prompted (the order of output rows)."""
+        return list(self.objects)
+
+    @torch.inference_mode()
+    def add_points(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: Sequence | np.ndarray,
+        labels: Sequence | np.ndarray,
+        clear_old_points: bool = True,
+    ) -> np.ndarray:
+        """Prompt ``obj_id`` on ``frame_idx`` with clicks and return its mask logits there.
+
+        Args:
+            points: ``(N, 2)`` float pixel coordinates (x right, y down) in the original frame.
+            labels: ``(N,)`` ints, 1 = positive (inside the object), 0 = negative.
+            clear_old_points: replace this frame's earlier clicks (as the reference does);
+                False appends to them.
+
+        Returns:
+            ``(H, W)`` float32 logits of ``obj_id`` on ``frame_idx``.
+
+        Raises:
+            PromptError: bad frame index, object id, shapes, labels, or points outside the frame.
+                Nothing in the session changes then.
+        """
+        coords, labs = self._check_points(points, labels)
+        if len(coords) == 0:
+            raise PromptError("Empty prompt: give at least one point (x, y) with a label 1 or 0.")
+        return self._add_point_prompt(frame_idx, obj_id, coords, labs, clear_old_points)
+
+    @torch.inference_mode()
+    def add_box(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        box: Sequence | np.ndarray,
+        points: Sequence | np.ndarray | None = None,
+        labels: Sequence | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Prompt ``obj_id`` on ``frame_idx`` with a box ``[x0, y0, x1, y1]`` (pixels, x0 < x1,
+        y0 < y1, inside the frame) and optional extra clicks; replaces this frame's earlier clicks.
+
+        Returns and raises as ``add_points``.
+        """
+        b = np.asarray(box, dtype=np.float64)
+        if b.shape != (4,) or not np.all(np.isfinite(b)):
+            raise PromptError(f"A box must be 4 finite numbers [x0, y0, x1, y1] in pixels; got {box!r}.")
+        if not (b[0] < b[2] and b[1] < b[3]):
+            raise PromptError(f"Box {b.tolist()} is empty or reversed: it needs x0 < x1 and y0 < y1.")
+        corners = b.reshape(2, 2)
+        self._check_inside(corners, "box corner")
+        coords, labs = corners, np.array([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT])
+        if points is not None or labels is not None:
+            p, lab = self._check_points(points if points is not None else [], labels if labels is not None else [])
+            coords, labs = np.concatenate([coords, p]), np.concatenate([labs, lab])
+        return self._add_point_prompt(frame_idx, obj_id, coords, labs, clear_old_points=True)
+
+    @torch.inference_mode()
+    def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> np.ndarray:
+        """Prompt ``obj_id`` on ``frame_idx`` with a binary mask ``(H, W)`` (bool or 0/1) of the
+        frame's size; it replaces this frame's clicks. Returns the ``(H, W)`` logits (+-10 as the
+        reference's ``use_mask_input_as_output_without_sam``).
+
+        Raises:
+            PromptError: wrong shape or non-binary values; bad frame index or object id.
+        """
+        self._check_frame(frame_idx)
+        self._check_obj_id(obj_id)
+        m = np.asarray(mask)
+        if m.shape != (self.height, self.width):
+            raise PromptError(
+                f"Mask shape {m.shape} does not match the frame size (H, W) = {(self.height, self.width)}."
+            )
+        if m.dtype != bool:
+            if not np.isin(m, (0, 1)).all():
+                raise PromptError("Mask values must be 0/1 or bool; threshold a probability map first.")
+            m = m.astype(bool)
+        model, s = self.model, self.model.config.image_size
+        x = torch.from_numpy(m)[None, None].float().to(model.device)
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            x = (x >= 0.5).float()
+        with self._autocast():
+            ff = self._frame_features(frame_idx)
+            out = model.mask_as_output(ff.feat, ff.high_res, x)
+        mem = self._frame_memory(out.low_res, out, frame_idx)
+        obj = self.objects.setdefault(obj_id, ObjectState())
+        obj.pending[frame_idx] = mem
+        obj.prompts[frame_idx] = ("mask", x)
+        return self._to_video(mem.pred_masks)[0]
+
+    @torch.inference_mode()
+    def propagate(
+        self, start: int | None = None, end: int | None = None, reverse: bool = False
+    ) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        """Track every object from ``start`` to ``end`` (inclusive), yielding per frame.
+
+        Args:
+            start: first frame (default: the earliest prompted frame, as the reference).
+            end: last frame (default: the last frame, or frame 0 when ``reverse``).
+            reverse: track backward in time.
+
+        Yields:
+            ``(frame_idx, obj_ids, logits)`` with ``logits`` ``(n_objects, H, W)`` float32 in
+            the order of ``obj_ids``. Prompted frames yield their prompt result.
+
+        Raises:
+            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``.
+        """
+        if not self.objects:
+            raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
+        self._commit_prompts()
+        if start is None:
+            start = min(t for obj in self.objects.values() for t in obj.cond)
+        if end is None:
+            end = 0 if reverse else self.num_frames - 1
+        self._check_frame(start, "start")
+        self._check_frame(end, "end")
+        if (end > start) if reverse else (end < start):
+            raise PromptError(
+                f"end={end} lies {'after' if reverse else 'before'} start={start} for "
+                f"{'backward' if reverse else 'forward'} tracking; swap them or change `reverse`."
+            )
+        step = -1 if reverse else 1
+        for t in range(start, end + step, step):
+            yield t, self.obj_ids, self._track_frame(t, reverse)
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget ``obj_id`` and everything about it. Unknown ids raise ``KeyError``."""
+        if obj_id not in self.objects:
+            raise KeyError(f"No object with id {obj_id!r}; known ids: {self.obj_ids}.")
+        del self.objects[obj_id]
+
+    def reset(self) -> None:
+        """Forget all objects, prompts and memories (encoded frames stay cached)."""
+        self.objects.clear()
+
+    def attended_memory(self, obj_id: int, frame_idx: int | None = None, reverse: bool = False) -> dict:
+        """Inspection of what ``obj_id`` attends to.
+
+        With ``frame_idx``: the memories it would attend to on that frame now. Without: those it
+        attended to on the last frame it was tracked on (or corrected on).
+
+        Returns:
+            ``{"frame": t, "conditioning": [...], "short_term": [...], "long_term": [...],
+            "pointers": n}``: sorted frame indices per kind of memory, and the number of object
+            pointers. Raises ``KeyError`` for an unknown object or one not tracked yet.
+        """
+        obj = self.objects[obj_id]
+        if frame_idx is None:
+            if obj.last_attended is None:
+                raise KeyError(f"Object {obj_id} has not been tracked yet; pass a frame_idx.")
+            frame_idx, sel = obj.last_attended
+        else:
+            sel = self.memory.select(obj, frame_idx, reverse, self.num_frames)
+        return {"frame": frame_idx, **describe(sel)}
+
+    # ------------------------------------------------------------------ internals
+    def _autocast(self):
+        if self.model.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_frame(self, frame_idx: Any, what: str = "frame_idx") -> None:
+        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+            raise PromptError(f"{what} must be an integer frame index, got {frame_idx!r}.")
+        if not 0 <= frame_idx < self.num_frames:
+            raise PromptError(
+                f"{what}={frame_idx} is out of range: this video has {self.num_frames} frames (0..{self.num_frames - 1})."
+            )
+
+    @staticmethod
+    def _check_obj_id(obj_id: Any) -> None:
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
+            raise PromptError(f"obj_id must be an integer, got {obj_id!r}.")
+
+    def _check_inside(self, coords: np.ndarray, what: str) -> None:
+        bad = (coords[:, 0] < 0) | (coords[:, 0] > self.width) | (coords[:, 1] < 0) | (coords[:, 1] > self.height)
+        if bad.any():
+            raise PromptError(
+                f"{what} {coords[bad][0].tolist()} lies outside the frame (x in 0..{self.width}, "
+                f"y in 0..{self.height} pixels, x right, y down)."
+            )
+
+    def _check_points(self, points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        raw = np.asarray(points, dtype=np.float64)
+        if raw.size and (raw.ndim != 2 or raw.shape[1] != 2):
+            raise PromptError(f"points must have shape (N, 2) as (x, y) pixels; got {raw.shape}.")
+        p = raw.reshape(-1, 2)
+        lab = np.asarray(labels).reshape(-1) if np.size(labels) else np.zeros(0, dtype=int)
+        if len(p) != len(lab):
+            raise PromptError(f"{len(p)} points but {len(lab)} labels: give one label (1 or 0) per point.")
+        if not np.all(np.isfinite(p)):
+            raise PromptError("points contain NaN or infinite coordinates.")
+        if not np.isin(lab, (0, 1)).all():
+            raise PromptError(f"labels must be 1 (positive) or 0 (negative); got {sorted(set(lab.tolist()))}.")
+        self._check_inside(p, "Point")
+        return p, lab.astype(np.int64)
+
+    def _add_point_prompt(self, frame_idx, obj_id, coords, labels, clear_old_points) -> np.ndarray:
+        self._check_frame(frame_idx)
+        self._check_obj_id(obj_id)
+        model, cfg = self.model, self.model.config
+        device = model.device
+        xy = (torch.from_numpy(coords).float() / torch.tensor([self.width, self.height])) * cfg.image_size
+        lab = torch.from_numpy(labels).to(torch.int32)
+        obj = self.objects.get(obj_id, ObjectState())
+        old = obj.prompts.get(frame_idx)
+        if not clear_old_points and old is not None and old[0] == "points":
+            xy, lab = torch.cat([old[1], xy]), torch.cat([old[2], lab])
+        is_init = frame_idx not in obj.tracked
+        reverse = obj.tracked.get(frame_idx, False)
+        prev = obj.latest_output(frame_idx)
+        prev_logits = None if prev is None else prev.pred_masks.to(device).clamp(-32.0, 32.0)
+        with self._autocast():
+            ff = self._frame_features(frame_idx)
+            if is_init:
+                pix = model.add_no_memory(ff.feat)
+            else:
+                pix = self._condition([obj], frame_idx, reverse, ff)
+            out = model.forward_heads(
+                pix, ff.high_res, (xy[None].to(device), lab[None].to(device)), prev_logits, multimask=len(lab) <= 1
+            )
+        mem = self._frame_memory(out.low_res, out, frame_idx)
+        self.objects[obj_id] = obj
+        obj.pending[frame_idx] = mem
+        obj.prompts[frame_idx] = ("points", xy, lab)
+        return self._to_video(mem.pred_masks)[0]
+
+    def _frame_memory(self, low_res: torch.Tensor, out, frame_idx: int) -> FrameMemory:
+        return FrameMemory(
+            low_res.float(), out.obj_ptr.float(), out.object_score.float(), out.iou.float(), frame_idx=frame_idx
+        )
+
+    def _frame_features(self, frame_idx: int) -> FrameFeatures:
+        ff = self._features.get(frame_idx)
+        if ff is None:
+            image = preprocess(self.frames.get(frame_idx), self.model.config.image_size)
+            ff = self.model.encode_image(image[None].to(self.model.device))
+            self._features[frame_idx] = ff
+            while len(self._features) > self.feature_cache_size:
+                self._features.popitem(last=False)
+        else:
+            self._features.move_to_end(frame_idx)
+        return ff
+
+    def _encode_memory(self, frame_idx: int, low_res: torch.Tensor, object_score: torch.Tensor, binarize: bool):
+        """bf16 memory features ``(B, 64, f, f)`` of masks ``low_res (B, 1, 4f, 4f)`` on a frame."""
+        s = self.model.config.image_size
+        high = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)
+        ff = self._frame_features(frame_idx)
+        with self._autocast():
+            mem, pos = self.model.encode_memory(ff.feat.expand(len(low_res), -1, -1, -1), high, object_score, binarize)
+        if self._maskmem_pos is None:
+            self._maskmem_pos = pos[:1].float()
+        return mem.to(torch.bfloat16)
+
+    def _commit_prompts(self) -> None:
+        """Encode the memory of prompted frames and make them conditioning frames
+        (reference ``propagate_in_video_preflight``; masks are binarised as from clicks)."""
+        by_frame: dict[int, list[tuple[ObjectState, FrameMemory]]] = {}
+        for obj in self.objects.values():
+            for t, mem in obj.pending.items():
+                by_frame.setdefault(t, []).append((obj, mem))
+        for t, items in by_frame.items():
+            todo = [mem for _, mem in items if mem.maskmem is None]
+            if todo:
+                low = torch.cat([m.pred_masks for m in todo]).to(self.model.device)
+                score = torch.cat([m.object_score for m in todo]).to(self.model.device)
+                feats = self._encode_memory(t, low, score, binarize=True)
+                for m, f in zip(todo, feats):
+                    m.maskmem = f[None]
+        for obj in self.objects.values():
+            obj.cond.update(obj.pending)
+            obj.pending.clear()
+            for t in obj.cond:
+                obj.non_cond.pop(t, None)
+
+    def _condition(self, objs: list[ObjectState], frame_idx: int, reverse: bool, ff: FrameFeatures) -> torch.Tensor:
+        """Memory-conditioned features ``(B, 256, f, f)`` of a frame for a batch of objects."""
+        model, cfg = self.model, self.model.config
+        device = model.device
+        hw = ff.feat.shape[-2] * ff.feat.shape[-1]
+        mem_pos = self._maskmem_pos.flatten(2).transpose(1, 2).to(device)  # (1, HW, 64)
+        max_rel = min(self.num_frames, cfg.max_obj_ptrs_in_encoder) - 1
+        per_obj = []
+        for obj in objs:
+            sel = self.memory.select(obj, frame_idx, reverse, self.num_frames)
+            obj.last_attended = (frame_idx, sel)
+            feats = [m.maskmem.to(device).flatten(2).transpose(1, 2) for m, _ in sel.spatial]
+            poss = [mem_pos + model.memory_tpos(slot).reshape(1, 1, -1) for _, slot in sel.spatial]
+            if sel.pointers:
+                rel = torch.tensor([r for r, _ in sel.pointers], device=device)
+                ptrs = torch.cat([p.to(device) for _, p in sel.pointers])  # (P, 256)
+                split = cfg.d_model // cfg.mem_dim
+                ptr_tokens = ptrs.reshape(-1, split, cfg.mem_dim).flatten(0, 1)[None]
+                ptr_pos = model.pointer_pos_enc(rel, max_rel).repeat_interleave(split, dim=0)[None]
+            else:
+                ptr_tokens = ptr_pos = ff.feat.new_zeros(1, 0, cfg.mem_dim)
+            per_obj.append((feats, poss, ptr_tokens, ptr_pos))
+        n_frames = max(len(f) for f, *_ in per_obj)
+        n_ptr = max(p.shape[1] for _, _, p, _ in per_obj)
+        memory, memory_pos, masks = [], [], []
+        for feats, poss, ptr_tokens, ptr_pos in per_obj:
+            pad_f, pad_p = (n_frames - len(feats)) * hw, n_ptr - ptr_tokens.shape[1]
+            z = ptr_tokens.new_zeros
+            memory.append(
+                torch.cat(
+                    [f.float() for f in feats] + [z(1, pad_f, cfg.mem_dim), ptr_tokens, z(1, pad_p, cfg.mem_dim)], 1
+                )
+            )
+            memory_pos.append(torch.cat(poss + [z(1, pad_f, cfg.mem_dim), ptr_pos, z(1, pad_p, cfg.mem_dim)], 1))
+            keep = torch.ones(memory[-1].shape[1], dtype=torch.bool, device=device)
+            keep[len(feats) * hw : n_frames * hw] = False
+            keep[n_frames * hw + ptr_tokens.shape[1] :] = False
+            masks.append(keep)
+        attn_mask = None
+        if not all(m.all() for m in masks):
+            attn_mask = torch.stack(masks)[:, None, None, :]
+        b = len(objs)
+        return model.condition_on_memory(
+            ff.feat.expand(b, -1, -1, -1),
+            ff.pos.expand(b, -1, -1, -1),
+            torch.cat(memory),
+            torch.cat(memory_pos),
+            n_ptr,
+            attn_mask,
+        )
+
+    def _track_frame(self, t: int, reverse: bool) -> np.ndarray:
+        """Outputs ``(n_objects, H, W)`` on frame ``t``: prompted frames give their stored result,
+        the other objects are tracked as one batch."""
+        objs = list(self.objects.values())
+        todo = [obj for obj in objs if t not in obj.cond]
+        if todo:
+            ff = self._frame_features(t)
+            with self._autocast():
+                pix = self._condition(todo, t, reverse, ff)
+                feat, high_res = ff.expand(len(todo))
+                out = self.model.forward_heads(pix, high_res, multimask=True)
+            low_res = out.low_res.float()
+            maskmem = self._encode_memory(t, low_res, out.object_score, binarize=False)
+            for i, obj in enumerate(todo):
+                mem = FrameMemory(
+                    low_res[i : i + 1],
+                    out.obj_ptr[i : i + 1].float(),
+                    out.object_score[i : i + 1].float(),
+                    out.iou[i : i + 1].float(),
+                    maskmem[i : i + 1],
+                    frame_idx=t,
+                )
+                self.memory.update(obj, t, reverse, mem)
+        logits = []
+        for obj in objs:
+            obj.tracked[t] = reverse
+            logits.append(obj.cond[t].pred_masks if t in obj.cond else obj.non_cond[t].pred_masks)
+        return self._to_video(torch.cat(logits))
+
+    def _to_video(self, low_res: torch.Tensor) -> np.ndarray:
+        """``(B, 1, 4f, 4f)`` logits -> ``(B, H, W)`` float32 numpy at the original resolution."""
+        up = F.interpolate(low_res.float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return up[:, 0].cpu().numpy()

@@ -1,0 +1,410 @@
+"""Tests of sam2s.checkpoints: registry, cache directory, downloader, resolver and safe loader.
+
+All offline: downloads go to a ThreadingHTTPServer bound to 127.0.0.1 on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import re
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+import torch
+from sam2s import checkpoints as ck
+from sam2s.checkpoints import (
+    REGISTRY,
+    CheckpointError,
+    CheckpointInfo,
+    ChecksumError,
+    DownloadError,
+    cache_status,
+    download,
+    load_state_dict,
+    resolve_checkpoint,
+)
+
+# --------------------------------------------------------------------------------------------
+# Fixtures: a generated checkpoint and a local HTTP server
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A checkpoint served over HTTP on 127.0.0.1."""
+
+    url: str
+    data: bytes
+    sha256: str
+    requests: list[str] = field(default_factory=list)
+    mode: str = "full"  # "full" or "truncate" (Content-Length of all bytes, half the body)
+
+    def info(self, **changes: object) -> CheckpointInfo:
+        base = CheckpointInfo(
+            name="test_ckpt",
+            config="sam2.1_hiera_t",
+            url=self.url,
+            filename="test_ckpt.pt",
+            size_bytes=len(self.data),
+            sha256=self.sha256,
+        )
+        return replace(base, **changes)
+
+
+@pytest.fixture()
+def checkpoint_file(tmp_path: Path) -> Path:
+    path = tmp_path / "source" / "generated.pt"
+    path.parent.mkdir()
+    torch.manual_seed(0)
+    torch.save({"model": {"w": torch.randn(64, 64)}}, path)
+    return path
+
+
+@pytest.fixture()
+def served(checkpoint_file: Path) -> Iterator[Served]:
+    data = checkpoint_file.read_bytes()
+    state = Served(url="", data=data, sha256=hashlib.sha256(data).hexdigest())
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.requests.append(self.path)
+            if self.path != "/test_ckpt.pt":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(state.data)))
+            self.end_headers()
+            if state.mode == "truncate":
+                self.wfile.write(state.data[: len(state.data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(state.data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep stderr clean for the progress-bar assertions
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/test_ckpt.pt"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache directory, also set as $SAM2S_CACHE_DIR so nothing touches ~/.cache."""
+    directory = tmp_path / "cache"
+    monkeypatch.setenv(ck.ENV_CACHE_DIR, str(directory))
+    return directory
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# --------------------------------------------------------------------------------------------
+# (a) successful download, progress bar, cache hit
+# --------------------------------------------------------------------------------------------
+
+
+def test_download_success_progress_and_cache_hit(
+    served: Served, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = served.info()
+    path = download(info, cache_dir=cache, progress=True)
+
+    assert path == cache / "test_ckpt.pt"
+    assert path.read_bytes() == served.data
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
+    assert len(served.requests) == 1
+    assert _listing(cache) == ["test_ckpt.pt", "test_ckpt.pt" + ck.MARKER_SUFFIX]
+
+    err = capsys.readouterr().err
+    assert "test_ckpt.pt" in err
+    assert "100%" in err  # the bar reached its total ...
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    done, total = re.search(r"([\d.]+k?B?)/([\d.]+k?B?)", final).groups()
+    assert done == total  # ... e.g. "16.7k/16.7k"
+
+    # Second call: served from the cache, no request, no output.
+    assert download(info, cache_dir=cache, progress=True) == path
+    assert len(served.requests) == 1
+    assert capsys.readouterr().err == ""
+
+    # Without the marker the file is re-hashed once (still no request) and the marker rewritten.
+    (cache / ("test_ckpt.pt" + ck.MARKER_SUFFIX)).unlink()
+    assert download(info, cache_dir=cache) == path
+    assert len(served.requests) == 1
+    assert (cache / ("test_ckpt.pt" + ck.MARKER_SUFFIX)).is_file()
+
+    # resolve_checkpoint finds the cached file without downloading.
+    assert resolve_checkpoint(info, cache_dir=cache) == path
+    assert len(served.requests) == 1
+    assert load_state_dict(path)["w"].shape == (64, 64)
+
+
+def test_download_without_progress_prints_nothing(
+    served: Served, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    download(served.info(), cache_dir=cache, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_corrupt_cached_file_is_replaced(served: Served, cache: Path) -> None:
+    cache.mkdir()
+    (cache / "test_ckpt.pt").write_bytes(b"\0" * len(served.data))  # right size, wrong bytes
+    with pytest.warns(UserWarning, match="SHA256"):
+        path = download(served.info(), cache_dir=cache, progress=False)
+    assert path.read_bytes() == served.data
+    assert len(served.requests) == 1
+
+
+def test_url_override_and_unknown_name(served: Served, cache: Path) -> None:
+    info = served.info(url="https://dl.fbaipublicfiles.com/never/contacted.pt")
+    path = download(info, cache_dir=cache, progress=False, url=served.url)
+    assert path.read_bytes() == served.data
+    with pytest.raises(ValueError, match="sam2.1_hiera_t"):
+        download("sam3_hiera_huge", cache_dir=cache)
+
+
+def test_unknown_sha256_warns_but_downloads(served: Served, cache: Path) -> None:
+    with pytest.warns(UserWarning, match="No SHA256"):
+        path = download(served.info(sha256=None), cache_dir=cache, progress=False)
+    assert path.read_bytes() == served.data
+
+
+# --------------------------------------------------------------------------------------------
+# (b) checksum mismatch, (c) interrupted download, (d) unreachable server
+# --------------------------------------------------------------------------------------------
+
+
+def test_sha256_mismatch_raises_and_leaves_nothing(served: Served, cache: Path) -> None:
+    wrong = "0" * 64
+    with pytest.raises(ChecksumError) as excinfo:
+        download(served.info(sha256=wrong), cache_dir=cache, progress=False)
+    message = str(excinfo.value)
+    assert wrong in message and served.sha256 in message
+    assert "retry" in message.lower() and "manually" in message
+    assert isinstance(excinfo.value, RuntimeError)
+    assert _listing(cache) == []
+
+
+def test_size_mismatch_raises_before_download(served: Served, cache: Path) -> None:
+    with pytest.raises(ChecksumError, match="bytes"):
+        download(served.info(size_bytes=len(served.data) + 1), cache_dir=cache, progress=False)
+    assert _listing(cache) == []
+
+
+def test_interrupted_download_raises_and_leaves_nothing(served: Served, cache: Path) -> None:
+    served.mode = "truncate"
+    with pytest.raises(DownloadError) as excinfo:
+        download(served.info(), cache_dir=cache, progress=False, timeout=10)
+    message = str(excinfo.value)
+    assert "interrupted" in message
+    assert "offline" in message
+    assert isinstance(excinfo.value, RuntimeError)
+    assert _listing(cache) == []
+
+
+def test_http_error_is_download_error(served: Served, cache: Path) -> None:
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(served.info(), cache_dir=cache, progress=False, url=served.url + ".missing")
+    assert _listing(cache) == []
+
+
+def test_unreachable_server_gives_offline_hint(cache: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/sam2.1_hiera_tiny.pt"
+    with pytest.raises(DownloadError) as excinfo:
+        download("sam2.1_hiera_t", cache_dir=cache, progress=False, url=url, timeout=5)
+    message = str(excinfo.value)
+    assert "Could not reach" in message and url in message
+    assert "offline" in message
+    assert "local path" in message  # pass the file's path instead of the name ...
+    assert str(cache / "sam2.1_hiera_tiny.pt") in message  # ... or drop it into the cache
+    assert _listing(cache) == []
+
+
+# --------------------------------------------------------------------------------------------
+# (e) cache directory
+# --------------------------------------------------------------------------------------------
+
+
+def test_cache_dir_env_var_is_respected(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "env-cache"
+    monkeypatch.setenv(ck.ENV_CACHE_DIR, str(target))
+    assert ck.cache_dir() == target
+    path = download(served.info(), progress=False)  # no cache_dir argument
+    assert path == target / "test_ckpt.pt"
+    assert path.is_file()
+
+
+def test_platform_cache_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ck.ENV_CACHE_DIR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert ck.cache_dir() == tmp_path / "xdg" / "sam2s"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert ck.cache_dir() == tmp_path / ".cache" / "sam2s"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert ck.cache_dir() == tmp_path / "Library" / "Caches" / "sam2s"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert ck.cache_dir() == tmp_path / "Local" / "sam2s" / "Cache"
+
+
+# --------------------------------------------------------------------------------------------
+# (f) registry
+# --------------------------------------------------------------------------------------------
+
+
+def test_registry_sanity() -> None:
+    expected = {f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")}
+    assert set(REGISTRY) == expected
+    assert len(REGISTRY) == 8
+    sizes = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
+    for name, info in REGISTRY.items():
+        version, size = name.split("_hiera_")
+        assert info.name == name and info.config == name
+        assert info.filename == f"{version}_hiera_{sizes[size]}.pt"
+        stamp = "072824" if version == "sam2" else "092824"
+        assert info.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/{stamp}/{info.filename}"
+        assert re.fullmatch(r"[0-9a-f]{64}", info.sha256)
+        assert isinstance(info.size_bytes, int) and info.size_bytes > 0
+    assert len({info.sha256 for info in REGISTRY.values()}) == 8
+    # Sizes grow with the model (t < s < b+ < l) and SAM 2.1 files are slightly larger.
+    for version in ("sam2", "sam2.1"):
+        row = [REGISTRY[f"{version}_hiera_{s}"].size_bytes for s in ("t", "s", "b+", "l")]
+        assert row == sorted(row)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        REGISTRY["sam2_hiera_t"].url = "http://example.invalid/"  # type: ignore[misc]
+
+
+def test_registry_names_match_model_configs() -> None:
+    from sam2s.config import CONFIGS
+
+    assert {info.config for info in REGISTRY.values()} <= set(CONFIGS)
+
+
+def test_get_info_aliases() -> None:
+    assert ck.get_info("sam2.1_hiera_tiny.pt") is REGISTRY["sam2.1_hiera_t"]
+    assert ck.get_info("configs/sam2/sam2_hiera_b+.yaml") is REGISTRY["sam2_hiera_b+"]
+    with pytest.raises(ValueError, match="known checkpoints"):
+        ck.get_info("nope")
+
+
+# --------------------------------------------------------------------------------------------
+# (g) load_state_dict
+# --------------------------------------------------------------------------------------------
+
+
+class _NotATensor:
+    """A custom class: unpickling it would import and construct arbitrary objects."""
+
+
+def test_load_state_dict_good(checkpoint_file: Path, tmp_path: Path) -> None:
+    state = load_state_dict(checkpoint_file)
+    assert list(state) == ["w"] and state["w"].shape == (64, 64) and state["w"].device.type == "cpu"
+    bare = tmp_path / "bare.pt"
+    torch.save({"a": torch.zeros(2), "b": torch.ones(3)}, bare)  # a plain state dict
+    assert set(load_state_dict(bare)) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("truncated", "truncated or not a PyTorch checkpoint"),
+        ("text", "truncated or not a PyTorch checkpoint"),
+        ("empty", "empty"),
+        ("custom_class", "contains objects other than tensors.*refusing to unpickle arbitrary code"),
+        ("not_tensors", "not all named tensors"),
+    ],
+)
+def test_load_state_dict_rejects_bad_files(checkpoint_file: Path, tmp_path: Path, kind: str, pattern: str) -> None:
+    bad = tmp_path / f"{kind}.pt"
+    if kind == "truncated":
+        data = checkpoint_file.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif kind == "text":
+        bad.write_text("this is not a checkpoint\n")
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "custom_class":
+        torch.save({"model": {"w": torch.zeros(1)}, "extra": _NotATensor()}, bad)
+    else:
+        torch.save({"model": {"w": torch.zeros(1), "step": 3}}, bad)
+    with pytest.raises(CheckpointError, match=pattern) as excinfo:
+        load_state_dict(bad)
+    assert str(bad) in str(excinfo.value)
+    assert isinstance(excinfo.value, ValueError)
+
+
+def test_load_state_dict_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_state_dict(tmp_path / "missing.pt")
+
+
+# --------------------------------------------------------------------------------------------
+# (h) resolve_checkpoint, cache_status
+# --------------------------------------------------------------------------------------------
+
+
+def test_resolve_local_path(checkpoint_file: Path, cache: Path) -> None:
+    assert resolve_checkpoint(checkpoint_file) == checkpoint_file
+    assert resolve_checkpoint(str(checkpoint_file)) == checkpoint_file
+    assert _listing(cache) == []
+
+
+def test_resolve_registry_name_not_cached(cache: Path) -> None:
+    with pytest.raises(FileNotFoundError) as excinfo:
+        resolve_checkpoint("sam2.1_hiera_t", allow_download=False)
+    message = str(excinfo.value)
+    assert "sam2s download sam2.1_hiera_t" in message
+    assert "sam2s.download('sam2.1_hiera_t')" in message
+    assert _listing(cache) == []
+
+
+def test_resolve_unknown_name(cache: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="neither an existing file nor a known checkpoint"):
+        resolve_checkpoint("no_such_model.pt")
+
+
+def test_resolve_downloads_when_allowed(served: Served, cache: Path) -> None:
+    path = resolve_checkpoint(served.info(), allow_download=True, progress=False)
+    assert path == cache / "test_ckpt.pt" and path.read_bytes() == served.data
+    assert len(served.requests) == 1
+
+
+def test_cache_status(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status = cache_status()
+    assert [info.name for info, _ in status] == list(REGISTRY)
+    assert all(path is None for _, path in status)
+    # Pretend the tiny SAM 2.1 checkpoint is cached: a small fake file with a matching size.
+    fake = replace(REGISTRY["sam2.1_hiera_t"], size_bytes=5)
+    monkeypatch.setitem(REGISTRY, "sam2.1_hiera_t", fake)
+    cache.mkdir()
+    (cache / fake.filename).write_bytes(b"12345")
+    found: dict[str, Path | None] = {info.name: path for info, path in cache_status()}
+    assert found["sam2.1_hiera_t"] == cache / fake.filename
+    assert sum(path is not None for path in found.values()) == 1

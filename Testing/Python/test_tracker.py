@@ -1,0 +1,235 @@
+"""VideoTracker behaviour without the reference: frame sources, corrections, bounded memory,
+bad input (engine issue, acceptance items 1, 4, 5 and 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sam2s
+import torch
+from conftest import ROOT, random_model
+from PIL import Image
+from sam2s.synthetic import SyntheticClip
+from sam2s.tracker import PromptError
+
+SIZE = 256  # model input side for these tests (a multiple of 32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(2)
+    return random_model("sam2.1_hiera_t", SIZE)
+
+
+def track(model, frames, prompts, end):
+    tracker = sam2s.VideoTracker(model, frames)
+    for obj in prompts:
+        p = obj["prompts"][0]
+        if "box" in p:
+            tracker.add_box(p["frame"], obj["id"], p["box"])
+        else:
+            tracker.add_points(p["frame"], obj["id"], p["points"], p["labels"])
+    return np.stack([logits for _, _, logits in tracker.propagate(end=end)])
+
+
+def test_import_needs_no_torchvision_hydra_or_sam2():
+    """Acceptance 1: ``import sam2s`` with torchvision, hydra, iopath and Meta's sam2 made unimportable."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'torchvision', 'hydra', 'iopath', 'sam2', 'omegaconf'}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import sam2s, sam2s.tracker, sam2s.build\n"
+        "m = sam2s.build_model('sam2.1_hiera_t', image_size=128)\n"
+        "bad = [k for k in sys.modules if k.split('.')[0] in {'torchvision', 'hydra', 'iopath', 'sam2'}]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "SAM2SSlicer"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_same_result_from_array_folder_and_mp4(model, shared_data):
+    """Acceptance 4: the shared clip as an array, its JPEG folder and its H.264 video."""
+    prompts = json.loads((shared_data / "prompts.json").read_text())["objects"]
+    array = np.stack([np.asarray(Image.open(shared_data / "frames" / f"{i:05d}.jpg")) for i in range(20)])
+    end = 5
+    from_array = track(model, array, prompts, end)
+    from_folder = track(model, shared_data / "frames", prompts, end)
+    from_video = track(model, shared_data / "video.mp4", prompts, end)
+    assert from_array.shape == (end + 1, 2, 480, 854)
+    # Same decoded pixels (PIL JPEG decoding in both): identical logits.
+    np.testing.assert_array_equal(from_array, from_folder)
+    # H.264 re-encoding changes pixels by ~1 grey level on average (measured 0.74..1.29, see
+    # test_frames.py); documented tolerance: masks agree with IoU >= 0.97 per frame and object,
+    # logits differ by < 0.5 on average.
+    assert np.abs(from_video - from_folder).mean() < 0.5
+    for t in range(end + 1):
+        for k in range(2):
+            assert iou(from_video[t, k] > 0, from_folder[t, k] > 0) >= 0.97, (t, k)
+    assert 0.01 < (from_folder > 0).mean() < 0.99
+
+
+def test_correction_repropagates_only_from_the_corrected_frame(model):
+    clip = SyntheticClip(10, 96, 128, num_objects=2, seed=3)
+    tracker = sam2s.VideoTracker(model, clip)
+    tracker.add_mask(0, 1, clip.mask(0, 0))
+    tracker.add_points(0, 2, [[40, 30]], [1])
+    first = {t: logits for t, _, logits in tracker.propagate()}
+    corrected = tracker.add_points(5, 2, [[10, 10], [100, 80]], [0, 1])
+    assert not np.array_equal(corrected, first[5][1])
+    again = {t: logits for t, _, logits in tracker.propagate(start=5)}
+    assert sorted(again) == list(range(5, 10))
+    np.testing.assert_array_equal(again[5][1], corrected)  # the correction is now a conditioning frame
+    assert any(not np.array_equal(again[t][1], first[t][1]) for t in range(6, 10))
+    # Object 1 is re-tracked from frame 5 with the same memory it had: unchanged up to rounding
+    # (it now shares a padded batch with object 2, whose memory bank is larger).
+    for t in range(5, 10):
+        np.testing.assert_allclose(again[t][0], first[t][0], atol=2e-2)
+        assert iou(again[t][0] > 0, first[t][0] > 0) >= 0.995
+    assert tracker.attended_memory(2, 9)["conditioning"] == [0, 5]
+
+
+def test_memory_is_bounded():
+    clip = SyntheticClip(40, 64, 64, num_objects=1)
+    tracker = sam2s.VideoTracker(random_model("sam2.1_hiera_t", 128), clip)
+    tracker.add_mask(0, 1, clip.mask(0, 0))
+    for t, _, _ in tracker.propagate():
+        obj = tracker.objects[1]
+        with_memory = [f for f, m in obj.non_cond.items() if m.maskmem is not None]
+        assert len(with_memory) <= 7 and len(obj.non_cond) <= 16
+        assert len(tracker._features) <= tracker.feature_cache_size
+        if t > 0:  # what frame t attended to: the conditioning frame and the 6 frames before t
+            seen = tracker.attended_memory(1)
+            assert seen["frame"] == t and seen["conditioning"] == [0]
+            assert seen["short_term"] == list(range(max(1, t - 6), t))
+            assert seen["pointers"] == 1 + min(t - 1, 15)
+
+
+def test_peak_rss_flat_in_video_length():
+    """Acceptance 5, scaled down to keep the suite fast: peak RSS for 500 generated frames within
+    10% of 50 frames. The 200 / 2000 frame runs (and DiveMem's 500 / 5000) are the benchmark
+    command ``python benchmarks/bench_memory.py --frames 200 2000 --memory sam2 divemem``."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--json", "--memory", "sam2"]
+    cmd += ["--frames", "50", "500", "--image-size", "64"]
+    rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    short, long = (r["peak_rss_mib"] for r in rows)
+    assert [r["frames"] for r in rows] == [50, 500]
+    assert long <= 1.10 * short, f"peak RSS {short:.0f} MiB at 50 frames, {long:.0f} MiB at 500"
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_bad_prompts_raise_and_leave_state_unchanged(model):
+    clip = SyntheticClip(5, 48, 64)
+    tracker = sam2s.VideoTracker(model, clip)
+    tracker.add_points(0, 1, [[10, 10]], [1])
+    before = {k: dict(v.prompts) for k, v in tracker.objects.items()}
+    cases = [
+        (lambda: tracker.add_points(5, 1, [[1, 1]], [1]), "out of range"),
+        (lambda: tracker.add_points(-1, 1, [[1, 1]], [1]), "out of range"),
+        (lambda: tracker.add_points(1.5, 1, [[1, 1]], [1]), "integer frame index"),
+        (lambda: tracker.add_points(0, 2, [[70, 10]], [1]), "outside the frame"),
+        (lambda: tracker.add_points(0, 2, [[10, -1]], [1]), "outside the frame"),
+        (lambda: tracker.add_points(0, 2, np.zeros((0, 2)), []), "Empty prompt"),
+        (lambda: tracker.add_points(0, 2, [[1, 1]], [1, 0]), "1 points but 2 labels"),
+        (lambda: tracker.add_points(0, 2, [[1, 1, 1]], [1]), "shape (N, 2)"),
+        (lambda: tracker.add_points(0, 2, [[1, 1]], [2]), "labels must be 1"),
+        (lambda: tracker.add_points(0, 2, [[np.nan, 1]], [1]), "NaN"),
+        (lambda: tracker.add_points(0, "a", [[1, 1]], [1]), "obj_id must be an integer"),
+        (lambda: tracker.add_box(0, 2, [30, 10, 20, 40]), "x0 < x1"),
+        (lambda: tracker.add_box(0, 2, [1, 2, 3]), "4 finite numbers"),
+        (lambda: tracker.add_box(0, 2, [0, 0, 65, 10]), "outside the frame"),
+        (lambda: tracker.add_mask(0, 2, np.zeros((10, 10), bool)), "does not match the frame size"),
+        (lambda: tracker.add_mask(0, 2, np.full((48, 64), 0.5)), "0/1 or bool"),
+    ]
+    for call, message in cases:
+        with pytest.raises(PromptError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            call()
+    assert {k: dict(v.prompts) for k, v in tracker.objects.items()} == before
+    assert tracker.obj_ids == [1]
+    with pytest.raises(PromptError, match="swap them"):
+        next(tracker.propagate(start=3, end=1))
+    with pytest.raises(KeyError, match="known ids"):
+        tracker.remove_object(7)
+
+
+def test_propagate_without_prompts_and_remove_reset(model):
+    tracker = sam2s.VideoTracker(model, SyntheticClip(4, 48, 64))
+    with pytest.raises(RuntimeError, match="No object has a prompt"):
+        next(tracker.propagate())
+    tracker.add_points(0, 3, [[10, 10]], [1])
+    tracker.add_points(0, 4, [[30, 30]], [1])
+    tracker.remove_object(3)
+    assert tracker.obj_ids == [4]
+    assert all(ids == [4] and logits.shape == (1, 48, 64) for _, ids, logits in tracker.propagate())
+    tracker.reset()
+    assert tracker.obj_ids == []
+
+
+def test_non_rgb_and_unreadable_frames(model, tmp_path):
+    grey = np.random.default_rng(0).integers(0, 255, (3, 32, 40), dtype=np.uint8)
+    tracker = sam2s.VideoTracker(model, grey)  # grey is converted to RGB
+    assert tracker.frames.get(0).shape == (32, 40, 3)
+    with pytest.raises(TypeError, match="uint8"):
+        sam2s.VideoTracker(model, grey.astype(np.uint16)[..., None].repeat(3, -1))
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(sam2s.FrameSourceError, match="could not be decoded"):
+        sam2s.VideoTracker(model, bad)
+
+
+def test_wrong_checkpoints(tmp_path):
+    model = sam2s.build_model("sam2.1_hiera_t", image_size=128)
+    other = sam2s.build_model("sam2_hiera_s", image_size=128).state_dict()
+    path = tmp_path / "sam2_small.pt"
+    torch.save({"model": other}, path)
+    with pytest.raises(sam2s.CheckpointError, match="matches config 'sam2_hiera_s'") as err:
+        sam2s.build_model("sam2.1_hiera_t", checkpoint=path, image_size=128)
+    assert "Missing keys: " in str(err.value) and "no_obj_embed_spatial" in str(err.value)
+    assert "Unexpected keys: image_encoder.trunk.blocks.12." in str(err.value)
+    assert "Shape mismatches: image_encoder.trunk.blocks.10.attn.qkv.weight" in str(err.value)
+    sam1 = {
+        "image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16),
+        "image_encoder.blocks.0.attn.qkv.weight": torch.zeros(3, 3),
+    }
+    with pytest.raises(sam2s.CheckpointError, match=r"SAM \(v1\) checkpoint"):
+        sam2s.load_checkpoint(model, sam1)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"model": model.state_dict()}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    with pytest.raises(sam2s.CheckpointError, match="truncated"):
+        sam2s.build_model("sam2.1_hiera_t", checkpoint=truncated, image_size=128)
+    pickled = tmp_path / "code.pt"
+    torch.save({"model": SyntheticClip(1, 16, 16)}, pickled)
+    with pytest.raises(sam2s.CheckpointError, match="refusing to unpickle"):
+        sam2s.build_model("sam2.1_hiera_t", checkpoint=pickled, image_size=128)
+    with pytest.raises(FileNotFoundError):
+        sam2s.build_model("sam2.1_hiera_t", checkpoint=tmp_path / "missing.pt")
+
+
+def test_bad_config_image_size_and_device():
+    with pytest.raises(ValueError, match="choose one of"):
+        sam2s.build_model("sam3_hiera_t")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        sam2s.build_model("sam2.1_hiera_t", image_size=500)
+    with pytest.raises(ValueError, match="Unknown device"):
+        sam2s.resolve_device("tpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            sam2s.build_model("sam2.1_hiera_t", device="cuda")
+    else:
+        with pytest.raises(RuntimeError, match="GPU"):
+            sam2s.resolve_device("cuda:99")
