@@ -40,6 +40,10 @@ class SyntheticClip(FrameSource):
         return self._n
 
     def _ellipse(self, i: int, k: int) -> np.ndarray:
+        return self._ellipse_coords(i, k)[0]
+
+    def _ellipse_coords(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mask of object k on frame i and the object-frame coordinates (u, v) of every pixel."""
         h, w = self._height, self._width
         p = self._phase[k]
         t = i / 25.0
@@ -51,7 +55,7 @@ class SyntheticClip(FrameSource):
         dx, dy = self._xx - cx, self._yy - cy
         u = dx * math.cos(th) + dy * math.sin(th)
         v = -dx * math.sin(th) + dy * math.cos(th)
-        return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+        return (u / a) ** 2 + (v / b) ** 2 <= 1.0, u, v
 
     def mask(self, index: int, k: int) -> np.ndarray:
         """Ground-truth ``(H, W)`` bool mask of object ``k`` (0-based) on frame ``index``,
@@ -72,7 +76,8 @@ class SyntheticClip(FrameSource):
         shift = int(8 * math.sin(index / 40.0)) % 8
         frame = self._texture[shift : shift + self._height, shift : shift + self._width].copy()
         for k in range(self.num_objects):
-            m = self._ellipse(index, k)
-            shade = (0.85 + 0.15 * np.cos(self._xx[m] / 9.0))[:, None]
+            m, u, v = self._ellipse_coords(index, k)
+            # A pattern fixed to the object (object coordinates), so that it moves with it.
+            shade = (0.7 + 0.3 * np.cos(u[m] / 4.0) * np.cos(v[m] / 4.0))[:, None]
             frame[m] = (self._colours[k] * shade).astype(np.uint8)
         return frame

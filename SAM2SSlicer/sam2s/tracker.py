@@ -157,17 +157,7 @@ class VideoTracker:
         Raises:
             PromptError: wrong shape or non-binary values; bad frame index or object id.
         """
-        self._check_frame(frame_idx)
-        self._check_obj_id(obj_id)
-        m = np.asarray(mask)
-        if m.shape != (self.height, self.width):
-            raise PromptError(
-                f"Mask shape {m.shape} does not match the frame size (H, W) = {(self.height, self.width)}."
-            )
-        if m.dtype != bool:
-            if not np.isin(m, (0, 1)).all():
-                raise PromptError("Mask values must be 0/1 or bool; threshold a probability map first.")
-            m = m.astype(bool)
+        m = self._check_mask(frame_idx, obj_id, mask)
         model, s = self.model, self.model.config.image_size
         x = torch.from_numpy(m)[None, None].float().to(model.device)
         if x.shape[-2:] != (s, s):
@@ -274,6 +264,21 @@ class VideoTracker:
                 f"{what} {coords[bad][0].tolist()} lies outside the frame (x in 0..{self.width}, "
                 f"y in 0..{self.height} pixels, x right, y down)."
             )
+
+    def _check_mask(self, frame_idx: Any, obj_id: Any, mask: Any) -> np.ndarray:
+        """A mask prompt as an ``(H, W)`` bool array, after checking the frame index and object id."""
+        self._check_frame(frame_idx)
+        self._check_obj_id(obj_id)
+        m = np.asarray(mask)
+        if m.shape != (self.height, self.width):
+            raise PromptError(
+                f"Mask shape {m.shape} does not match the frame size (H, W) = {(self.height, self.width)}."
+            )
+        if m.dtype != bool:
+            if not np.isin(m, (0, 1)).all():
+                raise PromptError("Mask values must be 0/1 or bool; threshold a probability map first.")
+            m = m.astype(bool)
+        return m
 
     def _check_points(self, points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         raw = np.asarray(points, dtype=np.float64)

@@ -1,0 +1,820 @@
+"""Headless tracking logic: video volume + segmentation + prompts in MRML, the ``sam2s`` engine.
+
+``SAM2STrackingLogic`` is a plain Python class (no Qt, no ``slicer.app``): it is given an MRML
+scene and, optionally, the module logics (in Slicer from ``slicer.mrmlScene`` and
+``slicer.modules``; in tests and on the command line from ``headless.createHeadlessScene``).
+
+Threading model. Tracking is split in three steps so that a GUI can run the engine in a worker
+thread while MRML is only touched on the main thread:
+
+1. ``createTrackingJob`` / ``createPreviewJob`` (main thread) read the prompts and the object /
+   segment mapping from MRML into a plain :class:`TrackingPlan`;
+2. ``TrackingJob.run`` (any thread) loads the model if needed, hands the prompts to the reused
+   engine session and propagates, putting each frame's masks into a queue; no MRML access;
+3. ``applyTrackingResults`` (main thread) writes the queued frames into the segments in bulk
+   chunks (``chunkSize`` frames, and everything left with ``flush=True``).
+
+``track`` and ``previewFrame`` do the three steps synchronously in the calling thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import slicer
+
+from . import export as _export
+from . import segments as _segments
+from . import videoimport as _videoimport
+from .prompts import FramePrompts, PromptError, PromptStore
+from .settings import ModelSettings, buildModel
+
+DIRECTIONS = ("forward", "backward", "both")
+
+ProgressCallback = Callable[[int, int, int], None]
+"""``(doneFrames, totalFrames, frameIndex)``; in a worker thread when the job runs there."""
+
+__all__ = [
+    "DIRECTIONS",
+    "SAM2STrackingLogic",
+    "TrackingBusyError",
+    "TrackingJob",
+    "TrackingPlan",
+    "TrackingSession",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TrackingBusyError(RuntimeError):
+    """A tracking job is running; cancel it or wait for it before starting another."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine session (no MRML)
+# ---------------------------------------------------------------------------------------------
+
+
+class TrackingSession:
+    """One ``sam2s.VideoTracker`` over a video volume's frames, reused across clicks and propagations.
+
+    It remembers which prompts it was given (``applied``) so that ``syncPrompts`` only sends what
+    changed: a changed frame replaces that frame's prompt; a frame whose prompts were all deleted
+    removes the object from the engine and re-adds its remaining prompts (the engine cannot drop
+    a single conditioning frame).
+
+    Args:
+        modelProvider: returns the ``sam2s`` model (called once, in the thread that runs the job).
+        frames: ``(T, H, W, 3)`` uint8 view of the video volume (not copied).
+        memory, memoryParams: engine memory policy (``"sam2"`` / ``"divemem"``) and its parameters.
+        engine: ``"sam2"`` (``sam2s.VideoTracker``) or ``"flow"`` (``sam2s.flow.FlowTracker``, no model).
+        key: identifies what the session was built for (video data, segmentation, model, memory).
+    """
+
+    def __init__(
+        self, modelProvider: Callable[[], Any], frames: np.ndarray, memory: str, memoryParams, key, engine: str = "sam2"
+    ) -> None:
+        self.modelProvider = modelProvider
+        self.engine = engine
+        self.frames = frames
+        self.memory = memory
+        self.memoryParams = dict(memoryParams or {})
+        self.key = key
+        self.applied: dict[int, dict[int, FramePrompts]] = {}
+        self._tracker = None
+        self.lock = threading.Lock()
+
+    @property
+    def tracker(self):
+        """The engine tracker (created on first use; loads the model)."""
+        if self._tracker is None:
+            if self.engine == "flow":
+                from sam2s.flow import FlowTracker
+
+                self._tracker = FlowTracker(self.frames)
+            else:
+                from sam2s import VideoTracker
+
+                self._tracker = VideoTracker(self.modelProvider(), self.frames, memory=self.memory, **self.memoryParams)
+        return self._tracker
+
+    def syncPrompts(
+        self, prompts: dict[int, dict[int, FramePrompts]], force: Iterable[tuple[int, int]] = ()
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """Make the engine's prompts equal ``prompts`` (``{objectId: {frame: FramePrompts}}``).
+
+        ``force`` lists ``(objectId, frame)`` pairs to send again even if unchanged (for a preview).
+
+        Returns:
+            ``{(objectId, frame): logits}`` for every prompt sent: ``(H, W)`` float32 mask logits
+            of that object on that frame (> 0 = inside).
+
+        Raises:
+            sam2s.PromptError: a prompt the engine refuses (that prompt is not applied; the rest is).
+        """
+        tracker = self.tracker
+        force = set(force)
+        sent: dict[tuple[int, int], np.ndarray] = {}
+        for objectId in list(self.applied):
+            if objectId not in prompts:
+                self._remove(tracker, objectId)
+        for objectId, frames in prompts.items():
+            applied = self.applied.setdefault(objectId, {})
+            if any(frame not in frames for frame in applied):
+                self._remove(tracker, objectId)
+                applied = self.applied.setdefault(objectId, {})
+            for frame, prompt in frames.items():
+                if applied.get(frame) == prompt and (objectId, frame) not in force:
+                    continue
+                if prompt.mask is not None:
+                    logits = tracker.add_mask(frame, objectId, prompt.mask)
+                elif prompt.box is not None:
+                    points = prompt.pointArray() if prompt.points else None
+                    labels = prompt.labelArray() if prompt.points else None
+                    logits = tracker.add_box(frame, objectId, np.asarray(prompt.box), points, labels)
+                else:
+                    logits = tracker.add_points(frame, objectId, prompt.pointArray(), prompt.labelArray())
+                applied[frame] = prompt
+                sent[(objectId, frame)] = logits
+        return sent
+
+    def _remove(self, tracker, objectId: int) -> None:
+        if objectId in tracker.objects:
+            tracker.remove_object(objectId)
+        self.applied.pop(objectId, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs (no MRML in run)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrackingPlan:
+    """Everything a job needs, read from MRML on the main thread.
+
+    Attributes:
+        videoNode, segmentationNode: where results go (only touched by ``applyTrackingResults``).
+        prompts: ``{objectId: {frame: FramePrompts}}`` of every prompted segment of the segmentation.
+        writeObjects: ``{objectId: segmentId}`` of the segments whose frames are replaced.
+        passes: ``[(start, end, reverse)]`` engine propagations (inclusive frame ranges).
+        totalFrames: frames the passes yield.
+        previewFrame: for a preview job, the frame whose prompt result is written (no propagation).
+    """
+
+    videoNode: Any
+    segmentationNode: Any
+    prompts: dict[int, dict[int, FramePrompts]]
+    writeObjects: dict[int, str]
+    passes: list[tuple[int, int, bool]]
+    totalFrames: int
+    previewFrame: int | None = None
+
+
+class TrackingJob:
+    """One preview or propagation. ``run`` may execute in a worker thread; it never touches MRML.
+
+    Attributes:
+        doneFrames, totalFrames: progress (frames yielded by the engine so far / in all).
+        status: ``"waiting"``, ``"loading model"``, ``"tracking"``, ``"done"``, ``"cancelled"`` or ``"failed"``.
+        error: the exception that stopped ``run``, or None.
+        trackedFrames: frame indices whose results were produced, in engine order.
+        previewMask: for a preview job, the ``(H, W)`` bool mask of the previewed frame (or None).
+    """
+
+    def __init__(
+        self, session: TrackingSession, plan: TrackingPlan, progressCallback: ProgressCallback | None = None
+    ) -> None:
+        self.session = session
+        self.plan = plan
+        self.progressCallback = progressCallback
+        self.cancelEvent = threading.Event()
+        self.results: queue.Queue = queue.Queue()
+        self.doneFrames = 0
+        self.totalFrames = plan.totalFrames
+        self.status = "waiting"
+        self.error: BaseException | None = None
+        self.trackedFrames: list[int] = []
+        self.previewMask: np.ndarray | None = None
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.writtenFrames = 0
+        self.warnings: list[str] = []
+        self._pending: dict[int, dict[int, np.ndarray]] = {}
+        self._wroteAny = False
+
+    @property
+    def isPreview(self) -> bool:
+        """True for a preview job (one prompted frame, no propagation)."""
+        return self.plan.previewFrame is not None
+
+    @property
+    def cancelled(self) -> bool:
+        """True when a propagation stopped early because cancel was requested."""
+        return self.status == "cancelled"
+
+    def requestCancel(self) -> None:
+        """Stop after the frame being computed (thread-safe); finished frames are kept."""
+        self.cancelEvent.set()
+
+    def run(self, onFrame: Callable[[TrackingJob], None] | None = None) -> None:
+        """Compute the job; results go to ``self.results`` as ``(frame, {objectId: (H, W) bool mask})``.
+
+        ``onFrame(job)`` is called after each frame (the synchronous path writes chunks from it).
+        Exceptions are stored in ``self.error`` (not raised) so that finished frames can still be
+        written; ``finished`` is set at the end in every case.
+        """
+        plan = self.plan
+        self.started.set()
+        try:
+            with self.session.lock:
+                self.status = "loading model" if self.session._tracker is None else "tracking"
+                tracker = self.session.tracker
+                self.status = "tracking"
+                force = {(o, plan.previewFrame) for o in plan.writeObjects} if self.isPreview else ()
+                sent = self.session.syncPrompts(plan.prompts, force=force)
+                if self.isPreview:
+                    masks = {
+                        o: sent[(o, plan.previewFrame)] > 0 for o in plan.writeObjects if (o, plan.previewFrame) in sent
+                    }
+                    if masks:
+                        self.previewMask = next(iter(masks.values()))
+                        self._emit(plan.previewFrame, masks, onFrame)
+                else:
+                    for start, end, reverse in plan.passes:
+                        if self.cancelEvent.is_set():  # cancelled before this pass started
+                            break
+                        for frame, ids, logits in tracker.propagate(start, end, reverse):
+                            masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
+                            self._emit(frame, masks, onFrame)
+                            if self.cancelEvent.is_set():
+                                break
+                        if self.cancelEvent.is_set():
+                            break
+            self.status = "cancelled" if self.cancelEvent.is_set() and not self.isPreview else "done"
+        except BaseException as error:  # noqa: BLE001 - stored and re-raised by the caller
+            self.error = error
+            self.status = "failed"
+        finally:
+            self.finished.set()
+
+    def _emit(self, frame: int, masks: dict[int, np.ndarray], onFrame) -> None:
+        self.results.put((frame, masks))
+        self.trackedFrames.append(frame)
+        self.doneFrames += 1
+        if self.progressCallback is not None:
+            self.progressCallback(self.doneFrames, self.totalFrames, frame)
+        if onFrame is not None:
+            onFrame(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# The logic
+# ---------------------------------------------------------------------------------------------
+
+
+class SAM2STrackingLogic:
+    """Track objects through a video volume into segments, with prompts stored in MRML.
+
+    Args:
+        scene: the ``vtkMRMLScene``.
+        segmentationsLogic, markupsLogic, sequencesLogic, volumesLogic: the module logics (optional;
+            kept for callers and future use - the operations used are static or scene-level).
+        modelFactory: ``(ModelSettings) -> model``; default ``settings.buildModel`` (needs a downloaded
+            or local checkpoint). Tests pass a model with ``setModel`` instead.
+        chunkSize: frames per bulk write of a segment during tracking.
+
+    Frame / pixel conventions: frame = K index of the video volume (0-based), x = column (right),
+    y = row (down, 0 at the top), all in pixels of the imported frames.
+    """
+
+    def __init__(
+        self,
+        scene,
+        segmentationsLogic=None,
+        markupsLogic=None,
+        sequencesLogic=None,
+        volumesLogic=None,
+        modelFactory: Callable[[ModelSettings], Any] | None = None,
+        chunkSize: int = 16,
+    ) -> None:
+        self.scene = scene
+        self.segmentationsLogic = segmentationsLogic
+        self.markupsLogic = markupsLogic
+        self.sequencesLogic = sequencesLogic
+        self.volumesLogic = volumesLogic
+        self.modelFactory = modelFactory or (lambda settings: buildModel(settings))
+        self.chunkSize = max(1, int(chunkSize))
+        self.prompts = PromptStore(scene)
+        self.settings = ModelSettings()
+        self.videoNode = None
+        self.segmentationNode = None
+        self._model = None
+        self._modelGeneration = 0
+        self._modelLock = threading.Lock()
+        self._session: TrackingSession | None = None
+        self._activeJob: TrackingJob | None = None
+
+    # ------------------------------------------------------------------ model
+    def setModelSettings(self, settings: ModelSettings) -> None:
+        """Use ``settings`` from now on; the model is rebuilt on next use if they changed.
+
+        Raises ``ValueError`` for invalid settings (the current ones stay).
+        """
+        settings.validate()
+        if settings != self.settings:
+            modelChanged = (settings.configName, settings.checkpoint, settings.device, settings.imageSize) != (
+                self.settings.configName,
+                self.settings.checkpoint,
+                self.settings.device,
+                self.settings.imageSize,
+            )
+            self.settings = dataclasses.replace(settings, memoryParams=dict(settings.memoryParams))
+            if modelChanged:
+                self._setModel(None)
+            self._session = None
+
+    def setModel(self, model) -> None:
+        """Use this ``sam2s`` model (e.g. random weights in tests) instead of building one from settings."""
+        self._setModel(model)
+
+    def _setModel(self, model) -> None:
+        self._checkIdle()
+        with self._modelLock:
+            self._model = model
+            self._modelGeneration += 1
+            self._session = None
+
+    def getModel(self):
+        """The model, built from ``settings`` with ``modelFactory`` on first use (any thread).
+
+        Raises what ``modelFactory`` raises (see ``settings.buildModel``).
+        """
+        with self._modelLock:
+            if self._model is None:
+                self._model = self.modelFactory(self.settings)
+            return self._model
+
+    def isModelLoaded(self) -> bool:
+        return self._model is not None
+
+    # ------------------------------------------------------------------ nodes
+    def setVideoNode(self, videoNode) -> None:
+        """Track on ``videoNode`` (``(T, H, W, 3)`` uint8 vector volume, or a uint8 scalar volume).
+
+        A current segmentation drawn on another video is deselected (not modified).
+
+        Raises:
+            ValueError: the volume is not 8-bit RGB or grey. TrackingBusyError: tracking runs.
+        """
+        if videoNode is not None:
+            self._videoArray(videoNode)  # validates
+        if videoNode is not self.videoNode:
+            self._checkIdle()
+            self.videoNode = videoNode
+            self._session = None
+        if videoNode is not None and self.segmentationNode is not None:
+            try:
+                _segments.ensureReferenceGeometry(self.segmentationNode, videoNode)
+            except ValueError:
+                self.segmentationNode = None
+
+    def setSegmentationNode(self, segmentationNode) -> None:
+        """Write results into ``segmentationNode`` (gets the video as reference geometry).
+
+        Raises:
+            ValueError: it holds voxels drawn on another geometry (see ``segments.ensureReferenceGeometry``).
+        """
+        if segmentationNode is not None and self.videoNode is not None:
+            _segments.ensureReferenceGeometry(segmentationNode, self.videoNode)
+        if segmentationNode is not self.segmentationNode:
+            self._checkIdle()
+            self.segmentationNode = segmentationNode
+            self._session = None
+
+    def importVideo(self, source, **options):
+        """Import a video file, image folder or ``(T, H, W, 3)`` array and make it the current video.
+
+        Options and errors: ``videoimport.importFrames``. Returns the new vector volume node.
+        """
+        node = _videoimport.importFrames(self.scene, source, **options)
+        self.setVideoNode(node)
+        return node
+
+    def importSequence(self, sequenceNode, **options):
+        """Stack a Sequence of 2D frames into a new video volume and make it current
+        (``videoimport.importSequence``)."""
+        node = _videoimport.importSequence(self.scene, sequenceNode, **options)
+        self.setVideoNode(node)
+        return node
+
+    def createSegmentation(self, name: str | None = None):
+        """A new segmentation node on the current video (reference geometry set), made current.
+
+        Raises ``RuntimeError`` when no video is selected.
+        """
+        video = self._requireVideo()
+        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or f"{video.GetName()} segmentation")
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(video)
+        self.setSegmentationNode(node)
+        return node
+
+    def addSegment(self, name: str, color=None, objectId: int | None = None) -> str:
+        """Add an empty segment (``color``: RGB 0..1, default from Slicer's palette) with an object id.
+
+        Returns the segment ID. Raises ``ValueError`` for a used object id.
+        """
+        node = self._requireSegmentation()
+        segmentation = node.GetSegmentation()
+        segmentId = segmentation.AddEmptySegment("", name, list(color) if color is not None else None)
+        segment = segmentation.GetSegment(segmentId)
+        segment.SetNameAutoGenerated(False)
+        if color is not None:
+            segment.SetColorAutoGenerated(False)
+        try:
+            _segments.assignObjectId(node, segmentId, objectId)
+        except ValueError:
+            segmentation.RemoveSegment(segmentId)
+            raise
+        return segmentId
+
+    def objectIdForSegment(self, segmentId: str, create: bool = True) -> int | None:
+        """The segment's tracker object id (``SAM2S.ObjectId`` tag); assigned when missing and ``create``."""
+        node = self._requireSegmentation()
+        if create:
+            return _segments.assignObjectId(node, segmentId)
+        return _segments.objectIdOfSegment(node, segmentId)
+
+    def segmentIdForObject(self, objectId: int) -> str | None:
+        """The ID of the segment with tracker object id ``objectId``, or None."""
+        return _segments.segmentIdForObject(self._requireSegmentation(), objectId)
+
+    # ------------------------------------------------------------------ prompts
+    def addPointPrompt(self, segmentId: str, frameIndex: int, x: float, y: float, positive: bool = True) -> int:
+        """Store a positive (inside) or negative (outside) click at pixel (x, y) of frame ``frameIndex``.
+
+        Returns the control point index in the segment's prompts node. Gives the segment an object
+        id if needed. Nothing is computed: call ``previewFrame`` or ``track``.
+
+        Raises:
+            PromptError: frame or point outside the video. KeyError: unknown segment.
+        """
+        video, node = self._requireVideo(), self._requireSegmentation()
+        self._checkSegment(segmentId)
+        _segments.assignObjectId(node, segmentId)
+        return self.prompts.addPoint(node, segmentId, video, frameIndex, x, y, positive)
+
+    def setBoxPrompt(self, segmentId: str, frameIndex: int, box) -> None:
+        """Store the box ``(x0, y0, x1, y1)`` (pixels) of frame ``frameIndex``, replacing its earlier box."""
+        video, node = self._requireVideo(), self._requireSegmentation()
+        self._checkSegment(segmentId)
+        _segments.assignObjectId(node, segmentId)
+        self.prompts.setBox(node, segmentId, video, frameIndex, box)
+
+    def clearPrompts(self, segmentId: str, frameIndex: int | None = None) -> int:
+        """Delete the segment's prompts on ``frameIndex`` (all frames when None): clicks, boxes and
+        mask-prompt marks (the voxels stay). Returns how many points were deleted."""
+        node = self._requireSegmentation()
+        if node.GetSegmentation().GetSegment(segmentId) is not None:
+            keep = (
+                []
+                if frameIndex is None
+                else [f for f in _segments.maskPromptFrames(node, segmentId) if f != frameIndex]
+            )
+            _segments.setMaskPromptFrames(node, segmentId, keep)
+        return self.prompts.clear(node, segmentId, self._requireVideo(), frameIndex)
+
+    def removeLastPointPrompt(self, segmentId: str, frameIndex: int) -> bool:
+        """Delete the last click of the segment on ``frameIndex``; False when there is none."""
+        return self.prompts.removeLastPoint(self._requireSegmentation(), segmentId, self._requireVideo(), frameIndex)
+
+    def getPrompts(self, segmentId: str) -> dict[int, FramePrompts]:
+        """``{frame: FramePrompts}`` of the segment (see ``prompts.PromptStore.framePrompts``); a
+        frame marked as a mask prompt carries the segment's voxels there as ``mask``."""
+        node, video = self._requireSegmentation(), self._requireVideo()
+        frames = dict(self.prompts.framePrompts(node, segmentId, video))
+        maskFrames = _segments.maskPromptFrames(node, segmentId)
+        if maskFrames:
+            volume = _segments.readSegmentMask(node, segmentId, video)
+            for frame in maskFrames:
+                mask = volume[frame].astype(bool)
+                digest = hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
+                old = frames.get(frame, FramePrompts())
+                frames[frame] = dataclasses.replace(old, mask=mask, maskDigest=digest)
+        return dict(sorted(frames.items()))
+
+    def setMaskPrompt(self, segmentId: str, frameIndex: int, mask: np.ndarray) -> None:
+        """Use ``mask`` as the segment's prompt on ``frameIndex``: it is written into the segment on
+        that frame and the frame is marked as a mask prompt (segment tag ``SAM2S.MaskPromptFrames``).
+
+        Args:
+            mask: ``(H, W)`` bool or 0/1 array, row 0 at the top (``[row, column]`` of the frame).
+
+        Raises:
+            KeyError: unknown segment. ValueError: wrong mask shape or frame outside the video.
+        """
+        node, video = self._requireSegmentation(), self._requireVideo()
+        self._checkSegment(segmentId)
+        _segments.writeSegmentFrames(node, segmentId, video, int(frameIndex), np.asarray(mask)[None])
+        _segments.setMaskPromptFrames(node, segmentId, _segments.maskPromptFrames(node, segmentId) + [int(frameIndex)])
+        _segments.assignObjectId(node, segmentId)
+
+    def promptedSegmentIds(self) -> list[str]:
+        """IDs of the current segmentation's segments that have prompts (clicks, boxes or masks)."""
+        node = self._requireSegmentation()
+        ids = list(self.prompts.promptedSegmentIds(node))
+        segmentation = node.GetSegmentation()
+        for i in range(segmentation.GetNumberOfSegments()):
+            segmentId = segmentation.GetNthSegmentID(i)
+            if segmentId not in ids and _segments.maskPromptFrames(node, segmentId):
+                ids.append(segmentId)
+        return ids
+
+    # ------------------------------------------------------------------ jobs
+    def isTracking(self) -> bool:
+        """True while the last job created by this logic runs (started, not finished)."""
+        job = self._activeJob
+        return job is not None and job.started.is_set() and not job.finished.is_set()
+
+    def requestCancel(self) -> None:
+        """Ask the running job to stop after its current frame (thread-safe); finished frames are kept."""
+        if self._activeJob is not None:
+            self._activeJob.requestCancel()
+
+    def resetSession(self) -> None:
+        """Forget the engine session (prompts are re-sent from MRML on next use)."""
+        self._checkIdle()
+        self._session = None
+
+    def createPreviewJob(self, segmentId: str, frameIndex: int) -> TrackingJob:
+        """A job computing the mask of ``segmentId`` on ``frameIndex`` from that frame's prompts.
+
+        Raises:
+            PromptError: the segment has no prompt on that frame, or a prompt is invalid.
+            TrackingBusyError: another job is running.
+        """
+        self._checkIdle()
+        video, node = self._requireVideo(), self._requireSegmentation()
+        self._checkSegment(segmentId)
+        objectId = _segments.assignObjectId(node, segmentId)
+        prompts, _ = self._collectPrompts()
+        if frameIndex not in prompts.get(objectId, {}):
+            name = node.GetSegmentation().GetSegment(segmentId).GetName()
+            raise PromptError(f"Segment '{name}' has no prompt on frame {frameIndex}; click on the object first.")
+        plan = TrackingPlan(video, node, prompts, {objectId: segmentId}, [], 1, previewFrame=int(frameIndex))
+        return self._newJob(plan, None)
+
+    def createTrackingJob(
+        self,
+        segmentIds: Iterable[str] | None = None,
+        startFrame: int | None = None,
+        firstFrame: int | None = None,
+        lastFrame: int | None = None,
+        direction: str = "forward",
+        progressCallback: ProgressCallback | None = None,
+    ) -> TrackingJob:
+        """A job tracking the chosen segments through frames ``firstFrame .. lastFrame``.
+
+        Args:
+            segmentIds: segments to write (default: every segment with prompts). Each needs prompts.
+                Other segments and other segmentations are never modified.
+            startFrame: where propagation starts (default: the chosen segments' earliest prompted
+                frame in the range, or the latest for ``backward``; the range end when none is in it).
+            firstFrame, lastFrame: inclusive frame range (default: the whole video).
+            direction: ``forward`` (start .. last), ``backward`` (start .. first) or ``both``
+                (start .. last, then start - 1 .. first).
+            progressCallback: ``(doneFrames, totalFrames, frameIndex)`` after each frame.
+
+        Raises:
+            ValueError: bad direction or frame range, unknown segments, segments without prompts.
+            PromptError: an invalid prompt in MRML. TrackingBusyError: another job is running.
+        """
+        self._checkIdle()
+        video, node = self._requireVideo(), self._requireSegmentation()
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}.")
+        frames = self._videoArray(video).shape[0]
+        first = 0 if firstFrame is None else int(firstFrame)
+        last = frames - 1 if lastFrame is None else int(lastFrame)
+        if not 0 <= first <= last < frames:
+            raise ValueError(f"Frame range {first}..{last} is not within the video's frames 0..{frames - 1}.")
+        prompts, objectToSegment = self._collectPrompts()
+        if segmentIds is None:
+            chosen = list(objectToSegment.values())
+            if not chosen:
+                raise ValueError("No segment has prompts yet: click on an object in a frame first.")
+        else:
+            chosen = list(segmentIds)
+        writeObjects: dict[int, str] = {}
+        for segmentId in chosen:
+            self._checkSegment(segmentId)
+            objectId = _segments.objectIdOfSegment(node, segmentId)
+            if objectId is None or objectId not in prompts:
+                name = node.GetSegmentation().GetSegment(segmentId).GetName()
+                raise ValueError(f"Segment '{name}' has no prompts; click on it in a frame before tracking it.")
+            writeObjects[objectId] = segmentId
+        promptFrames = sorted({f for o in writeObjects for f in prompts[o] if first <= f <= last})
+        if startFrame is None:
+            if direction == "backward":
+                start = promptFrames[-1] if promptFrames else last
+            else:
+                start = promptFrames[0] if promptFrames else first
+        else:
+            start = int(startFrame)
+        if not first <= start <= last:
+            raise ValueError(f"Start frame {start} is outside the frame range {first}..{last}.")
+        if direction == "forward":
+            passes = [(start, last, False)]
+        elif direction == "backward":
+            passes = [(start, first, True)]
+        else:
+            passes = [(start, last, False)] + ([(start - 1, first, True)] if start > first else [])
+        total = sum(abs(end - begin) + 1 for begin, end, _ in passes)
+        plan = TrackingPlan(video, node, prompts, writeObjects, passes, total)
+        return self._newJob(plan, progressCallback)
+
+    def applyTrackingResults(
+        self, job: TrackingJob, flush: bool = False, beforeWrite: Callable[[], None] | None = None
+    ) -> int:
+        """Write the job's finished frames into their segments (main thread).
+
+        Frames are collected until ``chunkSize`` are pending (or ``flush``), then each segment's
+        runs of consecutive frames are replaced in one write each (``segments.writeSegmentFrames``);
+        other frames and segments are untouched. ``beforeWrite`` is called once per job, before
+        its first write (e.g. ``saveStateForUndo``). Returns the number of frames written now.
+        """
+        while True:
+            try:
+                frame, masks = job.results.get_nowait()
+            except queue.Empty:
+                break
+            for objectId, mask in masks.items():
+                job._pending.setdefault(objectId, {})[frame] = mask
+        pendingFrames = {f for frames in job._pending.values() for f in frames}
+        if not pendingFrames or (not flush and len(pendingFrames) < self.chunkSize):
+            return 0
+        plan = job.plan
+        segmentationNode = plan.segmentationNode
+        if segmentationNode.GetScene() is None:
+            job.warnings.append("The segmentation was removed from the scene; results were dropped.")
+            job._pending.clear()
+            return 0
+        if beforeWrite is not None and not job._wroteAny:
+            beforeWrite()
+        job._wroteAny = True
+        wasModifying = segmentationNode.StartModify()
+        try:
+            for objectId, frames in job._pending.items():
+                segmentId = plan.writeObjects[objectId]
+                if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+                    job.warnings.append(f"Segment '{segmentId}' was deleted; its results were dropped.")
+                    continue
+                for begin, end in _segments.frameRuns(frames):
+                    masks = np.stack([frames[f] for f in range(begin, end + 1)])
+                    _segments.writeSegmentFrames(segmentationNode, segmentId, plan.videoNode, begin, masks)
+        finally:
+            segmentationNode.EndModify(wasModifying)
+        job._pending.clear()
+        job.writtenFrames += len(pendingFrames)
+        return len(pendingFrames)
+
+    def track(
+        self,
+        segmentIds: Iterable[str] | None = None,
+        startFrame: int | None = None,
+        firstFrame: int | None = None,
+        lastFrame: int | None = None,
+        direction: str = "forward",
+        progressCallback: ProgressCallback | None = None,
+        cancelEvent: threading.Event | None = None,
+    ) -> TrackingJob:
+        """Track and write synchronously in the calling thread (see ``createTrackingJob`` for arguments).
+
+        ``cancelEvent`` (or ``requestCancel()`` from another thread or from ``progressCallback``)
+        stops after the current frame; every finished frame is written, the others keep their voxels.
+
+        Returns:
+            The finished job (``status``, ``trackedFrames``, ``cancelled``).
+
+        Raises:
+            What ``createTrackingJob`` raises, and the engine's errors (after writing finished frames).
+        """
+        job = self.createTrackingJob(segmentIds, startFrame, firstFrame, lastFrame, direction, progressCallback)
+        if cancelEvent is not None:
+            job.cancelEvent = cancelEvent
+        return self._runSynchronously(job)
+
+    def previewFrame(self, segmentId: str, frameIndex: int, apply: bool = True) -> np.ndarray | None:
+        """Compute (and with ``apply`` write) the segment's mask on a prompted frame, synchronously.
+
+        Returns:
+            ``(H, W)`` bool mask (row 0 at the top), or None when the engine returned nothing.
+        """
+        job = self.createPreviewJob(segmentId, frameIndex)
+        self._runSynchronously(job, write=apply)
+        return job.previewMask
+
+    def _runSynchronously(self, job: TrackingJob, write: bool = True) -> TrackingJob:
+        job.run(onFrame=(lambda j: self.applyTrackingResults(j)) if write else None)
+        if write:
+            self.applyTrackingResults(job, flush=True)
+        if job.error is not None:
+            raise job.error
+        return job
+
+    # ------------------------------------------------------------------ results and export
+    def segmentMask(self, segmentId: str) -> np.ndarray:
+        """The segment as ``(T, H, W)`` uint8 0/1, ``[frame, row, column]`` (``segments.readSegmentMask``)."""
+        return _segments.readSegmentMask(self._requireSegmentation(), segmentId, self._requireVideo())
+
+    def exportSegmentation(self, path: str, segmentIds: Iterable[str] | None = None, useCompression: bool = True):
+        """Save the current segmentation (or some segments) as ``.seg.nrrd`` (``export.exportSegmentation``)."""
+        return _export.exportSegmentation(
+            self._requireSegmentation(), path, segmentIds, useCompression, referenceVolumeNode=self.videoNode
+        )
+
+    def exportLabelPngs(self, folder: str, segmentIds: Iterable[str] | None = None, **options):
+        """Write one label PNG per frame (DAVIS style, label = object id) (``export.exportLabelPngs``)."""
+        return _export.exportLabelPngs(self._requireSegmentation(), self._requireVideo(), folder, segmentIds, **options)
+
+    # ------------------------------------------------------------------ internals
+    def _newJob(self, plan: TrackingPlan, progressCallback) -> TrackingJob:
+        job = TrackingJob(self._getSession(plan.videoNode, plan.segmentationNode), plan, progressCallback)
+        self._activeJob = job
+        return job
+
+    def _checkIdle(self) -> None:
+        if self.isTracking():
+            raise TrackingBusyError("Tracking is running; press Cancel or wait for it to finish first.")
+
+    def _requireVideo(self):
+        if self.videoNode is None or self.videoNode.GetScene() is None:
+            raise RuntimeError("No video is selected: import a video or choose its volume first.")
+        return self.videoNode
+
+    def _requireSegmentation(self):
+        if self.segmentationNode is None or self.segmentationNode.GetScene() is None:
+            raise RuntimeError("No segmentation is selected: create one for the video first.")
+        return self.segmentationNode
+
+    def _checkSegment(self, segmentId: str) -> None:
+        node = self._requireSegmentation()
+        if node.GetSegmentation().GetSegment(segmentId) is None:
+            raise KeyError(f"Segmentation '{node.GetName()}' has no segment with ID '{segmentId}'.")
+
+    @staticmethod
+    def _videoArray(videoNode) -> np.ndarray:
+        """``(T, H, W, 3)`` (or grey ``(T, H, W)``) uint8 view of the video volume (no copy)."""
+        image = videoNode.GetImageData() if videoNode is not None else None
+        if image is None or image.GetPointData().GetScalars() is None:
+            raise ValueError(f"Volume '{videoNode.GetName() if videoNode else None}' has no image data.")
+        array = slicer.util.arrayFromVolume(videoNode)
+        if array.dtype != np.uint8 or not (array.ndim == 3 or (array.ndim == 4 and array.shape[3] in (1, 3, 4))):
+            raise ValueError(
+                f"Volume '{videoNode.GetName()}' is {array.dtype} with shape {array.shape}; tracking needs 8-bit "
+                "RGB or grey frames: import the video with the SAM2S module."
+            )
+        return array
+
+    def _collectPrompts(self) -> tuple[dict[int, dict[int, FramePrompts]], dict[int, str]]:
+        """Prompts of every existing prompted segment: ``({objectId: {frame: prompts}}, {objectId: segmentId})``."""
+        node = self._requireSegmentation()
+        prompts: dict[int, dict[int, FramePrompts]] = {}
+        objectToSegment: dict[int, str] = {}
+        for segmentId in self.promptedSegmentIds():
+            frames = self.getPrompts(segmentId)
+            if not frames:
+                continue
+            objectId = _segments.assignObjectId(node, segmentId)
+            prompts[objectId] = frames
+            objectToSegment[objectId] = segmentId
+        return prompts, objectToSegment
+
+    def _getSession(self, videoNode, segmentationNode) -> TrackingSession:
+        frames = self._videoArray(videoNode)
+        scalars = videoNode.GetImageData().GetPointData().GetScalars()
+        key = (
+            videoNode.GetID(),
+            frames.__array_interface__["data"][0],
+            frames.shape,
+            scalars.GetMTime(),
+            segmentationNode.GetID(),
+            self._modelGeneration,
+            self.settings.memory,
+            json.dumps(self.settings.memoryParams, sort_keys=True),
+            self.settings.engine,
+        )
+        if self._session is None or self._session.key != key:
+            self._session = TrackingSession(
+                self.getModel, frames, self.settings.memory, self.settings.memoryParams, key, self.settings.engine
+            )
+        return self._session

@@ -1,0 +1,125 @@
+"""Overlays of masklets on frames: blended colours with outlines, an overlay video, a contact sheet.
+
+Frames are ``(H, W, 3)`` uint8 RGB (x right, y down); label images ``(H, W)`` integer with
+0 = background and k = object id k.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Distinct colours for object ids without a colour of their own (RGB 0..1, Slicer-like palette).
+DEFAULT_COLORS = [
+    (0.90, 0.80, 0.10),
+    (0.85, 0.25, 0.25),
+    (0.20, 0.60, 0.95),
+    (0.30, 0.80, 0.40),
+    (0.75, 0.40, 0.90),
+    (0.95, 0.55, 0.15),
+    (0.10, 0.80, 0.80),
+    (0.90, 0.45, 0.70),
+]
+
+
+def color_for(obj_id: int, colors: Mapping[int, Sequence[float]] | None = None) -> tuple[int, int, int]:
+    """RGB 0..255 colour of ``obj_id``: ``colors[obj_id]`` (0..1 floats) or the default palette."""
+    c = (colors or {}).get(obj_id) or DEFAULT_COLORS[(obj_id - 1) % len(DEFAULT_COLORS)]
+    return tuple(int(round(255 * float(v))) for v in c)
+
+
+def overlay(
+    frame: np.ndarray, labels: np.ndarray, colors: Mapping[int, Sequence[float]] | None = None, alpha: float = 0.45
+) -> np.ndarray:
+    """Blend each object's colour into ``frame`` (opacity ``alpha``) and draw its outline.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 RGB. labels: ``(H, W)`` integer labels (0 background).
+        colors: object id -> RGB floats 0..1. alpha: fill opacity in [0, 1].
+
+    Returns:
+        A new ``(H, W, 3)`` uint8 RGB image.
+
+    Raises:
+        ValueError: frame and labels differ in size.
+    """
+    if frame.shape[:2] != labels.shape:
+        raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size.")
+    out = frame.astype(np.float32)
+    for obj_id in (int(v) for v in np.unique(labels) if v != 0):
+        m = labels == obj_id
+        col = np.array(color_for(obj_id, colors), np.float32)
+        out[m] = (1 - alpha) * out[m] + alpha * col
+    out = out.clip(0, 255).astype(np.uint8)
+    for obj_id in (int(v) for v in np.unique(labels) if v != 0):
+        contours, _ = cv2.findContours((labels == obj_id).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, color_for(obj_id, colors), thickness=2)
+    return out
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
+    """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (yuv420p) with PyAV; atomic: the file appears
+    under ``path`` only when complete (written to a temporary name in the same folder, then renamed).
+
+    Raises:
+        ValueError: no frames. av.FFmpegError: encoding failed (the temporary file is removed).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".mp4", prefix=".partial-", dir=path.parent)
+    os.close(fd)
+    count = 0
+    try:
+        with av.open(tmp, mode="w") as container:
+            stream = None
+            for frame in frames:
+                if stream is None:
+                    h, w = frame.shape[:2]
+                    stream = container.add_stream("libx264", rate=max(1, round(fps)))
+                    stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": "20"}
+                img = np.ascontiguousarray(frame[: stream.height, : stream.width])
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    container.mux(packet)
+                count += 1
+            if stream is None:
+                raise ValueError("write_video got no frames.")
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray], captions: Sequence[str] | None = None, columns: int = 4, width: int = 320
+) -> Image.Image:
+    """Tile ``images`` (each ``(H, W, 3)`` uint8, resized to ``width`` pixels wide) in a grid with
+    optional captions; returns a PIL image.
+
+    Raises:
+        ValueError: no images.
+    """
+    if not images:
+        raise ValueError("contact_sheet needs at least one image.")
+    h0, w0 = images[0].shape[:2]
+    tile_h = round(h0 * width / w0)
+    rows = -(-len(images) // columns)
+    caption_h = 18 if captions else 0
+    sheet = Image.new("RGB", (columns * width, rows * (tile_h + caption_h)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for i, img in enumerate(images):
+        x, y = (i % columns) * width, (i // columns) * (tile_h + caption_h)
+        sheet.paste(Image.fromarray(img).resize((width, tile_h), Image.BILINEAR), (x, y + caption_h))
+        if captions:
+            draw.text((x + 4, y + 3), captions[i], fill=(235, 235, 235))
+    return sheet
