@@ -33,6 +33,10 @@ def run_one(frames: int, memory: str, image_size: int, config: str, threads: int
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = sam2s.build_model(config, image_size=image_size)
+    # Random weights; make the object-score head say "present" so that masks are non-empty and
+    # DiveMem's candidates (object present) exist, as with real weights on a visible object.
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(2.0)
     clip = SyntheticClip(frames, height=120, width=160, num_objects=2, seed=1)
     params = {"iou_threshold": iou_threshold} if memory == "divemem" else {}
     tracker = sam2s.VideoTracker(model, clip, memory=memory, **params)
@@ -40,7 +44,12 @@ def run_one(frames: int, memory: str, image_size: int, config: str, threads: int
         tracker.add_mask(0, k + 1, clip.mask(0, k))
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    n = sum(1 for _ in tracker.propagate())
+    long_term = 0
+    n = 0
+    for _ in tracker.propagate():
+        n += 1
+        if memory == "divemem" and n > 1:
+            long_term = max(long_term, len(tracker.attended_memory(1)["long_term"]))
     elapsed = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {
@@ -50,6 +59,7 @@ def run_one(frames: int, memory: str, image_size: int, config: str, threads: int
         "peak_rss_mib": peak_kb / 1024,
         "rss_after_prompts_mib": rss_start / 1024,
         "ms_per_frame": 1000 * elapsed / max(n - 1, 1),
+        "max_long_term": long_term,
     }
 
 
@@ -86,12 +96,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     base = {r["memory"]: r for r in rows if r["frames"] == min(a.frames)}
     ref_ms = {r["frames"]: r["ms_per_frame"] for r in rows if r["memory"] == "sam2"}
-    print(f"{'memory':8} {'frames':>7} {'peak RSS MiB':>13} {'vs shortest':>12} {'ms/frame':>9} {'vs sam2':>8}")
+    print(
+        f"{'memory':8} {'frames':>7} {'peak RSS MiB':>13} {'vs shortest':>12} {'ms/frame':>9} {'vs sam2':>8} {'long-term':>9}"
+    )
     for r in rows:
         growth = r["peak_rss_mib"] / base[r["memory"]]["peak_rss_mib"] - 1
         rel = f"{r['ms_per_frame'] / ref_ms[r['frames']] - 1:+.1%}" if r["frames"] in ref_ms else "-"
         print(
             f"{r['memory']:8} {r['frames']:7d} {r['peak_rss_mib']:13.1f} {growth:+12.1%} {r['ms_per_frame']:9.1f} {rel:>8}"
+            f" {r['max_long_term']:>9d}"
         )
 
 
