@@ -261,20 +261,9 @@ class FlowTracker:
         """
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
-        if start is None:
-            start = min(t for obj in self.objects.values() for t in obj.cond)
-        if end is None:
-            end = 0 if reverse else self.num_frames - 1
-        self._check_frame(start, "start")
-        self._check_frame(end, "end")
-        if (end > start) if reverse else (end < start):
-            raise PromptError(
-                f"end={end} lies {'after' if reverse else 'before'} start={start} for "
-                f"{'backward' if reverse else 'forward'} tracking; swap them or change `reverse`."
-            )
         step = -1 if reverse else 1
         since_refine: dict[int, int] = {}
-        for t in range(start, end + step, step):
+        for t in self._frame_order(start, end, reverse):
             prev = t - step
             objs = list(self.objects.items())
             out = np.empty((len(objs), self.height, self.width), np.float32)
@@ -326,6 +315,7 @@ class FlowTracker:
     _check_inside = VideoTracker._check_inside
     _check_points = VideoTracker._check_points
     _check_mask = VideoTracker._check_mask
+    _frame_order = VideoTracker._frame_order
 
     # ------------------------------------------------------------------ masks and frames
     def _pack(self, m: np.ndarray) -> np.ndarray:

@@ -193,19 +193,7 @@ class VideoTracker:
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
         self._commit_prompts()
-        if start is None:
-            start = min(t for obj in self.objects.values() for t in obj.cond)
-        if end is None:
-            end = 0 if reverse else self.num_frames - 1
-        self._check_frame(start, "start")
-        self._check_frame(end, "end")
-        if (end > start) if reverse else (end < start):
-            raise PromptError(
-                f"end={end} lies {'after' if reverse else 'before'} start={start} for "
-                f"{'backward' if reverse else 'forward'} tracking; swap them or change `reverse`."
-            )
-        step = -1 if reverse else 1
-        for t in range(start, end + step, step):
+        for t in self._frame_order(start, end, reverse):
             yield t, self.obj_ids, self._track_frame(t, reverse)
 
     def remove_object(self, obj_id: int) -> None:
@@ -264,6 +252,23 @@ class VideoTracker:
                 f"{what} {coords[bad][0].tolist()} lies outside the frame (x in 0..{self.width}, "
                 f"y in 0..{self.height} pixels, x right, y down)."
             )
+
+    def _frame_order(self, start: int | None, end: int | None, reverse: bool) -> range:
+        """Frames to track, in order: ``start`` (default: earliest conditioning frame) to ``end``
+        (default: the last frame, or 0 when ``reverse``), both included. Raises ``PromptError``."""
+        if start is None:
+            start = min(t for obj in self.objects.values() for t in obj.cond)
+        if end is None:
+            end = 0 if reverse else self.num_frames - 1
+        self._check_frame(start, "start")
+        self._check_frame(end, "end")
+        if (end > start) if reverse else (end < start):
+            raise PromptError(
+                f"end={end} lies {'after' if reverse else 'before'} start={start} for "
+                f"{'backward' if reverse else 'forward'} tracking; swap them or change `reverse`."
+            )
+        step = -1 if reverse else 1
+        return range(start, end + step, step)
 
     def _check_mask(self, frame_idx: Any, obj_id: Any, mask: Any) -> np.ndarray:
         """A mask prompt as an ``(H, W)`` bool array, after checking the frame index and object id."""
