@@ -25,7 +25,7 @@ from .checkpoints import (
 )
 from .config import CONFIGS, ModelConfig, get_config
 from .frames import FrameSource, FrameSourceError, open_frames
-from .tracker import PromptError, VideoTracker
+from .tracker import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, VideoTracker
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,8 @@ __all__ = [
     "DownloadError",
     "FrameSource",
     "FrameSourceError",
+    "MAX_OBJECT_ID",
+    "MIN_OBJECT_ID",
     "ModelConfig",
     "PromptError",
     "VideoTracker",

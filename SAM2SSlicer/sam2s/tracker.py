@@ -26,6 +26,12 @@ from .modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
 from .modeling.sam2 import FrameFeatures, SAM2Model
 
 
+MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 254
+"""Object ids are integers 1..254 everywhere (engine, prompts files, Slicer segments, label PNGs,
+overlays, ``eval``): 0 is the background and 255 the void label of DAVIS label images
+(Pont-Tuset et al. 2017, ``davis2017-evaluation``), so every id fits an 8-bit label PNG."""
+
+
 class PromptError(ValueError):
     """A prompt (points, labels, box, mask, frame index or object id) is invalid."""
 
