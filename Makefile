@@ -22,7 +22,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -m sam2s demo --output-dir demo_output
+	$(PY) -m sam2s demo --output-dir demo_output --overwrite
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check SAM2SSlicer Testing

@@ -611,8 +611,15 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExportPngs(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Export label PNGs into folder")
         if folder:
+            existing = [name for name in os.listdir(folder) if not name.startswith(".")]
+            question = (
+                f"{folder} is not empty ({len(existing)} files). Write the label PNGs into it? Files named like "
+                "00000.png are replaced; other files stay."
+            )
+            if existing and not slicer.util.confirmOkCancelDisplay(question, "Export label PNGs"):
+                return
             with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-                paths = self.logic.tracking.exportLabelPngs(folder)
+                paths = self.logic.tracking.exportLabelPngs(folder, overwrite=bool(existing))
                 slicer.util.showStatusMessage(f"Wrote {len(paths)} label PNGs to {folder}", 5000)
 
 

@@ -19,6 +19,7 @@ thread while MRML is only touched on the main thread:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -49,9 +50,16 @@ __all__ = [
     "TrackingJob",
     "TrackingPlan",
     "TrackingSession",
+    "maskDigest",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def maskDigest(mask: np.ndarray) -> str:
+    """SHA-1 hex digest of a ``(H, W)`` mask's bits (``np.packbits`` of ``mask != 0``), as stored in
+    ``FramePrompts.maskDigest`` to tell whether a mask prompt changed."""
+    return hashlib.sha1(np.packbits(np.asarray(mask) != 0).tobytes()).hexdigest()
 
 
 class TrackingBusyError(RuntimeError):
@@ -70,6 +78,16 @@ class TrackingSession:
     changed: a changed frame replaces that frame's prompt; a frame whose prompts were all deleted
     removes the object from the engine and re-adds its remaining prompts (the engine cannot drop
     a single conditioning frame).
+
+    Mask prompts. A frame's mask prompt is the segment's own voxels on that frame (frames listed
+    in ``segments.MASK_PROMPT_TAG``), so writing a result onto such a frame changes the prompt.
+    After a job writes the engine's result for a prompt frame, ``noteWrittenMask`` records the
+    written mask's digest as that frame's applied mask: the frame then counts as unchanged (the
+    engine already holds that result as the frame's conditioning output) and is not re-sent. For
+    a frame with a mask and clicks / a box this keeps the next sync from applying the same clicks
+    again to the already refined mask (which would change it on every sync). A real edit of the
+    voxels or the clicks changes the digest or the clicks and re-sends the frame (mask, then
+    clicks / box).
 
     Args:
         modelProvider: returns the ``sam2s`` model (called once, in the thread that runs the job).
@@ -113,6 +131,14 @@ class TrackingSession:
 
         ``force`` lists ``(objectId, frame)`` pairs to send again even if unchanged (for a preview).
 
+        A frame's prompt is sent as SAM 2 combines them: a mask alone -> ``add_mask``; clicks
+        alone -> ``add_points``; a box (with or without clicks) -> ``add_box(box, points, labels)``;
+        a mask WITH clicks and/or a box -> ``add_mask`` first, then ``add_box`` / ``add_points``
+        on the same frame: the engine feeds the mask's logits as the previous mask of that
+        frame, so the clicks (negative ones included) and the box refine the mask (sam2s
+        ``VideoTracker._add_point_prompt``: ``prev_logits`` from ``latest_output``; the flow engine
+        corrects the mask with the clicks). The returned logits are those of the last call.
+
         Returns:
             ``{(objectId, frame): logits}`` for every prompt sent: ``(H, W)`` float32 mask logits
             of that object on that frame (> 0 = inside).
@@ -134,17 +160,35 @@ class TrackingSession:
             for frame, prompt in frames.items():
                 if applied.get(frame) == prompt and (objectId, frame) not in force:
                     continue
+                logits = None
                 if prompt.mask is not None:
                     logits = tracker.add_mask(frame, objectId, prompt.mask)
-                elif prompt.box is not None:
-                    points = prompt.pointArray() if prompt.points else None
-                    labels = prompt.labelArray() if prompt.points else None
+                points = prompt.pointArray() if prompt.points else None
+                labels = prompt.labelArray() if prompt.points else None
+                if prompt.box is not None:
                     logits = tracker.add_box(frame, objectId, np.asarray(prompt.box), points, labels)
-                else:
-                    logits = tracker.add_points(frame, objectId, prompt.pointArray(), prompt.labelArray())
+                elif prompt.points:
+                    logits = tracker.add_points(frame, objectId, points, labels)
+                if logits is None:
+                    continue  # an empty prompt (nothing to send)
                 applied[frame] = prompt
                 sent[(objectId, frame)] = logits
         return sent
+
+    def noteWrittenMask(self, objectId: int, frame: int, prompt: FramePrompts, mask: np.ndarray) -> bool:
+        """Record that the engine's result ``mask`` (``(H, W)`` bool, ``[row, column]``) of a mask-prompt
+        frame was written into the segment's voxels, so that the next ``syncPrompts`` sees the frame
+        as unchanged (see the class docstring).
+
+        Only done when the engine still holds ``prompt`` (the plan's prompt of that frame) for
+        ``(objectId, frame)`` and ``prompt`` has a mask. Returns True when recorded.
+        """
+        applied = self.applied.get(objectId)
+        if prompt.mask is None or applied is None or applied.get(frame) != prompt:
+            return False
+        written = np.asarray(mask) != 0
+        applied[frame] = dataclasses.replace(prompt, mask=written, maskDigest=maskDigest(written))
+        return True
 
     def _remove(self, tracker, objectId: int) -> None:
         if objectId in tracker.objects:
@@ -168,6 +212,7 @@ class TrackingPlan:
         passes: ``[(start, end, reverse)]`` engine propagations (inclusive frame ranges).
         totalFrames: frames the passes yield.
         previewFrame: for a preview job, the frame whose prompt result is written (no propagation).
+        segmentNames: ``{segmentId: name}`` of the written segments (for messages after a deletion).
     """
 
     videoNode: Any
@@ -177,6 +222,7 @@ class TrackingPlan:
     passes: list[tuple[int, int, bool]]
     totalFrames: int
     previewFrame: int | None = None
+    segmentNames: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class TrackingJob:
@@ -188,6 +234,10 @@ class TrackingJob:
         error: the exception that stopped ``run``, or None.
         trackedFrames: frame indices whose results were produced, in engine order.
         previewMask: for a preview job, the ``(H, W)`` bool mask of the previewed frame (or None).
+        writtenFrames: frames written into at least one existing segment (results of a deleted
+            segment or of a removed segmentation are not counted).
+        warnings: messages about dropped results, one per deleted segment and one for a removed
+            segmentation.
     """
 
     def __init__(
@@ -210,6 +260,8 @@ class TrackingJob:
         self.warnings: list[str] = []
         self._pending: dict[int, dict[int, np.ndarray]] = {}
         self._wroteAny = False
+        self._droppedSegments: set[str] = set()
+        self._droppedSegmentation = False
 
     @property
     def isPreview(self) -> bool:
@@ -252,11 +304,14 @@ class TrackingJob:
                     for start, end, reverse in plan.passes:
                         if self.cancelEvent.is_set():  # cancelled before this pass started
                             break
-                        for frame, ids, logits in tracker.propagate(start, end, reverse):
-                            masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
-                            self._emit(frame, masks, onFrame)
-                            if self.cancelEvent.is_set():
-                                break
+                        # closing(): the engine refuses changes while a propagate() generator is open
+                        # (sam2s.TrackerBusyError), so close it on cancel and on errors, not at collection.
+                        with contextlib.closing(tracker.propagate(start, end, reverse)) as frames:
+                            for frame, ids, logits in frames:
+                                masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
+                                self._emit(frame, masks, onFrame)
+                                if self.cancelEvent.is_set():
+                                    break
                         if self.cancelEvent.is_set():
                             break
             self.status = "cancelled" if self.cancelEvent.is_set() and not self.isPreview else "done"
@@ -403,7 +458,11 @@ class SAM2STrackingLogic:
     def importVideo(self, source, **options):
         """Import a video file, image folder or ``(T, H, W, 3)`` array and make it the current video.
 
-        Options and errors: ``videoimport.importFrames``. Returns the new vector volume node.
+        Options and errors: ``videoimport.importFrames`` (``frameStep``, ``startTime`` / ``endTime``
+        seconds, ``firstFrame`` / ``lastFrame``, ``maxWidth`` pixels, ``frameRate``, ``labelmaps``,
+        ``availableMemory`` bytes, ...). The memory needed is checked before anything is allocated:
+        ``videoimport.NotEnoughMemoryError`` (a ``MemoryError``) names options that fit; the current
+        video is then unchanged. Returns the new vector volume node.
         """
         node = _videoimport.importFrames(self.scene, source, **options)
         self.setVideoNode(node)
@@ -411,7 +470,8 @@ class SAM2STrackingLogic:
 
     def importSequence(self, sequenceNode, **options):
         """Stack a Sequence of 2D frames into a new video volume and make it current
-        (``videoimport.importSequence``)."""
+        (``videoimport.importSequence``; same options as ``importVideo``, including ``labelmaps`` and
+        ``availableMemory``; raises ``NotEnoughMemoryError`` before allocating)."""
         node = _videoimport.importSequence(self.scene, sequenceNode, **options)
         self.setVideoNode(node)
         return node
@@ -431,10 +491,28 @@ class SAM2STrackingLogic:
     def addSegment(self, name: str, color=None, objectId: int | None = None) -> str:
         """Add an empty segment (``color``: RGB 0..1, default from Slicer's palette) with an object id.
 
-        Returns the segment ID. Raises ``ValueError`` for a used object id.
+        Args:
+            objectId: the tracker object id, an integer in 1..254 (``segments.MAX_OBJECT_ID``) not
+                used by another segment; None assigns the smallest free one.
+
+        Returns the segment ID.
+
+        Raises:
+            ValueError: ``objectId`` outside 1..254, not an integer or already used, or all 254
+                ids are used (no segment is added then). RuntimeError: no segmentation.
         """
         node = self._requireSegmentation()
         segmentation = node.GetSegmentation()
+        if objectId is None:
+            _segments.freeObjectId(node)  # all 254 ids used: refuse before adding the segment
+        else:
+            objectId = _segments.checkObjectId(objectId)
+            used = _segments.segmentIdForObject(node, objectId)
+            if used is not None:
+                raise ValueError(
+                    f"Object id {objectId} is already used by segment '{segmentation.GetSegment(used).GetName()}'; "
+                    "choose another id or leave it empty."
+                )
         segmentId = segmentation.AddEmptySegment("", name, list(color) if color is not None else None)
         segment = segmentation.GetSegment(segmentId)
         segment.SetNameAutoGenerated(False)
@@ -466,19 +544,30 @@ class SAM2STrackingLogic:
         id if needed. Nothing is computed: call ``previewFrame`` or ``track``.
 
         Raises:
-            PromptError: frame or point outside the video. KeyError: unknown segment.
+            PromptError: frame or point outside the video. KeyError: unknown segment. ValueError: the
+                segment's object id tag is invalid or all 254 ids are used. Nothing is added then.
         """
         video, node = self._requireVideo(), self._requireSegmentation()
         self._checkSegment(segmentId)
+        self._checkObjectIdPossible(node, segmentId)
+        index = self.prompts.addPoint(node, segmentId, video, frameIndex, x, y, positive)
         _segments.assignObjectId(node, segmentId)
-        return self.prompts.addPoint(node, segmentId, video, frameIndex, x, y, positive)
+        return index
 
     def setBoxPrompt(self, segmentId: str, frameIndex: int, box) -> None:
-        """Store the box ``(x0, y0, x1, y1)`` (pixels) of frame ``frameIndex``, replacing its earlier box."""
+        """Store the box ``(x0, y0, x1, y1)`` (pixels, x right, y down, any two opposite corners) of frame
+        ``frameIndex``, replacing its earlier box. Gives the segment an object id if needed.
+
+        Raises:
+            PromptError: a corner outside the frame, a frame outside the video or a box less than one
+                pixel wide or high. KeyError: unknown segment. ValueError: the segment's object id
+                tag is invalid or all 254 ids are used. Nothing is changed then.
+        """
         video, node = self._requireVideo(), self._requireSegmentation()
         self._checkSegment(segmentId)
-        _segments.assignObjectId(node, segmentId)
+        self._checkObjectIdPossible(node, segmentId)
         self.prompts.setBox(node, segmentId, video, frameIndex, box)
+        _segments.assignObjectId(node, segmentId)
 
     def clearPrompts(self, segmentId: str, frameIndex: int | None = None) -> int:
         """Delete the segment's prompts on ``frameIndex`` (all frames when None): clicks, boxes and
@@ -507,26 +596,47 @@ class SAM2STrackingLogic:
             volume = _segments.readSegmentMask(node, segmentId, video)
             for frame in maskFrames:
                 mask = volume[frame].astype(bool)
-                digest = hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
                 old = frames.get(frame, FramePrompts())
-                frames[frame] = dataclasses.replace(old, mask=mask, maskDigest=digest)
+                frames[frame] = dataclasses.replace(old, mask=mask, maskDigest=maskDigest(mask))
         return dict(sorted(frames.items()))
 
     def setMaskPrompt(self, segmentId: str, frameIndex: int, mask: np.ndarray) -> None:
         """Use ``mask`` as the segment's prompt on ``frameIndex``: it is written into the segment on
         that frame and the frame is marked as a mask prompt (segment tag ``SAM2S.MaskPromptFrames``).
 
+        Clicks (``addPointPrompt``) or a box (``setBoxPrompt``) on the same frame refine this mask:
+        the engine gets the mask first, then the clicks / box (``TrackingSession.syncPrompts``), and
+        the refined result of a preview or propagation is written back into these voxels, so it
+        becomes the frame's mask prompt from then on (it is not re-sent while unchanged).
+
         Args:
             mask: ``(H, W)`` bool or 0/1 array, row 0 at the top (``[row, column]`` of the frame).
 
         Raises:
-            KeyError: unknown segment. ValueError: wrong mask shape or frame outside the video.
+            KeyError: unknown segment. ValueError: wrong mask shape, values other than 0/1 (threshold
+                a probability map first), frame outside the video, or no free object id. Nothing
+                is changed then.
         """
         node, video = self._requireSegmentation(), self._requireVideo()
         self._checkSegment(segmentId)
-        _segments.writeSegmentFrames(node, segmentId, video, int(frameIndex), np.asarray(mask)[None])
+        mask = np.asarray(mask)
+        frames, height, width = self._videoArray(video).shape[:3]
+        if mask.ndim != 2 or mask.shape != (height, width):
+            raise ValueError(
+                f"The mask prompt must have the frame's shape (H, W) = ({height}, {width}) (rows, columns); got "
+                f"{mask.shape}. Resize or crop the mask to the imported frames."
+            )
+        if isinstance(frameIndex, bool) or int(frameIndex) != frameIndex or not 0 <= frameIndex < frames:
+            raise ValueError(f"Frame {frameIndex} is outside the video (frames 0..{frames - 1}); pick a frame in it.")
+        if mask.dtype != bool and (mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all()):
+            raise ValueError(
+                f"Mask prompt values must be 0/1 or bool; got {mask.dtype} values "
+                f"{np.unique(mask)[:4].tolist() if mask.dtype.kind in 'biuf' else '(not numbers)'}. Threshold a "
+                "probability map first (e.g. mask > 0.5)."
+            )
+        _segments.assignObjectId(node, segmentId)  # an invalid tag or no free id fails before the write
+        _segments.writeSegmentFrames(node, segmentId, video, int(frameIndex), (mask != 0)[None])
         _segments.setMaskPromptFrames(node, segmentId, _segments.maskPromptFrames(node, segmentId) + [int(frameIndex)])
-        _segments.assignObjectId(node, segmentId)
 
     def promptedSegmentIds(self) -> list[str]:
         """IDs of the current segmentation's segments that have prompts (clicks, boxes or masks)."""
@@ -570,7 +680,10 @@ class SAM2STrackingLogic:
         if frameIndex not in prompts.get(objectId, {}):
             name = node.GetSegmentation().GetSegment(segmentId).GetName()
             raise PromptError(f"Segment '{name}' has no prompt on frame {frameIndex}; click on the object first.")
-        plan = TrackingPlan(video, node, prompts, {objectId: segmentId}, [], 1, previewFrame=int(frameIndex))
+        names = {segmentId: node.GetSegmentation().GetSegment(segmentId).GetName()}
+        plan = TrackingPlan(
+            video, node, prompts, {objectId: segmentId}, [], 1, previewFrame=int(frameIndex), segmentNames=names
+        )
         return self._newJob(plan, None)
 
     def createTrackingJob(
@@ -639,7 +752,8 @@ class SAM2STrackingLogic:
         else:
             passes = [(start, last, False)] + ([(start - 1, first, True)] if start > first else [])
         total = sum(abs(end - begin) + 1 for begin, end, _ in passes)
-        plan = TrackingPlan(video, node, prompts, writeObjects, passes, total)
+        names = {s: node.GetSegmentation().GetSegment(s).GetName() for s in writeObjects.values()}
+        plan = TrackingPlan(video, node, prompts, writeObjects, passes, total, segmentNames=names)
         return self._newJob(plan, progressCallback)
 
     def applyTrackingResults(
@@ -650,7 +764,16 @@ class SAM2STrackingLogic:
         Frames are collected until ``chunkSize`` are pending (or ``flush``), then each segment's
         runs of consecutive frames are replaced in one write each (``segments.writeSegmentFrames``);
         other frames and segments are untouched. ``beforeWrite`` is called once per job, before
-        its first write (e.g. ``saveStateForUndo``). Returns the number of frames written now.
+        its first write (e.g. ``saveStateForUndo``).
+
+        A segment deleted while the job runs gets nothing more; one warning per deleted segment
+        (and one if the whole segmentation was removed from the scene) is added to
+        ``job.warnings``. A written result of a mask-prompt frame is noted in the engine session
+        (``TrackingSession.noteWrittenMask``) so that the next sync does not re-send it.
+
+        Returns:
+            The number of frames written now into at least one existing segment (also added to
+            ``job.writtenFrames``).
         """
         while True:
             try:
@@ -665,27 +788,51 @@ class SAM2STrackingLogic:
         plan = job.plan
         segmentationNode = plan.segmentationNode
         if segmentationNode.GetScene() is None:
-            job.warnings.append("The segmentation was removed from the scene; results were dropped.")
+            if not job._droppedSegmentation:
+                job._droppedSegmentation = True
+                job.warnings.append(
+                    f"Segmentation '{segmentationNode.GetName()}' was removed from the scene while tracking; the "
+                    f"results from frame {min(pendingFrames)} on were dropped. Create or choose a segmentation and "
+                    "track again."
+                )
             job._pending.clear()
+            return 0
+        segmentation = segmentationNode.GetSegmentation()
+        live: dict[int, tuple[str, dict[int, np.ndarray]]] = {}
+        for objectId, frames in job._pending.items():
+            segmentId = plan.writeObjects[objectId]
+            if segmentation.GetSegment(segmentId) is not None:
+                live[objectId] = (segmentId, frames)
+            elif segmentId not in job._droppedSegments:
+                job._droppedSegments.add(segmentId)
+                name = plan.segmentNames.get(segmentId, segmentId)
+                job.warnings.append(
+                    f"Segment '{name}' (ID {segmentId}) was deleted while tracking; its results from frame "
+                    f"{min(frames)} on were dropped. Add the segment again and track it to fill those frames."
+                )
+        job._pending.clear()
+        if not live:
             return 0
         if beforeWrite is not None and not job._wroteAny:
             beforeWrite()
         job._wroteAny = True
+        written: set[int] = set()
         wasModifying = segmentationNode.StartModify()
         try:
-            for objectId, frames in job._pending.items():
-                segmentId = plan.writeObjects[objectId]
-                if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-                    job.warnings.append(f"Segment '{segmentId}' was deleted; its results were dropped.")
-                    continue
+            for objectId, (segmentId, frames) in live.items():
                 for begin, end in _segments.frameRuns(frames):
                     masks = np.stack([frames[f] for f in range(begin, end + 1)])
                     _segments.writeSegmentFrames(segmentationNode, segmentId, plan.videoNode, begin, masks)
+                    written.update(range(begin, end + 1))
+                objectPrompts = plan.prompts.get(objectId, {})
+                for frame, mask in frames.items():
+                    prompt = objectPrompts.get(frame)
+                    if prompt is not None and prompt.mask is not None:
+                        job.session.noteWrittenMask(objectId, frame, prompt, mask)
         finally:
             segmentationNode.EndModify(wasModifying)
-        job._pending.clear()
-        job.writtenFrames += len(pendingFrames)
-        return len(pendingFrames)
+        job.writtenFrames += len(written)
+        return len(written)
 
     def track(
         self,
@@ -765,6 +912,13 @@ class SAM2STrackingLogic:
         if self.segmentationNode is None or self.segmentationNode.GetScene() is None:
             raise RuntimeError("No segmentation is selected: create one for the video first.")
         return self.segmentationNode
+
+    @staticmethod
+    def _checkObjectIdPossible(node, segmentId: str) -> None:
+        """Raise (changing nothing) when the segment has an invalid object id tag or needs an id and
+        all 254 are used, so that a prompt is not stored for a segment that cannot be tracked."""
+        if _segments.objectIdOfSegment(node, segmentId) is None:
+            _segments.freeObjectId(node)
 
     def _checkSegment(self, segmentId: str) -> None:
         node = self._requireSegmentation()

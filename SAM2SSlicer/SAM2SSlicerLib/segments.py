@@ -26,17 +26,35 @@ import vtk
 from vtk.util import numpy_support
 
 OBJECT_ID_TAG = "SAM2S.ObjectId"
-"""Segment tag holding the tracker's object id (a positive integer, saved in ``.seg.nrrd``)."""
+"""Segment tag holding the tracker's object id (an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID``, saved
+in ``.seg.nrrd``)."""
+
+MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 254
+"""The object id range, equal to ``sam2s.MIN_OBJECT_ID`` / ``sam2s.MAX_OBJECT_ID`` (defined in
+``sam2s/tracker.py``; repeated here because this package must import without torch, which
+``sam2s`` imports). 0 is the background and 255 the void label of DAVIS label images, so every id
+fits an 8-bit label PNG; a segmentation can therefore hold at most 254 tracked segments."""
+
+_RANGE_REASON = (
+    f"{MIN_OBJECT_ID}..{MAX_OBJECT_ID} (0 is the background and 255 the DAVIS void label, so ids fit 8-bit label PNGs)"
+)
 
 __all__ = [
+    "MASK_PROMPT_TAG",
+    "MAX_OBJECT_ID",
+    "MIN_OBJECT_ID",
     "OBJECT_ID_TAG",
     "assignObjectId",
+    "checkObjectId",
     "ensureReferenceGeometry",
     "frameRuns",
+    "freeObjectId",
+    "maskPromptFrames",
     "objectIdOfSegment",
     "objectIds",
     "readSegmentMask",
     "segmentIdForObject",
+    "setMaskPromptFrames",
     "writeSegmentFrames",
 ]
 
@@ -45,12 +63,34 @@ def _segmentLogic():
     return slicer.vtkSlicerSegmentationsModuleLogic
 
 
+def checkObjectId(objectId) -> int:
+    """``objectId`` as an ``int`` if it is an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254).
+
+    Accepts Python / numpy integers and integral floats (``3.0``); not bools or strings.
+
+    Raises:
+        ValueError: not an integer, or outside 1..254 (the message gives the range and why).
+    """
+    value = None
+    if not isinstance(objectId, (bool, np.bool_)):
+        if isinstance(objectId, (int, np.integer)):
+            value = int(objectId)
+        elif isinstance(objectId, (float, np.floating)) and float(objectId).is_integer():
+            value = int(objectId)
+    if value is None or not MIN_OBJECT_ID <= value <= MAX_OBJECT_ID:
+        raise ValueError(
+            f"Object id {objectId!r} is not allowed: object ids are integers in {_RANGE_REASON}. "
+            f"Choose a free id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}, or leave it empty to assign the smallest free one."
+        )
+    return value
+
+
 def objectIdOfSegment(segmentationNode, segmentId: str) -> int | None:
     """Object id stored in the segment's ``SAM2S.ObjectId`` tag, or None if it has none.
 
     Raises:
         KeyError: the segmentation has no segment ``segmentId``.
-        ValueError: the tag is not a positive integer (edited by hand); the message says how to fix it.
+        ValueError: the tag is not an integer in 1..254 (edited by hand); the message says how to fix it.
     """
     segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
     if segment is None:
@@ -58,14 +98,12 @@ def objectIdOfSegment(segmentationNode, segmentId: str) -> int | None:
     value = vtk.mutable("")
     if not segment.GetTag(OBJECT_ID_TAG, value):
         return None
-    try:
-        objectId = int(str(value))
-    except ValueError:
-        objectId = 0
-    if objectId < 1:
+    text = str(value).strip()
+    objectId = int(text) if text.isdigit() else 0
+    if not MIN_OBJECT_ID <= objectId <= MAX_OBJECT_ID:
         raise ValueError(
-            f"Segment '{segment.GetName()}' has an invalid {OBJECT_ID_TAG} tag {str(value)!r}; "
-            f"it must be a positive integer. Remove the tag (it is then re-assigned) or set it to e.g. 1."
+            f"Segment '{segment.GetName()}' has an invalid {OBJECT_ID_TAG} tag {str(value)!r}; it must be an integer "
+            f"in {_RANGE_REASON}. Remove the tag (it is then re-assigned) or set it to a free id, e.g. 1."
         )
     return objectId
 
@@ -90,28 +128,52 @@ def segmentIdForObject(segmentationNode, objectId: int) -> str | None:
     return None
 
 
+def _smallestFreeId(segmentationNode, ids: dict[str, int]) -> int:
+    used = set(ids.values())
+    objectId = next((i for i in range(MIN_OBJECT_ID, MAX_OBJECT_ID + 1) if i not in used), None)
+    if objectId is None:
+        raise ValueError(
+            f"All {MAX_OBJECT_ID - MIN_OBJECT_ID + 1} object ids ({MIN_OBJECT_ID}..{MAX_OBJECT_ID}) are used by "
+            f"segments of '{segmentationNode.GetName()}'; a segmentation can track at most "
+            f"{MAX_OBJECT_ID - MIN_OBJECT_ID + 1} objects (ids {_RANGE_REASON}). Delete segments you do not "
+            "track, or put the new object in another segmentation."
+        )
+    return objectId
+
+
+def freeObjectId(segmentationNode) -> int:
+    """The smallest object id in 1..254 that no segment of ``segmentationNode`` uses (nothing is changed).
+
+    Raises:
+        ValueError: all 254 ids are used, or a segment's tag is invalid (``objectIdOfSegment``).
+    """
+    return _smallestFreeId(segmentationNode, objectIds(segmentationNode))
+
+
 def assignObjectId(segmentationNode, segmentId: str, objectId: int | None = None) -> int:
     """Give ``segmentId`` an object id (kept if it already has one and ``objectId`` is None).
 
     Args:
-        objectId: the id to set (a positive integer unique in this segmentation); None keeps the
-            segment's id or assigns the smallest id above all ids of the segmentation.
+        objectId: the id to set, an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254) unique in this
+            segmentation; None keeps the segment's id or assigns the smallest id in 1..254 that no
+            other segment of the segmentation uses.
 
     Returns:
         The segment's object id.
 
     Raises:
-        KeyError: unknown segment. ValueError: ``objectId`` < 1 or used by another segment.
+        KeyError: unknown segment. ValueError: ``objectId`` is not an integer in 1..254, is used by
+            another segment, or (automatic assignment) all 254 ids are used; a segment's tag is
+            invalid (``objectIdOfSegment``). Nothing is changed then.
     """
+    if objectId is not None:
+        objectId = checkObjectId(objectId)
     current = objectIdOfSegment(segmentationNode, segmentId)
     ids = objectIds(segmentationNode)
     if objectId is None:
         if current is not None:
             return current
-        objectId = max(ids.values(), default=0) + 1
-    objectId = int(objectId)
-    if objectId < 1:
-        raise ValueError(f"Object ids must be positive integers; got {objectId}.")
+        objectId = _smallestFreeId(segmentationNode, ids)
     for otherId, value in ids.items():
         if value == objectId and otherId != segmentId:
             other = segmentationNode.GetSegmentation().GetSegment(otherId).GetName()

@@ -22,15 +22,30 @@ the slice scrolls the frames. Node attributes (strings) record where the frames 
 
 Frames are decoded one at a time with the engine's ``sam2s.open_frames`` (PyAV for video
 files, PIL for images) straight into the volume's memory: the whole video is never held twice.
+
+Memory guard. VTK allocates the volume with ``vtkImageData::AllocateScalars``
+(``Common/DataModel/vtkImageData.cxx``), which allocates the scalar array through
+``vtkGenericDataArray::Allocate`` (``Common/Core/vtkGenericDataArray.txx``); when that allocation
+fails VTK logs "Unable to allocate ... elements" and a C++ ``std::bad_alloc`` escapes that the
+Python wrapping does not turn into ``MemoryError``, so the process aborts (SIGABRT, exit code
+134; observed with VTK 9 of ``slicer-core`` under ``RLIMIT_AS``): inside Slicer the application
+dies. Before allocating, :func:`checkVideoMemory` therefore compares the bytes the import
+needs (the ``T x H x W x 3`` RGB volume plus ``labelmaps`` uint8 volumes of ``T x H x W`` that
+tracking and export will need: the segmentation's labelmap layer and a label export, by default
+2) with :func:`availableMemoryBytes` less a safety margin (``MEMORY_MARGIN_FRACTION`` of it plus
+``MEMORY_MARGIN_BYTES``), and raises :class:`NotEnoughMemoryError` with import options that fit
+(frame step, maximum width, shorter range) before anything is allocated or added to the scene.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import slicer
@@ -53,9 +68,20 @@ IJK_TO_RAS_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 
 ProgressCallback = Callable[[int, int], None]
 
+MEMORY_MARGIN_FRACTION = 0.10
+"""Part of the available memory never planned for (other allocations of Slicer, decoding buffers)."""
+MEMORY_MARGIN_BYTES = 256 * 2**20
+"""Memory never planned for on top of ``MEMORY_MARGIN_FRACTION`` (256 MiB)."""
+_GIB = float(2**30)
+
 __all__ = [
     "IJK_TO_RAS_DIRECTIONS",
+    "MEMORY_MARGIN_BYTES",
+    "MEMORY_MARGIN_FRACTION",
     "ImportCancelled",
+    "NotEnoughMemoryError",
+    "availableMemoryBytes",
+    "checkVideoMemory",
     "frameRate",
     "frameTimes",
     "importFrames",
@@ -67,6 +93,236 @@ __all__ = [
 
 class ImportCancelled(RuntimeError):
     """The import was cancelled; no node was left in the scene."""
+
+
+class NotEnoughMemoryError(MemoryError):
+    """The video volume and its labelmaps would not fit in the available memory; nothing was allocated.
+
+    Attributes:
+        neededBytes: ``videoBytes + labelmapBytes``.
+        videoBytes: ``frames x H x W x 3`` (the RGB uint8 video volume).
+        labelmapBytes: ``labelmaps x frames x H x W`` (uint8 labelmaps / label volumes).
+        availableBytes: the memory available (before the safety margin), in bytes.
+        usableBytes: ``availableBytes`` less the safety margin (what the import may use).
+        suggestions: import options that fit, e.g. ``{"frameStep": 3, "maxWidth": 640,
+            "lastFrame": 57, "endTime": 2.28}`` (only those that could be computed).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        neededBytes: int,
+        videoBytes: int,
+        labelmapBytes: int,
+        availableBytes: int,
+        usableBytes: int,
+        suggestions: dict[str, Any],
+    ) -> None:
+        super().__init__(message)
+        self.neededBytes = neededBytes
+        self.videoBytes = videoBytes
+        self.labelmapBytes = labelmapBytes
+        self.availableBytes = availableBytes
+        self.usableBytes = usableBytes
+        self.suggestions = suggestions
+
+
+def _physicalAvailableBytes() -> int | None:
+    """Physical memory available to new allocations without swapping, in bytes, or None when unknown.
+
+    ``psutil.virtual_memory().available`` when psutil is installed; else ``MemAvailable`` of
+    ``/proc/meminfo`` (Linux, kB); else ``os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")``;
+    else (Windows) ``GlobalMemoryStatusEx``'s ``ullAvailPhys``.
+    """
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform: try the next source
+        pass
+    available = _procBytes("/proc/meminfo", "MemAvailable:")
+    if available is not None:
+        return available
+    try:
+        pages, pageSize = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and pageSize > 0:
+            return int(pages) * int(pageSize)
+    except (AttributeError, ValueError, OSError):
+        pass
+    if sys.platform == "win32":  # GlobalMemoryStatusEx (Win32 API, sysinfoapi.h): ullAvailPhys
+        try:
+            import ctypes
+
+            class _MemoryStatus(ctypes.Structure):
+                _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong)] + [
+                    (name, ctypes.c_ulonglong)
+                    for name in ("total", "avail", "totalPage", "availPage", "totalVirtual", "availVirtual", "ext")
+                ]
+
+            status = _MemoryStatus()
+            status.dwLength = ctypes.sizeof(_MemoryStatus)
+            if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+                return int(status.avail)
+        except Exception:  # noqa: BLE001 - unknown then
+            pass
+    return None
+
+
+def _procBytes(path: str, key: str) -> int | None:
+    """A ``key: <n> kB`` line of a Linux ``/proc`` file in bytes, or None (no such file or line)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            for line in file:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _virtualSizeBytes() -> int | None:
+    """The process's current virtual size (``VmSize`` of ``/proc/self/status``) in bytes, or None."""
+    return _procBytes("/proc/self/status", "VmSize:")
+
+
+def _addressSpaceRoomBytes() -> int | None:
+    """Address space left under the soft ``RLIMIT_AS`` (limit minus the current virtual size), or
+    None when no limit is set (or on Windows). Without ``/proc/self/status`` the whole limit counts."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (AttributeError, ValueError, OSError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    return max(0, int(soft) - (_virtualSizeBytes() or 0))
+
+
+def availableMemoryBytes() -> int | None:
+    """Bytes this process can still allocate: the minimum of the physical memory available
+    (psutil, ``/proc/meminfo`` ``MemAvailable`` or ``SC_AVPHYS_PAGES``) and, when a soft
+    ``RLIMIT_AS`` is set, the address space left under it (``VmSize`` of ``/proc/self/status``
+    subtracted). None when neither can be determined. No safety margin is subtracted here.
+    """
+    values = [v for v in (_physicalAvailableBytes(), _addressSpaceRoomBytes()) if v is not None]
+    return min(values) if values else None
+
+
+def _usableBytes(available: int) -> int:
+    return max(0, int(available - available * MEMORY_MARGIN_FRACTION - MEMORY_MARGIN_BYTES))
+
+
+def _checkCount(value, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _checkMemoryOptions(labelmaps, availableMemory) -> None:
+    """Validate the memory keywords of the import functions (before any work)."""
+    _checkCount(labelmaps, "labelmaps (uint8 label volumes to plan memory for; 0 = only the video)", 0)
+    if availableMemory is not None:
+        _checkCount(availableMemory, "availableMemory (bytes; None measures it)", 0)
+
+
+def checkVideoMemory(
+    width: int,
+    height: int,
+    frameCount: int,
+    labelmaps: int = 2,
+    availableBytes: int | None = None,
+    *,
+    sourceWidth: int | None = None,
+    sourceHeight: int | None = None,
+    selectedFrames: Sequence[int] | None = None,
+    frameStep: int = 1,
+    times: Sequence[float] | None = None,
+) -> int:
+    """Check that a video volume of ``frameCount`` frames of ``width x height`` pixels fits in memory.
+
+    Needed: ``frameCount * height * width * 3`` bytes (RGB uint8 volume) plus
+    ``labelmaps * frameCount * height * width`` bytes (uint8 labelmaps the caller will need).
+    Usable: ``availableBytes`` (default :func:`availableMemoryBytes`) less the safety margin
+    ``MEMORY_MARGIN_FRACTION * available + MEMORY_MARGIN_BYTES``. Nothing is allocated.
+
+    Args:
+        width, height: frame size in pixels after resizing (columns, rows).
+        frameCount: frames to import.
+        labelmaps: number of ``frameCount x H x W`` uint8 volumes to plan for besides the video (>= 0).
+        availableBytes: the memory available in bytes (an injected figure); None measures it.
+            When it cannot be measured the check passes (the allocation's own ``MemoryError`` remains).
+        sourceWidth, sourceHeight: source frame size (default: ``width``, ``height``), for the
+            ``maxWidth`` suggestion (computed as ``importFrames`` resizes: aspect ratio kept).
+        selectedFrames: source indices of the frames selected by the range options before the
+            frame step (default ``range(frameCount * frameStep)``), for the ``frameStep`` and
+            range suggestions.
+        frameStep: the frame step the ``frameCount`` frames were taken with.
+        times: time in seconds of every source frame (or None), for the ``endTime`` suggestion.
+
+    Returns:
+        The bytes needed.
+
+    Raises:
+        ValueError: a size, count or step that is not a positive integer (``labelmaps`` < 0).
+        NotEnoughMemoryError: it does not fit; the message gives the needed GiB (video and
+            labelmaps), the usable GiB and options that fit (``frameStep``, ``maxWidth``,
+            ``lastFrame`` / ``endTime``); the same values are in its ``suggestions``.
+    """
+    width, height = _checkCount(width, "width", 1), _checkCount(height, "height", 1)
+    frameCount = _checkCount(frameCount, "frameCount", 1)
+    frameStep = _checkCount(frameStep, "frameStep", 1)
+    _checkMemoryOptions(labelmaps, availableBytes)
+    labelmaps = int(labelmaps)
+    perFrame = width * height * (3 + labelmaps)
+    videoBytes, labelmapBytes = frameCount * width * height * 3, frameCount * width * height * labelmaps
+    needed = videoBytes + labelmapBytes
+    available = availableMemoryBytes() if availableBytes is None else int(availableBytes)
+    if available is None:
+        return needed
+    usable = _usableBytes(available)
+    if needed <= usable:
+        return needed
+
+    suggestions: dict[str, Any] = {}
+    advice: list[str] = []
+    fitFrames = usable // perFrame
+    selected = list(selectedFrames) if selectedFrames is not None else list(range(frameCount * frameStep))
+    if fitFrames >= 1:
+        step = max(frameStep + 1, math.ceil(len(selected) / fitFrames))
+        kept = math.ceil(len(selected) / step)
+        if kept <= fitFrames:
+            suggestions["frameStep"] = step
+            advice.append(f"frameStep={step} ({kept} frames)")
+    srcWidth, srcHeight = sourceWidth or width, sourceHeight or height
+    candidate = min(width - 1, int(math.sqrt(usable / max(1, frameCount * (3 + labelmaps)) * width / height)))
+    while candidate >= 16:
+        w, h = _targetSize(srcWidth, srcHeight, candidate)
+        if frameCount * w * h * (3 + labelmaps) <= usable:
+            suggestions["maxWidth"] = candidate
+            advice.append(f"maxWidth={candidate} ({w}x{h} pixels)")
+            break
+        candidate -= 1
+    if fitFrames >= 1:
+        kept = selected[::frameStep][: int(fitFrames)]
+        suggestions["lastFrame"] = kept[-1]
+        text = f"a shorter range: lastFrame={kept[-1]} ({len(kept)} frames)"
+        if times is not None and kept[-1] < len(times):
+            suggestions["endTime"] = round(float(times[kept[-1]]), 3)
+            text += f" or endTime={suggestions['endTime']:g} s"
+        advice.append(text)
+    options = "; ".join(advice) if advice else "no import option fits"
+    message = (
+        f"Not enough memory to import {frameCount} frames of {width}x{height} pixels: it needs "
+        f"{needed / _GIB:.2f} GiB (video {videoBytes / _GIB:.2f} GiB = frames x H x W x 3 bytes, plus labelmaps "
+        f"{labelmapBytes / _GIB:.2f} GiB = {labelmaps} x frames x H x W bytes) but only {usable / _GIB:.2f} GiB "
+        f"is usable ({available / _GIB:.2f} GiB available less a {MEMORY_MARGIN_FRACTION:.0%} + "
+        f"{MEMORY_MARGIN_BYTES // 2**20} MiB safety margin). Import fewer or smaller frames: {options}; "
+        "or free memory (close other volumes or applications) and import again. Nothing was imported."
+    )
+    raise NotEnoughMemoryError(message, needed, videoBytes, labelmapBytes, available, usable, suggestions)
 
 
 def isVideoVolume(node) -> bool:
@@ -170,7 +426,11 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _allocateVideoVolume(scene, name: str, width: int, height: int, count: int, volumeNode=None):
-    """A vector volume of ``width x height x count`` RGB uint8 voxels and its ``(T, H, W, 3)`` numpy view."""
+    """A vector volume of ``width x height x count`` RGB uint8 voxels and its ``(T, H, W, 3)`` numpy view.
+
+    Call :func:`checkVideoMemory` first: a failed allocation inside VTK aborts the process (see the
+    module docstring); the ``MemoryError`` handling below covers the cases VTK reports to Python.
+    """
     image = vtk.vtkImageData()
     image.SetDimensions(width, height, count)
     try:
@@ -220,6 +480,8 @@ def importFrames(
     frameRate: float | None = None,
     progressCallback: ProgressCallback | None = None,
     cancelEvent: threading.Event | None = None,
+    labelmaps: int = 2,
+    availableMemory: int | None = None,
 ):
     """Import a video file (mp4/avi/mov/mkv/webm/m4v), an image folder or frames into a new video volume.
 
@@ -235,14 +497,22 @@ def importFrames(
         frameRate: frames per second for sources without one (image folders, arrays); ignored for videos.
         progressCallback: called as ``(doneFrames, totalFrames)`` after each frame.
         cancelEvent: set it (from any thread) to stop; the partial node is then discarded.
+        labelmaps: uint8 ``T x H x W`` volumes to plan memory for besides the video (>= 0; default 2:
+            the segmentation's labelmap layer and a label export). See :func:`checkVideoMemory`.
+        availableMemory: bytes available to the import (an injected figure, before the safety
+            margin); None measures it with :func:`availableMemoryBytes`.
 
     Returns:
         The new ``vtkMRMLVectorVolumeNode`` (see the module docstring for layout and attributes).
 
     Raises:
         FileNotFoundError, ValueError, sam2s.FrameSourceError: unreadable source or bad options
-            (the message names the fix). ImportCancelled: cancelled. MemoryError: too many frames.
+            (the message names the fix). ImportCancelled: cancelled.
+        NotEnoughMemoryError: the volume and ``labelmaps`` would not fit in memory (checked before
+            allocating; the message gives the sizes and options that fit). MemoryError: the
+            allocation failed anyway.
     """
+    _checkMemoryOptions(labelmaps, availableMemory)
     from sam2s.frames import open_frames
 
     kind = "array" if isinstance(source, np.ndarray) else None
@@ -264,6 +534,18 @@ def importFrames(
             name = os.path.basename(path.rstrip(os.sep)) if path else "Video"
             name = os.path.splitext(name)[0] if kind == "video" else name
         width, height = _targetSize(frames.width, frames.height, maxWidth)
+        checkVideoMemory(
+            width,
+            height,
+            len(indices),
+            labelmaps,
+            availableMemory,
+            sourceWidth=frames.width,
+            sourceHeight=frames.height,
+            selectedFrames=selectFrames(len(frames), times, 1, startTime, endTime, firstFrame, lastFrame),
+            frameStep=int(frameStep),
+            times=times,
+        )
         node, view = _allocateVideoVolume(scene, name, width, height, len(indices))
         for done, index in enumerate(indices):
             if cancelEvent is not None and cancelEvent.is_set():
@@ -327,6 +609,8 @@ def importSequence(
     maxWidth: int | None = None,
     progressCallback: ProgressCallback | None = None,
     cancelEvent: threading.Event | None = None,
+    labelmaps: int = 2,
+    availableMemory: int | None = None,
 ):
     """Stack the 2D frames of a ``vtkMRMLSequenceNode`` (scalar or vector volumes, one slice each,
     8-bit; e.g. 2D+t ultrasound loaded from DICOM) into a new video volume.
@@ -334,12 +618,15 @@ def importSequence(
     Frame times come from the sequence's index values when its index unit is ``s`` or ``ms``
     (converted to seconds, relative to the first item); other units leave the times unknown.
     Pixel rows keep their array order (row 0 of each frame's ``arrayFromVolume`` is the top row).
-    Options are those of :func:`importFrames`.
+    Options (also ``labelmaps`` and ``availableMemory``) are those of :func:`importFrames`; the
+    frame size for the memory check is that of the first selected item.
 
     Raises:
         ValueError: an empty sequence, non-image items, several slices, non-8-bit pixels or frames
             of different sizes. ImportCancelled: cancelled (no node is left).
+        NotEnoughMemoryError: too many or too large frames for the memory available (nothing allocated).
     """
+    _checkMemoryOptions(labelmaps, availableMemory)
     sequenceName = sequenceNode.GetName()
     count = sequenceNode.GetNumberOfDataNodes()
     if count == 0:
@@ -357,6 +644,18 @@ def importSequence(
     first = _sequenceFrameArray(sequenceNode.GetNthDataNode(indices[0]), indices[0], sequenceName)
     sourceHeight, sourceWidth = first.shape[:2]
     width, height = _targetSize(sourceWidth, sourceHeight, maxWidth)
+    checkVideoMemory(
+        width,
+        height,
+        len(indices),
+        labelmaps,
+        availableMemory,
+        sourceWidth=sourceWidth,
+        sourceHeight=sourceHeight,
+        selectedFrames=selectFrames(count, times, 1, startTime, endTime, firstFrame, lastFrame),
+        frameStep=int(frameStep),
+        times=times,
+    )
     node, view = _allocateVideoVolume(scene, name or sequenceName, width, height, len(indices))
     for done, index in enumerate(indices):
         if cancelEvent is not None and cancelEvent.is_set():

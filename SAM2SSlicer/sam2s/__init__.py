@@ -25,7 +25,7 @@ from .checkpoints import (
 )
 from .config import CONFIGS, ModelConfig, get_config
 from .frames import FrameSource, FrameSourceError, open_frames
-from .tracker import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, VideoTracker
+from .tracker import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, TrackerBusyError, VideoTracker
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "MIN_OBJECT_ID",
     "ModelConfig",
     "PromptError",
+    "TrackerBusyError",
     "VideoTracker",
     "build_model",
     "cache_dir",

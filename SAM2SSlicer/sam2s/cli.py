@@ -1,28 +1,36 @@
 """The ``sam2s`` command line: track, eval, models, download, demo.
 
 ``sam2s track`` runs the very same headless Slicer logic as the Slicer module (``SAM2SSlicerLib``,
-on a ``slicer-core`` MRML scene) and writes the same files. Exit codes: 0 success, 1 runtime
-failure, 2 bad input (unreadable video, invalid prompts file, unknown model, ...).
+on a ``slicer-core`` MRML scene) and writes the same files.
+
+Exit codes: 0 success; 2 bad input, found before any long work (video, prompts, model,
+checkpoint, device, output paths, not enough memory); 1 a failure after the work started, e.g.
+a full disk while writing (outputs written completely are kept, the others keep their old
+content); 130 interrupted (Ctrl+C or SIGTERM). Outputs never replace an input or an existing
+file or folder without ``--overwrite``, and are written to temporary names first
+(``SAM2SSlicerLib.outputs``), so nothing the user had is deleted or half-overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
+import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from . import checkpoints
 from .config import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATA = ROOT.parent / "shared" / "data" / "endoscapes_v4"
+
+LABEL_PNGS = "label PNGs (00000.png, 00001.png ...)"
+"""What ``--png-dir`` holds: ``{frame:05d}.png`` (``SAM2SSlicerLib.export.labelPngPattern()``); with
+``--overwrite`` only files of that pattern are replaced in an existing folder."""
+OVERLAY_SUFFIXES = (".mp4", ".mkv", ".mov")
+"""Containers the overlay video (H.264) can be written to."""
 
 
 class CliError(Exception):
@@ -32,15 +40,6 @@ class CliError(Exception):
 # ----------------------------------------------------------------------------------- helpers
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _atomic_target(path: Path) -> Path:
-    """A temporary sibling of ``path`` to write to before ``os.replace`` (same file system)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix="".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    os.remove(tmp)
-    return Path(tmp)
 
 
 def choose_engine(engine: str | None, model: str, checkpoint: str | None) -> tuple[str, str | None]:
@@ -66,6 +65,36 @@ def choose_engine(engine: str | None, model: str, checkpoint: str | None) -> tup
         "falling back to the weight-free 'flow' engine (optical flow + GrabCut), which is less accurate."
     )
     return "flow", None
+
+
+def _check_model_options(model: str, image_size: int, device: str) -> None:
+    """Model name, image size and device string, before anything is read (CliError)."""
+    import torch
+
+    from .config import get_config
+
+    if model not in CONFIGS:
+        raise CliError(f"Unknown --model {model!r}; choose one of {', '.join(CONFIGS)}.")
+    try:
+        get_config(model, image_size)
+    except ValueError as err:
+        raise CliError(f"--image-size {image_size}: {err}") from None
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise CliError(f"Unknown --device {device!r}; use cpu, cuda, cuda:N or mps.") from None
+
+
+def _build_model(model: str, checkpoint: str, device: str, image_size: int):
+    """The SAM 2 model, or CliError for a checkpoint of another config, a truncated or unsafe
+    file, or a device this machine does not have."""
+    from .build import build_model
+    from .checkpoints import CheckpointError
+
+    try:
+        return build_model(model, checkpoint=checkpoint, device=device, image_size=image_size)
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as err:
+        raise CliError(str(err)) from None
 
 
 def _summary(logic, segment_ids: dict[int, str], names: dict[int, str]) -> list[dict]:
@@ -102,33 +131,45 @@ def run_tracking(
     end: int | None = None,
     progress: bool = True,
     model_object=None,
+    overwrite: bool = False,
 ) -> dict:
     """Track the objects of a prompts file through a video with the headless Slicer logic and
-    write ``output`` (.seg.nrrd), optionally label PNGs and an overlay video (all atomically).
+    write ``output`` (.seg.nrrd), optionally label PNGs and an overlay video.
+
+    Everything is checked before the long work, in this order: model options, the video's
+    header, the prompts file, the output paths (``SAM2SSlicerLib.outputs.OutputSet``), the
+    checkpoint and device (the model is built), the memory the video needs. Then the video is
+    imported, tracked and the outputs are written, each atomically.
 
     Args:
         video: video file or image folder. prompts_path: prompts JSON (see README).
+        output: the ``.seg.nrrd`` to write. png_dir: a folder for label PNGs (``00000.png`` ...).
+        overlay: an overlay video (``.mp4``, ``.mkv`` or ``.mov``).
         start, end: inclusive frame range (default: whole video); tracking runs forward and backward
             from the earliest prompted frame.
         model_object: an already built ``sam2s`` model to use instead of building one (tests).
+        overwrite: replace existing output files, and the label PNGs of an existing ``png_dir``
+            (other files there stay). Without it existing outputs are refused.
 
     Returns:
-        ``{"engine": ..., "objects": [per-object summary], "frames": T, "outputs": {...}}``.
+        ``{"engine": ..., "objects": [per-object summary], "frames": T, "outputs": {...}, "logic": logic}``.
 
     Raises:
-        CliError: bad input (video, prompts, range, model). Other exceptions: runtime failures.
+        CliError: bad input (video, prompts, range, model, checkpoint, device, output paths, memory).
+        SAM2SSlicerLib.outputs.OutputWriteError: an output could not be written (e.g. disk full);
+            ``.written`` lists the outputs written completely.
+        Other exceptions: runtime failures.
     """
-    from tqdm import tqdm
+    from SAM2SSlicerLib.export import labelPngPattern
+    from SAM2SSlicerLib.outputs import OutputError, OutputSet, OutputWriteError, atomicFile
 
     from .frames import FrameSourceError, open_frames
     from .prompts import PromptsFileError, load_prompts
 
-    output = Path(output)
-    if not output.name.endswith(".seg.nrrd"):
-        raise CliError(f"--output {output}: the file name must end in .seg.nrrd.")
+    _check_model_options(model, image_size, device)
     try:
         source = open_frames(video)
-    except (FrameSourceError, FileNotFoundError, ValueError, TypeError) as err:
+    except (FrameSourceError, FileNotFoundError, ValueError, TypeError, OSError) as err:
         raise CliError(f"Cannot read video {video}: {err}") from None
     num_frames, size = len(source), (source.height, source.width)
     try:
@@ -139,22 +180,52 @@ def run_tracking(
     last = num_frames - 1 if end is None else end
     if not 0 <= first <= last < num_frames:
         raise CliError(f"--start/--end {first}..{last} must lie within the video's frames 0..{num_frames - 1}.")
-    if model not in CONFIGS:
-        raise CliError(f"Unknown --model {model!r}; choose one of {', '.join(CONFIGS)}.")
+
+    if overlay is not None and min(size) < 2:
+        raise CliError(f"--overlay: the frames are {size[1]}x{size[0]} pixels; an H.264 video needs at least 2x2.")
+    masks = [p.mask_path for o in objects for p in o.prompts if p.mask_path is not None]
+    outputs = OutputSet([video, prompts_path, *masks], overwrite=overwrite)
+    seg_path = outputs.addFile(output, "--output", (".seg.nrrd",))
+    png_path = None if png_dir is None else outputs.addFolder(png_dir, "--png-dir", labelPngPattern(), LABEL_PNGS)
+    overlay_path = None if overlay is None else outputs.addFile(overlay, "--overlay", OVERLAY_SUFFIXES)
+    try:
+        for note in outputs.check():
+            _say(f"note: {note}")
+    except OutputError as err:
+        raise CliError(str(err)) from None
+
     if model_object is not None:
         engine_name = "sam2"
     else:
         engine_name, checkpoint = choose_engine(engine, model, checkpoint)
+        if engine_name == "sam2":
+            model_object = _build_model(model, checkpoint, device, image_size)
+        elif device != "cpu":
+            _say(f"note: --device {device} is not used by the flow engine (it runs on the CPU).")
 
+    from SAM2SSlicerLib import export
     from SAM2SSlicerLib.headless import createTrackingLogic
     from SAM2SSlicerLib.settings import ModelSettings
+    from SAM2SSlicerLib.videoimport import NotEnoughMemoryError
 
     logic = createTrackingLogic()
-    logic.importVideo(str(video))
+    try:
+        logic.importVideo(str(video), labelmaps=len(objects) + 2)
+    except NotEnoughMemoryError as err:
+        raise CliError(
+            f"{err} On the command line, shorten or downscale the video first, e.g. "
+            "`ffmpeg -i IN.mp4 -vf scale=854:-2 OUT.mp4` (then give the prompts in the new pixels)."
+        ) from None
+    except (FrameSourceError, ValueError, OSError) as err:
+        raise CliError(f"Cannot read video {video}: {err}") from None
+    from .visualize import color_for
+
     logic.createSegmentation(Path(str(video)).stem + " masklets")
     segment_ids: dict[int, str] = {}
+    # One colour per object in every output: the prompts file's, else the overlay palette's.
+    colors = {o.id: o.color or tuple(c / 255 for c in color_for(o.id)) for o in objects}
     for obj in objects:
-        sid = logic.addSegment(obj.name, obj.color, objectId=obj.id)
+        sid = logic.addSegment(obj.name, colors[obj.id], objectId=obj.id)
         segment_ids[obj.id] = sid
         for p in obj.prompts:
             if p.mask is not None:
@@ -178,6 +249,48 @@ def run_tracking(
         raise CliError(str(err)) from None
     if model_object is not None:
         logic.setModel(model_object)
+    _track(logic, list(segment_ids.values()), first, last, engine_name, progress)
+
+    written: dict[str, str] = {}
+
+    def write(what: str, path: Path, writer) -> None:
+        try:
+            writer()
+        except OSError as err:
+            raise OutputWriteError(path, err, [Path(p) for p in written.values()]) from err
+        written[what] = str(path)
+
+    write("segmentation", seg_path, lambda: logic.exportSegmentation(str(seg_path)))
+    if png_path is not None:
+        write("png_dir", png_path, lambda: logic.exportLabelPngs(str(png_path), overwrite=overwrite))
+    if overlay_path is not None:
+        from .visualize import overlay as blend
+        from .visualize import write_video
+
+        def write_overlay() -> None:
+            labels = export.labelFrames(logic.segmentationNode, logic.videoNode, list(segment_ids.values()))
+            with atomicFile(overlay_path) as tmp:
+                write_video(tmp, (blend(source.get(t), labels[t], colors) for t in range(num_frames)), source.fps or 10)
+
+        write("overlay", overlay_path, write_overlay)
+    names = {o.id: o.name for o in objects}
+    return {
+        "engine": engine_name,
+        "frames": num_frames,
+        "objects": _summary(logic, segment_ids, names),
+        "outputs": written,
+        "logic": logic,
+    }
+
+
+def _track(logic, segment_ids: list[str], first: int, last: int, engine_name: str, progress: bool) -> None:
+    """Track forward and backward from the earliest prompted frame with a progress bar; a prompt
+    the engine refuses before tracking (e.g. the flow engine with no mask to start from) is a CliError."""
+    from SAM2SSlicerLib.prompts import PromptError as StorePromptError
+    from tqdm import tqdm
+
+    from .tracker import PromptError
+
     bar = tqdm(total=last - first + 1, desc=f"tracking ({engine_name})", unit="frame", disable=not progress)
 
     def on_progress(done: int, total: int, frame: int) -> None:
@@ -186,57 +299,11 @@ def run_tracking(
         bar.refresh()
 
     try:
-        logic.track(
-            list(segment_ids.values()), firstFrame=first, lastFrame=last, direction="both", progressCallback=on_progress
-        )
+        logic.track(segment_ids, firstFrame=first, lastFrame=last, direction="both", progressCallback=on_progress)
+    except (PromptError, StorePromptError) as err:
+        raise CliError(str(err)) from None
     finally:
         bar.close()
-
-    outputs = {"segmentation": str(output)}
-    tmp = _atomic_target(output)
-    try:
-        logic.exportSegmentation(str(tmp))
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if png_dir is not None:
-        png_dir = Path(png_dir)
-        tmp_dir = _atomic_target(png_dir)
-        try:
-            logic.exportLabelPngs(str(tmp_dir))
-            if png_dir.exists():
-                shutil.rmtree(png_dir)
-            os.replace(tmp_dir, png_dir)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-        outputs["png_dir"] = str(png_dir)
-    if overlay is not None:
-        from .visualize import overlay as blend
-        from .visualize import write_video
-
-        labels = _labels(logic, segment_ids)
-        colors = {o.id: o.color for o in objects if o.color}
-        write_video(overlay, (blend(source.get(t), labels[t], colors) for t in range(num_frames)), fps=source.fps or 10)
-        outputs["overlay"] = str(overlay)
-    names = {o.id: o.name for o in objects}
-    return {
-        "engine": engine_name,
-        "frames": num_frames,
-        "objects": _summary(logic, segment_ids, names),
-        "outputs": outputs,
-        "logic": logic,
-    }
-
-
-def _labels(logic, segment_ids: dict[int, str]) -> np.ndarray:
-    """``(T, H, W)`` uint8 label volume from the segments (label = object id; later ids on top)."""
-    labels = None
-    for obj_id, sid in segment_ids.items():
-        mask = logic.segmentMask(sid).astype(bool)
-        if labels is None:
-            labels = np.zeros(mask.shape, np.uint8)
-        labels[mask] = obj_id
-    return labels
 
 
 def _print_summary(result: dict) -> None:
@@ -267,6 +334,7 @@ def cmd_track(a: argparse.Namespace) -> int:
         a.start,
         a.end,
         progress=not a.quiet,
+        overwrite=a.overwrite,
     )
     _print_summary(result)
     return 0
@@ -279,14 +347,30 @@ def cmd_eval(a: argparse.Namespace) -> int:
         res = evaluate(a.pred_dir, a.gt_dir, exclude=a.exclude or ())
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
+    frames, missing = res["frames"], res["missing"]
+    if frames and len(missing) == len(frames):
+        raise CliError(
+            f"No prediction in {a.pred_dir} matches the {len(frames)} annotated frames of {a.gt_dir} "
+            f"({_names(frames)}): predictions must be label PNGs named like the ground truth."
+        )
+    for obj_id, r in res["objects"].items():
+        if r.get("missing"):
+            _say(
+                f"warning: object {obj_id}: no prediction file for {len(r['missing'])} of its annotated frames "
+                f"({_names(r['missing'])}); they count as empty masks."
+            )
     if a.json:
         print(json.dumps(res, indent=1, default=float))
         return 0
-    print(f"{'object':>6} {'J':>7} {'F':>7} {'J&F':>7}")
+    print(f"{'object':>6} {'J':>7} {'F':>7} {'J&F':>7} {'missing':>8}")
     for obj_id, r in res["objects"].items():
-        print(f"{obj_id:>6} {r['J']:7.3f} {r['F']:7.3f} {r['J&F']:7.3f}")
-    print(f"{'mean':>6} {res['J']:7.3f} {res['F']:7.3f} {res['J&F']:7.3f}  ({len(res['frames'])} annotated frames)")
+        print(f"{obj_id:>6} {r['J']:7.3f} {r['F']:7.3f} {r['J&F']:7.3f} {len(r.get('missing', ())):>8}")
+    print(f"{'mean':>6} {res['J']:7.3f} {res['F']:7.3f} {res['J&F']:7.3f}  ({len(frames)} annotated frames)")
     return 0
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def cmd_models(a: argparse.Namespace) -> int:
@@ -301,9 +385,11 @@ def cmd_models(a: argparse.Namespace) -> int:
 def cmd_download(a: argparse.Namespace) -> int:
     try:
         info = checkpoints.get_info(a.name)
-    except ValueError as err:
+        path = checkpoints.download(info, cache_dir=a.cache_dir)
+    except (ValueError, checkpoints.DownloadError, checkpoints.ChecksumError) as err:
         raise CliError(str(err)) from None
-    path = checkpoints.download(info, cache_dir=a.cache_dir)
+    except OSError as err:
+        raise CliError(f"Cannot write the checkpoint into the cache folder ({err}); set --cache-dir.") from None
     print(path)
     return 0
 
@@ -311,19 +397,28 @@ def cmd_download(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(a.output_dir), model=a.model, image_size=a.image_size, engine=a.engine, device=a.device)
+    return run_demo(
+        Path(a.output_dir),
+        model=a.model,
+        image_size=a.image_size,
+        engine=a.engine,
+        device=a.device,
+        overwrite=a.overwrite,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sam2s", description="Track objects in surgical video with SAM 2 / SAM2S.")
     sub = p.add_subparsers(dest="command", required=True)
+    overwrite_help = "replace existing outputs (in a label folder only its NNNNN.png files; other files stay)"
 
     t = sub.add_parser("track", help="track the objects of a prompts file through a video")
     t.add_argument("video", help="video file (mp4/avi/mov/mkv) or image folder")
     t.add_argument("--prompts", required=True, help="prompts JSON (see README)")
     t.add_argument("--output", required=True, help="output .seg.nrrd")
-    t.add_argument("--png-dir", help="also write per-frame label PNGs (DAVIS style) here")
-    t.add_argument("--overlay", help="also write an overlay video (.mp4) here")
+    t.add_argument("--png-dir", help="also write per-frame label PNGs (DAVIS style) into this new folder")
+    t.add_argument("--overlay", help="also write an overlay video (.mp4, .mkv or .mov) here")
+    t.add_argument("--overwrite", action="store_true", help=overwrite_help)
     t.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
     t.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
     t.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
@@ -338,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted label PNGs against ground truth")
     e.add_argument("pred_dir")
     e.add_argument("gt_dir")
-    e.add_argument("--exclude", nargs="*", help="frames not to evaluate (e.g. the prompted frame 0)")
+    e.add_argument("--exclude", nargs="*", help="frames not to evaluate, by number or file name (e.g. 0)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
@@ -352,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="track the demo clip and write all outputs")
     demo.add_argument("--output-dir", default="demo_output")
+    demo.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo there")
     demo.add_argument("--model", default="sam2.1_hiera_t")
     demo.add_argument("--image-size", type=int, default=512)
     demo.add_argument("--engine", choices=["sam2", "flow"])
@@ -360,14 +456,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl+C, so that temporary outputs are removed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sam2s`` console script. Returns the exit code."""
+    """Entry point of the ``sam2s`` console script. Returns the exit code (see the module docstring)."""
+    from SAM2SSlicerLib.outputs import OutputWriteError
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except CliError as err:
         _say(f"error: {err}")
         return 2
+    except OutputWriteError as err:
+        kept = "; written completely: " + ", ".join(map(str, err.written)) if err.written else ""
+        _say(f"error: {err.strerror}; it keeps its previous content{kept}.")
+        return 1
     except KeyboardInterrupt:
-        _say("interrupted")
+        _say("interrupted: outputs not yet written keep their previous content; no partial file is left.")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -5,17 +5,21 @@ laparoscopic clip, CC BY-NC-SA, read in place), else a clip the project generate
 (``sam2s.synthetic.SyntheticClip``, written to the output folder with its ground truth).
 Outputs in ``output_dir``: ``masklets.seg.nrrd``, ``labels/`` (per-frame label PNGs),
 ``overlay.mp4``, ``contact_sheet.png``; then DAVIS J&F on the annotated frames (prompted frames
-excluded) when ground truth exists.
+excluded) when ground truth exists. Outputs of an earlier demo in ``output_dir`` are replaced only
+with ``overwrite`` (the rules of ``sam2s track``); the generated clip, once complete, is reused.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .cli import DEMO_DATA, run_tracking
+from .cli import DEMO_DATA, CliError, run_tracking
 
 
 def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path]:
@@ -41,23 +45,68 @@ def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path
     return frames_dir, prompts, gt_dir
 
 
+def _generated_clip_once(output_dir: Path) -> tuple[Path, Path, Path]:
+    """The generated clip in ``output_dir / "generated_clip"``: reused when complete, else written
+    into a temporary folder that is renamed only once complete (a killed run leaves no half clip)."""
+    from SAM2SSlicerLib.outputs import PARTIAL_TAG, processRuns
+
+    final = output_dir / "generated_clip"
+    if (final / "prompts.json").is_file():
+        return final / "frames", final / "prompts.json", final / "ground_truth"
+    for old in output_dir.glob(f".generated_clip{PARTIAL_TAG}*"):  # left by a killed demo: ours by name
+        pid = int(old.name.split(PARTIAL_TAG)[1].split("-")[0])
+        if not processRuns(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    staging = output_dir / f".generated_clip{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        generated_clip(staging)
+        os.rename(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final / "frames", final / "prompts.json", final / "ground_truth"
+
+
 def run_demo(
     output_dir: Path,
     model: str = "sam2.1_hiera_t",
     image_size: int = 512,
     engine: str | None = None,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> int:
-    """Run the demo; prints what it wrote and the J&F. Returns the exit code (0)."""
+    """Run the demo; prints what it wrote and the J&F. Returns the exit code (0).
+
+    Raises:
+        CliError: ``output_dir`` is a file or cannot be created, or holds outputs of an earlier
+            demo and ``overwrite`` is false (as ``sam2s track``'s output checks).
+    """
+    from SAM2SSlicerLib.outputs import OutputError, OutputSet, atomicFile
+
     from .metrics import evaluate
     from .visualize import contact_sheet, overlay
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CliError(f"--output-dir {output_dir} is a file; give a folder for the demo's outputs.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"--output-dir {output_dir}: cannot create it ({err.strerror}).") from None
+    sheet = output_dir / "contact_sheet.png"
+    sheet_output = OutputSet([], overwrite=overwrite)
+    sheet_path = sheet_output.addFile(sheet, "contact sheet", (".png",))
+    try:
+        sheet_output.check()
+    except OutputError as err:
+        raise CliError(str(err)) from None
     if (DEMO_DATA / "video.mp4").is_file():
         video, prompts, gt_dir = DEMO_DATA / "video.mp4", DEMO_DATA / "prompts.json", DEMO_DATA / "masks"
         print(f"demo clip: {DEMO_DATA} (Endoscapes2023, CC BY-NC-SA 4.0, read in place)")
     else:
-        video, prompts, gt_dir = generated_clip(output_dir / "generated_clip")
+        try:
+            video, prompts, gt_dir = _generated_clip_once(output_dir)
+        except OSError as err:
+            raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
         print(f"demo clip: generated ({video}); ../shared/data/endoscapes_v4 is not available")
     result = run_tracking(
         video,
@@ -69,6 +118,7 @@ def run_demo(
         image_size=image_size,
         engine=engine,
         device=device,
+        overwrite=overwrite,
     )
     logic = result["logic"]
     from .frames import open_frames
@@ -81,8 +131,8 @@ def run_demo(
         lab = np.asarray(Image.open(labels_dir / f"{t:05d}.png"))
         images.append(overlay(source.get(int(t)), lab))
         captions.append(f"frame {t}")
-    sheet = output_dir / "contact_sheet.png"
-    contact_sheet(images, captions).save(sheet)
+    with atomicFile(sheet_path) as tmp:
+        contact_sheet(images, captions).save(tmp, format="PNG")
     result["outputs"]["contact_sheet"] = str(sheet)
     from .cli import _print_summary
 

@@ -10,10 +10,15 @@ pixels per frame); it cannot re-find an object that left the view.
   graph cuts", SIGGRAPH 2004; ``cv2.grabCut``): a box initialises the rectangle
   (``GC_INIT_WITH_RECT``); clicks give a rectangle around the positive clicks plus sure
   foreground / background marks (``GC_INIT_WITH_MASK``), and only the connected parts holding a
-  positive click are kept. Clicks on a frame that already has a mask correct that mask.
+  positive click are kept. Clicks or a box on a frame where the object already has a mask (a
+  mask prompt, an earlier prompt, or a tracked mask) correct that mask, as in SAM 2: GrabCut
+  starts from it (its part inside the box as probable foreground, the rest of the box as
+  probable background, outside the box sure background; clicks as sure marks).
 - Propagation: dense optical flow between consecutive frames with DIS (Kroeger, Timofte, Dai and
   Van Gool, "Fast optical flow using dense inverse search", ECCV 2016; ``cv2.DISOpticalFlow``),
-  computed backward (from the new frame to the previous one) on grey, downscaled frames; the
+  computed backward (from the new frame to the previous one) on grey frames resized to the flow
+  size (downscaled to ``flow_size``; frames with a side under ``MIN_FLOW_SIDE`` pixels are
+  upscaled, since DIS needs images of at least 12 x 12 pixels, and the flow is scaled back); the
   previous mask is warped with ``cv2.remap``, thresholded at 0.5 and cleaned with a small
   morphological opening / closing. Then (every ``refine_every`` frames) GrabCut re-fits the
   boundary inside a thin band around the warped mask (its core is sure foreground, beyond the
@@ -29,7 +34,9 @@ pixels per frame); it cannot re-find an object that left the view.
   certainty; prompted frames give +-10.
 
 A prompt on a frame makes it a conditioning frame: propagating again over it restarts from its
-mask (a correction replaces the tracked mask; earlier frames are unchanged).
+mask (a correction replaces the tracked mask; earlier frames are unchanged). As ``VideoTracker``,
+a session refuses changes while one of its ``propagate()`` generators runs (``TrackerBusyError``)
+and object ids must lie in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254).
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ import cv2
 import numpy as np
 
 from .frames import FrameSource, open_frames
-from .tracker import PromptError, VideoTracker
+from .tracker import PromptError, TrackerBusyError, VideoTracker
+
+__all__ = ["MIN_FLOW_SIDE", "FlowTracker", "PromptError", "TrackerBusyError"]
 
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -51,6 +60,11 @@ PRESETS = {
 }
 MAX_LOGIT = 10.0
 PROMPT_ITERS = 5  # GrabCut iterations for box / click prompts
+MIN_FLOW_SIDE = 32
+"""Smallest side in pixels of the grey frames the flow is computed on: smaller frames are upscaled
+(per axis), since ``cv2.DISOpticalFlow`` rejects images under 12 x 12 pixels (measured with OpenCV
+4: every size with both sides >= 12 works, for all three presets); 32 leaves its coarsest pyramid
+level a few patches wide."""
 
 
 @dataclass
@@ -71,7 +85,8 @@ class FlowTracker:
         frames: ``(T, H, W, 3)`` uint8 RGB array, a folder of images, a video file or a
             ``FrameSource`` (decoded one frame at a time).
         flow_size: longer side in pixels of the grey frames the optical flow is computed on
-            (larger frames are downscaled; masks stay at full resolution).
+            (larger frames are downscaled; a side under ``MIN_FLOW_SIDE`` pixels is upscaled, so
+            frames down to 1 x 1 pixel work; masks stay at full resolution).
         preset: DIS preset: ``"ultrafast"``, ``"fast"`` or ``"medium"``.
         refine_every: GrabCut refinement every this many propagated frames (0 = never: flow only).
         grabcut_iters: GrabCut iterations of a refinement (prompts use 5).
@@ -86,8 +101,8 @@ class FlowTracker:
             from the warped mask on every refinement (False).
         point_margin: half-size of the first rectangle around clicks, as a fraction of
             ``min(H, W)`` (grown by 1.6 up to 3 times while the object reaches its border).
-        clean_radius: radius in pixels (at ``flow_size``) of the opening / closing applied to
-            warped masks (0 = none).
+        clean_radius: radius in pixels (of the flow frames, see ``flow_size``) of the opening /
+            closing applied to warped masks (0 = none).
 
     Coordinates are pixels of the original frames, x right, y down; frame indices start at 0.
     Outputs are ``(H, W)`` float32 logits, > 0 inside the object. Results are deterministic
@@ -135,12 +150,16 @@ class FlowTracker:
         self.point_margin = float(point_margin)
         self.clean_radius = int(clean_radius)
         self.flow_scale = min(1.0, flow_size / max(self.height, self.width))
-        self.flow_wh = (max(8, round(self.width * self.flow_scale)), max(8, round(self.height * self.flow_scale)))
+        self.flow_wh = (
+            max(MIN_FLOW_SIDE, round(self.width * self.flow_scale)),
+            max(MIN_FLOW_SIDE, round(self.height * self.flow_scale)),
+        )
         self.objects: dict[int, _Object] = {}
         self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
         self._grey: OrderedDict[int, np.ndarray] = OrderedDict()
         self._bgr: OrderedDict[int, np.ndarray] = OrderedDict()
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._propagating = False  # a propagate() generator is running (see TrackerBusyError)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -162,9 +181,11 @@ class FlowTracker:
         positive clicks (half-size ``point_margin * min(H, W)``, grown while the object reaches
         its border) with the clicks as sure foreground (1) / background (0) marks, keeping the
         connected parts that hold a positive click; with a mask there already (tracked, or from
-        an earlier prompt), GrabCut corrects that mask with the clicks as marks.
+        an earlier mask, click or box prompt), GrabCut corrects that mask with the clicks as marks.
 
         Args:
+            frame_idx: frame index, ``0 <= frame_idx < T``.
+            obj_id: object id, an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254).
             points: ``(N, 2)`` float pixel coordinates (x right, y down) in the original frame.
             labels: ``(N,)`` ints, 1 = positive (inside the object), 0 = negative.
             clear_old_points: replace this frame's earlier clicks; False appends to them (and
@@ -174,9 +195,11 @@ class FlowTracker:
             ``(H, W)`` float32 logits of ``obj_id`` on ``frame_idx`` (+-10, > 0 = object).
 
         Raises:
-            PromptError: bad frame index, object id, shapes, labels, or points outside the frame.
+            PromptError: bad frame index, object id (outside 1..254), shapes, labels, or points
+                outside the frame. TrackerBusyError: a ``propagate()`` generator is running.
                 Nothing in the session changes then.
         """
+        self._check_idle("add_points")
         coords, labs = self._check_points(points, labels)
         if len(coords) == 0:
             raise PromptError("Empty prompt: give at least one point (x, y) with a label 1 or 0.")
@@ -188,10 +211,10 @@ class FlowTracker:
             old = obj.prompts.get(frame_idx)
             if old is not None and old[0] == "points":
                 coords, labs, box = np.concatenate([old[1], coords]), np.concatenate([old[2], labs]), old[3]
+        prior = None if obj is None else self._mask_on(obj, frame_idx)
         if box is not None:
-            mask = self._segment_box(frame_idx, box, coords, labs)
+            mask = self._segment_box(frame_idx, box, coords, labs, prior)
         else:
-            prior = None if obj is None else self._mask_on(obj, frame_idx)
             mask = self._segment_points(frame_idx, coords, labs, prior)
         return self._set_prompt(frame_idx, obj_id, mask, ("points", coords, labs, box))
 
@@ -208,8 +231,15 @@ class FlowTracker:
         (``GC_INIT_WITH_RECT``, or ``GC_INIT_WITH_MASK`` with the clicks as marks; an ellipse
         inscribed in the box if GrabCut finds nothing). Replaces this frame's earlier clicks.
 
+        On a frame where the object already has a mask (a mask prompt, an earlier prompt, or a
+        tracked mask) the box corrects that mask instead of starting afresh: GrabCut is
+        initialised with the mask's part inside the box as probable foreground, the rest of the
+        box as probable background and everything outside the box as sure background (clicks
+        as sure marks); if GrabCut cannot run, the mask clipped to the box is kept.
+
         Returns and raises as ``add_points``.
         """
+        self._check_idle("add_box")
         b = np.asarray(box, dtype=np.float64)
         if b.shape != (4,) or not np.all(np.isfinite(b)):
             raise PromptError(f"A box must be 4 finite numbers [x0, y0, x1, y1] in pixels; got {box!r}.")
@@ -223,7 +253,9 @@ class FlowTracker:
             )
         self._check_frame(frame_idx)
         self._check_obj_id(obj_id)
-        mask = self._segment_box(frame_idx, b, coords, labs)
+        obj = self.objects.get(obj_id)
+        prior = None if obj is None else self._mask_on(obj, frame_idx)
+        mask = self._segment_box(frame_idx, b, coords, labs, prior)
         return self._set_prompt(frame_idx, obj_id, mask, ("points", coords, labs, b))
 
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> np.ndarray:
@@ -232,8 +264,11 @@ class FlowTracker:
         float32 logits (+-10).
 
         Raises:
-            PromptError: wrong shape or non-binary values; bad frame index or object id.
+            PromptError: wrong shape or non-binary values; bad frame index or object id (outside
+                1..254). TrackerBusyError: a ``propagate()`` generator is running. Nothing in the
+                session changes then.
         """
+        self._check_idle("add_mask")
         m = self._check_mask(frame_idx, obj_id, mask)
         return self._set_prompt(frame_idx, obj_id, m, ("mask",))
 
@@ -252,18 +287,67 @@ class FlowTracker:
             end: last frame (default: the last frame, or frame 0 when ``reverse``).
             reverse: track backward in time.
 
+        Tracking needs somewhere to start: at least one object must have a prompt on ``start`` or
+        a tracked mask on the frame before ``start`` in the tracking direction (``start - 1``, or
+        ``start + 1`` when ``reverse``, from an earlier run). Objects prompted later than
+        ``start`` (in the tracking direction) stay empty until their prompted frame.
+
+        While the generator runs, changes and a second propagation raise ``TrackerBusyError``
+        (see ``VideoTracker.propagate``); ``break`` out of the loop or call ``.close()`` on the
+        generator to stop early.
+
         Yields:
             ``(frame_idx, obj_ids, logits)`` with ``logits`` ``(n_objects, H, W)`` float32 in
             the order of ``obj_ids`` (> 0 = object).
 
         Raises:
-            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``.
+            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``, or no object
+            has a prompt on ``start`` nor a tracked mask on the frame before it (the message names
+            the prompted frames). TrackerBusyError: another ``propagate()`` generator of this
+            session is running.
         """
+        self._check_idle("propagate")
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
+        order = self._frame_order(start, end, reverse)
+        self._check_start(order[0], reverse)
+        self._propagating = True
+        try:
+            yield from self._propagate(order, reverse)
+        finally:
+            self._propagating = False
+
+    def _check_start(self, start: int, reverse: bool) -> None:
+        """Raise ``PromptError`` when no object has a prompt on ``start`` or a tracked mask on the
+        frame before it (in the tracking direction): there would be nothing to track."""
+        prev = start + (1 if reverse else -1)
+        for obj in self.objects.values():
+            if start in obj.cond or prev in obj.tracked:
+                return
+        prompted = sorted({t for obj in self.objects.values() for t in obj.cond})
+        direction, side = ("backward", "after") if reverse else ("forward", "before")
+        usable = [t for t in prompted if (t >= start if reverse else t <= start)]
+        if usable:
+            hint = f"Start at a prompted frame {side} frame {start} (e.g. start={usable[0] if reverse else usable[-1]})"
+        else:
+            hint = f"Start at a prompted frame (e.g. start={prompted[-1] if reverse else prompted[0]})"
+        if 0 <= prev < self.num_frames:
+            before, hint = (
+                f"or a tracked mask on frame {prev}, the frame before it",
+                f"{hint}, or track up to frame {start} first",
+            )
+        else:
+            before = f"(it is the {'last' if reverse else 'first'} frame: no frame comes before it)"
+        raise PromptError(
+            f"Nothing to track {direction} from start={start}: no object has a prompt on frame {start} {before}; "
+            f"the objects are prompted on frames {prompted}. {hint}."
+        )
+
+    def _propagate(self, order: range, reverse: bool) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        """The body of ``propagate`` (after its checks)."""
         step = -1 if reverse else 1
         since_refine: dict[int, int] = {}
-        for t in self._frame_order(start, end, reverse):
+        for t in order:
             prev = t - step
             objs = list(self.objects.items())
             out = np.empty((len(objs), self.height, self.width), np.float32)
@@ -300,16 +384,28 @@ class FlowTracker:
             yield t, [k for k, _ in objs], out
 
     def remove_object(self, obj_id: int) -> None:
-        """Forget ``obj_id`` and everything about it. Unknown ids raise ``KeyError``."""
+        """Forget ``obj_id`` and everything about it.
+
+        Raises:
+            KeyError: unknown id (the message lists the known ids).
+            TrackerBusyError: a ``propagate()`` generator is running.
+        """
+        self._check_idle("remove_object")
         if obj_id not in self.objects:
             raise KeyError(f"No object with id {obj_id!r}; known ids: {self.obj_ids}.")
         del self.objects[obj_id]
 
     def reset(self) -> None:
-        """Forget all objects, prompts and results (cached frames stay)."""
+        """Forget all objects, prompts and results (cached frames stay).
+
+        Raises:
+            TrackerBusyError: a ``propagate()`` generator is running.
+        """
+        self._check_idle("reset")
         self.objects.clear()
 
     # ------------------------------------------------------------------ validation: VideoTracker's own
+    _check_idle = VideoTracker._check_idle
     _check_frame = VideoTracker._check_frame
     _check_obj_id = staticmethod(VideoTracker._check_obj_id)
     _check_inside = VideoTracker._check_inside
@@ -355,8 +451,9 @@ class FlowTracker:
 
         def make():
             grey = cv2.cvtColor(self._frame_bgr(t), cv2.COLOR_BGR2GRAY)
-            if self.flow_scale < 1.0:
-                grey = cv2.resize(grey, self.flow_wh, interpolation=cv2.INTER_AREA)
+            if self.flow_wh != (self.width, self.height):
+                shrink = self.flow_wh[0] <= self.width and self.flow_wh[1] <= self.height
+                grey = cv2.resize(grey, self.flow_wh, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             return grey
 
         return self._cached(self._grey, t, make, 3)
@@ -365,7 +462,7 @@ class FlowTracker:
         """``(map_x, map_y)``: ``(H, W)`` float32 full-resolution coordinates in frame ``prev`` of
         each pixel of frame ``t`` (DIS flow from ``t`` to ``prev``), for ``cv2.remap``."""
         flow = self._dis.calc(self._frame_grey(t), self._frame_grey(prev), None)
-        if self.flow_scale < 1.0:
+        if self.flow_wh != (self.width, self.height):
             flow = cv2.resize(flow, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
             flow[..., 0] *= self.width / self.flow_wh[0]
             flow[..., 1] *= self.height / self.flow_wh[1]
@@ -375,7 +472,11 @@ class FlowTracker:
         return self._grid[0] + flow[..., 0], self._grid[1] + flow[..., 1]
 
     def _clean(self, m: np.ndarray) -> np.ndarray:
-        r = round(self.clean_radius / self.flow_scale)
+        """Opening then closing of a warped ``(H, W)`` bool mask with a disk of ``clean_radius``
+        flow-frame pixels (at full resolution: divided by the flow scale, the largest per-axis
+        scale when tiny frames were upscaled, so a 2-pixel-wide frame is not wiped out)."""
+        scale = max(self.flow_scale, self.flow_wh[0] / self.width, self.flow_wh[1] / self.height)
+        r = round(self.clean_radius / scale)
         if r <= 0 or not m.any():
             return m
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
@@ -489,14 +590,36 @@ class FlowTracker:
         cv2.ellipse(m, centre, axes, 0, 0, 360, 1, -1)
         return m.view(bool)
 
-    def _segment_box(self, t: int, box: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Initial mask ``(H, W)`` bool of a box prompt (with optional clicks)."""
+    def _segment_box(
+        self, t: int, box: np.ndarray, coords: np.ndarray, labels: np.ndarray, prior: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Initial or corrected mask ``(H, W)`` bool of a box prompt (with optional clicks).
+
+        ``prior``: the object's ``(H, W)`` bool mask on frame ``t`` (see ``add_box``), or None.
+        """
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        inside = np.zeros((self.height, self.width), bool)
+        inside[y0:y1, x0:x1] = True
+        if prior is not None and (prior & inside).any():
+            lab = np.full((self.height, self.width), cv2.GC_BGD, np.uint8)
+            lab[inside] = cv2.GC_PR_BGD
+            lab[prior & inside] = cv2.GC_PR_FGD
+            self._marks(lab, coords, labels)
+            lab[~inside] = cv2.GC_BGD  # the box bounds the object, clicks included
+            allx, ally = np.append(coords[:, 0], box[0::2]), np.append(coords[:, 1], box[1::2])
+            m = self._grabcut(t, lab, self._crop(allx.min(), ally.min(), allx.max(), ally.max()), PROMPT_ITERS)
+            if m is None or not m.any():
+                m = prior & inside
+                self._marks(m.view(np.uint8), coords, labels)  # at least honour the clicks
+                m &= inside
+            m = self._keep_clicked(m, coords, labels) if (labels == 1).any() else m
+            return m if m.any() else self._box_fallback(box)
         crop = self._crop(*box)
         if len(coords) == 0:
             m = self._grabcut(t, None, crop, PROMPT_ITERS, rect=tuple(box))
         else:
             lab = np.full((self.height, self.width), cv2.GC_BGD, np.uint8)
-            x0, y0, x1, y1 = (round(float(v)) for v in box)
             lab[y0:y1, x0:x1] = cv2.GC_PR_FGD
             self._marks(lab, coords, labels)
             allx, ally = np.append(coords[:, 0], box[0::2]), np.append(coords[:, 1], box[1::2])

@@ -4,13 +4,23 @@ A frame is an ``(H, W, 3)`` uint8 RGB numpy array; pixel ``frame[y, x]`` has x t
 y down, row 0 at the top. Sources decode one frame at a time, never the whole video at once.
 ``preprocess`` reproduces Meta's reference video predictor bit for bit (``sam2/utils/misc.py``:
 ``_load_img_as_tensor`` and ``load_video_frames_from_jpg_images``).
+
+Frames come from a numpy array, a video file or a folder of images; any other kind of path (a
+named pipe, a device, a socket) is refused without being opened (opening a FIFO blocks). Images
+are decoded strictly: a truncated or damaged image, an unreadable file or folder, and an image
+larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) raise
+``FrameSourceError`` naming the file; PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is forced off
+while sam2s decodes (half images are never accepted silently).
 """
 
 from __future__ import annotations
 
 import bisect
 import operator
+import os
 import re
+import stat
+import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -20,7 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -32,7 +42,109 @@ _REENCODE = "re-encode it, e.g. `ffmpeg -i INPUT -c:v libx264 -pix_fmt yuv420p o
 
 
 class FrameSourceError(ValueError):
-    """A frame source that cannot be read: no frames, undecodable file, unsupported pixel format."""
+    """A frame source that cannot be read: not a file or folder, no frames, undecodable or unreadable
+    file, decompression bomb, unsupported pixel format. The message names the path and the fix."""
+
+
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder (``"a named
+    pipe (FIFO)"``, ``"a character device"``, ``"a block device"``, ``"a socket"``), else None
+    (also for a missing path).
+
+    Uses :func:`os.stat` only (follows symbolic links): the path is never opened, since opening
+    a FIFO blocks until a writer appears. Raises ``PermissionError`` when a parent folder may
+    not be searched.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError:
+        raise
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _refuse_special(path: Path, image: bool = False) -> None:
+    """Raise ``FrameSourceError`` when ``path`` is a named pipe, device or socket (see
+    ``_special_kind``), or when it cannot be examined for lack of permission. ``image``: the
+    path is a frame image inside a folder (the message says so)."""
+    try:
+        kind = _special_kind(path)
+    except PermissionError as error:
+        raise FrameSourceError(
+            f"{path} cannot be examined ({error.strerror or error}): a folder above it may not be searched; "
+            + _permission_hint(path.parent, "u+rx")
+        ) from error
+    if kind is not None and image:
+        raise FrameSourceError(
+            f"frame image {path} is {kind}, not a regular file: it is not read (that could block or never end); "
+            "frames must come from a video file or an image folder holding regular image files: remove it or "
+            "replace it with the image file"
+        )
+    if kind is not None:
+        raise FrameSourceError(
+            f"{path} is {kind}, not a regular file or folder: frames must come from a video file "
+            f"({'/'.join(e[1:] for e in VIDEO_EXTENSIONS)}) or an image folder (a folder of frame images); pass such a path "
+            "(or a (T, H, W, 3) uint8 numpy array)"
+        )
+
+
+def _permission_hint(path: Path, what: str) -> str:
+    return f"check its permissions (e.g. `chmod {what} {path}`) or run as a user who may read it"
+
+
+class ImageSizeError(ValueError):
+    """An image with more pixels than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``):
+    it may be a small file that expands to gigabytes, so it is not decoded."""
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Open an image with PIL for decoding that never accepts a damaged or oversized image.
+
+    Inside the block ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False (a truncated file raises instead
+    of giving half an image; the previous value is restored after) and the image's header has
+    been checked against PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485
+    pixels by default; None disables it), before any pixel is decoded. Used for frames, mask
+    prompts and label images.
+
+    Yields:
+        The open ``PIL.Image.Image`` (not decoded yet).
+
+    Raises:
+        ImageSizeError: more pixels than the limit (the message gives W x H and the limit).
+        OSError / SyntaxError / ValueError: PIL cannot read the file (as ``Image.open`` and ``load``).
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here
+            try:
+                image = Image.open(path)
+            except Image.DecompressionBombError as error:  # over twice the limit: PIL refuses by itself
+                raise ImageSizeError(f"{path} is too large to decode ({error}); it was not decoded") from error
+            with image:
+                w, h = image.size
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit is not None and w * h > limit:
+                    raise ImageSizeError(
+                        f"{path} is {w}x{h} pixels ({w * h:,} pixels), more than PIL's decompression-bomb limit "
+                        f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}; it was not decoded"
+                    )
+                yield image
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 class FrameSource(ABC):
@@ -59,7 +171,9 @@ class FrameSource(ABC):
         """Return frame ``index`` as an ``(H, W, 3)`` uint8 RGB array (x right, y down).
 
         The array may be a view of the caller's array or a cached frame: do not modify it.
-        Raises ``IndexError`` naming the valid range ``0..T-1``, ``TypeError`` for a non-integer.
+        Raises ``IndexError`` naming the valid range ``0..T-1``, ``TypeError`` for a non-integer,
+        ``FrameSourceError`` naming the file when the frame cannot be decoded (e.g. a truncated
+        JPEG in an image folder).
         """
         index = operator.index(index)
         if not 0 <= index < len(self):
@@ -153,16 +267,30 @@ class ImageFolderFrames(FrameSource):
 
     Files are ordered by ``sort_frame_names``; hidden files and other extensions are ignored.
     8-bit PIL modes (L, LA, P, RGBA, CMYK ...) are converted with ``Image.convert("RGB")`` as in
-    the reference; EXIF orientation is ignored, as in the reference. Raises ``FileNotFoundError``
-    (no folder) and ``FrameSourceError`` (no images, unreadable image, images of differing sizes,
+    the reference; EXIF orientation is ignored, as in the reference. Opening reads every image's
+    header (its size); the pixels are decoded by ``get``. Raises ``FileNotFoundError`` (no folder)
+    and ``FrameSourceError`` naming the folder or file (the path is a named pipe, device or socket,
+    or an image file is one; the folder or an image cannot be read for lack of permission; no
+    images; a truncated, damaged or unreadable image, also later in ``get``; an image above PIL's
+    decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS``; images of differing sizes;
     16-bit, 32-bit or float images).
     """
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
+        _refuse_special(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} does not exist; pass an existing folder")
-        names = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != "."]
+        try:
+            entries = list(folder.iterdir())
+        except PermissionError as error:
+            raise FrameSourceError(
+                f"image folder {folder} cannot be listed ({error.strerror or error}); "
+                + _permission_hint(folder, "u+rx")
+            ) from error
+        except OSError as error:
+            raise FrameSourceError(f"image folder {folder} cannot be listed ({error}); check the path") from error
+        names = [p.name for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != "."]
         if not names:
             raise FrameSourceError(
                 f"no images found in {folder}; it must hold the frames as "
@@ -180,17 +308,37 @@ class ImageFolderFrames(FrameSource):
 
     @staticmethod
     def _load(path: Path, pixels: bool = True):
-        """The ``(H, W, 3)`` RGB pixels of image ``path``, or only its ``(W, H)`` (header only)."""
+        """The ``(H, W, 3)`` RGB pixels of image ``path``, or only its ``(W, H)`` (header only).
+
+        Raises ``FrameSourceError`` naming the file for an unreadable, truncated or damaged image,
+        a decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels) and 16-bit,
+        32-bit or float pixels.
+        """
+        _refuse_special(path, image=True)  # never open a FIFO (it blocks) or a device
         try:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 if img.mode not in _8BIT_MODES:
                     raise FrameSourceError(
                         f"image {path} has PIL mode {img.mode!r} (16-bit, 32-bit or float pixels); frames "
                         "must be 8-bit: rescale them to 0..255 and save them as 8-bit RGB or grey images"
                     )
                 return np.asarray(img.convert("RGB")) if pixels else img.size
-        except OSError as error:
-            raise FrameSourceError(f"image {path} could not be read ({error}); replace or remove it") from error
+        except (FrameSourceError, MemoryError):
+            raise
+        except PermissionError as error:
+            raise FrameSourceError(
+                f"image {path} cannot be opened ({error.strerror or error}); " + _permission_hint(path, "a+r")
+            ) from error
+        except ImageSizeError as error:
+            raise FrameSourceError(
+                f"image {error}: it may be a decompression bomb (a small file that expands to gigabytes); replace "
+                "it with a frame of the video's real size, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+            ) from error
+        except Exception as error:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError ... for bad data)
+            raise FrameSourceError(
+                f"image {path} could not be read ({type(error).__name__}: {error}): the file is damaged or "
+                "incomplete (e.g. a truncated download); replace or remove it"
+            ) from error
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -208,11 +356,13 @@ class VideoFileFrames(FrameSource):
     decodes forward, keeping the last ``cache_size`` frames, so forward sequential access decodes
     each frame once (backward access decodes one keyframe interval per ``cache_size`` frames).
     Colours are FFmpeg's ``frame.to_ndarray(format="rgb24")``. Raises ``FileNotFoundError`` (no
-    file) and ``FrameSourceError`` (undecodable file, no video stream or frames, no timestamps).
+    file) and ``FrameSourceError`` (a named pipe, device or socket, refused without opening it;
+    undecodable file, no video stream or frames, no timestamps).
     """
 
     def __init__(self, path: str | Path, cache_size: int = 8) -> None:
         self._path = Path(path)
+        _refuse_special(self._path)
         if not self._path.is_file():
             raise FileNotFoundError(f"video file {self._path} does not exist; check the path")
         self._name = str(self._path)
@@ -342,8 +492,9 @@ def open_frames(source: FrameSource | np.ndarray | str | Path) -> FrameSource:
     ``source`` is a ``FrameSource`` (returned as is), a ``(T, H, W, 3)`` uint8 RGB numpy array
     (``ArrayFrames``, which also takes grey and RGBA), a folder of images (``ImageFolderFrames``)
     or a video file (``VideoFileFrames``) given as ``str`` or ``pathlib.Path``. Raises
-    ``TypeError`` for other types, ``FileNotFoundError`` for a missing path, ``ValueError`` for
-    an unsupported file extension, and the errors of the classes above.
+    ``TypeError`` for other types, ``FileNotFoundError`` for a missing path, ``FrameSourceError``
+    for a path that is neither a regular file nor a folder (named pipe, device, socket: never
+    opened), ``ValueError`` for an unsupported file extension, and the errors of the classes above.
     """
     if isinstance(source, FrameSource):
         return source
@@ -355,6 +506,7 @@ def open_frames(source: FrameSource | np.ndarray | str | Path) -> FrameSource:
             "an image folder or a video file path"
         )
     path = Path(source)
+    _refuse_special(path)  # before anything opens it: opening a FIFO blocks forever
     if path.is_dir():
         return ImageFolderFrames(path)
     if not path.exists():

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+
+from .frames import ImageSizeError, open_image
 
 VOID_LABEL = 255
 """Label of void pixels in ground-truth label images (DAVIS ``_VOID_LABEL``)."""
@@ -173,19 +174,30 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008, void: 
 
 def read_labels(path: str | Path) -> np.ndarray:
     """Read a label PNG (DAVIS style: palette or grey, pixel value = object id) as ``(H, W)``
-    uint8 (palette images give their palette indices).
+    uint8 (palette images give their palette indices; 16-bit grey images are accepted when every
+    value lies in 0..255).
+
+    The header is checked before the pixels are decoded: an image with more pixels than PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: unreadable, colour (RGB) or > 255 labels.
+        FileNotFoundError: no such file. ValueError: unreadable, truncated, a decompression bomb
+        (naming the file and its size), colour (RGB) or labels outside 0..255 (naming the file
+        and the valid range: 0 = background, 1..254 = object ids, 255 = void).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No label image {path}.")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             mode = im.mode
             a = np.asarray(im)
-    except OSError as e:
+    except ImageSizeError as e:
+        raise ValueError(
+            f"{e}. Label images must have the frame size (pixel values 0..255: 0 background, 1..254 object ids, "
+            "255 void)."
+        ) from e
+    except (OSError, SyntaxError, EOFError) as e:
         raise ValueError(f"Cannot read label image {path}: {e}") from e
     if a.ndim != 2:
         raise ValueError(
@@ -195,8 +207,32 @@ def read_labels(path: str | Path) -> np.ndarray:
     if a.dtype == bool:
         return a.astype(np.uint8)
     if a.size and (a.min() < 0 or a.max() > 255):
-        raise ValueError(f"{path} has labels outside 0..255.")
+        raise ValueError(
+            f"{path} has labels {a.min()}..{a.max()} outside the valid range 0..255 (0 = background, 1..254 = "
+            f"object ids, 255 = void, as DAVIS); save it as an 8-bit grey or palette PNG with those values."
+        )
     return a.astype(np.uint8, copy=False)
+
+
+def _exclusions(exclude: Collection[str | int]) -> tuple[set[str], set[int]]:
+    """Names / stems and frame numbers to exclude: ints and digit strings are frame numbers,
+    every string is also compared as a file name and a stem. Raises TypeError for other types."""
+    if isinstance(exclude, (str, int)):
+        exclude = [exclude]
+    names: set[str] = set()
+    numbers: set[int] = set()
+    for x in exclude:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (str, int, np.integer)):
+            raise TypeError(
+                f"exclude entries must be frame numbers (0, '0') or file names ('00000.png', '00000'); got {x!r}."
+            )
+        if isinstance(x, str):
+            names.add(x)
+            if x.strip().isdigit():
+                numbers.add(int(x.strip()))
+        else:
+            numbers.add(int(x))
+    return names, numbers
 
 
 def evaluate(
@@ -208,9 +244,10 @@ def evaluate(
     """DAVIS 2017 semi-supervised J&F of a folder of predicted label PNGs against ground truth.
 
     Files are matched by name (``gt_dir/00030.png`` with ``pred_dir/00030.png``); the frames
-    evaluated are those with a ground-truth PNG, minus ``exclude`` (file names, stems, or frame
-    numbers such as the prompted frame 0 -- DAVIS itself drops the first and last annotated frame).
-    A missing prediction counts as an empty one. The objects are the ids present in any evaluated
+    evaluated are those with a ground-truth PNG, minus ``exclude``: frame numbers given as ints or
+    digit strings (``0`` and ``"0"`` both exclude ``00000.png``, as ``sam2s eval --exclude 0``),
+    stems (``"00000"``) or file names (``"00000.png"``) -- e.g. the prompted frame 0; DAVIS itself
+    drops the first and last annotated frame. A missing prediction counts as an empty one. The objects are the ids present in any evaluated
     ground-truth frame (255 = void is not an object; void pixels are ignored). For each object,
     J and F are averaged over the frames (frames where the object is absent from the ground truth
     score 1 if the prediction is empty there too, else 0); ``J&F = (J + F) / 2``. The overall
@@ -220,16 +257,20 @@ def evaluate(
         pred_dir: folder of predicted ``(H, W)`` uint8 label PNGs (value = object id).
         gt_dir: folder of ground-truth label PNGs of the same size.
         bound_th: boundary tolerance of ``boundary_f``.
-        exclude: frames not to evaluate, by file name, stem or integer frame number.
+        exclude: frames not to evaluate: frame numbers (int or digit string), stems or file names.
 
     Returns:
         ``{"J&F": float, "J": float, "F": float, "objects": {id: {"J", "F", "J&F", "per_frame":
-        {name: (J, F)}}}, "frames": [names], "missing": [names without a prediction]}``.
+        {name: (J, F)}, "missing": [names]}}, "frames": [names], "missing": [names]}``. The
+        top-level ``"missing"`` lists the evaluated frames without a prediction file; each
+        object's ``"missing"`` lists the evaluated frames whose ground truth contains that object
+        but that have no prediction file (the object scores 0 there), in frame order.
 
     Raises:
-        FileNotFoundError: a folder does not exist. ValueError: no ground-truth PNG (after
-        ``exclude``), no object in the ground truth, a prediction whose size differs from its
-        ground truth, or an unreadable / non-label image.
+        FileNotFoundError: a folder does not exist. TypeError: an ``exclude`` entry that is
+        neither an int nor a string. ValueError: no ground-truth PNG (after ``exclude``), no
+        object in the ground truth, a prediction whose size differs from its ground truth, or an
+        unreadable / non-label image (decompression bomb, labels outside 0..255).
 
     Source: Pont-Tuset et al. 2017 (arXiv:1704.00675); ``davis2017/evaluation.py``.
     """
@@ -237,23 +278,24 @@ def evaluate(
     for d, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not d.is_dir():
             raise FileNotFoundError(f"The {what} folder {d} does not exist.")
-    skip = {str(x) for x in exclude} | {int(x) for x in exclude if isinstance(x, (int, np.integer))}
+    skip_names, skip_numbers = _exclusions(exclude)
 
     def excluded(p: Path) -> bool:
-        return p.name in skip or p.stem in skip or (p.stem.isdigit() and int(p.stem) in skip)
+        return p.name in skip_names or p.stem in skip_names or (p.stem.isdigit() and int(p.stem) in skip_numbers)
 
     gt_files = sorted(p for p in gt_dir.iterdir() if p.suffix.lower() == ".png" and not excluded(p))
     if not gt_files:
+        shown = sorted(skip_names | {str(n) for n in skip_numbers})
         raise ValueError(
-            f"No ground-truth label PNG to evaluate in {gt_dir}"
-            + (f" (excluding {sorted(skip, key=str)})." if skip else ".")
+            f"No ground-truth label PNG to evaluate in {gt_dir}" + (f" (excluding {shown})." if shown else ".")
         )
     gts = {p.name: read_labels(p) for p in gt_files}
     ids = sorted({int(k) for g in gts.values() for k in np.unique(g) if k not in (0, VOID_LABEL)})
     if not ids:
         raise ValueError(f"The ground truth in {gt_dir} contains no object (all pixels 0 or 255).")
     per_obj: dict[int, dict[str, tuple[float, float]]] = {k: {} for k in ids}
-    missing = []
+    missing: list[str] = []
+    missing_per_obj: dict[int, list[str]] = {k: [] for k in ids}
     for name, gt in gts.items():
         pred_path = pred_dir / name
         if pred_path.is_file():
@@ -265,6 +307,10 @@ def evaluate(
                 )
         else:
             missing.append(name)
+            present = set(np.unique(gt).tolist())
+            for k in ids:
+                if k in present:
+                    missing_per_obj[k].append(name)
             pred = np.zeros_like(gt)
         void = gt == VOID_LABEL
         void = void if void.any() else None
@@ -275,7 +321,7 @@ def evaluate(
     for k, frames in per_obj.items():
         j = float(np.mean([v[0] for v in frames.values()]))
         f = float(np.mean([v[1] for v in frames.values()]))
-        objects[k] = {"J": j, "F": f, "J&F": (j + f) / 2, "per_frame": frames}
+        objects[k] = {"J": j, "F": f, "J&F": (j + f) / 2, "per_frame": frames, "missing": missing_per_obj[k]}
     j_mean = float(np.mean([o["J"] for o in objects.values()]))
     f_mean = float(np.mean([o["F"] for o in objects.values()]))
     return {

@@ -9,14 +9,27 @@ Format (pixels of the original frames, x right, y down; frame indices start at 0
          {"frame": 0, "box": [543, 230, 587, 273]},
          {"frame": 5, "mask": "masks/obj1_f5.png"}]}]}
 
-- ``id``: positive integer, unique (the label value in exported label images).
+- ``id``: an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` = 1..254, unique (the label value in
+  exported label images: 8-bit label PNGs use 0 for the background and 255 for void pixels, as
+  DAVIS does, so neither can name an object).
 - ``name``: optional text (default ``"object <id>"``); ``color``: optional ``[r, g, b]`` floats in
   0..1 (display colour).
 - ``prompts``: one or more; each has a ``frame`` and at least one of ``points`` (``[[x, y], ...]``
   with ``labels``, one per point: 1 = positive, inside the object, 0 = negative), ``box``
   (``[x0, y0, x1, y1]``, x0 < x1, y0 < y1) and ``mask`` (a PNG path relative to the JSON file;
-  nonzero pixels = object). Points and a box may be combined in one prompt.
+  nonzero pixels = object; its size must be the frame size). Points and a box may be combined
+  in one prompt.
+- Per object and frame: at most one ``box`` and at most one ``mask`` (SAM 2 takes one box and
+  one mask input per object and frame; a second one is an error rather than silently replacing
+  the first). Points of several prompts on the same frame are all kept (a tracker gets them
+  together, in file order). A mask together with points and/or a box on the same frame is
+  allowed: the mask is applied first, and the clicks and box then refine that mask, as SAM 2
+  does (Meta's ``SAM2VideoPredictor.add_new_points_or_box`` after ``add_new_mask`` feeds the
+  previous mask logits to the decoder together with the clicks; ``VideoTracker`` does the same).
 - Unknown keys are errors (they are usually typos).
+- Mask PNGs are checked before their pixels are decoded: an image above PIL's decompression-bomb
+  limit (``PIL.Image.MAX_IMAGE_PIXELS``) or, when the frame size is known, of another size than
+  the frames is refused. JSON nested deeper than Python can parse is refused too.
 
 ``load_prompts`` reads and checks a file, ``validate`` checks objects against a video (frame
 count, frame size) once it is known, ``dump_prompts`` writes the format.
@@ -35,6 +48,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from .frames import ImageSizeError, open_image
+from .tracker import MAX_OBJECT_ID, MIN_OBJECT_ID
 
 OBJECT_KEYS = ("id", "name", "color", "prompts")
 PROMPT_KEYS = ("frame", "points", "labels", "box", "mask")
@@ -70,8 +86,8 @@ class Prompt:
 
 @dataclass
 class ObjectPrompts:
-    """An object to track: its id (> 0), display name, optional RGB colour (floats 0..1) and
-    prompts."""
+    """An object to track: its id (``MIN_OBJECT_ID..MAX_OBJECT_ID`` = 1..254), display name,
+    optional RGB colour (floats 0..1) and prompts."""
 
     id: int
     name: str
@@ -93,6 +109,8 @@ def _short(v: Any, limit: int = 60) -> str:
         s = json.dumps(v.tolist() if isinstance(v, np.ndarray) else v)
     except (TypeError, ValueError):
         s = repr(v)
+    except RecursionError:
+        s = f"<{type(v).__name__} nested too deeply to show>"
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
@@ -126,12 +144,40 @@ def _unknown_keys(d: dict, allowed: Sequence[str]) -> str | None:
     return f"unknown key {', '.join(hints)}; allowed keys are {', '.join(allowed)}."
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    """``(H, W)`` bool, nonzero = object; raises OSError / ValueError."""
-    with Image.open(path) as im:
-        mode = im.mode
-        im.load()
-        a = np.asarray(im)
+ID_RANGE_HINT = (
+    f"ids must be integers in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}: they are the label values of 8-bit label "
+    "PNGs, where 0 is the background and 255 marks void pixels (DAVIS)"
+)
+
+
+def _id_ok(v: Any) -> bool:
+    return _is_int(v) and MIN_OBJECT_ID <= v <= MAX_OBJECT_ID
+
+
+class _MaskImageError(ValueError):
+    """A mask image refused before or while decoding; the message is complete."""
+
+
+def _read_mask(path: Path, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``(H, W)`` bool, nonzero = object.
+
+    The header is checked before any pixel is decoded: more pixels than PIL's decompression-bomb
+    limit ``PIL.Image.MAX_IMAGE_PIXELS``, or a size other than ``frame_size = (H, W)`` when
+    given, raise ``_MaskImageError``. Raises OSError / ValueError for unreadable images.
+    """
+    try:
+        with open_image(path) as im:
+            w, h = im.size
+            if frame_size is not None and (h, w) != tuple(frame_size):
+                raise _MaskImageError(
+                    f"mask image {path} is {w}x{h} (W x H) but the frames are {frame_size[1]}x{frame_size[0]}; "
+                    "save the mask at the frame size."
+                )
+            mode = im.mode
+            im.load()
+            a = np.asarray(im)
+    except ImageSizeError as e:
+        raise _MaskImageError(f"mask image {e}: save the mask at the frame size.") from e
     if a.ndim == 3:
         if mode in ("LA", "La", "PA"):
             a = a[..., 0]
@@ -179,7 +225,9 @@ def _parse_box(p: dict, err) -> np.ndarray | None:
     return box
 
 
-def _parse_mask(p: dict, err, base: Path) -> tuple[np.ndarray | None, Path | None]:
+def _parse_mask(
+    p: dict, err, base: Path, frame_size: tuple[int, int] | None = None
+) -> tuple[np.ndarray | None, Path | None]:
     if "mask" not in p:
         return None, None
     m = p["mask"]
@@ -189,26 +237,47 @@ def _parse_mask(p: dict, err, base: Path) -> tuple[np.ndarray | None, Path | Non
     if not path.is_file():
         raise err(f"mask file {path} does not exist (paths are relative to the prompts file's folder).", "mask")
     try:
-        mask = _read_mask(path)
-    except (OSError, ValueError) as e:
+        mask = _read_mask(path, frame_size)
+    except _MaskImageError as e:
+        raise err(str(e), "mask") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise err(f"cannot read mask image {path} ({e}); expected a grey, palette or RGB PNG.", "mask") from e
     return mask, path.absolute()
 
 
+def _second_message(key: str, frame: int, first: int) -> str:
+    what = {"box": "one box", "mask": "one mask"}[key]
+    return (
+        f'a second "{key}" for frame {frame}: prompts[{first}] already gives this object a {key} there, and SAM 2 '
+        f"takes {what} per object and frame (the second would silently replace the first). Keep one "
+        + ('(extra clicks go in "points").' if key == "box" else "(combine the masks into one PNG).")
+    )
+
+
 # ------------------------------------------------------------------------------------ public API
-def parse_prompts(data: Any, base_dir: str | Path = ".", source: str | None = None) -> list[ObjectPrompts]:
+def parse_prompts(
+    data: Any,
+    base_dir: str | Path = ".",
+    source: str | None = None,
+    frame_size: tuple[int, int] | None = None,
+) -> list[ObjectPrompts]:
     """Objects from an already decoded prompts document (a dict as ``json.load`` gives it).
 
     Args:
         data: the decoded JSON document.
         base_dir: folder that relative mask paths are relative to.
         source: name used in error messages (a file path).
+        frame_size: ``(H, W)`` of the frames in pixels, when known: a mask PNG of another size
+            is refused from its header, before its pixels are decoded. None: not checked here.
 
     Returns:
         The objects, in file order; masks are read (``(H, W)`` bool).
 
     Raises:
-        PromptsFileError: any structural error (see ``load_prompts``).
+        PromptsFileError: any structural error (see ``load_prompts``), an id outside
+            ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254), a second box or a second mask for the same
+            object and frame, a mask PNG above PIL's decompression-bomb limit
+            (``PIL.Image.MAX_IMAGE_PIXELS``) or (with ``frame_size``) of the wrong size.
     """
     where = _Where(source)
     base = Path(base_dir)
@@ -236,9 +305,11 @@ def parse_prompts(data: Any, base_dir: str | Path = ".", source: str | None = No
         if bad:
             raise oerr(bad)
         if "id" not in o:
-            raise oerr('missing "id": expected a positive integer (the object\'s label value).')
-        if not _is_int(oid) or oid < 1:
-            raise oerr(f"expected a positive integer id (1, 2, ...); got {_short(oid)}.", "id")
+            raise oerr(f'missing "id": expected an integer in {MIN_OBJECT_ID}..{MAX_OBJECT_ID} (the label value).')
+        if not _id_ok(oid):
+            raise oerr(
+                f"expected an integer id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}; got {_short(oid)}: {ID_RANGE_HINT}.", "id"
+            )
         if oid in seen:
             raise oerr(f"duplicate id {oid}: objects[{seen[oid]}] has it too; ids must be unique.", "id")
         seen[oid] = i
@@ -259,6 +330,7 @@ def parse_prompts(data: Any, base_dir: str | Path = ".", source: str | None = No
                 "prompts",
             )
         prompts = []
+        firsts: dict[tuple[str, int], int] = {}  # ("box" | "mask", frame) -> prompt index
         for j, p in enumerate(plist):
 
             def perr(msg, key=None, i=i, oid=oid, j=j):
@@ -276,9 +348,14 @@ def parse_prompts(data: Any, base_dir: str | Path = ".", source: str | None = No
                 raise perr(f"expected a non-negative integer frame index; got {_short(frame)}.", "frame")
             if not any(k in p for k in ("points", "labels", "box", "mask")):
                 raise perr('empty prompt: give "points" with "labels", a "box", or a "mask".')
+            for key in ("box", "mask"):
+                if key in p and (key, frame) in firsts:
+                    raise perr(_second_message(key, frame, firsts[key, frame]), key)
+                if key in p:
+                    firsts[key, frame] = j
             points, labels = _parse_points(p, perr)
             box = _parse_box(p, perr)
-            mask, mask_path = _parse_mask(p, perr, base)
+            mask, mask_path = _parse_mask(p, perr, base, frame_size)
             prompts.append(Prompt(int(frame), points, labels, box, mask, mask_path))
         out.append(ObjectPrompts(int(oid), name, color, prompts))
     return out
@@ -300,18 +377,23 @@ def validate(
         source: name used in error messages (the prompts file).
 
     Raises:
-        PromptsFileError: naming the object (index and id), prompt (index) and field: ids not
-            positive / duplicated, bad shapes, labels not 0/1, box not x0 < x1 and y0 < y1, a prompt
-            with neither points, box nor mask, frame out of range, points or box outside the frame,
-            mask of the wrong size, colour not 3 numbers in 0..1.
+        PromptsFileError: naming the object (index and id), prompt (index) and field: ids outside
+            ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254) or duplicated, bad shapes, labels not 0/1, box
+            not x0 < x1 and y0 < y1, a prompt with neither points, box nor mask, a second box or a
+            second mask for the same object and frame, frame out of range, points or box outside
+            the frame, mask of the wrong size, colour not 3 numbers in 0..1.
     """
     where = _Where(None if source is None else str(source))
     if not objects:
         raise where.error("no objects: give at least one object with prompts.")
     seen: dict[int, int] = {}
     for i, o in enumerate(objects):
-        if not _is_int(o.id) or o.id < 1:
-            raise where.error(f"expected a positive integer id; got {o.id!r}.", i, key="id")
+        if not _id_ok(o.id):
+            raise where.error(
+                f"expected an integer id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}; got {o.id!r}: {ID_RANGE_HINT}.",
+                i,
+                key="id",
+            )
         if o.id in seen:
             raise where.error(f"duplicate id {o.id}: objects[{seen[o.id]}] has it too.", i, o.id, key="id")
         seen[o.id] = i
@@ -321,6 +403,7 @@ def validate(
                 raise where.error(f"expected 3 numbers [r, g, b] in 0..1; got {c!r}.", i, o.id, key="color")
         if not o.prompts:
             raise where.error("no prompts: give at least one.", i, o.id, key="prompts")
+        firsts: dict[tuple[str, int], int] = {}  # ("box" | "mask", frame) -> prompt index
         for j, p in enumerate(o.prompts):
 
             def err(msg, key=None, i=i, oid=o.id, j=j):
@@ -335,6 +418,11 @@ def validate(
                 )
             if p.points is None and p.box is None and p.mask is None and p.mask_path is None:
                 raise err('empty prompt: give "points" with "labels", a "box", or a "mask".')
+            for key, present in (("box", p.box is not None), ("mask", p.mask is not None or p.mask_path is not None)):
+                if present and (key, p.frame) in firsts:
+                    raise err(_second_message(key, p.frame, firsts[key, p.frame]), key)
+                if present:
+                    firsts[key, p.frame] = j
             if p.points is not None:
                 pts = np.asarray(p.points, dtype=np.float64)
                 if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0 or not np.all(np.isfinite(pts)):
@@ -392,8 +480,10 @@ def load_prompts(
 
     Raises:
         PromptsFileError (a ValueError): the file is missing or unreadable, not JSON (with line
-            and column), or invalid -- see ``parse_prompts`` and ``validate``; the message names
-            the file, the object (index and id), the prompt (index) and the field.
+            and column), nested too deeply, or invalid -- see ``parse_prompts`` and ``validate``;
+            the message names the file, the object (index and id), the prompt (index) and the
+            field. Mask PNGs above PIL's decompression-bomb limit or (with ``frame_size``) of the
+            wrong size are refused before their pixels are decoded.
     """
     path = Path(path)
     try:
@@ -406,7 +496,13 @@ def load_prompts(
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise PromptsFileError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from e
-    objects = parse_prompts(data, path.parent, str(path))
+    except RecursionError:
+        raise PromptsFileError(
+            f"{path}: the JSON is nested too deeply to be read (deeper than Python's recursion limit); a prompts "
+            'file needs 5 levels, {"objects": [{"prompts": [{"points": [[x, y]]}]}]}: check how the file was '
+            "written (see the format in the sam2s.prompts documentation)."
+        ) from None
+    objects = parse_prompts(data, path.parent, str(path), frame_size)
     validate(objects, num_frames, frame_size, path)
     return objects
 

@@ -25,7 +25,6 @@ from .memory import FrameMemory, ObjectState, SAM2Memory, describe
 from .modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
 from .modeling.sam2 import FrameFeatures, SAM2Model
 
-
 MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 254
 """Object ids are integers 1..254 everywhere (engine, prompts files, Slicer segments, label PNGs,
 overlays, ``eval``): 0 is the background and 255 the void label of DAVIS label images
@@ -34,6 +33,17 @@ overlays, ``eval``): 0 is the background and 255 the void label of DAVIS label i
 
 class PromptError(ValueError):
     """A prompt (points, labels, box, mask, frame index or object id) is invalid."""
+
+
+class TrackerBusyError(RuntimeError):
+    """A session was asked to change (prompt, remove, reset) or to start a second propagation while
+    one of its ``propagate()`` generators is running (started, and neither exhausted nor closed).
+
+    Meta's ``SAM2VideoPredictor`` refuses the same (prompts added during tracking would be ignored
+    for the frames of the running pass, and an object added mid-pass would be tracked without
+    memory). Finish the ``for`` loop, or stop it (``break`` out of it, or call ``.close()`` on
+    the generator), then make the change.
+    """
 
 
 def make_memory_policy(memory: Any, model: SAM2Model, **params: Any) -> SAM2Memory:
@@ -91,6 +101,7 @@ class VideoTracker:
         self.objects: dict[int, ObjectState] = {}
         self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
         self._maskmem_pos: torch.Tensor | None = None
+        self._propagating = False  # a propagate() generator is running (see TrackerBusyError)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -109,7 +120,14 @@ class VideoTracker:
     ) -> np.ndarray:
         """Prompt ``obj_id`` on ``frame_idx`` with clicks and return its mask logits there.
 
+        As in Meta's ``add_new_points_or_box``, the object's latest mask logits on this frame (from
+        an earlier ``add_mask``, click or box prompt, or from tracking) go to the mask decoder
+        together with the clicks: clicks after ``add_mask`` on the same frame refine that mask
+        (the result differs from the same clicks on a frame without a mask).
+
         Args:
+            frame_idx: frame index, ``0 <= frame_idx < T``.
+            obj_id: object id, an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254).
             points: ``(N, 2)`` float pixel coordinates (x right, y down) in the original frame.
             labels: ``(N,)`` ints, 1 = positive (inside the object), 0 = negative.
             clear_old_points: replace this frame's earlier clicks (as the reference does);
@@ -119,9 +137,11 @@ class VideoTracker:
             ``(H, W)`` float32 logits of ``obj_id`` on ``frame_idx``.
 
         Raises:
-            PromptError: bad frame index, object id, shapes, labels, or points outside the frame.
+            PromptError: bad frame index, object id (outside 1..254), shapes, labels, or points
+                outside the frame. TrackerBusyError: a ``propagate()`` generator is running.
                 Nothing in the session changes then.
         """
+        self._check_idle("add_points")
         coords, labs = self._check_points(points, labels)
         if len(coords) == 0:
             raise PromptError("Empty prompt: give at least one point (x, y) with a label 1 or 0.")
@@ -139,8 +159,11 @@ class VideoTracker:
         """Prompt ``obj_id`` on ``frame_idx`` with a box ``[x0, y0, x1, y1]`` (pixels, x0 < x1,
         y0 < y1, inside the frame) and optional extra clicks; replaces this frame's earlier clicks.
 
-        Returns and raises as ``add_points``.
+        Like clicks (see ``add_points``), a box on a frame where the object already has a mask
+        (``add_mask``, an earlier prompt, or tracking) refines that mask: its logits go to the
+        decoder with the box. Returns and raises as ``add_points``.
         """
+        self._check_idle("add_box")
         b = np.asarray(box, dtype=np.float64)
         if b.shape != (4,) or not np.all(np.isfinite(b)):
             raise PromptError(f"A box must be 4 finite numbers [x0, y0, x1, y1] in pixels; got {box!r}.")
@@ -160,9 +183,15 @@ class VideoTracker:
         frame's size; it replaces this frame's clicks. Returns the ``(H, W)`` logits (+-10 as the
         reference's ``use_mask_input_as_output_without_sam``).
 
+        Clicks or a box given afterwards on the same frame (``add_points`` / ``add_box``) refine
+        this mask, as Meta's predictor does: the mask's logits are their previous-mask input.
+
         Raises:
-            PromptError: wrong shape or non-binary values; bad frame index or object id.
+            PromptError: wrong shape or non-binary values; bad frame index or object id (outside
+                1..254). TrackerBusyError: a ``propagate()`` generator is running. Nothing in the
+                session changes then.
         """
+        self._check_idle("add_mask")
         m = self._check_mask(frame_idx, obj_id, mask)
         model, s = self.model, self.model.config.image_size
         x = torch.from_numpy(m)[None, None].float().to(model.device)
@@ -193,23 +222,48 @@ class VideoTracker:
             ``(frame_idx, obj_ids, logits)`` with ``logits`` ``(n_objects, H, W)`` float32 in
             the order of ``obj_ids``. Prompted frames yield their prompt result.
 
+        While the generator runs (from its first ``next`` until it is exhausted, raises or is
+        closed), the session refuses changes (``add_points``, ``add_box``, ``add_mask``,
+        ``remove_object``, ``reset``) and a second ``propagate()`` with ``TrackerBusyError``, as
+        Meta's predictor does. To stop early, ``break`` out of the ``for`` loop (CPython then
+        closes the dropped generator) or call ``.close()`` on a generator you kept.
+
         Raises:
             RuntimeError: no object was prompted. PromptError: bad ``start``/``end``.
+            TrackerBusyError: another ``propagate()`` generator of this session is running.
+            As ``propagate`` is a generator, these are raised by its first ``next()``.
         """
+        self._check_idle("propagate")
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
         self._commit_prompts()
-        for t in self._frame_order(start, end, reverse):
-            yield t, self.obj_ids, self._track_frame(t, reverse)
+        order = self._frame_order(start, end, reverse)
+        self._propagating = True
+        try:
+            for t in order:
+                yield t, self.obj_ids, self._track_frame(t, reverse)
+        finally:
+            self._propagating = False
 
     def remove_object(self, obj_id: int) -> None:
-        """Forget ``obj_id`` and everything about it. Unknown ids raise ``KeyError``."""
+        """Forget ``obj_id`` and everything about it.
+
+        Raises:
+            KeyError: unknown id (the message lists the known ids).
+            TrackerBusyError: a ``propagate()`` generator is running.
+        """
+        self._check_idle("remove_object")
         if obj_id not in self.objects:
             raise KeyError(f"No object with id {obj_id!r}; known ids: {self.obj_ids}.")
         del self.objects[obj_id]
 
     def reset(self) -> None:
-        """Forget all objects, prompts and memories (encoded frames stay cached)."""
+        """Forget all objects, prompts and memories (encoded frames stay cached).
+
+        Raises:
+            TrackerBusyError: a ``propagate()`` generator is running.
+        """
+        self._check_idle("reset")
         self.objects.clear()
 
     def attended_memory(self, obj_id: int, frame_idx: int | None = None, reverse: bool = False) -> dict:
@@ -246,10 +300,28 @@ class VideoTracker:
                 f"{what}={frame_idx} is out of range: this video has {self.num_frames} frames (0..{self.num_frames - 1})."
             )
 
+    def _check_idle(self, action: str) -> None:
+        """Raise ``TrackerBusyError`` while a ``propagate()`` generator of this session runs."""
+        if getattr(self, "_propagating", False):
+            raise TrackerBusyError(
+                f"Cannot {action}() while a propagate() loop of this tracker is running: the change would be "
+                "ignored by the frames of the running pass (Meta's predictor refuses it too). Finish the loop, "
+                "or stop it first (break out of the for loop, or call .close() on the propagate() generator), "
+                f"then call {action}() again."
+            )
+
     @staticmethod
     def _check_obj_id(obj_id: Any) -> None:
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
-            raise PromptError(f"obj_id must be an integer, got {obj_id!r}.")
+            raise PromptError(
+                f"obj_id must be an integer in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}, got {obj_id!r}; pass an integer id."
+            )
+        if not MIN_OBJECT_ID <= obj_id <= MAX_OBJECT_ID:
+            raise PromptError(
+                f"obj_id={obj_id} is out of range: object ids must be integers in {MIN_OBJECT_ID}..{MAX_OBJECT_ID} "
+                "(MIN_OBJECT_ID..MAX_OBJECT_ID), because they are the label values of 8-bit label images, where 0 "
+                "is the background and 255 marks void pixels; choose an id in that range."
+            )
 
     def _check_inside(self, coords: np.ndarray, what: str) -> None:
         bad = (coords[:, 0] < 0) | (coords[:, 0] > self.width) | (coords[:, 1] < 0) | (coords[:, 1] > self.height)
@@ -289,7 +361,7 @@ class VideoTracker:
             if not np.isin(m, (0, 1)).all():
                 raise PromptError("Mask values must be 0/1 or bool; threshold a probability map first.")
             m = m.astype(bool)
-        return m
+        return np.ascontiguousarray(m)  # views such as np.fliplr(mask) have negative strides torch refuses
 
     def _check_points(self, points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         raw = np.asarray(points, dtype=np.float64)

@@ -6,8 +6,6 @@ Frames are ``(H, W, 3)`` uint8 RGB (x right, y down); label images ``(H, W)`` in
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -65,38 +63,34 @@ def overlay(
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
-    """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (yuv420p) with PyAV; atomic: the file appears
-    under ``path`` only when complete (written to a temporary name in the same folder, then renamed).
+    """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (yuv420p, CRF 20) with PyAV into ``path``
+    (container from its suffix: .mp4, .mkv or .mov). Odd widths / heights lose their last column / row.
+
+    The file is written in place: to replace an existing video safely, write to a temporary name
+    and rename it (as ``sam2s track`` does with ``SAM2SSlicerLib.outputs.OutputSet.writeFile``).
 
     Raises:
-        ValueError: no frames. av.FFmpegError: encoding failed (the temporary file is removed).
+        ValueError: no frames. av.FFmpegError / OSError: encoding or writing failed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".mp4", prefix=".partial-", dir=path.parent)
-    os.close(fd)
     count = 0
-    try:
-        with av.open(tmp, mode="w") as container:
-            stream = None
-            for frame in frames:
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    stream = container.add_stream("libx264", rate=max(1, round(fps)))
-                    stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": "20"}
-                img = np.ascontiguousarray(frame[: stream.height, : stream.width])
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(packet)
-                count += 1
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
             if stream is None:
-                raise ValueError("write_video got no frames.")
-            for packet in stream.encode():
+                h, w = frame.shape[:2]
+                stream = container.add_stream("libx264", rate=max(1, round(fps)))
+                stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "20"}
+            img = np.ascontiguousarray(frame[: stream.height, : stream.width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            count += 1
+        if stream is None:
+            raise ValueError("write_video got no frames.")
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 

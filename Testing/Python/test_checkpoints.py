@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import os
+import pickle
 import re
+import shlex
 import socket
 import sys
 import threading
@@ -337,7 +340,12 @@ def test_load_state_dict_good(checkpoint_file: Path, tmp_path: Path) -> None:
         ("truncated", "truncated or not a PyTorch checkpoint"),
         ("text", "truncated or not a PyTorch checkpoint"),
         ("empty", "empty"),
-        ("custom_class", "contains objects other than tensors.*refusing to unpickle arbitrary code"),
+        (
+            "custom_class",
+            r"was refused: it contains code or objects other than tensors \(first: test_checkpoints\._NotATensor\)"
+            r".*refusing to unpickle arbitrary code.*re-save a clean state dict",
+        ),
+        ("legacy_custom_class", r"code or objects other than tensors \(first: test_checkpoints\._NotATensor\)"),
         ("not_tensors", "not all named tensors"),
     ],
 )
@@ -352,12 +360,60 @@ def test_load_state_dict_rejects_bad_files(checkpoint_file: Path, tmp_path: Path
         bad.write_bytes(b"")
     elif kind == "custom_class":
         torch.save({"model": {"w": torch.zeros(1)}, "extra": _NotATensor()}, bad)
+    elif kind == "legacy_custom_class":  # the pre-1.6 format: several pickles, then raw storages
+        torch.save({"model": {"w": torch.zeros(1)}, "extra": _NotATensor()}, bad, _use_new_zipfile_serialization=False)
     else:
         torch.save({"model": {"w": torch.zeros(1), "step": 3}}, bad)
     with pytest.raises(CheckpointError, match=pattern) as excinfo:
         load_state_dict(bad)
     assert str(bad) in str(excinfo.value)
     assert isinstance(excinfo.value, ValueError)
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command (``os.system``): what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_plain_pickle_that_carries_code_is_refused_as_code(tmp_path: Path, protocol: int) -> None:
+    """A plain ``pickle.dump`` (not torch's zip format) with a code-running object: torch's safe
+    unpickler fails on an earlier opcode, yet the message must say "code", naming the global."""
+    marker = tmp_path / "code-ran"
+    bad = tmp_path / f"evil{protocol}.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"model": _RunsCode(marker)}, f, protocol=protocol)
+    with pytest.raises(CheckpointError, match=rf"contains code .*\(first: {os.system.__module__}\.system\)") as err:
+        load_state_dict(bad)
+    assert "refusing to unpickle" in str(err.value) and "torch.save({'model': model.state_dict()}" in str(err.value)
+    assert not marker.exists()  # nothing was executed
+
+
+def test_legacy_format_checkpoint_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pt"
+    torch.save({"model": {"w": torch.arange(3.0)}}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_dict(path)["w"], torch.arange(3.0))
+
+
+def test_garbage_and_truncated_legacy_files_are_reported_as_damaged(tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": {"w": torch.zeros(4)}}, legacy, _use_new_zipfile_serialization=False)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(legacy.read_bytes()[:150])
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 20)
+    no_tensors = tmp_path / "protocol0.pt"
+    with open(no_tensors, "wb") as f:
+        pickle.dump({"model": {"w": [1.0, 2.0]}}, f, protocol=0)  # no global at all, but not torch's format
+    for path in (cut, noise, no_tensors):
+        with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint") as err:
+            load_state_dict(path)
+        assert "code" not in str(err.value)
 
 
 def test_load_state_dict_missing_file(tmp_path: Path) -> None:

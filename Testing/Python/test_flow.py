@@ -12,7 +12,7 @@ from PIL import Image
 from sam2s.flow import FlowTracker
 from sam2s.metrics import boundary_f, region_j
 from sam2s.synthetic import SyntheticClip
-from sam2s.tracker import PromptError
+from sam2s.tracker import PromptError, TrackerBusyError
 
 
 def jf(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -144,6 +144,9 @@ def test_bad_input_raises_prompt_error_and_changes_nothing():
         (lambda: tracker.add_points(-1, 1, [[1, 1]], [1]), "out of range"),
         (lambda: tracker.add_points(1.0, 1, [[1, 1]], [1]), "integer frame index"),
         (lambda: tracker.add_points(0, "a", [[1, 1]], [1]), "obj_id must be an integer"),
+        (lambda: tracker.add_points(0, 0, [[1, 1]], [1]), r"obj_id=0 is out of range.*1\.\.254"),
+        (lambda: tracker.add_box(0, 255, [1, 1, 5, 5]), r"obj_id=255 is out of range"),
+        (lambda: tracker.add_mask(0, -1, np.zeros((48, 64), bool)), r"obj_id=-1 is out of range"),
         (lambda: tracker.add_points(0, 1, [[1, 1, 1]], [1]), r"shape \(N, 2\)"),
         (lambda: tracker.add_points(0, 1, [[1, 1], [2, 2]], [1]), "2 points but 1 labels"),
         (lambda: tracker.add_points(0, 1, [[1, 1]], [2]), "labels must be 1"),
@@ -211,3 +214,127 @@ def test_real_clip_prompts_give_plausible_first_masks(shared_data):
         else:
             logits = tracker.add_points(p["frame"], obj["id"], p["points"], p["labels"])
         assert region_j(logits > 0, gt == obj["id"]) > 0.7, obj["name"]
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (2, 40), (40, 2), (3, 3), (1, 1), (11, 5)])
+def test_tiny_frames_track(shape):
+    """Frames below the 12 x 12 pixels cv2.DISOpticalFlow accepts: the flow runs on upscaled grey
+    frames; box, click and mask prompts, corrections and both directions work."""
+    h, w = shape
+    frames = np.zeros((5, h, w, 3), np.uint8)
+    frames[..., 0] = 200  # a red frame with a green object in its middle
+    ys, xs = slice(h // 4, max(h // 4 + 1, 3 * h // 4)), slice(w // 4, max(w // 4 + 1, 3 * w // 4))
+    frames[:, ys, xs] = (20, 220, 20)
+    obj = np.zeros((h, w), bool)
+    obj[ys, xs] = True
+    tracker = FlowTracker(frames)
+    assert min(tracker.flow_wh) >= 12
+    tracker.add_box(0, 1, [0, 0, w, h])
+    tracker.add_points(0, 2, [[xs.start + 0.5, ys.start + 0.5]], [1])
+    tracker.add_mask(0, 3, obj)
+    out = {t: logits for t, _, logits in tracker.propagate()}
+    assert sorted(out) == list(range(5)) and all(v.shape == (3, h, w) for v in out.values())
+    for t in range(5):  # a still video: the mask prompt is carried unchanged
+        np.testing.assert_array_equal(out[t][2] > 0, obj)
+    tracker.add_points(4, 2, [[0, 0]], [0])
+    back = [t for t, _, _ in tracker.propagate(start=4, reverse=True)]
+    assert back == [4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "step"), [((6, 40), (0, 1)), ((40, 6), (1, 0)), ((10, 10), (1, 1)), ((3, 30), (0, 1))]
+)
+def test_tiny_frames_follow_the_motion(shape, step):
+    """Textured tiny frames moving by one pixel a frame: the flow computed on upscaled frames and
+    scaled back follows the motion exactly (flow only: no refinement, no cleaning)."""
+    (h, w), (dy, dx) = shape, step
+    big = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (h + 20, w + 20, 3)).astype(np.uint8), (3, 3), 0)
+    frames = np.stack([big[10 - dy * t : 10 - dy * t + h, 10 - dx * t : 10 - dx * t + w] for t in range(6)])
+    truth = np.zeros((6, h, w), bool)
+    for t in range(6):
+        truth[
+            t, h // 4 + dy * t : h // 4 + dy * t + max(1, h // 2), w // 4 + dx * t : w // 4 + dx * t + max(1, w // 2)
+        ] = 1
+    tracker = FlowTracker(frames, refine_every=0, clean_radius=0)
+    tracker.add_mask(0, 1, truth[0])
+    for t, _, logits in tracker.propagate():
+        assert region_j(logits[0] > 0, truth[t]) >= 0.9, t
+
+
+def test_start_with_nothing_to_track_from_is_refused():
+    frames = np.random.default_rng(0).integers(0, 255, (8, 32, 40, 3), dtype=np.uint8)
+    tracker = FlowTracker(frames)
+    tracker.add_points(2, 1, [[10, 10]], [1])
+    tracker.add_points(4, 2, [[30, 20]], [1])
+    cases = [
+        (dict(start=6), r"Nothing to track forward from start=6.*frames \[2, 4\].*start=4\), or track up to frame 6"),
+        (dict(start=1), r"prompt on frame 1 or a tracked mask on frame 0.*Start at a prompted frame \(e\.g\. start=2"),
+        (dict(start=0), r"it is the first frame.*Start at a prompted frame \(e\.g\. start=2\)"),
+        (
+            dict(start=6, reverse=True),
+            r"Nothing to track backward from start=6.*Start at a prompted frame \(e\.g\. start=4",
+        ),
+        (dict(start=0, reverse=True), r"tracked mask on frame 1.*prompted frame after frame 0 \(e\.g\. start=2\)"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(PromptError, match=match):
+            next(tracker.propagate(**kwargs))
+    # objects prompted later than start stay empty until their prompt
+    out = {t: logits for t, _, logits in tracker.propagate(start=2)}
+    assert (out[3][1] < 0).all() and (out[4][1] > 0).any()
+    # tracked up to frame 6: now starting at 7 continues from the tracked masks
+    assert [t for t, _, _ in tracker.propagate(start=7)] == [7]
+
+
+def two_objects_in_one_box():
+    """Three frames with a red and a blue rectangle side by side on green (slight noise)."""
+    rng = np.random.default_rng(0)
+    frames = np.empty((3, 48, 64, 3), np.uint8)
+    frames[:] = (40, 90, 40)
+    frames[:, 12:36, 12:30] = (220, 60, 60)
+    frames[:, 12:36, 30:50] = (60, 60, 220)
+    frames = np.clip(frames + rng.normal(0, 6, frames.shape), 0, 255).astype(np.uint8)
+    red, both = np.zeros((48, 64), bool), np.zeros((48, 64), bool)
+    red[12:36, 12:30] = True
+    both[12:36, 12:50] = True
+    return frames, red, both
+
+
+def test_box_on_a_frame_with_a_mask_corrects_that_mask():
+    """A box around both rectangles alone segments both; on a frame where the object already has
+    the red mask (prompted or tracked), the same box keeps to the red one."""
+    frames, red, both = two_objects_in_one_box()
+    box = [8, 8, 54, 40]
+    assert region_j(FlowTracker(frames).add_box(1, 1, box) > 0, both) > 0.9
+    prompted = FlowTracker(frames)
+    prompted.add_mask(1, 1, red)
+    assert region_j(prompted.add_box(1, 1, box) > 0, red) > 0.9
+    tracked = FlowTracker(frames)
+    tracked.add_mask(0, 1, red)
+    list(tracked.propagate(end=1))
+    assert region_j(tracked.add_box(1, 1, box) > 0, red) > 0.9
+    # a box that cuts the mask clips it
+    clipped = prompted.add_box(1, 1, [8, 8, 21, 40]) > 0
+    assert not clipped[:, 21:].any() and region_j(clipped, red & (np.arange(64) < 21)) > 0.8
+
+
+def test_flow_changes_while_propagating_are_refused():
+    frames = np.random.default_rng(0).integers(0, 255, (4, 32, 40, 3), dtype=np.uint8)
+    tracker = FlowTracker(frames)
+    tracker.add_points(0, 1, [[10, 10]], [1])
+    gen = tracker.propagate()
+    next(gen)
+    before = {k: (dict(o.cond), dict(o.tracked), dict(o.prompts)) for k, o in tracker.objects.items()}
+    for call in (
+        lambda: tracker.add_box(1, 1, [1, 1, 9, 9]),
+        lambda: tracker.add_points(1, 2, [[5, 5]], [1]),
+        lambda: tracker.add_mask(1, 1, np.ones((32, 40), bool)),
+        lambda: tracker.remove_object(1),
+        tracker.reset,
+        lambda: next(tracker.propagate()),
+    ):
+        with pytest.raises(TrackerBusyError, match=r"while a propagate\(\) loop.*\.close\(\)"):
+            call()
+    assert {k: (dict(o.cond), dict(o.tracked), dict(o.prompts)) for k, o in tracker.objects.items()} == before
+    gen.close()
+    tracker.add_box(1, 1, [1, 1, 9, 9])

@@ -7,14 +7,17 @@ copied into the repository) checks real JPEGs, a real H.264 mp4 and the referenc
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import socket
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from sam2s.frames import (
     ArrayFrames,
     FrameSource,
@@ -185,6 +188,52 @@ def test_folder_errors(tmp_path):
     (broken / "00000.jpg").write_text("not an image")
     with pytest.raises(FrameSourceError, match="00000.jpg could not be read"):
         open_frames(broken)
+
+
+def test_paths_that_are_not_files_or_folders_are_refused_without_opening(tmp_path):
+    """A named pipe (opening it would block forever), a device or a socket: FrameSourceError saying
+    what it is; a FIFO among the frame images too."""
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "s.mp4"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    try:
+        for source, what in [
+            (fifo, "a named pipe (FIFO)"),
+            (str(fifo), "a named pipe (FIFO)"),
+            ("/dev/null", "a character device"),
+            (sock_path, "a socket"),
+        ]:
+            for opener in (open_frames, VideoFileFrames, ImageFolderFrames):
+                with pytest.raises(FrameSourceError, match=rf"is {re.escape(what)}, not a regular file.*video file"):
+                    opener(source)
+    finally:
+        sock.close()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(moving_square(t=1)[0]).save(folder / "00000.png")
+    os.mkfifo(folder / "00001.png")
+    with pytest.raises(FrameSourceError, match=r"frame image .*00001\.png is a named pipe.*remove it"):
+        open_frames(folder)
+
+
+def test_truncated_image_in_the_middle_fails_on_get(tmp_path, monkeypatch):
+    """Only headers are read when a folder is opened: a JPEG cut in half opens, and ``get`` raises
+    FrameSourceError naming it, even if someone set PIL's LOAD_TRUNCATED_IMAGES (left as it was)."""
+    frames = moving_square(t=3)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{i:05d}.jpg", quality=95)
+    data = (tmp_path / "00001.jpg").read_bytes()
+    (tmp_path / "00001.jpg").write_bytes(data[: len(data) // 2])
+    source = open_frames(tmp_path)
+    assert len(source) == 3 and source.get(0).shape == (48, 64, 3)
+    for flag in (False, True):
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", flag)
+        with pytest.raises(FrameSourceError, match=r"00001\.jpg could not be read .*truncated.*replace or remove it"):
+            source.get(1)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is flag
+    assert source.get(2).shape == (48, 64, 3)
 
 
 # --- video files ----------------------------------------------------------------------------------

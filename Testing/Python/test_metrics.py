@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from sam2s.metrics import boundary_f, boundary_radius, disk, evaluate, region_j, seg2bmap
+from sam2s.metrics import boundary_f, boundary_radius, disk, evaluate, read_labels, region_j, seg2bmap
 
 
 # ---------------------------------------------------------------------------------------- oracle
@@ -182,9 +182,15 @@ def test_evaluate_folders(tmp_path):
     assert res["J"] == pytest.approx((o1["J"] + o2["J"]) / 2)
     assert res["J&F"] == pytest.approx((res["J"] + res["F"]) / 2)
     assert res["J&F"] == pytest.approx((o1["J&F"] + o2["J&F"]) / 2)
-    # excluding the prompted frame, by number or by name
+    # per object: the frames where its ground truth has it but no prediction file exists
+    assert o1["missing"] == ["00020.png"] and o2["missing"] == []
+    # excluding the prompted frame, by number (int or digit string, as `sam2s eval --exclude 0`) or name
     assert evaluate(pred_dir, gt_dir, exclude=[0])["frames"] == ["00010.png", "00020.png"]
+    assert evaluate(pred_dir, gt_dir, exclude=["0"])["frames"] == ["00010.png", "00020.png"]
+    assert evaluate(pred_dir, gt_dir, exclude=["10", 20])["frames"] == ["00000.png"]
     assert evaluate(pred_dir, gt_dir, exclude=["00000.png", "00010"])["frames"] == ["00020.png"]
+    with pytest.raises(TypeError, match="frame numbers"):
+        evaluate(pred_dir, gt_dir, exclude=[0.5])
 
 
 def test_evaluate_errors(tmp_path):
@@ -216,3 +222,17 @@ def test_copying_the_first_mask_forward_on_the_real_clip(shared_data, tmp_path):
     res = evaluate(tmp_path, masks, exclude=[0])
     assert res["frames"] == ["00030.png", "00060.png", "00090.png", "00120.png"]
     assert res["J&F"] == pytest.approx(0.09, abs=0.005)
+
+
+def test_read_labels_16_bit(tmp_path):
+    """16-bit label PNGs are read when every value is a valid 8-bit label; labels above 255 are
+    refused naming the file and the valid range."""
+    ok = np.array([[0, 1], [254, 255]], np.uint16)
+    Image.fromarray(ok).save(tmp_path / "ok.png")
+    assert Image.open(tmp_path / "ok.png").mode.startswith("I")
+    labels = read_labels(tmp_path / "ok.png")
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, ok)
+    Image.fromarray(np.array([[0, 1], [2, 300]], np.uint16)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match=r"big\.png has labels 0\.\.300 outside the valid range 0\.\.255"):
+        read_labels(tmp_path / "big.png")

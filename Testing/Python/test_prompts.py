@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sam2s.prompts import ObjectPrompts, Prompt, PromptsFileError, dump_prompts, load_prompts, validate
+from sam2s.prompts import (
+    ObjectPrompts,
+    Prompt,
+    PromptsFileError,
+    dump_prompts,
+    load_prompts,
+    validate,
+)
 
 EXAMPLE = {
     "objects": [
@@ -124,9 +131,13 @@ BAD = [
         {},
         ["objects[1]", "duplicate id 1"],
     ),
-    ({"objects": [{"id": 0, "prompts": []}]}, {}, ["objects[0]", '"id"', "positive integer"]),
-    ({"objects": [{"id": "1", "prompts": []}]}, {}, ["positive integer"]),
-    ({"objects": [{"id": True, "prompts": []}]}, {}, ["positive integer"]),
+    ({"objects": [{"id": 0, "prompts": []}]}, {}, ["objects[0]", '"id"', "1..254", "0 is the background"]),
+    ({"objects": [{"id": 255, "prompts": []}]}, {}, ["objects[0]", '"id"', "1..254", "255 marks void"]),
+    ({"objects": [{"id": 300, "prompts": []}]}, {}, ['"id"', "1..254", "8-bit label PNGs"]),
+    ({"objects": [{"id": -1, "prompts": []}]}, {}, ['"id"', "1..254"]),
+    ({"objects": [{"id": 1e20, "prompts": []}]}, {}, ['"id"', "integer id in 1..254"]),
+    ({"objects": [{"id": "1", "prompts": []}]}, {}, ["integer id in 1..254"]),
+    ({"objects": [{"id": True, "prompts": []}]}, {}, ["integer id in 1..254"]),
     ({"objects": [{"id": 1, "prompts": []}]}, {}, ['"prompts"', "non-empty list"]),
     ({"objects": [{"id": 1, "colour": [1, 0, 0], "prompts": []}]}, {}, ['"colour"', 'did you mean "color"']),
     ({"objects": [{"id": 1, "color": [1, 0], "prompts": []}]}, {}, ['"color"', "3 numbers", "0..1"]),
@@ -154,6 +165,23 @@ BAD = [
     (obj(mask="garbage.png"), {}, ['"mask"', "cannot read"]),
     (obj(mask="small.png"), {"frame_size": SIZE}, ['"mask"', "is 5x4 (W x H) but the frames are 854x480"]),
     (obj(mask=3), {}, ['"mask"', "path"]),
+    (
+        {"objects": [{"id": 1, "prompts": [{"frame": 2, "box": [0, 0, 5, 5]}, {"frame": 2, "box": [1, 1, 6, 6]}]}]},
+        {},
+        [
+            "prompts[1]",
+            '"box"',
+            'a second "box" for frame 2',
+            "prompts[0] already gives",
+            "one box per object and frame",
+        ],
+    ),
+    (
+        {"objects": [{"id": 1, "prompts": [{"frame": 0, "mask": "small.png"}, {"frame": 0, "mask": "small.png"}]}]},
+        {},
+        ["prompts[1]", '"mask"', 'a second "mask" for frame 0', "one mask per object and frame"],
+    ),
+    ("[" * 100_000, {}, ["nested too deeply", "5 levels"]),
     ({"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [0, 0, 5, 5]}]}], "extra": 1}, {}, ['unknown key "extra"']),
 ]
 
@@ -190,3 +218,52 @@ def test_validate_objects_built_in_code():
         validate(good * 2)
     with pytest.raises(PromptsFileError, match="expected 1 labels"):
         validate([ObjectPrompts(1, "a", None, [Prompt(0, points=np.zeros((1, 2)), labels=np.zeros(2))])])
+
+
+def test_validate_refuses_ids_outside_1_to_254_and_second_box_or_mask():
+    def one(oid, prompts=None):
+        return [ObjectPrompts(oid, "o", None, prompts or [Prompt(0, box=np.array([0.0, 0, 4, 4]))])]
+
+    validate(one(1))
+    validate(one(254))
+    for bad in (0, -1, 255, 300, 10**20):
+        with pytest.raises(PromptsFileError, match=r"integer id in 1\.\.254.*0 is the background and 255"):
+            validate(one(bad))
+    two_boxes = [Prompt(3, box=np.array([0.0, 0, 4, 4])), Prompt(3, box=np.array([1.0, 1, 5, 5]))]
+    with pytest.raises(PromptsFileError, match=r'prompts\[1\]: "box": a second "box" for frame 3'):
+        validate(one(1, two_boxes))
+    two_masks = [Prompt(3, mask=np.ones((4, 4), bool)), Prompt(3, mask=np.zeros((4, 4), bool))]
+    with pytest.raises(PromptsFileError, match='a second "mask" for frame 3'):
+        validate(one(1, two_masks))
+
+
+def test_points_of_several_prompts_on_a_frame_merge_and_a_mask_may_join_them(tmp_path):
+    """Points from several prompts on one frame are all kept (in file order); a mask plus points
+    plus a box on one frame is allowed (the clicks and the box refine the mask)."""
+    Image.fromarray(np.eye(6, 8, dtype=np.uint8) * 255).save(tmp_path / "m.png")
+    doc = {
+        "objects": [
+            {
+                "id": 7,
+                "prompts": [
+                    {"frame": 4, "points": [[1, 2]], "labels": [1]},
+                    {"frame": 1, "mask": "m.png"},
+                    {"frame": 4, "points": [[3, 4], [5, 1]], "labels": [0, 1], "box": [0, 0, 6, 5]},
+                    {"frame": 1, "points": [[2, 2]], "labels": [1]},
+                    {"frame": 1, "box": [1, 1, 7, 5]},
+                ],
+            }
+        ]
+    }
+    (obj,) = load_prompts(write(tmp_path, doc), num_frames=5, frame_size=(6, 8))
+    assert [p.frame for p in obj.prompts] == [4, 1, 4, 1, 1]  # all kept, in file order
+    np.testing.assert_array_equal(obj.prompts[1].mask, np.eye(6, 8, dtype=bool))
+    np.testing.assert_array_equal(obj.prompts[2].labels, [0, 1])
+
+
+def test_mask_png_of_another_size_is_refused_from_its_header(tmp_path):
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "small.png")
+    path = write(tmp_path, obj(mask="small.png"))
+    with pytest.raises(PromptsFileError, match=r"small\.png is 5x4 \(W x H\) but the frames are 8x6; save the mask"):
+        load_prompts(path, frame_size=(6, 8))
+    assert load_prompts(path)[0].prompts[0].mask.shape == (4, 5)  # size unknown: read, checked later

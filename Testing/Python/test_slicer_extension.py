@@ -144,6 +144,10 @@ sys.path.insert(0, {str(MODULE)!r})
 import SAM2SSlicerLib, SAM2SSlicerLib.logic, SAM2SSlicerLib.videoimport, SAM2SSlicerLib.prompts
 import SAM2SSlicerLib.segments, SAM2SSlicerLib.export, SAM2SSlicerLib.settings, SAM2SSlicerLib.headless
 import SAM2SSlicerLib.dependencies
+from SAM2SSlicerLib import MAX_OBJECT_ID, NotEnoughMemoryError, availableMemoryBytes, readSegmentation
+from SAM2SSlicerLib.videoimport import checkVideoMemory
+assert issubclass(NotEnoughMemoryError, MemoryError) and MAX_OBJECT_ID == 254 and callable(readSegmentation)
+availableMemoryBytes(), checkVideoMemory(64, 48, 10, availableBytes=2**31)  # the memory guard needs no torch
 import slicer
 print(json.dumps({{"modules": sorted(m for m in ("qt", "ctk", "torch", "av", "cv2", "sam2s") if m in sys.modules),
                   "app": hasattr(slicer, "app"), "scene": hasattr(slicer, "mrmlScene")}}))

@@ -5,11 +5,16 @@ prompts stored in MRML, tracking the two objects of ``endoscapes_v4/prompts.json
 tiny config and random weights (masks equal the engine's frame by frame), correction and
 re-propagation, cancel, the direction options, bulk writes that never touch other segments or
 segmentations, and export to ``.seg.nrrd`` (read back with ``slicerio``) and label PNGs.
+Also: the memory guard of the import (injected figures; the real ``RLIMIT_AS`` case is in
+``faults_slicer.py``), object ids 1..254, 8-bit labels and safe label file names, non-ASCII
+segment names through ``export.readSegmentation`` and Slicer's reader, segments / segmentations
+deleted while tracking, and mask prompts refined by clicks and boxes on the same frame.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import types
 
@@ -594,3 +599,372 @@ def test_export_label_pngs_equal_segment_masks(tracked, tmp_path):
     np.testing.assert_array_equal(palette[2], np.round(np.asarray(color) * 255))
     some = logic.exportLabelPngs(str(tmp_path / "some"), frames=[3], fileNamePattern="{source:03d}.png")
     assert [p[-7:] for p in some] == ["003.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# memory guard (videoimport.checkVideoMemory / NotEnoughMemoryError)
+# ---------------------------------------------------------------------------------------------
+
+
+def _availableFor(usableBytes: int) -> int:
+    """The 'available' figure whose usable part (after the safety margin) is ``usableBytes``."""
+    from SAM2SSlicerLib import videoimport
+
+    return int((usableBytes + videoimport.MEMORY_MARGIN_BYTES) / (1 - videoimport.MEMORY_MARGIN_FRACTION)) + 1
+
+
+def test_memory_guard_refuses_before_allocating_and_its_suggestions_fit():
+    from SAM2SSlicerLib import NotEnoughMemoryError, videoimport
+
+    logic = _newLogic()
+    frames = np.random.default_rng(0).integers(0, 256, (40, 48, 64, 3), dtype=np.uint8)
+    perFrame = 48 * 64 * (3 + 2)  # RGB video + 2 uint8 labelmaps
+    available = _availableFor(19 * perFrame + 100)  # room for 19 of the 40 frames
+    nodes = logic.scene.GetNumberOfNodes()
+    with pytest.raises(NotEnoughMemoryError) as info:
+        logic.importVideo(frames, availableMemory=available, frameRate=10)
+    error = info.value
+    assert isinstance(error, MemoryError)
+    assert error.videoBytes == 40 * 48 * 64 * 3 and error.labelmapBytes == 2 * 40 * 48 * 64
+    assert error.neededBytes == 40 * perFrame and error.availableBytes == available
+    message = str(error)
+    for words in (
+        "Not enough memory",
+        "40 frames of 64x48",
+        "video",
+        "labelmaps",
+        "GiB",
+        "frameStep=3",
+        "lastFrame=18",
+    ):
+        assert words in message
+    assert error.suggestions["frameStep"] == 3 and error.suggestions["lastFrame"] == 18
+    assert error.suggestions["endTime"] == pytest.approx(1.8)
+    assert logic.scene.GetNumberOfNodes() == nodes and logic.videoNode is None  # nothing added, nothing selected
+    # every suggested option, alone, imports under the same figure
+    for option, value in error.suggestions.items():
+        node = logic.importVideo(frames, availableMemory=available, frameRate=10, **{option: value})
+        dims = node.GetImageData().GetDimensions()
+        assert dims[2] * dims[1] * dims[0] * 5 <= available, option
+    # more labelmaps need more memory: with labelmaps=0 the whole video fits in this figure
+    assert logic.importVideo(frames, availableMemory=_availableFor(40 * 48 * 64 * 3), labelmaps=0) is not None
+    with pytest.raises(NotEnoughMemoryError, match="3 x frames x H x W"):
+        logic.importVideo(frames, availableMemory=_availableFor(40 * 48 * 64 * 5), labelmaps=3)
+    # the public check: bytes needed, or the error; the 4K x 20,000 frame case
+    assert videoimport.checkVideoMemory(64, 48, 40, availableBytes=_availableFor(40 * perFrame)) == 40 * perFrame
+    with pytest.raises(NotEnoughMemoryError) as info:
+        videoimport.checkVideoMemory(3840, 2160, 20000, availableBytes=16 * 2**30)
+    step, width = info.value.suggestions["frameStep"], info.value.suggestions["maxWidth"]
+    usable = info.value.usableBytes
+    assert math.ceil(20000 / step) * 3840 * 2160 * 5 <= usable < math.ceil(20000 / (step - 1)) * 3840 * 2160 * 5
+    height = round(2160 * width / 3840)
+    assert 20000 * width * height * 5 <= usable
+    with pytest.raises(ValueError, match="labelmaps"):
+        videoimport.checkVideoMemory(64, 48, 40, labelmaps=-1)
+    measured = videoimport.availableMemoryBytes()
+    assert measured is None or measured > 0
+
+
+def test_memory_guard_on_sequences():
+    from SAM2SSlicerLib import NotEnoughMemoryError
+
+    logic = _newLogic()
+    sequence = logic.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "US")
+    sequence.SetIndexUnit("ms")
+    for i in range(6):
+        item = slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(item, np.full((1, 20, 30), i, dtype=np.uint8))
+        sequence.SetDataNodeAtValue(item, str(40 * i))
+    nodes = logic.scene.GetNumberOfNodes()
+    with pytest.raises(NotEnoughMemoryError, match="endTime=0.08") as info:
+        logic.importSequence(sequence, availableMemory=_availableFor(3 * 20 * 30 * 5))
+    assert info.value.suggestions["frameStep"] == 2
+    assert logic.scene.GetNumberOfNodes() == nodes
+    node = logic.importSequence(sequence, availableMemory=_availableFor(3 * 20 * 30 * 5), endTime=0.08)
+    assert node.GetImageData().GetDimensions() == (30, 20, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# object ids (1..254)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_object_id_range_equals_the_engines():
+    import sam2s
+
+    assert (segments.MIN_OBJECT_ID, segments.MAX_OBJECT_ID) == (sam2s.MIN_OBJECT_ID, sam2s.MAX_OBJECT_ID) == (1, 254)
+
+
+def test_object_ids_stay_in_range_and_fill_gaps():
+    logic = _newLogic()
+    logic.importVideo(np.zeros((2, 8, 8, 3), dtype=np.uint8))
+    seg = logic.createSegmentation()
+    a = logic.addSegment("a", objectId=1)
+    logic.addSegment("c", objectId=3)
+    high = logic.addSegment("high", objectId=254)
+    assert logic.objectIdForSegment(high) == 254
+    b = logic.addSegment("b")
+    assert logic.objectIdForSegment(b) == 2  # the smallest free id, not max + 1 = 255
+    for bad in (0, 255, -1, 1e20, 2.5, "x", True):
+        with pytest.raises(ValueError, match=r"1\.\.254"):
+            segments.assignObjectId(seg, a, bad)
+    assert logic.objectIdForSegment(a) == 1
+    assert segments.assignObjectId(seg, a, np.int64(7)) == 7 and segments.assignObjectId(seg, a, 8.0) == 8
+    # a tag edited by hand outside the range
+    seg.GetSegmentation().GetSegment(b).SetTag(segments.OBJECT_ID_TAG, "255")
+    with pytest.raises(ValueError, match=r"invalid SAM2S.ObjectId tag '255'.*1\.\.254.*Remove the tag"):
+        segments.objectIdOfSegment(seg, b)
+    seg.GetSegmentation().GetSegment(b).RemoveTag(segments.OBJECT_ID_TAG)
+    assert logic.objectIdForSegment(b) == 1  # re-assigned: 1 is free again since a has 8
+    # fill every id: then automatic assignment refuses, and nothing is added
+    for i in range(seg.GetSegmentation().GetNumberOfSegments(), segments.MAX_OBJECT_ID):
+        logic.addSegment(f"s{i}")
+    assert sorted(segments.objectIds(seg).values()) == list(range(1, 255))
+    count = seg.GetSegmentation().GetNumberOfSegments()
+    with pytest.raises(ValueError, match="All 254 object ids"):
+        logic.addSegment("one too many")
+    assert seg.GetSegmentation().GetNumberOfSegments() == count
+
+
+# ---------------------------------------------------------------------------------------------
+# export: 8-bit labels, safe names, non-ASCII segment names
+# ---------------------------------------------------------------------------------------------
+
+
+def _smallScene(names=("a", "b")):
+    logic = _newLogic()
+    logic.importVideo(np.zeros((3, 10, 12, 3), dtype=np.uint8), frameRate=5)
+    seg = logic.createSegmentation()
+    ids = []
+    for i, name in enumerate(names):
+        segmentId = logic.addSegment(name, color=(0.1 * (i + 1), 0.5, 0.9))
+        mask = np.zeros((3, 10, 12), dtype=bool)
+        mask[i % 3, 2 + i : 6 + i, 3:9] = True
+        segments.writeSegmentFrames(seg, segmentId, logic.videoNode, 0, mask)
+        ids.append(segmentId)
+    return logic, seg, ids
+
+
+def test_label_frames_are_uint8_up_to_id_254(tmp_path):
+    from PIL import Image
+    from SAM2SSlicerLib import export
+
+    logic, seg, ids = _smallScene()
+    segments.assignObjectId(seg, ids[1], 254)
+    labels = export.labelFrames(seg, logic.videoNode)
+    assert labels.dtype == np.uint8 and labels.max() == 254
+    path = logic.exportLabelPngs(str(tmp_path))[1]
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        np.testing.assert_array_equal(np.asarray(image), labels[1])
+
+
+def test_label_png_names_stay_in_the_folder(tmp_path):
+    logic, seg, ids = _smallScene()
+    folder = tmp_path / "labels"
+    for pattern, words in (
+        ("../{frame}.png", "plain file name"),
+        ("sub/{frame}.png", "plain file name"),
+        (str(tmp_path / "abs{frame}.png"), "plain file name"),
+        ("{frame!s:.0}..", "plain file name"),
+        ("{frame!s:.0}.", "plain file name"),
+        ("{frame!s:.0}", "plain file name"),
+        ("{frame:.0s}.png", "cannot be formatted"),
+        ("{frame}.jpg", "end with .png"),
+        ("{frame}{frame!s:.0}", "end with .png"),
+        ("x{frame:.0}.png", "cannot be formatted"),
+        ("{frame}.png{other}", "cannot be formatted"),
+        ("labels.png", "needs a {frame}"),
+        ("{frame!s:.0}x.png", "frames 0 and 1 the same name 'x.png'"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            logic.exportLabelPngs(str(folder), fileNamePattern=pattern)
+    logic.videoNode.SetAttribute("SAM2S.SourceFrameIndices", "4,4,5")
+    with pytest.raises(ValueError, match="frames 0 and 1 the same name '4.png'"):
+        logic.exportLabelPngs(str(folder), fileNamePattern="{source}.png")
+    assert not folder.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    assert [p.rsplit("/", 1)[1] for p in logic.exportLabelPngs(str(folder), frames=[2, 0, 2])] == [
+        "00002.png",
+        "00000.png",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00002.png"]  # no temporaries left
+
+
+NON_ASCII_NAMES = ("Gallenblase größe", "胆囊", "Instrument α", "two\nlines \\ backslash")
+
+
+def test_non_ascii_segment_names_round_trip(tmp_path):
+    slicerio = pytest.importorskip("slicerio")
+    from SAM2SSlicerLib import export, readSegmentation
+
+    logic, seg, ids = _smallScene(NON_ASCII_NAMES)
+    seg.GetSegmentation().GetSegment(ids[1]).SetTag("Note", "Größe α")
+    path = logic.exportSegmentation(str(tmp_path / "names.seg.nrrd"))
+    data = readSegmentation(path)
+    assert [s["name"] for s in data["segments"]] == list(NON_ASCII_NAMES)
+    assert [s["id"] for s in data["segments"]] == ids
+    assert data["segments"][1]["tags"] == {"Note": "Größe α", "SAM2S.ObjectId": "2"}
+    assert data["segments"][0]["terminology"]["category"]  # TerminologyEntry still parsed
+    for entry in data["segments"]:
+        np.testing.assert_array_equal(
+            slicerio.segment_mask(data, entry["id"]).transpose(2, 1, 0), logic.segmentMask(entry["id"]) != 0
+        )
+    assert readSegmentation(path, skipVoxels=True)["voxels"] is None
+    # plain slicerio (pynrrd decodes the header as ASCII, dropping characters) loses them
+    plain = [s["name"] for s in slicerio.read_segmentation(path, skip_voxels=True)["segments"]]
+    assert plain[:3] != list(NON_ASCII_NAMES[:3])
+    # Slicer's own reader agrees with ours
+    loaded = logic.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "loaded")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(path)
+    assert storage.ReadData(loaded)
+    segmentation = loaded.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(4)] == list(NON_ASCII_NAMES)
+    assert [segmentation.GetNthSegmentID(i) for i in range(4)] == ids
+    note = vtk.mutable("")
+    assert segmentation.GetSegment(ids[1]).GetTag("Note", note) and str(note) == "Größe α"
+    with pytest.raises(ValueError, match="not a NRRD"):
+        (tmp_path / "fake.seg.nrrd").write_bytes(b"PNG\n\n")
+        export._segmentHeaderFields(str(tmp_path / "fake.seg.nrrd"))
+
+
+# ---------------------------------------------------------------------------------------------
+# results of deleted segments / a removed segmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def _flowScene(frames: int = 8):
+    from SAM2SSlicerLib import ModelSettings
+
+    logic = _newLogic()
+    logic.chunkSize = 2
+    video = np.zeros((frames, 32, 40, 3), dtype=np.uint8)
+    video[:, 6:16, 5:15] = (220, 40, 40)
+    video[:, 18:28, 22:36] = (40, 220, 40)
+    logic.importVideo(video)
+    logic.createSegmentation()
+    logic.setModelSettings(ModelSettings(engine="flow"))
+    a, b = logic.addSegment("deleted"), logic.addSegment("kept")
+    logic.addPointPrompt(a, 0, 10, 11)
+    logic.addPointPrompt(b, 0, 29, 23)
+    return logic, a, b
+
+
+def test_segment_deleted_mid_track_warns_once_and_counts_written_frames():
+    logic, a, b = _flowScene()
+
+    def progress(done, total, frame):
+        if done == 3:  # frames 0, 1 were written (chunk of 2); 2.. are pending
+            logic.segmentationNode.GetSegmentation().RemoveSegment(a)
+
+    job = logic.track(progressCallback=progress)
+    assert job.status == "done" and job.trackedFrames == list(range(8))
+    assert len(job.warnings) == 1  # not one per chunk
+    assert "'deleted'" in job.warnings[0] and "was deleted" in job.warnings[0] and "frame 2" in job.warnings[0]
+    assert job.writtenFrames == 8  # every frame went into the kept segment
+    assert logic.segmentMask(b).reshape(8, -1).any(axis=1).all()
+
+    logic, a, b = _flowScene()
+    logic.segmentationNode.GetSegmentation().RemoveSegment(b)  # only 'deleted' is tracked below
+
+    def progress2(done, total, frame):
+        if done == 5:
+            logic.segmentationNode.GetSegmentation().RemoveSegment(a)
+
+    job = logic.createTrackingJob([a], progressCallback=progress2)
+    logic._runSynchronously(job)
+    assert job.writtenFrames == 4 and len(job.warnings) == 1  # frames 0..3 written, 4..7 dropped
+
+
+def test_segmentation_removed_mid_track_warns_once():
+    logic, a, b = _flowScene()
+    node = logic.segmentationNode
+    job = logic.track(progressCallback=lambda d, n, f: d == 3 and logic.scene.RemoveNode(node))
+    assert job.writtenFrames == 2 and job.trackedFrames == list(range(8))
+    assert len(job.warnings) == 1 and "removed from the scene" in job.warnings[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# a mask prompt refined by clicks / a box on the same frame
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smallModel():
+    return random_model("sam2.1_hiera_t", 64)
+
+
+@pytest.fixture(scope="module")
+def smallClip():
+    from sam2s.synthetic import SyntheticClip
+
+    clip = SyntheticClip(num_frames=4, height=48, width=64, num_objects=1, seed=2)
+    frames = np.stack([clip.get(i) for i in range(4)])
+    mask = clip.mask(1, 0).astype(bool)
+    ys, xs = np.nonzero(mask)
+    inside = (float(xs.mean()), float(ys.mean()))
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    return types.SimpleNamespace(frames=frames, mask=mask, inside=inside, box=box)
+
+
+def test_mask_and_clicks_on_one_frame_are_both_used(smallModel, smallClip):
+    import sam2s
+
+    logic = _newLogic(smallModel)
+    logic.importVideo(smallClip.frames)
+    logic.createSegmentation()
+    s = logic.addSegment("object")
+    logic.setMaskPrompt(s, 1, smallClip.mask)
+    maskOnly = logic.previewFrame(s, 1, apply=False)
+    logic.addPointPrompt(s, 1, *smallClip.inside, positive=False)
+    refined = logic.previewFrame(s, 1, apply=False)
+    engine = sam2s.VideoTracker(smallModel, smallClip.frames.copy())
+    alone = engine.add_mask(1, 1, smallClip.mask)
+    both = engine.add_points(1, 1, [smallClip.inside], [0])
+    assert not np.allclose(alone, both)  # the negative click changed the logits
+    np.testing.assert_array_equal(maskOnly, alone > 0)
+    np.testing.assert_array_equal(refined, both > 0)
+    assert not np.array_equal(refined, maskOnly)
+    # tracking writes the refined mask on frame 1 (the segment's voxels there, i.e. the mask prompt) ...
+    job = logic.track(startFrame=1)
+    voxels = logic.segmentMask(s)[1].astype(bool)
+    np.testing.assert_array_equal(voxels, both > 0)
+    assert not np.array_equal(voxels, smallClip.mask)  # so the prompt's mask digest changed
+    # ... and an unchanged frame is not sent again (the clicks are not re-applied to the refined mask)
+    prompts, _ = logic._collectPrompts()
+    assert prompts[1][1].points == (smallClip.inside,) and prompts[1][1].mask is not None
+    assert job.session.syncPrompts(prompts) == {}
+    again = logic.track(startFrame=1)
+    np.testing.assert_array_equal(logic.segmentMask(s)[1].astype(bool), voxels)
+    assert again.session is job.session
+    # a real change (one more click) re-sends the frame: mask (the current voxels) then both clicks
+    logic.addPointPrompt(s, 1, *smallClip.inside, positive=True)
+    prompts, _ = logic._collectPrompts()
+    assert set(job.session.syncPrompts(prompts)) == {(1, 1)}
+
+
+def test_cli_like_mask_box_and_click_prompt_tracks_as_the_engine(smallModel, smallClip):
+    import sam2s
+
+    logic = _newLogic(smallModel)
+    logic.importVideo(smallClip.frames)
+    logic.createSegmentation()
+    s = logic.addSegment("object", objectId=5)
+    negative = (smallClip.box[0] + 1.0, smallClip.box[1] + 1.0)
+    logic.setMaskPrompt(s, 1, smallClip.mask)  # the order of the command line (sam2s.cli)
+    logic.setBoxPrompt(s, 1, smallClip.box)
+    logic.addPointPrompt(s, 1, *negative, positive=False)
+    job = logic.track(direction="both")
+    assert job.trackedFrames == [1, 2, 3, 0]
+    engine = sam2s.VideoTracker(smallModel, smallClip.frames.copy())
+    engine.add_mask(1, 5, smallClip.mask)
+    engine.add_box(1, 5, smallClip.box, [negative], [0])
+    expected = {}
+    for begin, end, reverse in ((1, 3, False), (0, 0, True)):
+        for frame, _, logits in engine.propagate(begin, end, reverse):
+            expected[frame] = logits[0] > 0
+    mask = logic.segmentMask(s)
+    for frame in range(4):
+        np.testing.assert_array_equal(mask[frame], expected[frame], err_msg=f"frame {frame}")
+    maskOnly = sam2s.VideoTracker(smallModel, smallClip.frames.copy())
+    assert not np.array_equal(expected[1], maskOnly.add_mask(1, 5, smallClip.mask) > 0)

@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT, random_model
 from PIL import Image
 from sam2s.synthetic import SyntheticClip
-from sam2s.tracker import PromptError
+from sam2s.tracker import MAX_OBJECT_ID, PromptError, TrackerBusyError
 
 SIZE = 256  # model input side for these tests (a multiple of 32)
 
@@ -149,6 +149,11 @@ def test_bad_prompts_raise_and_leave_state_unchanged(model):
         (lambda: tracker.add_points(0, 2, [[1, 1]], [2]), "labels must be 1"),
         (lambda: tracker.add_points(0, 2, [[np.nan, 1]], [1]), "NaN"),
         (lambda: tracker.add_points(0, "a", [[1, 1]], [1]), "obj_id must be an integer"),
+        (lambda: tracker.add_points(0, 0, [[1, 1]], [1]), "obj_id=0 is out of range.*1..254.*0 is the background"),
+        (lambda: tracker.add_points(0, -3, [[1, 1]], [1]), "obj_id=-3 is out of range"),
+        (lambda: tracker.add_box(0, 255, [1, 1, 5, 5]), "obj_id=255 is out of range.*255 marks void"),
+        (lambda: tracker.add_mask(0, 10**20, np.zeros((48, 64), bool)), "out of range.*1..254"),
+        (lambda: tracker.add_points(0, np.int64(300), [[1, 1]], [1]), "obj_id=300 is out of range"),
         (lambda: tracker.add_box(0, 2, [30, 10, 20, 40]), "x0 < x1"),
         (lambda: tracker.add_box(0, 2, [1, 2, 3]), "4 finite numbers"),
         (lambda: tracker.add_box(0, 2, [0, 0, 65, 10]), "outside the frame"),
@@ -158,6 +163,8 @@ def test_bad_prompts_raise_and_leave_state_unchanged(model):
     for call, message in cases:
         with pytest.raises(PromptError, match=message.replace("(", r"\(").replace(")", r"\)")):
             call()
+    tracker.add_points(0, MAX_OBJECT_ID, [[3, 3]], [1])  # the range's ends are valid ids
+    tracker.remove_object(MAX_OBJECT_ID)
     assert {k: dict(v.prompts) for k, v in tracker.objects.items()} == before
     assert tracker.obj_ids == [1]
     with pytest.raises(PromptError, match="swap them"):
@@ -233,3 +240,85 @@ def test_bad_config_image_size_and_device():
     else:
         with pytest.raises(RuntimeError, match="GPU"):
             sam2s.resolve_device("cuda:99")
+
+
+# ------------------------------------------------------------------------------ propagation in progress
+@pytest.fixture(scope="module")
+def small_model():
+    torch.set_num_threads(2)
+    return random_model("sam2.1_hiera_t", 64)
+
+
+def session_state(tracker) -> dict:
+    """Object ids, their prompted / pending / conditioning / tracked frames and their mask logits."""
+    return {
+        k: (
+            sorted(o.prompts),
+            {t: m.pred_masks.numpy().tobytes() for t, m in o.pending.items()},
+            {t: m.pred_masks.numpy().tobytes() for t, m in o.cond.items()},
+            sorted(o.non_cond),
+            dict(o.tracked),
+        )
+        for k, o in tracker.objects.items()
+    }
+
+
+def test_changes_while_propagating_are_refused_until_the_loop_ends(small_model):
+    """As Meta's predictor: no prompt, removal, reset or second propagation while a propagate()
+    generator runs; the refusal changes nothing; finishing, closing, breaking out of or an error
+    inside the loop ends the refusal."""
+    frames = np.random.default_rng(0).integers(0, 255, (5, 32, 40, 3), dtype=np.uint8)
+    tracker = sam2s.VideoTracker(small_model, frames)
+    tracker.add_points(0, 1, [[10, 10]], [1])
+    gen = tracker.propagate()
+    next(gen)
+    before = session_state(tracker)
+    refused = {
+        "add_points": lambda: tracker.add_points(2, 1, [[5, 5]], [1]),
+        "add_box": lambda: tracker.add_box(2, 2, [1, 1, 20, 20]),
+        "add_mask": lambda: tracker.add_mask(2, 1, np.ones((32, 40), bool)),
+        "remove_object": lambda: tracker.remove_object(1),
+        "reset": tracker.reset,
+        "propagate": lambda: next(tracker.propagate(start=0)),
+    }
+    for name, call in refused.items():
+        with pytest.raises(TrackerBusyError, match=rf"Cannot {name}\(\) while a propagate\(\) loop.*\.close\(\)"):
+            call()
+    assert session_state(tracker) == before and tracker.obj_ids == [1]
+    assert [t for t, _, _ in gen] == [1, 2, 3, 4]  # the running pass is not disturbed (nor ended) by refusals
+    tracker.add_points(2, 2, [[30, 20]], [1])  # exhausted: allowed again
+    gen = tracker.propagate()
+    next(gen)
+    gen.close()
+    tracker.add_points(3, 2, [[30, 20]], [1])
+    for t, _, _ in tracker.propagate():
+        if t == 1:
+            break  # the dropped generator is closed (CPython)
+    tracker.add_points(4, 2, [[30, 20]], [1])
+    with pytest.raises(KeyError, match="raised inside the loop"):
+        for _ in tracker.propagate():
+            raise KeyError("raised inside the loop")
+    tracker.reset()
+    assert tracker.obj_ids == [] and issubclass(TrackerBusyError, RuntimeError)
+
+
+def test_clicks_after_a_mask_on_the_same_frame_refine_that_mask(small_model):
+    """add_mask then add_points / add_box on that frame: the mask's logits are the decoder's
+    previous-mask input (Meta's add_new_points_or_box after add_new_mask), so the result depends
+    on the mask: it differs from the same clicks alone, and from the clicks after another mask."""
+    frames = np.random.default_rng(1).integers(0, 255, (3, 32, 40, 3), dtype=np.uint8)
+    left = np.zeros((32, 40), bool)
+    left[4:28, 2:20] = True
+    results = {}
+    for name, mask in (("none", None), ("left", left), ("right", np.fliplr(left))):
+        for how in ("points", "box"):
+            tracker = sam2s.VideoTracker(small_model, frames)
+            if mask is not None:
+                tracker.add_mask(1, 1, mask)
+            if how == "points":
+                results[name, how] = tracker.add_points(1, 1, [[12, 14]], [1])
+            else:
+                results[name, how] = tracker.add_box(1, 1, [4, 4, 30, 28])
+    for how in ("points", "box"):
+        assert not np.allclose(results["left", how], results["none", how], atol=1e-3)
+        assert not np.allclose(results["left", how], results["right", how], atol=1e-3)
