@@ -19,6 +19,7 @@ import slicer
 import vtk
 from SAM2SSlicerLib import ModelSettings
 from SAM2SSlicerLib.logic import SAM2STrackingLogic, TrackingBusyError
+from SAM2SSlicerLib.videoimport import SOURCE, frameRate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -359,8 +360,8 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 spin.maximum = frames - 1
             if self.ui.lastFrameSpinBox.value == 0:
                 self.ui.lastFrameSpinBox.value = frames - 1
-            rate = video.GetAttribute("SAM2S.FrameRate") or "unknown"
-            source = video.GetAttribute("SAM2S.Source") or ""
+            rate = frameRate(video) or "unknown"
+            source = video.GetAttribute(SOURCE) or ""
             self.ui.videoInfoLabel.text = f"{frames} frames, {rate} frames/s, {source}"
         self.updateButtons()
         self._updateCheckpointStatus()
@@ -420,9 +421,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneEndClose(self, caller=None, event=None) -> None:
         self.runner.cancel()
-        self.logic.tracking.videoNode = None
-        self.logic.tracking.segmentationNode = None
-        self.logic.tracking._session = None
+        self.logic.tracking.forgetNodes()
         self.editorNode = self._segmentEditorNode()
         self.editor.setMRMLSegmentEditorNode(self.editorNode)
         self.updateGUI()
@@ -630,7 +629,8 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 class SAM2SSlicerLogic(ScriptedLoadableModuleLogic):
     """Thin adapter: ``self.tracking`` is the headless ``SAM2STrackingLogic`` on ``slicer.mrmlScene``
-    with Slicer's module logics; everything else is delegated to it. Usable without the GUI."""
+    with Slicer's module logics; use its API (``importVideo``, ``addPointPrompt``, ``track``,
+    ``exportSegmentation`` ...). Usable without the GUI."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -647,12 +647,6 @@ class SAM2SSlicerLogic(ScriptedLoadableModuleLogic):
 
     def setModel(self, model) -> None:
         self.tracking.setModel(model)
-
-    def __getattr__(self, name):
-        # Delegate the logic API (importVideo, addPointPrompt, track, exportSegmentation, ...).
-        if name == "tracking":
-            raise AttributeError(name)
-        return getattr(self.tracking, name)
 
 
 #
@@ -680,12 +674,12 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         import numpy as np
         import sam2s
         from PIL import Image
-        from sam2s.synthetic import SyntheticClip
+        from SAM2SSlicerLib.synthetic import SyntheticClip
 
         self.delayDisplay("Importing a generated clip")
         clip = SyntheticClip(num_frames=12, height=120, width=160, num_objects=2, seed=0)
         frames = np.stack([clip.get(i) for i in range(12)])
-        logic = SAM2SSlicerLogic()
+        logic = SAM2SSlicerLogic().tracking
         model = sam2s.build_model("sam2.1_hiera_t", image_size=256)  # untrained weights: flow test only
         logic.setModel(model)
         video = logic.importVideo(frames, name="clip", frameRate=25)
@@ -702,7 +696,7 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
             logic.addPointPrompt(ids[objectId], 0, float(xs.mean()), float(ys.mean()))
 
         self.delayDisplay("Tracking 10 frames in the worker thread")
-        runner = TrackingRunner(logic.tracking)
+        runner = TrackingRunner(logic)
         job = logic.createTrackingJob(lastFrame=9)
         runner.start(job)
         while runner.isRunning():
@@ -729,7 +723,9 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         np.testing.assert_array_equal(logic.segmentMask(ids[2]), other)
 
         self.delayDisplay("Cancelling halfway")
-        logic.track(startFrame=0, lastFrame=9, progressCallback=lambda d, n, f: d == 3 and logic.requestCancel())
+        job = logic.track(startFrame=0, lastFrame=9, progressCallback=lambda d, n, f: d == 3 and logic.requestCancel())
+        self.assertTrue(job.cancelled)
+        self.assertEqual(job.trackedFrames, [0, 1, 2])  # stopped after the third frame, which was kept
 
         self.delayDisplay("Exporting")
         folder = tempfile.mkdtemp()
@@ -740,5 +736,5 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         self.assertEqual(len(pngs), 12)
         labels = np.asarray(Image.open(pngs[0]))
         self.assertTrue(set(np.unique(labels)) <= {0, 1, 2})
-        self.assertIs(seg, logic.tracking.segmentationNode)
+        self.assertIs(seg, logic.segmentationNode)
         self.delayDisplay("Test passed")

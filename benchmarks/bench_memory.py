@@ -28,7 +28,7 @@ def run_one(frames: int, memory: str, image_size: int, config: str, threads: int
     sys.path.insert(0, str(ROOT / "SAM2SSlicer"))
     import sam2s
     import torch
-    from sam2s.synthetic import SyntheticClip
+    from SAM2SSlicerLib.synthetic import SyntheticClip
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

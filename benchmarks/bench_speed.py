@@ -25,9 +25,8 @@ sys.path.insert(0, str(ROOT / "SAM2SSlicer"))
 sys.path.insert(0, str(ROOT / "Testing" / "Python"))
 
 import sam2s  # noqa: E402
-from conftest import SHARED_DATA  # noqa: E402
-from reference import build_reference  # noqa: E402
-from sam2s.synthetic import SyntheticClip  # noqa: E402
+from reference import SHARED_DATA, build_reference  # noqa: E402 - Meta's reference (Testing/Python/reference.py)
+from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""Headless logic of the SAM2SSlicer extension (no Qt; imports with ``slicer-core`` alone).
+"""The application library of SAM2SSlicer: everything between the tracking engine ``sam2s`` (which
+it uses) and the Qt shell (``SAM2SSlicer.py``, ``SegmentEditorSAM2S/``, which uses it). No Qt:
+it runs headless on ``slicer-core``.
 
-Modules:
+Slicer logic on MRML (Slicer naming, camelCase):
 
 * ``logic`` -- ``SAM2STrackingLogic``: video + segmentation + prompts + tracking + export.
 * ``videoimport`` -- video file / image folder / Sequence -> one ``vtkMRMLVectorVolumeNode``,
@@ -8,11 +10,20 @@ Modules:
 * ``prompts`` -- prompts per segment and frame stored as markups control points.
 * ``segments`` -- object ids (1..254), reading masks, replacing frame ranges of a segment.
 * ``export`` -- ``.seg.nrrd`` (and ``readSegmentation``, keeping non-ASCII names) and per-frame label PNGs.
+* ``outputs`` -- output files and folders that never lose what the user had (checks, atomic writes).
 * ``settings`` -- model settings, model building, checkpoint download with progress / cancel.
 * ``headless`` -- an MRML scene with module logics from ``slicer-core`` (tests, command line).
 * ``dependencies`` -- the Python packages the extension needs, and what is missing.
 
-``torch``, ``sam2s``, ``av`` and ``cv2`` are imported on first use, not by importing this package.
+Files, metrics and the command line (PEP 8 naming, like the engine):
+
+* ``promptsfile`` -- the prompts JSON format. ``metrics`` -- DAVIS J&F. ``visualize`` -- overlays,
+  overlay videos, contact sheets. ``synthetic`` -- a generated clip with ground truth.
+* ``cli`` -- the ``sam2s`` command line (``python -m SAM2SSlicerLib``); ``track`` -- ``sam2s
+  track``'s work (``run_tracking``); ``demo`` -- ``sam2s demo``.
+
+``torch``, ``av`` and ``cv2`` are imported on first use, not by importing this package (of the
+engine only its torch-free ``sam2s.session`` is imported).
 """
 
 from .export import readSegmentation

@@ -34,6 +34,7 @@ import numpy as np
 import slicer
 
 from . import segments as _segments
+from . import videoimport as _videoimport
 from .outputs import OutputSet, atomicFile
 
 __all__ = [
@@ -433,13 +434,7 @@ def exportLabelPngs(
         raise ValueError(
             f"Frames {bad[:5]} are outside the video's frames 0..{count - 1}; pass frame indices in that range."
         )
-    sourceText = videoNode.GetAttribute("SAM2S.SourceFrameIndices") or ""
-    try:
-        sourceIndices = [int(v) for v in sourceText.split(",")] if sourceText else list(range(count))
-    except ValueError:
-        sourceIndices = list(range(count))
-    if len(sourceIndices) != count:
-        sourceIndices = list(range(count))
+    sourceIndices = _videoimport.sourceFrameIndices(videoNode)
     names = _labelPngNames(fileNamePattern, frameList, sourceIndices)
     labels = labelFrames(segmentationNode, videoNode, ids)
     palette = np.zeros((256, 3), dtype=np.uint8)

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import slicer
+from sam2s.session import TrackerBusyError
 
 from . import export as _export
 from . import segments as _segments
@@ -53,8 +53,6 @@ __all__ = [
     "maskDigest",
 ]
 
-log = logging.getLogger(__name__)
-
 
 def maskDigest(mask: np.ndarray) -> str:
     """SHA-1 hex digest of a ``(H, W)`` mask's bits (``np.packbits`` of ``mask != 0``), as stored in
@@ -62,8 +60,9 @@ def maskDigest(mask: np.ndarray) -> str:
     return hashlib.sha1(np.packbits(np.asarray(mask) != 0).tobytes()).hexdigest()
 
 
-class TrackingBusyError(RuntimeError):
-    """A tracking job is running; cancel it or wait for it before starting another."""
+class TrackingBusyError(TrackerBusyError):
+    """A tracking job is running; cancel it or wait for it before starting another (a kind of the
+    engine's ``TrackerBusyError``, so one ``except`` catches both)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,7 +524,7 @@ class SAM2STrackingLogic:
             raise
         return segmentId
 
-    def objectIdForSegment(self, segmentId: str, create: bool = True) -> int | None:
+    def objectIdOfSegment(self, segmentId: str, create: bool = True) -> int | None:
         """The segment's tracker object id (``SAM2S.ObjectId`` tag); assigned when missing and ``create``."""
         node = self._requireSegmentation()
         if create:
@@ -660,6 +659,14 @@ class SAM2STrackingLogic:
         if self._activeJob is not None:
             self._activeJob.requestCancel()
 
+    def forgetNodes(self) -> None:
+        """Forget the current video, segmentation and engine session (e.g. when the scene closes);
+        a running job is asked to stop (its results are dropped: the segmentation is gone)."""
+        self.requestCancel()
+        self.videoNode = None
+        self.segmentationNode = None
+        self._session = None
+
     def resetSession(self) -> None:
         """Forget the engine session (prompts are re-sent from MRML on next use)."""
         self._checkIdle()
@@ -676,7 +683,7 @@ class SAM2STrackingLogic:
         video, node = self._requireVideo(), self._requireSegmentation()
         self._checkSegment(segmentId)
         objectId = _segments.assignObjectId(node, segmentId)
-        prompts, _ = self._collectPrompts()
+        prompts, _ = self.collectPrompts()
         if frameIndex not in prompts.get(objectId, {}):
             name = node.GetSegmentation().GetSegment(segmentId).GetName()
             raise PromptError(f"Segment '{name}' has no prompt on frame {frameIndex}; click on the object first.")
@@ -720,7 +727,7 @@ class SAM2STrackingLogic:
         last = frames - 1 if lastFrame is None else int(lastFrame)
         if not 0 <= first <= last < frames:
             raise ValueError(f"Frame range {first}..{last} is not within the video's frames 0..{frames - 1}.")
-        prompts, objectToSegment = self._collectPrompts()
+        prompts, objectToSegment = self.collectPrompts()
         if segmentIds is None:
             chosen = list(objectToSegment.values())
             if not chosen:
@@ -939,8 +946,13 @@ class SAM2STrackingLogic:
             )
         return array
 
-    def _collectPrompts(self) -> tuple[dict[int, dict[int, FramePrompts]], dict[int, str]]:
-        """Prompts of every existing prompted segment: ``({objectId: {frame: prompts}}, {objectId: segmentId})``."""
+    def collectPrompts(self) -> tuple[dict[int, dict[int, FramePrompts]], dict[int, str]]:
+        """Prompts of every existing prompted segment of the current segmentation, as a job sends
+        them to the engine: ``({objectId: {frame: FramePrompts}}, {objectId: segmentId})``.
+
+        Raises:
+            RuntimeError: no segmentation or video. PromptError: an invalid prompt in MRML.
+        """
         node = self._requireSegmentation()
         prompts: dict[int, dict[int, FramePrompts]] = {}
         objectToSegment: dict[int, str] = {}

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 import vtk
+from sam2s.session import PromptError  # the engine's: one error class for every invalid prompt
 
 ROLE_ATTRIBUTE = "SAM2S.Role"
 ROLE_PROMPTS = "prompts"
@@ -44,10 +45,6 @@ __all__ = [
     "PromptError",
     "PromptStore",
 ]
-
-
-class PromptError(ValueError):
-    """A prompt that cannot be used (outside the frame, a box with a missing corner, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)

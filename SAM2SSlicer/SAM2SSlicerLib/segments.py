@@ -23,17 +23,12 @@ from __future__ import annotations
 import numpy as np
 import slicer
 import vtk
+from sam2s.session import MAX_OBJECT_ID, MIN_OBJECT_ID  # the engine's object-id range (a torch-free module)
 from vtk.util import numpy_support
 
 OBJECT_ID_TAG = "SAM2S.ObjectId"
 """Segment tag holding the tracker's object id (an integer in ``MIN_OBJECT_ID..MAX_OBJECT_ID``, saved
 in ``.seg.nrrd``)."""
-
-MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 254
-"""The object id range, equal to ``sam2s.MIN_OBJECT_ID`` / ``sam2s.MAX_OBJECT_ID`` (defined in
-``sam2s/tracker.py``; repeated here because this package must import without torch, which
-``sam2s`` imports). 0 is the background and 255 the void label of DAVIS label images, so every id
-fits an 8-bit label PNG; a segmentation can therefore hold at most 254 tracked segments."""
 
 _RANGE_REASON = (
     f"{MIN_OBJECT_ID}..{MAX_OBJECT_ID} (0 is the background and 255 the DAVIS void label, so ids fit 8-bit label PNGs)"

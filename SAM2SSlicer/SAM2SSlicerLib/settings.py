@@ -37,7 +37,6 @@ __all__ = [
     "DEVICES",
     "ENGINES",
     "MEMORY_POLICIES",
-    "DownloadCancelled",
     "ModelSettings",
     "buildModel",
     "checkpointStatus",
@@ -45,10 +44,6 @@ __all__ = [
     "downloadCheckpoint",
     "resolveDeviceName",
 ]
-
-
-class DownloadCancelled(RuntimeError):
-    """A checkpoint download was cancelled; the partial file was removed."""
 
 
 @dataclasses.dataclass
@@ -132,34 +127,6 @@ def checkpointStatus(configName: str) -> Path | None:
     return None
 
 
-_downloadLock = threading.Lock()
-
-
-class _ProgressBar:
-    """Stand-in for the ``tqdm`` bar inside ``sam2s.checkpoints.download`` that reports to a callback
-    and raises :class:`DownloadCancelled` when the cancel event is set (the engine then deletes
-    the partial file)."""
-
-    callback: Callable[[int, int | None], None] | None = None
-    cancelEvent: threading.Event | None = None
-
-    def __init__(self, total=None, **_kwargs) -> None:
-        self.total, self.done = total, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
-
-    def update(self, count: int) -> None:
-        self.done += count
-        if type(self).callback is not None:
-            type(self).callback(self.done, self.total)
-        if type(self).cancelEvent is not None and type(self).cancelEvent.is_set():
-            raise DownloadCancelled("The checkpoint download was cancelled; nothing was kept.")
-
-
 def downloadCheckpoint(
     configName: str,
     progressCallback: Callable[[int, int | None], None] | None = None,
@@ -172,8 +139,8 @@ def downloadCheckpoint(
     Args:
         progressCallback: ``(receivedBytes, totalBytes or None)``, called per 1 MiB block (from the
             calling thread).
-        cancelEvent: set it from another thread to stop; :class:`DownloadCancelled` is raised and
-            the partial file is deleted by the engine.
+        cancelEvent: set it from another thread to stop; ``DownloadCancelled`` is raised and
+            the partial file is deleted by the engine (``sam2s.download``'s ``cancel`` hook).
         cacheDir: target directory (default: the engine's cache, ``$SAM2S_CACHE_DIR`` or ``~/.cache/sam2s``).
         info: a ``sam2s.CheckpointInfo`` to download instead of the registry entry (tests, mirrors).
 
@@ -183,17 +150,10 @@ def downloadCheckpoint(
     Raises:
         DownloadCancelled; sam2s.DownloadError (offline ...); sam2s.ChecksumError; ValueError (unknown name).
     """
-    import sam2s.checkpoints as checkpoints
+    from sam2s.checkpoints import download
 
-    with _downloadLock:
-        original = checkpoints.tqdm
-        _ProgressBar.callback, _ProgressBar.cancelEvent = progressCallback, cancelEvent
-        checkpoints.tqdm = _ProgressBar
-        try:
-            return checkpoints.download(info or configName, cache_dir=cacheDir, progress=True)
-        finally:
-            checkpoints.tqdm = original
-            _ProgressBar.callback = _ProgressBar.cancelEvent = None
+    progress = progressCallback if progressCallback is not None else False
+    return download(info or configName, cache_dir=cacheDir, progress=progress, cancel=cancelEvent)
 
 
 def buildModel(settings: ModelSettings, allowDownload: bool = False, **downloadOptions: Any):
@@ -228,3 +188,13 @@ def buildModel(settings: ModelSettings, allowDownload: bool = False, **downloadO
         device=resolveDeviceName(settings.device),
         image_size=int(settings.imageSize),
     )
+
+
+def __getattr__(name: str):
+    """``DownloadCancelled`` is the engine's ``sam2s.checkpoints.DownloadCancelled`` (one error class),
+    imported on first use so that this module imports without torch."""
+    if name == "DownloadCancelled":
+        from sam2s.checkpoints import DownloadCancelled
+
+        return DownloadCancelled
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,7 +44,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -53,16 +52,21 @@ import vtk
 from vtk.util import numpy_support
 
 VIDEO_ATTRIBUTE = "SAM2S.Video"
-ATTRIBUTES = (
-    "SAM2S.Source",
-    "SAM2S.SourceType",
-    "SAM2S.FrameRate",
-    "SAM2S.FrameStep",
-    "SAM2S.FrameTimes",
-    "SAM2S.SourceFrameIndices",
-    "SAM2S.SourceSize",
-    "SAM2S.Scale",
+"""Node attribute ``"1"`` marking a video volume of this module; the others are in ``ATTRIBUTES``."""
+SOURCE, SOURCE_TYPE, FRAME_RATE, FRAME_STEP, FRAME_TIMES, SOURCE_FRAME_INDICES, SOURCE_SIZE, SCALE = ATTRIBUTES = tuple(
+    f"SAM2S.{name}"
+    for name in (
+        "Source",
+        "SourceType",
+        "FrameRate",
+        "FrameStep",
+        "FrameTimes",
+        "SourceFrameIndices",
+        "SourceSize",
+        "Scale",
+    )
 )
+"""The video volume's node attributes (strings; see the module docstring), one definition each."""
 IJK_TO_RAS_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 """Row-major 3x3: IJK to RAS directions putting row 0 at the top of an axial slice view."""
 
@@ -87,6 +91,7 @@ __all__ = [
     "importFrames",
     "importSequence",
     "isVideoVolume",
+    "sourceFrameIndices",
     "selectFrames",
 ]
 
@@ -332,7 +337,7 @@ def isVideoVolume(node) -> bool:
 
 def frameRate(videoNode) -> float | None:
     """The source frame rate (frames per second) recorded on ``videoNode``, or None."""
-    value = videoNode.GetAttribute("SAM2S.FrameRate") or ""
+    value = videoNode.GetAttribute(FRAME_RATE) or ""
     try:
         return float(value) if value else None
     except ValueError:
@@ -341,29 +346,33 @@ def frameRate(videoNode) -> float | None:
 
 def frameTimes(videoNode) -> list[float] | None:
     """The time of each frame of ``videoNode`` in seconds, or None when unknown."""
-    value = videoNode.GetAttribute("SAM2S.FrameTimes") or ""
+    value = videoNode.GetAttribute(FRAME_TIMES) or ""
     return [float(v) for v in value.split(",")] if value else None
 
 
-def _sourceTimes(source) -> list[float] | None:
-    """Time in seconds of every frame of an ``sam2s`` frame source, relative to its first frame.
+def sourceFrameIndices(videoNode) -> list[int]:
+    """The index in the source video of each frame of ``videoNode`` (``SAM2S.SourceFrameIndices``);
+    ``0 .. T-1`` when unknown or not one per frame."""
+    count = videoNode.GetImageData().GetDimensions()[2]
+    try:
+        indices = [int(v) for v in (videoNode.GetAttribute(SOURCE_FRAME_INDICES) or "").split(",")]
+    except ValueError:
+        indices = []
+    return indices if len(indices) == count else list(range(count))
 
-    Uses the source's public ``frame_times`` when it has one; for PyAV sources the decoded
-    presentation timestamps times the stream's time base; otherwise ``index / fps``; None when the
-    source has no frame rate (image folders).
-    """
-    times = getattr(source, "frame_times", None)
-    if times is not None:
-        times = [float(t) for t in times]
-        return [t - times[0] for t in times]
-    pts, stream = getattr(source, "_pts", None), getattr(source, "_stream", None)
-    base = getattr(stream, "time_base", None)
-    if pts and base:
-        return [float((Fraction(p) - Fraction(pts[0])) * Fraction(base)) for p in pts]
-    fps = getattr(source, "fps", None)
-    if fps:
-        return [i / float(fps) for i in range(len(source))]
-    return None
+
+def _attributes(source: str, kind: str, rate, frameStep: int, times, indices, sourceSize, width: int) -> dict[str, str]:
+    """The ``ATTRIBUTES`` of a new video volume as strings (see the module docstring)."""
+    return {
+        SOURCE: source,
+        SOURCE_TYPE: kind,
+        FRAME_RATE: _fmt(round(float(rate), 6)) if rate else "",
+        FRAME_STEP: str(int(frameStep)),
+        FRAME_TIMES: ",".join(_fmt(round(times[i], 6)) for i in indices) if times else "",
+        SOURCE_FRAME_INDICES: ",".join(str(i) for i in indices),
+        SOURCE_SIZE: f"{sourceSize[0]},{sourceSize[1]}",
+        SCALE: _fmt(width / sourceSize[0]),
+    }
 
 
 def selectFrames(
@@ -524,7 +533,7 @@ def importFrames(
     if kind is None:
         kind = "array"
     try:
-        times = _sourceTimes(frames)
+        times = frames.frame_times  # seconds from the first frame (the engine's FrameSource)
         rate = frames.fps
         if times is None and frameRate:
             rate = float(frameRate)
@@ -555,16 +564,9 @@ def importFrames(
                 progressCallback(done + 1, len(indices))
     finally:
         frames.close()
-    attributes = {
-        "SAM2S.Source": path if path else frames.name,
-        "SAM2S.SourceType": kind,
-        "SAM2S.FrameRate": _fmt(float(rate)) if rate else "",
-        "SAM2S.FrameStep": str(int(frameStep)),
-        "SAM2S.FrameTimes": ",".join(_fmt(round(times[i], 6)) for i in indices) if times else "",
-        "SAM2S.SourceFrameIndices": ",".join(str(i) for i in indices),
-        "SAM2S.SourceSize": f"{frames.width},{frames.height}",
-        "SAM2S.Scale": _fmt(width / frames.width),
-    }
+    attributes = _attributes(
+        path if path else frames.name, kind, rate, frameStep, times, indices, (frames.width, frames.height), width
+    )
     _finishNode(scene, node, attributes, addToScene=True)
     return node
 
@@ -674,15 +676,8 @@ def importSequence(
         steps = np.diff(times)
         if np.all(steps > 0):
             rate = 1.0 / float(np.median(steps))
-    attributes = {
-        "SAM2S.Source": f"sequence:{sequenceName}",
-        "SAM2S.SourceType": "sequence",
-        "SAM2S.FrameRate": _fmt(round(rate, 6)) if rate else "",
-        "SAM2S.FrameStep": str(int(frameStep)),
-        "SAM2S.FrameTimes": ",".join(_fmt(round(times[i], 6)) for i in indices) if times else "",
-        "SAM2S.SourceFrameIndices": ",".join(str(i) for i in indices),
-        "SAM2S.SourceSize": f"{sourceWidth},{sourceHeight}",
-        "SAM2S.Scale": _fmt(width / sourceWidth),
-    }
+    attributes = _attributes(
+        f"sequence:{sequenceName}", "sequence", rate, frameStep, times, indices, (sourceWidth, sourceHeight), width
+    )
     _finishNode(scene, node, attributes, addToScene=True)
     return node

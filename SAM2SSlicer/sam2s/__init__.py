@@ -9,38 +9,87 @@ no torchvision / hydra / iopath. Typical use::
     tracker.add_points(0, obj_id=1, points=[[451, 137]], labels=[1])
     for frame_idx, obj_ids, logits in tracker.propagate():
         masks = logits > 0  # (n_objects, H, W)
+
+Importing the package is cheap: the public names below (and the submodules, e.g.
+``sam2s.checkpoints``) are imported on first use (PEP 562), so ``import sam2s.session`` or
+``sam2s.MIN_OBJECT_ID`` do not import torch, while ``sam2s.VideoTracker`` does.
+
+Modules: ``session`` (the ``Tracker`` contract, prompt records, errors; numpy only), ``tracker``
+(``VideoTracker``), ``flow`` (``FlowTracker``, no weights, no torch), ``memory`` / ``divemem``
+(memory policies), ``frames`` (frame sources), ``checkpoints`` (registry, download, safe
+loading), ``build`` / ``config`` (models), ``modeling`` (the network).
 """
 
-from .build import build_model, guess_config, load_checkpoint, resolve_device
-from .checkpoints import (
-    CheckpointError,
-    CheckpointInfo,
-    ChecksumError,
-    DownloadError,
-    cache_dir,
-    cache_status,
-    download,
-    load_state_dict,
-    resolve_checkpoint,
-)
-from .config import CONFIGS, ModelConfig, get_config
-from .frames import FrameSource, FrameSourceError, open_frames
-from .tracker import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, TrackerBusyError, VideoTracker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "CONFIGS": "config",
+    "CheckpointError": "checkpoints",
+    "CheckpointInfo": "checkpoints",
+    "ChecksumError": "checkpoints",
+    "ClickPrompt": "session",
+    "DownloadCancelled": "checkpoints",
+    "DownloadError": "checkpoints",
+    "FlowTracker": "flow",
+    "FrameSource": "frames",
+    "FrameSourceError": "frames",
+    "MAX_OBJECT_ID": "session",
+    "MIN_OBJECT_ID": "session",
+    "MaskPrompt": "session",
+    "ModelConfig": "config",
+    "PromptError": "session",
+    "Tracker": "session",
+    "TrackerBusyError": "session",
+    "VideoTracker": "tracker",
+    "build_model": "build",
+    "cache_dir": "checkpoints",
+    "cache_status": "checkpoints",
+    "download": "checkpoints",
+    "get_config": "config",
+    "guess_config": "build",
+    "load_checkpoint": "build",
+    "load_state_dict": "checkpoints",
+    "open_frames": "frames",
+    "resolve_checkpoint": "checkpoints",
+    "resolve_device": "build",
+}
+"""Public name -> the submodule that defines it."""
+
+_SUBMODULES = (
+    "build",
+    "checkpoints",
+    "config",
+    "divemem",
+    "flow",
+    "frames",
+    "memory",
+    "modeling",
+    "session",
+    "tracker",
+)
 
 __all__ = [
     "CONFIGS",
     "CheckpointError",
     "CheckpointInfo",
     "ChecksumError",
+    "ClickPrompt",
+    "DownloadCancelled",
     "DownloadError",
+    "FlowTracker",
     "FrameSource",
     "FrameSourceError",
     "MAX_OBJECT_ID",
     "MIN_OBJECT_ID",
+    "MaskPrompt",
     "ModelConfig",
     "PromptError",
+    "Tracker",
     "TrackerBusyError",
     "VideoTracker",
     "build_model",
@@ -55,3 +104,41 @@ __all__ = [
     "resolve_checkpoint",
     "resolve_device",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule) on first access; raise ``AttributeError`` otherwise."""
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from .build import build_model, guess_config, load_checkpoint, resolve_device
+    from .checkpoints import (
+        CheckpointError,
+        CheckpointInfo,
+        ChecksumError,
+        DownloadCancelled,
+        DownloadError,
+        cache_dir,
+        cache_status,
+        download,
+        load_state_dict,
+        resolve_checkpoint,
+    )
+    from .config import CONFIGS, ModelConfig, get_config
+    from .flow import FlowTracker
+    from .frames import FrameSource, FrameSourceError, open_frames
+    from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
+    from .tracker import VideoTracker

@@ -5,10 +5,15 @@ Public API:
 * :data:`REGISTRY` -- ``{config name: CheckpointInfo}`` for the eight official checkpoints, keyed by
   the config names of :mod:`sam2s.config` (``sam2_hiera_t`` ... ``sam2.1_hiera_l``).
 * :func:`cache_dir` -- where downloaded checkpoints live (``$SAM2S_CACHE_DIR`` or the platform cache).
-* :func:`download` -- fetch a checkpoint into the cache, verifying its size and SHA-256.
+* :func:`download` -- fetch a checkpoint into the cache, verifying its size and SHA-256; a
+  progress callback and a cancel event let an application follow and stop it
+  (:class:`DownloadCancelled`).
 * :func:`resolve_checkpoint` -- turn a local path or a registry name into a local file.
 * :func:`load_state_dict` -- ``torch.load(..., weights_only=True)``: a checkpoint never runs code.
 * :func:`cache_status` -- which registry checkpoints are in the cache (for ``sam2s models``).
+
+Only :func:`load_state_dict` imports torch: the registry, the cache and the downloader work
+without it.
 
 Cache layout: ``<cache dir>/<official file name>`` (e.g. ``sam2.1_hiera_tiny.pt``), so a file
 downloaded by hand (browser, ``wget``) can simply be dropped there. Next to each verified file
@@ -30,22 +35,29 @@ import os
 import pickletools
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "REGISTRY",
     "CheckpointError",
     "CheckpointInfo",
     "ChecksumError",
+    "DownloadCancelled",
     "DownloadError",
+    "ProgressCallback",
     "cache_dir",
     "cache_status",
     "download",
@@ -74,6 +86,15 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(RuntimeError):
     """A downloaded file's size or SHA-256 differs from the expected value."""
+
+
+class DownloadCancelled(RuntimeError):
+    """A download was stopped through its ``cancel`` event (see :func:`download`); the partial file
+    was removed and nothing was added to the cache."""
+
+
+ProgressCallback = Callable[[int, int | None], None]
+"""``progress(received_bytes, total_bytes_or_None)`` of :func:`download`, called after each block."""
 
 
 @dataclass(frozen=True)
@@ -353,28 +374,37 @@ def _remove(path: Path | None) -> None:
 def download(
     info: CheckpointInfo | str,
     cache_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | ProgressCallback = True,
     url: str | None = None,
     timeout: float = 30,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Download a checkpoint into the cache (if needed) and return its local path.
 
     A cached file of the right size whose SHA-256 was verified (``.sha256-ok`` marker, or hashed
     now when the marker is missing or stale) is returned without any network access. Otherwise
     the file is streamed with :mod:`urllib.request` in 1 MiB chunks into
-    ``<filename>.part-<random>`` in the cache directory while its SHA-256 is computed, a tqdm bar
-    (bytes; total from ``Content-Length`` or the registry size) is shown on stderr when
-    ``progress``, size and SHA-256 are checked, and the file is atomically renamed
-    (:func:`os.replace`) to ``<cache>/<filename>``. The partial file is removed on any failure.
+    ``<filename>.part-<random>`` in the cache directory while its SHA-256 is computed, progress is
+    reported (a tqdm bar on stderr, or a callback; bytes, total from ``Content-Length`` or the
+    registry size), size and SHA-256 are checked, and the file is atomically renamed
+    (:func:`os.replace`) to ``<cache>/<filename>``. The partial file is removed on any failure,
+    also when the callback raises or the download is cancelled.
 
     Args:
         info: a registry name (see :func:`get_info`) or a :class:`CheckpointInfo`, e.g. for a
             checkpoint that is not in :data:`REGISTRY`.
         cache_dir: target directory (created if missing); default :func:`sam2s.checkpoints.cache_dir`.
-        progress: show a tqdm progress bar on stderr.
+        progress: True: a tqdm progress bar on stderr; False: nothing; a callable
+            ``progress(received_bytes, total_bytes_or_None)``: called from the calling thread
+            after each block of at most 1 MiB (``received_bytes`` increases, reaching the file's
+            size when complete; ``total`` is ``Content-Length``, else ``info.size_bytes``, else
+            None), instead of a bar. Not called for a cache hit.
         url: download from this URL instead of ``info.url`` (a mirror); size and SHA-256 are
             still checked against ``info``.
         timeout: socket timeout in seconds for connecting and for each read.
+        cancel: a :class:`threading.Event` another thread may set to stop the download; it is
+            checked before connecting and before each block is read (so a stop takes effect
+            within one block, or one ``timeout`` on a stalled connection).
 
     Returns:
         Path of the verified file in the cache directory.
@@ -384,6 +414,8 @@ def download(
         DownloadError: the URL could not be reached (offline, DNS, refused, HTTP error, timeout)
             or the transfer was interrupted; the message explains how to work offline.
         ChecksumError: the downloaded size or SHA-256 differs from ``info``; nothing is kept.
+        DownloadCancelled: ``cancel`` was set; the partial file was removed (set before the
+            start: nothing was requested nor created).
         OSError: the cache directory cannot be created or written.
     """
     info = _as_info(info)
@@ -393,6 +425,15 @@ def download(
         return cached
 
     source = url or info.url
+
+    def check_cancelled(received: int, total: int | None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise DownloadCancelled(
+                f"The download of {info.filename} from {source} was cancelled after {received} of "
+                f"{total if total is not None else '?'} bytes; nothing was kept."
+            )
+
+    check_cancelled(0, info.size_bytes)  # before anything is created or requested
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / info.filename
     hint = _offline_hint(info, source, directory)
@@ -431,17 +472,19 @@ def download(
             partial = Path(name)
             digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
+                callback = progress if callable(progress) else None
                 bar = tqdm(
                     total=total,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=info.filename,
-                    disable=not progress,
+                    disable=callback is not None or not progress,
                     file=sys.stderr,
                 )
                 with bar:
                     while True:
+                        check_cancelled(received, total)
                         try:
                             block = response.read(_CHUNK_BYTES)
                         except (http.client.HTTPException, OSError) as exc:
@@ -455,6 +498,8 @@ def download(
                         digest.update(block)
                         received += len(block)
                         bar.update(len(block))
+                        if callback is not None:
+                            callback(received, total)
                 out.flush()
                 os.fsync(out.fileno())
         expected_total = content_length if content_length is not None else info.size_bytes
@@ -499,8 +544,9 @@ def resolve_checkpoint(
     name_or_path: str | Path | CheckpointInfo,
     cache_dir: str | Path | None = None,
     allow_download: bool = False,
-    progress: bool = True,
+    progress: bool | ProgressCallback = True,
     timeout: float = 30,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Turn a local checkpoint path or a registry name into an existing local file.
 
@@ -509,8 +555,10 @@ def resolve_checkpoint(
             name (see :func:`get_info`), or a :class:`CheckpointInfo`.
         cache_dir: cache directory; default :func:`sam2s.checkpoints.cache_dir`.
         allow_download: download a registry checkpoint that is not cached (see :func:`download`).
-        progress: progress bar for a download.
+        progress: progress of a download: a bar (True), nothing (False) or a callback
+            ``(received_bytes, total_bytes_or_None)`` (see :func:`download`).
         timeout: socket timeout in seconds for a download.
+        cancel: a :class:`threading.Event` that stops a download when set (see :func:`download`).
 
     Returns:
         Path of the checkpoint file.
@@ -519,7 +567,7 @@ def resolve_checkpoint(
         FileNotFoundError: not an existing file and either not a registry name, or a registry
             checkpoint that is not cached while ``allow_download`` is false (the message says
             how to download it).
-        DownloadError, ChecksumError: see :func:`download`.
+        DownloadError, ChecksumError, DownloadCancelled: see :func:`download`.
     """
     if not isinstance(name_or_path, CheckpointInfo):
         candidate = Path(name_or_path).expanduser()
@@ -539,7 +587,7 @@ def resolve_checkpoint(
     if cached is not None:
         return cached
     if allow_download:
-        return download(info, cache_dir=directory, progress=progress, timeout=timeout)
+        return download(info, cache_dir=directory, progress=progress, timeout=timeout, cancel=cancel)
     raise FileNotFoundError(
         f"Checkpoint {info.name!r} is not in the cache ({directory / info.filename}). Download it "
         f"with `sam2s download {info.name}` or, in Python, `sam2s.download({info.name!r})`; or get "
@@ -607,6 +655,8 @@ def _is_safe_global(qualified: str) -> bool:
     if module in _TENSOR_CLASS_MODULES and (name.endswith("Storage") or name.endswith("Tensor")):
         return True
     if module == "torch":  # dtypes (torch.float32), quantisation schemes, layouts, memory formats
+        import torch
+
         kinds = (torch.dtype, torch.qscheme, torch.layout, torch.memory_format)
         return isinstance(getattr(torch, name, None), kinds)
     return False
@@ -713,6 +763,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             ``posix.system``, since unpickling it could run code; the message says how to
             re-save a clean state dict); or it holds no dict of tensors.
     """
+    import torch  # here, not at module level: the registry and the downloader work without torch
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: {path}")

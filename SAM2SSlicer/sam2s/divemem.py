@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .memory import LONG_TERM_SLOT, FrameMemory, MemorySelection, ObjectState, SAM2Memory
+from .memory import LONG_TERM_SLOT, FrameMemory, MemorySelection, ObjectState, SAM2MemoryPolicy
 
 
 @dataclass
@@ -49,8 +49,8 @@ def memory_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a.float().flatten(2), b.float().flatten(2), dim=1).mean())
 
 
-class DiveMem(SAM2Memory):
-    """DiveMem memory policy (see the module docstring).
+class DiveMem(SAM2MemoryPolicy):
+    """DiveMem memory policy (see the module docstring); a ``MemoryPolicy``.
 
     Args:
         iou_threshold: predicted IoU a frame needs to become a candidate, in [0, 1) (0.95).

@@ -1,5 +1,5 @@
 """The ``flow`` engine: a weight-free tracker (dense optical flow + GrabCut) with the session API
-of ``sam2s.tracker.VideoTracker``.
+of ``sam2s.tracker.VideoTracker`` (both are ``sam2s.session.Tracker`` subclasses).
 
 It needs no checkpoint and no GPU, so the command line, the demo and the tests can track without
 downloading SAM 2 weights. It is a baseline for videos at normal frame rates (motion of a few
@@ -36,22 +36,23 @@ pixels per frame); it cannot re-find an object that left the view.
 A prompt on a frame makes it a conditioning frame: propagating again over it restarts from its
 mask (a correction replaces the tracked mask; earlier frames are unchanged). As ``VideoTracker``,
 a session refuses changes while one of its ``propagate()`` generators runs (``TrackerBusyError``)
-and object ids must lie in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254).
+and object ids must lie in ``MIN_OBJECT_ID..MAX_OBJECT_ID`` (1..254). This module does not import
+torch.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from .frames import FrameSource, open_frames
-from .tracker import PromptError, TrackerBusyError, VideoTracker
+from .frames import FrameSource
+from .session import ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
 
-__all__ = ["MIN_FLOW_SIDE", "FlowTracker", "PromptError", "TrackerBusyError"]
+__all__ = ["MIN_FLOW_SIDE", "FlowObjectState", "FlowTracker", "PromptError", "TrackerBusyError"]
 
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -68,18 +69,25 @@ level a few patches wide."""
 
 
 @dataclass
-class _Object:
-    """One object of a session: prompts, conditioning masks, the results of the last propagation
-    (masks packed with ``np.packbits``: H * W / 8 bytes a frame) and colour models."""
+class FlowObjectState:
+    """One object of a ``FlowTracker`` session.
 
-    prompts: dict[int, tuple] = field(default_factory=dict)  # frame -> ("points", xy, labels, box) | ("mask",)
-    cond: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> packed mask
-    tracked: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> packed mask
-    colour: dict[int, np.ndarray | None | bool] = field(default_factory=dict)  # cond frame -> _colour_for
+    prompts: frame -> the ``ClickPrompt`` / ``MaskPrompt`` given there (pixels of the original
+    frame). cond: prompted frame -> its mask; tracked: frame -> the mask of the last propagation
+    over it (both packed with ``np.packbits`` over the ``(H, W)`` bool mask, row-major: H * W / 8
+    bytes a frame). colour: conditioning frame -> its colour model for refinements (a ``(1, 65)``
+    float64 foreground GMM of ``cv2.grabCut``, None to re-learn it, False for no refinement).
+    """
+
+    prompts: dict[int, ClickPrompt | MaskPrompt] = field(default_factory=dict)
+    cond: dict[int, np.ndarray] = field(default_factory=dict)
+    tracked: dict[int, np.ndarray] = field(default_factory=dict)
+    colour: dict[int, np.ndarray | None | bool] = field(default_factory=dict)
 
 
-class FlowTracker:
-    """Track objects with dense optical flow (DIS) and GrabCut; the session API of ``VideoTracker``.
+class FlowTracker(Tracker):
+    """Track objects with dense optical flow (DIS) and GrabCut; a ``sam2s.session.Tracker`` with the
+    session API of ``VideoTracker``.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB array, a folder of images, a video file or a
@@ -107,6 +115,7 @@ class FlowTracker:
     Coordinates are pixels of the original frames, x right, y down; frame indices start at 0.
     Outputs are ``(H, W)`` float32 logits, > 0 inside the object. Results are deterministic
     (GrabCut's random initialisation is seeded with ``cv2.setRNGSeed(0)`` before each call).
+    ``objects`` maps object ids to their ``FlowObjectState``.
 
     Raises:
         FrameSourceError / FileNotFoundError / ValueError: unreadable frames or bad parameters.
@@ -136,9 +145,7 @@ class FlowTracker:
                 "FlowTracker needs flow_size >= 16, refine_every >= 0, grabcut_iters >= 1, grabcut_pixels >= 1024, "
                 "band > 0, 0 <= min_agreement <= 1, colour_check >= 0, 0 < point_margin <= 1 and clean_radius >= 0."
             )
-        self.frames = open_frames(frames)
-        self.num_frames = len(self.frames)
-        self.height, self.width = self.frames.height, self.frames.width
+        super().__init__(frames)
         self.preset = preset
         self.refine_every = int(refine_every)
         self.grabcut_iters = int(grabcut_iters)
@@ -154,19 +161,13 @@ class FlowTracker:
             max(MIN_FLOW_SIDE, round(self.width * self.flow_scale)),
             max(MIN_FLOW_SIDE, round(self.height * self.flow_scale)),
         )
-        self.objects: dict[int, _Object] = {}
+        self.objects: dict[int, FlowObjectState] = {}
         self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
         self._grey: OrderedDict[int, np.ndarray] = OrderedDict()
         self._bgr: OrderedDict[int, np.ndarray] = OrderedDict()
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
-        self._propagating = False  # a propagate() generator is running (see TrackerBusyError)
 
     # ------------------------------------------------------------------ public API
-    @property
-    def obj_ids(self) -> list[int]:
-        """Object ids in the order they were first prompted (the order of output rows)."""
-        return list(self.objects)
-
     def add_points(
         self,
         frame_idx: int,
@@ -205,18 +206,14 @@ class FlowTracker:
             raise PromptError("Empty prompt: give at least one point (x, y) with a label 1 or 0.")
         self._check_frame(frame_idx)
         self._check_obj_id(obj_id)
+        prompt = self._click_prompt(frame_idx, obj_id, coords, labs, clear_old_points)
         obj = self.objects.get(obj_id)
-        box = None
-        if obj is not None and not clear_old_points:
-            old = obj.prompts.get(frame_idx)
-            if old is not None and old[0] == "points":
-                coords, labs, box = np.concatenate([old[1], coords]), np.concatenate([old[2], labs]), old[3]
         prior = None if obj is None else self._mask_on(obj, frame_idx)
-        if box is not None:
-            mask = self._segment_box(frame_idx, box, coords, labs, prior)
+        if prompt.box is not None:
+            mask = self._segment_box(frame_idx, prompt.box, prompt.points, prompt.labels, prior)
         else:
-            mask = self._segment_points(frame_idx, coords, labs, prior)
-        return self._set_prompt(frame_idx, obj_id, mask, ("points", coords, labs, box))
+            mask = self._segment_points(frame_idx, prompt.points, prompt.labels, prior)
+        return self._set_prompt(frame_idx, obj_id, mask, prompt)
 
     def add_box(
         self,
@@ -240,23 +237,15 @@ class FlowTracker:
         Returns and raises as ``add_points``.
         """
         self._check_idle("add_box")
-        b = np.asarray(box, dtype=np.float64)
-        if b.shape != (4,) or not np.all(np.isfinite(b)):
-            raise PromptError(f"A box must be 4 finite numbers [x0, y0, x1, y1] in pixels; got {box!r}.")
-        if not (b[0] < b[2] and b[1] < b[3]):
-            raise PromptError(f"Box {b.tolist()} is empty or reversed: it needs x0 < x1 and y0 < y1.")
-        self._check_inside(b.reshape(2, 2), "box corner")
-        coords, labs = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-        if points is not None or labels is not None:
-            coords, labs = self._check_points(
-                points if points is not None else [], labels if labels is not None else []
-            )
+        b = self._check_box(box)
+        coords, labs = self._check_points(points if points is not None else [], labels if labels is not None else [])
         self._check_frame(frame_idx)
         self._check_obj_id(obj_id)
+        prompt = ClickPrompt(coords, labs, b)
         obj = self.objects.get(obj_id)
         prior = None if obj is None else self._mask_on(obj, frame_idx)
-        mask = self._segment_box(frame_idx, b, coords, labs, prior)
-        return self._set_prompt(frame_idx, obj_id, mask, ("points", coords, labs, b))
+        mask = self._segment_box(frame_idx, prompt.box, prompt.points, prompt.labels, prior)
+        return self._set_prompt(frame_idx, obj_id, mask, prompt)
 
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> np.ndarray:
         """Prompt ``obj_id`` on ``frame_idx`` with a binary mask ``(H, W)`` (bool or 0/1) of the
@@ -270,12 +259,16 @@ class FlowTracker:
         """
         self._check_idle("add_mask")
         m = self._check_mask(frame_idx, obj_id, mask)
-        return self._set_prompt(frame_idx, obj_id, m, ("mask",))
+        return self._set_prompt(frame_idx, obj_id, m, MaskPrompt(m))
 
     def propagate(
-        self, start: int | None = None, end: int | None = None, reverse: bool = False
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        reverse: bool = False,
+        obj_ids: Iterable[int] | None = None,
     ) -> Iterator[tuple[int, list[int], np.ndarray]]:
-        """Track every object from ``start`` to ``end`` (inclusive), yielding per frame.
+        """Track objects from ``start`` to ``end`` (inclusive), yielding per frame.
 
         An object's mask on frame ``t`` is its prompt mask if ``t`` was prompted, else its mask
         on the previous frame (``t - 1``, or ``t + 1`` when ``reverse``; from this run or an
@@ -283,11 +276,14 @@ class FlowTracker:
         (prompted later, or lost) is empty.
 
         Args:
-            start: first frame (default: the earliest prompted frame).
+            start: first frame (default: the earliest prompted frame of the tracked objects).
             end: last frame (default: the last frame, or frame 0 when ``reverse``).
             reverse: track backward in time.
+            obj_ids: the objects to track (default: all); the others are not tracked nor
+                yielded, and nothing of theirs changes. Each object is tracked on its own, so its
+                results do not depend on which others are tracked with it.
 
-        Tracking needs somewhere to start: at least one object must have a prompt on ``start`` or
+        Tracking needs somewhere to start: at least one tracked object must have a prompt on ``start`` or
         a tracked mask on the frame before ``start`` in the tracking direction (``start - 1``, or
         ``start + 1`` when ``reverse``, from an earlier run). Objects prompted later than
         ``start`` (in the tracking direction) stay empty until their prompted frame.
@@ -297,34 +293,34 @@ class FlowTracker:
         generator to stop early.
 
         Yields:
-            ``(frame_idx, obj_ids, logits)`` with ``logits`` ``(n_objects, H, W)`` float32 in
-            the order of ``obj_ids`` (> 0 = object).
+            ``(frame_idx, ids, logits)`` with ``ids`` the tracked object ids in session order and
+            ``logits`` ``(len(ids), H, W)`` float32 in that order (> 0 = object).
 
         Raises:
-            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``, or no object
-            has a prompt on ``start`` nor a tracked mask on the frame before it (the message names
-            the prompted frames). TrackerBusyError: another ``propagate()`` generator of this
-            session is running.
+            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``, an empty
+            ``obj_ids``, or no tracked object has a prompt on ``start`` nor a tracked mask on the
+            frame before it (the message names the prompted frames). KeyError: an unknown id in
+            ``obj_ids`` (the message lists the known ids). TrackerBusyError: another
+            ``propagate()`` generator of this session is running.
         """
         self._check_idle("propagate")
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
-        order = self._frame_order(start, end, reverse)
-        self._check_start(order[0], reverse)
-        self._propagating = True
-        try:
-            yield from self._propagate(order, reverse)
-        finally:
-            self._propagating = False
+        ids = self._tracked_ids(obj_ids)
+        order = self._frame_order(start, end, reverse, ids)
+        self._check_start(order[0], reverse, ids)
+        with self._propagation():
+            yield from self._propagate(order, reverse, ids)
 
-    def _check_start(self, start: int, reverse: bool) -> None:
-        """Raise ``PromptError`` when no object has a prompt on ``start`` or a tracked mask on the
-        frame before it (in the tracking direction): there would be nothing to track."""
+    def _check_start(self, start: int, reverse: bool, ids: list[int]) -> None:
+        """Raise ``PromptError`` when none of the objects ``ids`` has a prompt on ``start`` or a
+        tracked mask on the frame before it (in the tracking direction): nothing to track."""
         prev = start + (1 if reverse else -1)
-        for obj in self.objects.values():
+        objs = [self.objects[k] for k in ids]
+        for obj in objs:
             if start in obj.cond or prev in obj.tracked:
                 return
-        prompted = sorted({t for obj in self.objects.values() for t in obj.cond})
+        prompted = sorted({t for obj in objs for t in obj.cond})
         direction, side = ("backward", "after") if reverse else ("forward", "before")
         usable = [t for t in prompted if (t >= start if reverse else t <= start)]
         if usable:
@@ -343,13 +339,13 @@ class FlowTracker:
             f"the objects are prompted on frames {prompted}. {hint}."
         )
 
-    def _propagate(self, order: range, reverse: bool) -> Iterator[tuple[int, list[int], np.ndarray]]:
-        """The body of ``propagate`` (after its checks)."""
+    def _propagate(self, order: range, reverse: bool, ids: list[int]) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        """The body of ``propagate`` (after its checks), for the objects ``ids``."""
         step = -1 if reverse else 1
         since_refine: dict[int, int] = {}
         for t in order:
             prev = t - step
-            objs = list(self.objects.items())
+            objs = [(k, self.objects[k]) for k in ids]
             out = np.empty((len(objs), self.height, self.width), np.float32)
             maps = None
             for i, (k, obj) in enumerate(objs):
@@ -383,36 +379,6 @@ class FlowTracker:
                 out[i] = np.where(m, 1.0, -1.0) * (0.5 + (MAX_LOGIT - 0.5) * np.abs(2.0 * p - 1.0))
             yield t, [k for k, _ in objs], out
 
-    def remove_object(self, obj_id: int) -> None:
-        """Forget ``obj_id`` and everything about it.
-
-        Raises:
-            KeyError: unknown id (the message lists the known ids).
-            TrackerBusyError: a ``propagate()`` generator is running.
-        """
-        self._check_idle("remove_object")
-        if obj_id not in self.objects:
-            raise KeyError(f"No object with id {obj_id!r}; known ids: {self.obj_ids}.")
-        del self.objects[obj_id]
-
-    def reset(self) -> None:
-        """Forget all objects, prompts and results (cached frames stay).
-
-        Raises:
-            TrackerBusyError: a ``propagate()`` generator is running.
-        """
-        self._check_idle("reset")
-        self.objects.clear()
-
-    # ------------------------------------------------------------------ validation: VideoTracker's own
-    _check_idle = VideoTracker._check_idle
-    _check_frame = VideoTracker._check_frame
-    _check_obj_id = staticmethod(VideoTracker._check_obj_id)
-    _check_inside = VideoTracker._check_inside
-    _check_points = VideoTracker._check_points
-    _check_mask = VideoTracker._check_mask
-    _frame_order = VideoTracker._frame_order
-
     # ------------------------------------------------------------------ masks and frames
     def _pack(self, m: np.ndarray) -> np.ndarray:
         return np.packbits(m, axis=None)
@@ -420,12 +386,12 @@ class FlowTracker:
     def _unpack(self, packed: np.ndarray) -> np.ndarray:
         return np.unpackbits(packed, count=self.height * self.width).reshape(self.height, self.width).view(bool)
 
-    def _mask_on(self, obj: _Object, t: int) -> np.ndarray | None:
+    def _mask_on(self, obj: FlowObjectState, t: int) -> np.ndarray | None:
         packed = obj.cond.get(t, obj.tracked.get(t))
         return None if packed is None else self._unpack(packed)
 
-    def _set_prompt(self, t: int, obj_id: int, mask: np.ndarray, prompt: tuple) -> np.ndarray:
-        obj = self.objects.setdefault(obj_id, _Object())
+    def _set_prompt(self, t: int, obj_id: int, mask: np.ndarray, prompt: ClickPrompt | MaskPrompt) -> np.ndarray:
+        obj = self.objects.setdefault(obj_id, FlowObjectState())
         obj.prompts[t] = prompt
         obj.cond[t] = obj.tracked[t] = self._pack(mask)
         obj.colour.pop(t, None)
@@ -678,7 +644,7 @@ class FlowTracker:
             self._marks(m.view(np.uint8), pos, np.ones(len(pos), np.int64))
         return m
 
-    def _colour_for(self, obj: _Object, t: int, reverse: bool) -> np.ndarray | None | bool:
+    def _colour_for(self, obj: FlowObjectState, t: int, reverse: bool) -> np.ndarray | None | bool:
         """The colour model for refining ``obj`` on frame ``t``: the foreground GMM ``(1, 65)``
         float64 of its last conditioning frame before ``t`` in the tracking direction (learnt once
         per conditioning frame), None to re-learn it each time (``freeze_colour=False``), or

@@ -11,6 +11,11 @@ are decoded strictly: a truncated or damaged image, an unreadable file or folder
 larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) raise
 ``FrameSourceError`` naming the file; PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is forced off
 while sam2s decodes (half images are never accepted silently).
+
+Frame times: ``FrameSource.frame_times`` gives each frame's time in seconds relative to the first
+frame (video files: decoded presentation timestamps times the stream's time base), or None for
+sources without timing (image folders, arrays without ``fps``). torch is imported only by
+``preprocess``.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-import torch
 from PIL import Image, ImageFile
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -151,7 +160,8 @@ class FrameSource(ABC):
     """Random access to the ``T`` frames of a video: ``get(i)`` for ``0 <= i < T = len(source)``.
 
     ``height`` and ``width`` are the size of the original frames in pixels, ``name`` describes
-    the source (a path, or the shape of an array), ``fps`` is frames per second or ``None``.
+    the source (a path, or the shape of an array), ``fps`` is frames per second or ``None``,
+    ``frame_times`` the time of each frame in seconds (or ``None``).
     """
 
     _height: int
@@ -199,6 +209,21 @@ class FrameSource(ABC):
     def fps(self) -> float | None:
         """Frames per second, or ``None`` when the source has no frame rate."""
         return self._fps
+
+    @property
+    def frame_times(self) -> list[float] | None:
+        """Time of each frame in seconds relative to the first frame (``T`` floats, the first 0.0,
+        non-decreasing), or ``None`` when the source has no timing.
+
+        This default gives ``i / fps`` for frame ``i`` when ``fps`` is known (arrays opened with an
+        ``fps``, custom sources), else ``None`` (image folders, plain arrays). ``VideoFileFrames``
+        uses the decoded presentation timestamps instead (variable frame rates are exact).
+        Returns a new list on each call.
+        """
+        fps = self.fps
+        if not fps:
+            return None
+        return [i / float(fps) for i in range(len(self))]
 
     def close(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
         """Release open files (nothing to do for most sources)."""
@@ -371,6 +396,7 @@ class VideoFileFrames(FrameSource):
         self._cache_size = max(1, cache_size)
         self._live: Iterator | None = None  # decoder running forward, at frame self._live_next
         self._live_next = 0
+        self._time_base: Fraction | None = None  # of the video stream, set by _open
         try:
             with self._av_errors():
                 self._open()
@@ -393,6 +419,18 @@ class VideoFileFrames(FrameSource):
                 f"video file {self._path} could not be decoded ({error}); check that it plays, or {_REENCODE}"
             ) from error
 
+    @property
+    def frame_times(self) -> list[float] | None:
+        """Time of each frame in seconds relative to the first: its presentation timestamp (PTS,
+        in decoding index order, see the class docstring) minus the first frame's, times the
+        video stream's ``time_base`` (exact rational arithmetic, then float). Falls back to
+        ``i / fps`` (``FrameSource.frame_times``) when the stream has no time base. Returns a new
+        list on each call."""
+        if self._time_base is None:
+            return super().frame_times
+        first, base = Fraction(self._pts[0]), self._time_base
+        return [float((Fraction(p) - first) * base) for p in self._pts]
+
     def _open(self) -> None:
         self.close()
         self._container = av.open(str(self._path))
@@ -400,6 +438,8 @@ class VideoFileFrames(FrameSource):
             raise FrameSourceError(f"{self._path} has no video stream (audio only or empty?); pass a video")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        base = self._stream.time_base
+        self._time_base = Fraction(base) if base else None
         rate = self._stream.average_rate or self._stream.guessed_rate
         self._fps = float(rate) if rate else None
 
@@ -531,6 +571,8 @@ def preprocess(frame: np.ndarray, image_size: int) -> torch.Tensor:
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         found = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
         raise ValueError(f"preprocess expects an (H, W, 3) uint8 RGB frame, got {found}")
+    import torch  # here, not at module level: frame sources work without torch
+
     resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((image_size, image_size)))
     image = torch.from_numpy(np.ascontiguousarray((resized / 255.0).transpose(2, 0, 1))).float()
     mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]

@@ -1,6 +1,7 @@
-"""Memory bank of one tracked object, and the policy that chooses what a frame attends to.
+"""Memory bank of one tracked object, and the policies that choose what a frame attends to.
 
-``SAM2Memory`` reproduces the reference selection (``sam2_base.py::
+A memory policy (``MemoryPolicy``) selects, per object and frame, the memories the frame attends
+to and decides what the bank keeps of each newly tracked frame. ``SAM2MemoryPolicy`` reproduces the reference selection (``sam2_base.py::
 _prepare_memory_conditioned_features`` with ``max_cond_frames_in_attn=-1`` and temporal stride 1):
 every conditioning frame, the ``num_maskmem - 1`` frames before the current one (in the
 tracking direction), and the object pointers of conditioning frames in the past plus the
@@ -12,9 +13,11 @@ its size does not grow with the video's length.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from .session import ClickPrompt, MaskPrompt
 
 LONG_TERM_SLOT = -1  # slot of long-term memories (DiveMem); see ``SAM2Model.long_term_tpos``
 
@@ -44,14 +47,16 @@ class ObjectState:
 
     cond: conditioning (prompted) frames, committed. non_cond: recent tracked frames, bounded.
     pending: prompted frames whose memory is not encoded yet (committed to ``cond`` at the next
-    propagation). prompts: frame -> ("points", coords (N, 2) model pixels, labels (N,)) or
-    ("mask", (1, 1, S, S) float). tracked: frame -> tracked in reverse.
+    propagation). prompts: frame -> the ``ClickPrompt`` or ``MaskPrompt`` given there (pixels of
+    the original frame). tracked: frame -> tracked in reverse. bank: state of the memory policy
+    (DiveMem's buffer and long-term bank). last_attended: ``(frame, MemorySelection)`` the object
+    last attended to.
     """
 
     cond: dict[int, FrameMemory] = field(default_factory=dict)
     non_cond: dict[int, FrameMemory] = field(default_factory=dict)
     pending: dict[int, FrameMemory] = field(default_factory=dict)
-    prompts: dict[int, tuple] = field(default_factory=dict)
+    prompts: dict[int, ClickPrompt | MaskPrompt] = field(default_factory=dict)
     tracked: dict[int, bool] = field(default_factory=dict)
     bank: Any = None  # state of the memory policy (DiveMem's buffer and long-term bank)
     last_attended: tuple[int, MemorySelection] | None = None  # (frame, selection) last attended to
@@ -78,8 +83,34 @@ class MemorySelection:
     pointers: list[tuple[int, torch.Tensor]]
 
 
-class SAM2Memory:
-    """SAM 2's memory policy (reference behaviour), with bounded retention.
+@runtime_checkable
+class MemoryPolicy(Protocol):
+    """What ``VideoTracker`` needs of a memory policy (``VideoTracker(model, frames, memory=policy)``).
+
+    A policy keeps its per-object state in ``ObjectState.bank`` (and may prune
+    ``ObjectState.non_cond``); it must not touch the conditioning frames (``ObjectState.cond``),
+    which the session owns. Implementations: ``SAM2MemoryPolicy`` (``"sam2"``) and
+    ``sam2s.divemem.DiveMem`` (``"divemem"``).
+
+    Attributes:
+        name: short name of the policy (``"sam2"``, ``"divemem"``).
+    """
+
+    name: str
+
+    def select(self, obj: ObjectState, frame_idx: int, reverse: bool, num_frames: int) -> MemorySelection:
+        """The memories ``obj`` attends to on frame ``frame_idx`` (0-based) of a ``num_frames``-frame
+        video when tracking forward in time, or backward when ``reverse``."""
+        ...
+
+    def update(self, obj: ObjectState, frame_idx: int, reverse: bool, mem: FrameMemory) -> None:
+        """Store ``mem``, the output of ``obj`` tracked (not prompted) on ``frame_idx``, and forget
+        what no later frame will attend to."""
+        ...
+
+
+class SAM2MemoryPolicy:
+    """SAM 2's memory policy (reference behaviour), with bounded retention; a ``MemoryPolicy``.
 
     Args:
         num_maskmem: memory slots (7: the conditioning slot + 6 recent frames).
@@ -130,16 +161,15 @@ class SAM2Memory:
             elif dist >= self.num_maskmem and old.maskmem is not None:
                 obj.non_cond[t] = replace(old, maskmem=None)  # a new record: others may share `old`
 
-    def attended_frames(self, obj: ObjectState, frame_idx: int, reverse: bool, num_frames: int) -> dict:
-        """Inspection: the frames whose memories ``frame_idx`` attends to, by kind.
-
-        Returns ``{"conditioning": [...], "short_term": [...], "long_term": [...], "pointers": n}``
-        (sorted frame indices; ``n`` object pointers)."""
-        return describe(self.select(obj, frame_idx, reverse, num_frames))
-
 
 def describe(sel: MemorySelection) -> dict:
-    """Frame indices of a ``MemorySelection`` by kind (see ``SAM2Memory.attended_frames``)."""
+    """Inspection of a ``MemorySelection``: the frames whose memories it holds, by kind.
+
+    Returns:
+        ``{"conditioning": [...], "short_term": [...], "long_term": [...], "pointers": n}``:
+        sorted frame indices per kind of memory (slot 0, slots >= 1, ``LONG_TERM_SLOT``) and the
+        number ``n`` of object pointers.
+    """
     return {
         "conditioning": sorted(m.frame_idx for m, slot in sel.spatial if slot == 0),
         "short_term": sorted(m.frame_idx for m, slot in sel.spatial if slot > 0),

@@ -13,41 +13,38 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .frames import FrameSource, open_frames, preprocess
-from .memory import FrameMemory, ObjectState, SAM2Memory, describe
+from .frames import FrameSource, preprocess
+from .memory import FrameMemory, MemoryPolicy, ObjectState, SAM2MemoryPolicy, describe
 from .modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
 from .modeling.sam2 import FrameFeatures, SAM2Model
+from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
 
-MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 254
-"""Object ids are integers 1..254 everywhere (engine, prompts files, Slicer segments, label PNGs,
-overlays, ``eval``): 0 is the background and 255 the void label of DAVIS label images
-(Pont-Tuset et al. 2017, ``davis2017-evaluation``), so every id fits an 8-bit label PNG."""
-
-
-class PromptError(ValueError):
-    """A prompt (points, labels, box, mask, frame index or object id) is invalid."""
-
-
-class TrackerBusyError(RuntimeError):
-    """A session was asked to change (prompt, remove, reset) or to start a second propagation while
-    one of its ``propagate()`` generators is running (started, and neither exhausted nor closed).
-
-    Meta's ``SAM2VideoPredictor`` refuses the same (prompts added during tracking would be ignored
-    for the frames of the running pass, and an object added mid-pass would be tracked without
-    memory). Finish the ``for`` loop, or stop it (``break`` out of it, or call ``.close()`` on
-    the generator), then make the change.
-    """
+__all__ = [
+    "MAX_OBJECT_ID",
+    "MIN_OBJECT_ID",
+    "PromptError",
+    "TrackerBusyError",
+    "VideoTracker",
+    "make_memory_policy",
+]  # the object-id range and the errors live in ``sam2s.session``; re-exported for compatibility
 
 
-def make_memory_policy(memory: Any, model: SAM2Model, **params: Any) -> SAM2Memory:
-    """Memory policy from a name (``"sam2"`` or ``"divemem"``) or a policy object.
+def make_memory_policy(memory: str | MemoryPolicy, model: SAM2Model, **params: Any) -> MemoryPolicy:
+    """Memory policy from a name (``"sam2"`` or ``"divemem"``) or a policy object (returned as is).
+
+    Args:
+        memory: ``"sam2"`` (``SAM2MemoryPolicy``, Meta's reference selection), ``"divemem"``
+            (``sam2s.divemem.DiveMem``), or a ``MemoryPolicy``.
+        model: the model whose config gives ``num_maskmem``, ``max_obj_ptrs_in_encoder`` and
+            whether pointer distances are signed (SAM 2.1).
+        params: keyword parameters of ``DiveMem`` (none for ``"sam2"``).
 
     Raises:
         ValueError: unknown name, or parameters given for a policy that takes none.
@@ -58,7 +55,7 @@ def make_memory_policy(memory: Any, model: SAM2Model, **params: Any) -> SAM2Memo
     if memory == "sam2":
         if params:
             raise ValueError(f"memory='sam2' takes no parameters (got {sorted(params)}).")
-        return SAM2Memory(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder, signed_ptr_pos=cfg.sam21)
+        return SAM2MemoryPolicy(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder, signed_ptr_pos=cfg.sam21)
     if memory == "divemem":
         from .divemem import DiveMem
 
@@ -66,49 +63,43 @@ def make_memory_policy(memory: Any, model: SAM2Model, **params: Any) -> SAM2Memo
     raise ValueError(f"Unknown memory policy {memory!r}; use 'sam2' or 'divemem'.")
 
 
-class VideoTracker:
-    """Track objects through a video with a SAM 2 / 2.1 model.
+class VideoTracker(Tracker):
+    """Track objects through a video with a SAM 2 / 2.1 model (a ``sam2s.session.Tracker``).
 
     Args:
         model: from ``sam2s.build_model``.
         frames: ``(T, H, W, 3)`` uint8 RGB array (used without copying), a folder of images, a
             video file (mp4/avi/mov/mkv...), or a ``FrameSource``. Decoded one frame at a time.
         memory: ``"sam2"`` (reference behaviour), ``"divemem"`` (SAM2S diverse memory), or a
-            policy object; ``memory_params`` go to the policy.
+            ``sam2s.memory.MemoryPolicy`` object; ``memory_params`` go to the policy.
         feature_cache_size: encoded frames kept (each is ~20 MB at 1024 px, ~5 MB at 512 px).
 
     Coordinates are pixels of the original frames, x right, y down; frame indices start at 0.
     Outputs are float32 mask logits at the original resolution (> 0 = inside the object).
+    ``objects`` maps object ids to their ``sam2s.memory.ObjectState``.
 
     Raises:
-        FrameSourceError / FileNotFoundError / ValueError: unreadable or invalid frames.
+        FrameSourceError / FileNotFoundError / ValueError: unreadable or invalid frames, or an
+            unknown memory policy / bad policy parameters.
     """
 
     def __init__(
         self,
         model: SAM2Model,
         frames: FrameSource | np.ndarray | str,
-        memory: Any = "sam2",
+        memory: str | MemoryPolicy = "sam2",
         feature_cache_size: int = 2,
         **memory_params: Any,
     ) -> None:
         self.model = model
-        self.frames = open_frames(frames)
+        super().__init__(frames)
         self.memory = make_memory_policy(memory, model, **memory_params)
-        self.num_frames = len(self.frames)
-        self.height, self.width = self.frames.height, self.frames.width
         self.feature_cache_size = max(1, int(feature_cache_size))
         self.objects: dict[int, ObjectState] = {}
         self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
         self._maskmem_pos: torch.Tensor | None = None
-        self._propagating = False  # a propagate() generator is running (see TrackerBusyError)
 
     # ------------------------------------------------------------------ public API
-    @property
-    def obj_ids(self) -> list[int]:
-        """Object ids in the order they were first prompted (the order of output rows)."""
-        return list(self.objects)
-
     @torch.inference_mode()
     def add_points(
         self,
@@ -131,7 +122,7 @@ class VideoTracker:
             points: ``(N, 2)`` float pixel coordinates (x right, y down) in the original frame.
             labels: ``(N,)`` ints, 1 = positive (inside the object), 0 = negative.
             clear_old_points: replace this frame's earlier clicks (as the reference does);
-                False appends to them.
+                False appends to them (after them, and after an earlier box's corners).
 
         Returns:
             ``(H, W)`` float32 logits of ``obj_id`` on ``frame_idx``.
@@ -145,7 +136,11 @@ class VideoTracker:
         coords, labs = self._check_points(points, labels)
         if len(coords) == 0:
             raise PromptError("Empty prompt: give at least one point (x, y) with a label 1 or 0.")
-        return self._add_point_prompt(frame_idx, obj_id, coords, labs, clear_old_points)
+        self._check_frame(frame_idx)
+        self._check_obj_id(obj_id)
+        return self._add_click_prompt(
+            frame_idx, obj_id, self._click_prompt(frame_idx, obj_id, coords, labs, clear_old_points)
+        )
 
     @torch.inference_mode()
     def add_box(
@@ -164,18 +159,11 @@ class VideoTracker:
         decoder with the box. Returns and raises as ``add_points``.
         """
         self._check_idle("add_box")
-        b = np.asarray(box, dtype=np.float64)
-        if b.shape != (4,) or not np.all(np.isfinite(b)):
-            raise PromptError(f"A box must be 4 finite numbers [x0, y0, x1, y1] in pixels; got {box!r}.")
-        if not (b[0] < b[2] and b[1] < b[3]):
-            raise PromptError(f"Box {b.tolist()} is empty or reversed: it needs x0 < x1 and y0 < y1.")
-        corners = b.reshape(2, 2)
-        self._check_inside(corners, "box corner")
-        coords, labs = corners, np.array([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT])
-        if points is not None or labels is not None:
-            p, lab = self._check_points(points if points is not None else [], labels if labels is not None else [])
-            coords, labs = np.concatenate([coords, p]), np.concatenate([labs, lab])
-        return self._add_point_prompt(frame_idx, obj_id, coords, labs, clear_old_points=True)
+        b = self._check_box(box)
+        coords, labs = self._check_points(points if points is not None else [], labels if labels is not None else [])
+        self._check_frame(frame_idx)
+        self._check_obj_id(obj_id)
+        return self._add_click_prompt(frame_idx, obj_id, ClickPrompt(coords, labs, b))
 
     @torch.inference_mode()
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> np.ndarray:
@@ -204,23 +192,34 @@ class VideoTracker:
         mem = self._frame_memory(out.low_res, out, frame_idx)
         obj = self.objects.setdefault(obj_id, ObjectState())
         obj.pending[frame_idx] = mem
-        obj.prompts[frame_idx] = ("mask", x)
+        obj.prompts[frame_idx] = MaskPrompt(m)
         return self._to_video(mem.pred_masks)[0]
 
     @torch.inference_mode()
     def propagate(
-        self, start: int | None = None, end: int | None = None, reverse: bool = False
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        reverse: bool = False,
+        obj_ids: Iterable[int] | None = None,
     ) -> Iterator[tuple[int, list[int], np.ndarray]]:
-        """Track every object from ``start`` to ``end`` (inclusive), yielding per frame.
+        """Track objects from ``start`` to ``end`` (inclusive), yielding per frame.
 
         Args:
-            start: first frame (default: the earliest prompted frame, as the reference).
+            start: first frame (default: the earliest prompted frame of the tracked objects, as
+                the reference).
             end: last frame (default: the last frame, or frame 0 when ``reverse``).
             reverse: track backward in time.
+            obj_ids: the objects to track, as one batch (default: all). The others are not
+                tracked nor yielded, and nothing of theirs changes (their new prompts stay
+                pending). SAM 2 tracks each object independently of the others, so an object's
+                results do not depend on which others are tracked with it (up to the rounding of
+                batches padded to different memory sizes).
 
         Yields:
-            ``(frame_idx, obj_ids, logits)`` with ``logits`` ``(n_objects, H, W)`` float32 in
-            the order of ``obj_ids``. Prompted frames yield their prompt result.
+            ``(frame_idx, ids, logits)`` with ``ids`` the tracked object ids in session order
+            and ``logits`` ``(len(ids), H, W)`` float32 in that order. Prompted frames yield
+            their prompt result.
 
         While the generator runs (from its first ``next`` until it is exhausted, raises or is
         closed), the session refuses changes (``add_points``, ``add_box``, ``add_mask``,
@@ -229,42 +228,21 @@ class VideoTracker:
         closes the dropped generator) or call ``.close()`` on a generator you kept.
 
         Raises:
-            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``.
+            RuntimeError: no object was prompted. PromptError: bad ``start``/``end``, or an empty
+            ``obj_ids``. KeyError: an unknown id in ``obj_ids`` (the message lists the known ids).
             TrackerBusyError: another ``propagate()`` generator of this session is running.
             As ``propagate`` is a generator, these are raised by its first ``next()``.
         """
         self._check_idle("propagate")
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
-        self._commit_prompts()
-        order = self._frame_order(start, end, reverse)
-        self._propagating = True
-        try:
+        ids = self._tracked_ids(obj_ids)
+        objs = [self.objects[k] for k in ids]
+        self._commit_prompts(objs)
+        order = self._frame_order(start, end, reverse, ids)
+        with self._propagation():
             for t in order:
-                yield t, self.obj_ids, self._track_frame(t, reverse)
-        finally:
-            self._propagating = False
-
-    def remove_object(self, obj_id: int) -> None:
-        """Forget ``obj_id`` and everything about it.
-
-        Raises:
-            KeyError: unknown id (the message lists the known ids).
-            TrackerBusyError: a ``propagate()`` generator is running.
-        """
-        self._check_idle("remove_object")
-        if obj_id not in self.objects:
-            raise KeyError(f"No object with id {obj_id!r}; known ids: {self.obj_ids}.")
-        del self.objects[obj_id]
-
-    def reset(self) -> None:
-        """Forget all objects, prompts and memories (encoded frames stay cached).
-
-        Raises:
-            TrackerBusyError: a ``propagate()`` generator is running.
-        """
-        self._check_idle("reset")
-        self.objects.clear()
+                yield t, list(ids), self._track_frame(t, reverse, objs)
 
     def attended_memory(self, obj_id: int, frame_idx: int | None = None, reverse: bool = False) -> dict:
         """Inspection of what ``obj_id`` attends to.
@@ -292,103 +270,21 @@ class VideoTracker:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _check_frame(self, frame_idx: Any, what: str = "frame_idx") -> None:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise PromptError(f"{what} must be an integer frame index, got {frame_idx!r}.")
-        if not 0 <= frame_idx < self.num_frames:
-            raise PromptError(
-                f"{what}={frame_idx} is out of range: this video has {self.num_frames} frames (0..{self.num_frames - 1})."
-            )
-
-    def _check_idle(self, action: str) -> None:
-        """Raise ``TrackerBusyError`` while a ``propagate()`` generator of this session runs."""
-        if getattr(self, "_propagating", False):
-            raise TrackerBusyError(
-                f"Cannot {action}() while a propagate() loop of this tracker is running: the change would be "
-                "ignored by the frames of the running pass (Meta's predictor refuses it too). Finish the loop, "
-                "or stop it first (break out of the for loop, or call .close() on the propagate() generator), "
-                f"then call {action}() again."
-            )
-
-    @staticmethod
-    def _check_obj_id(obj_id: Any) -> None:
-        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
-            raise PromptError(
-                f"obj_id must be an integer in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}, got {obj_id!r}; pass an integer id."
-            )
-        if not MIN_OBJECT_ID <= obj_id <= MAX_OBJECT_ID:
-            raise PromptError(
-                f"obj_id={obj_id} is out of range: object ids must be integers in {MIN_OBJECT_ID}..{MAX_OBJECT_ID} "
-                "(MIN_OBJECT_ID..MAX_OBJECT_ID), because they are the label values of 8-bit label images, where 0 "
-                "is the background and 255 marks void pixels; choose an id in that range."
-            )
-
-    def _check_inside(self, coords: np.ndarray, what: str) -> None:
-        bad = (coords[:, 0] < 0) | (coords[:, 0] > self.width) | (coords[:, 1] < 0) | (coords[:, 1] > self.height)
-        if bad.any():
-            raise PromptError(
-                f"{what} {coords[bad][0].tolist()} lies outside the frame (x in 0..{self.width}, "
-                f"y in 0..{self.height} pixels, x right, y down)."
-            )
-
-    def _frame_order(self, start: int | None, end: int | None, reverse: bool) -> range:
-        """Frames to track, in order: ``start`` (default: earliest conditioning frame) to ``end``
-        (default: the last frame, or 0 when ``reverse``), both included. Raises ``PromptError``."""
-        if start is None:
-            start = min(t for obj in self.objects.values() for t in obj.cond)
-        if end is None:
-            end = 0 if reverse else self.num_frames - 1
-        self._check_frame(start, "start")
-        self._check_frame(end, "end")
-        if (end > start) if reverse else (end < start):
-            raise PromptError(
-                f"end={end} lies {'after' if reverse else 'before'} start={start} for "
-                f"{'backward' if reverse else 'forward'} tracking; swap them or change `reverse`."
-            )
-        step = -1 if reverse else 1
-        return range(start, end + step, step)
-
-    def _check_mask(self, frame_idx: Any, obj_id: Any, mask: Any) -> np.ndarray:
-        """A mask prompt as an ``(H, W)`` bool array, after checking the frame index and object id."""
-        self._check_frame(frame_idx)
-        self._check_obj_id(obj_id)
-        m = np.asarray(mask)
-        if m.shape != (self.height, self.width):
-            raise PromptError(
-                f"Mask shape {m.shape} does not match the frame size (H, W) = {(self.height, self.width)}."
-            )
-        if m.dtype != bool:
-            if not np.isin(m, (0, 1)).all():
-                raise PromptError("Mask values must be 0/1 or bool; threshold a probability map first.")
-            m = m.astype(bool)
-        return np.ascontiguousarray(m)  # views such as np.fliplr(mask) have negative strides torch refuses
-
-    def _check_points(self, points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-        raw = np.asarray(points, dtype=np.float64)
-        if raw.size and (raw.ndim != 2 or raw.shape[1] != 2):
-            raise PromptError(f"points must have shape (N, 2) as (x, y) pixels; got {raw.shape}.")
-        p = raw.reshape(-1, 2)
-        lab = np.asarray(labels).reshape(-1) if np.size(labels) else np.zeros(0, dtype=int)
-        if len(p) != len(lab):
-            raise PromptError(f"{len(p)} points but {len(lab)} labels: give one label (1 or 0) per point.")
-        if not np.all(np.isfinite(p)):
-            raise PromptError("points contain NaN or infinite coordinates.")
-        if not np.isin(lab, (0, 1)).all():
-            raise PromptError(f"labels must be 1 (positive) or 0 (negative); got {sorted(set(lab.tolist()))}.")
-        self._check_inside(p, "Point")
-        return p, lab.astype(np.int64)
-
-    def _add_point_prompt(self, frame_idx, obj_id, coords, labels, clear_old_points) -> np.ndarray:
-        self._check_frame(frame_idx)
-        self._check_obj_id(obj_id)
+    def _add_click_prompt(self, frame_idx: int, obj_id: int, prompt: ClickPrompt) -> np.ndarray:
+        """Run the heads on a (checked) click / box prompt, store it and return the ``(H, W)``
+        logits. The decoder gets the box corners first (labels ``LABEL_BOX_TOP_LEFT`` = 2,
+        ``LABEL_BOX_BOTTOM_RIGHT`` = 3), then the clicks, in model pixels (reference
+        ``add_new_points_or_box``), with the object's latest logits on the frame as mask input."""
         model, cfg = self.model, self.model.config
         device = model.device
+        corners, corner_labels = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+        if prompt.box is not None:
+            corners, corner_labels = prompt.box.reshape(2, 2), np.array([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT])
+        coords = np.concatenate([corners, prompt.points])  # new, writable arrays (the prompt's are read-only)
+        labels = np.concatenate([corner_labels, prompt.labels])
         xy = (torch.from_numpy(coords).float() / torch.tensor([self.width, self.height])) * cfg.image_size
         lab = torch.from_numpy(labels).to(torch.int32)
         obj = self.objects.get(obj_id, ObjectState())
-        old = obj.prompts.get(frame_idx)
-        if not clear_old_points and old is not None and old[0] == "points":
-            xy, lab = torch.cat([old[1], xy]), torch.cat([old[2], lab])
         is_init = frame_idx not in obj.tracked
         reverse = obj.tracked.get(frame_idx, False)
         prev = obj.latest_output(frame_idx)
@@ -405,7 +301,7 @@ class VideoTracker:
         mem = self._frame_memory(out.low_res, out, frame_idx)
         self.objects[obj_id] = obj
         obj.pending[frame_idx] = mem
-        obj.prompts[frame_idx] = ("points", xy, lab)
+        obj.prompts[frame_idx] = prompt
         return self._to_video(mem.pred_masks)[0]
 
     def _frame_memory(self, low_res: torch.Tensor, out, frame_idx: int) -> FrameMemory:
@@ -436,11 +332,11 @@ class VideoTracker:
             self._maskmem_pos = pos[:1].float()
         return mem.to(torch.bfloat16)
 
-    def _commit_prompts(self) -> None:
-        """Encode the memory of prompted frames and make them conditioning frames
+    def _commit_prompts(self, objs: list[ObjectState]) -> None:
+        """Encode the memory of the prompted frames of ``objs`` and make them conditioning frames
         (reference ``propagate_in_video_preflight``; masks are binarised as from clicks)."""
         by_frame: dict[int, list[tuple[ObjectState, FrameMemory]]] = {}
-        for obj in self.objects.values():
+        for obj in objs:
             for t, mem in obj.pending.items():
                 by_frame.setdefault(t, []).append((obj, mem))
         for t, items in by_frame.items():
@@ -451,7 +347,7 @@ class VideoTracker:
                 feats = self._encode_memory(t, low, score, binarize=True)
                 for m, f in zip(todo, feats):
                     m.maskmem = f[None]
-        for obj in self.objects.values():
+        for obj in objs:
             obj.cond.update(obj.pending)
             obj.pending.clear()
             for t in obj.cond:
@@ -508,10 +404,9 @@ class VideoTracker:
             attn_mask,
         )
 
-    def _track_frame(self, t: int, reverse: bool) -> np.ndarray:
-        """Outputs ``(n_objects, H, W)`` on frame ``t``: prompted frames give their stored result,
-        the other objects are tracked as one batch."""
-        objs = list(self.objects.values())
+    def _track_frame(self, t: int, reverse: bool, objs: list[ObjectState]) -> np.ndarray:
+        """Outputs ``(len(objs), H, W)`` on frame ``t``: objects prompted there give their stored
+        result, the others are tracked as one batch."""
         todo = [obj for obj in objs if t not in obj.cond]
         if todo:
             ff = self._frame_features(t)

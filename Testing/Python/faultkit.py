@@ -184,9 +184,9 @@ class ForkServer:
 def _child(request: dict, report: str) -> None:
     """In the forked child: hook the file-system steps, run the command, exit with its code."""
     import PIL.Image
-    import sam2s.visualize as visualize
     import SAM2SSlicerLib.outputs as outputs
-    from sam2s import cli
+    import SAM2SSlicerLib.visualize as visualize
+    from SAM2SSlicerLib import cli
 
     watch, kill_at, signum = request["watch"], request["kill_at"], request["signum"]
     steps = [0]
@@ -242,11 +242,12 @@ def serve() -> None:
     """Fork-server loop: one JSON request a line on stdin, one JSON result a line on stdout."""
     import tempfile
 
-    import sam2s.cli  # noqa: F401
     import sam2s.flow  # noqa: F401
-    import sam2s.visualize  # noqa: F401
+    import sam2s.tracker  # noqa: F401 - torch too: a child's address-space limit then leaves room for its work
+    import SAM2SSlicerLib.cli  # noqa: F401
     import SAM2SSlicerLib.headless  # noqa: F401 - imported once, before any fork
     import SAM2SSlicerLib.outputs  # noqa: F401
+    import SAM2SSlicerLib.visualize  # noqa: F401
 
     print("ready", flush=True)
     for line in sys.stdin:

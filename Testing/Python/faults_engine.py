@@ -29,6 +29,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,12 +42,12 @@ import sam2s
 import torch
 from conftest import ROOT, random_model
 from PIL import Image, ImageFile
-from sam2s.checkpoints import CheckpointError, load_state_dict
+from sam2s.checkpoints import CheckpointError, CheckpointInfo, DownloadCancelled, download, load_state_dict
 from sam2s.flow import FlowTracker
 from sam2s.frames import FrameSourceError, VideoFileFrames, open_frames
-from sam2s.metrics import evaluate, read_labels
-from sam2s.prompts import ObjectPrompts, Prompt, PromptsFileError, load_prompts, validate
-from sam2s.tracker import PromptError, TrackerBusyError
+from sam2s.session import PromptError, TrackerBusyError
+from SAM2SSlicerLib.metrics import evaluate, read_labels
+from SAM2SSlicerLib.promptsfile import ObjectPrompts, Prompt, PromptsFileError, load_prompts, validate
 
 T, H, W = 4, 32, 40  # frames of every session
 
@@ -214,7 +215,18 @@ def truncated_zip(path: Path) -> None:
 CODE_WORDS = ("was refused", "contains code or objects other than tensors", "refusing to unpickle", "re-save")
 DAMAGED_WORDS = ("truncated or not a PyTorch checkpoint", "download it again")
 
+
+def cancelled_download(tmp: Path) -> Setup:
+    """A download whose cancel event is set before it starts: refused before connecting (the URL
+    is never tried) and before the cache folder is created."""
+    info = CheckpointInfo("x", "sam2.1_hiera_t", "http://127.0.0.1:9/x.pt", "x.pt", 10, "0" * 64)
+    cancel = threading.Event()
+    cancel.set()
+    return Setup(lambda: download(info, cache_dir=tmp / "cache", progress=False, cancel=cancel))
+
+
 CHECKPOINT_CASES = [
+    Case("download-cancelled-before-start", cancelled_download, DownloadCancelled, ("x.pt", "cancelled after 0 of 10")),
     Case("ckpt-pickle-protocol0-runs-code", ckpt(pickle_code(0)), CheckpointError, (*CODE_WORDS, SYSTEM)),
     Case("ckpt-pickle-protocol4-runs-code", ckpt(pickle_code(4)), CheckpointError, (*CODE_WORDS, SYSTEM)),
     Case(
@@ -573,6 +585,18 @@ ENGINE_CASES = [
         ("obj_id=100000000000000000000", *RANGE_WORDS),
     ),
     Case(
+        "tracker-propagate-unknown-obj_ids",
+        video_session(lambda t: next(t.propagate(obj_ids=[1, 7]))),
+        KeyError,
+        ("No object with id 7", "known ids: [1]"),
+    ),
+    Case(
+        "tracker-propagate-empty-obj_ids",
+        video_session(lambda t: next(t.propagate(obj_ids=[]))),
+        PromptError,
+        ("obj_ids is empty", "None to track all"),
+    ),
+    Case(
         "tracker-busy-add_points",
         busy(new_video, lambda t: t.add_points(2, 1, [[5, 5]], [1]), video_state),
         TrackerBusyError,
@@ -678,6 +702,12 @@ FLOW_CASES = [
         flow_session(lambda t: next(t.propagate(start=0)), frame=3),
         PromptError,
         (*NOTHING_WORDS, "it is the first frame"),
+    ),
+    Case(
+        "flow-propagate-unknown-obj_ids",
+        flow_session(lambda t: next(t.propagate(obj_ids=[2]))),
+        KeyError,
+        ("No object with id 2", "known ids: [1]"),
     ),
     *[
         Case(f"flow-tiny-frames-{h}x{w}", tiny_frames(h, w), None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from conftest import SHARED_DATA, perturb_  # noqa: F401  (SHARED_DATA is re-exported for tests)
+from randomweights import SHARED_DATA, perturb_  # noqa: F401  (SHARED_DATA is re-exported for tests)
 
 
 def config_path(name: str) -> str:
@@ -51,3 +51,31 @@ def build_reference(name: str, image_size: int = 1024, seed: int = 0, **override
     torch.manual_seed(seed)
     model = build_sam2_video_predictor(config_path(name), None, device="cpu", hydra_overrides_extra=extra)
     return perturb_(model, seed)
+
+
+def build_reference_uninitialised(name: str, image_size: int = 1024):
+    """The reference ``SAM2VideoPredictor`` of config ``name`` with its ``torch.nn.init`` calls
+    skipped: every parameter has its name, shape and dtype but arbitrary values, for fast checks
+    of state-dict keys and shapes (Meta's Hiera calls ``.item()`` while building, so the ``meta``
+    device cannot be used for the reference)."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    names = (
+        "trunc_normal_",
+        "normal_",
+        "uniform_",
+        "xavier_uniform_",
+        "kaiming_uniform_",
+        "zeros_",
+        "ones_",
+        "constant_",
+    )
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    for n in names:
+        setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        extra = [f"++model.image_size={image_size}"]
+        return build_sam2_video_predictor(config_path(name), None, device="cpu", hydra_overrides_extra=extra)
+    finally:
+        for n, function in saved.items():
+            setattr(torch.nn.init, n, function)

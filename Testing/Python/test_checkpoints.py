@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import os
 import pickle
+import random
 import re
 import shlex
 import socket
@@ -27,6 +28,7 @@ from sam2s.checkpoints import (
     CheckpointError,
     CheckpointInfo,
     ChecksumError,
+    DownloadCancelled,
     DownloadError,
     cache_status,
     download,
@@ -450,6 +452,56 @@ def test_resolve_downloads_when_allowed(served: Served, cache: Path) -> None:
     path = resolve_checkpoint(served.info(), allow_download=True, progress=False)
     assert path == cache / "test_ckpt.pt" and path.read_bytes() == served.data
     assert len(served.requests) == 1
+
+
+def _serve_larger_file(served: Served, size: int = 3 * (1 << 20) + 12345) -> None:
+    """Make the server offer ``size`` deterministic random bytes (several 1 MiB blocks)."""
+    served.data = random.Random(0).randbytes(size)
+    served.sha256 = hashlib.sha256(served.data).hexdigest()
+
+
+def test_download_progress_callback(served: Served, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A callable ``progress`` gets ``(received, total)`` after each block of at most 1 MiB:
+    strictly increasing counts ending at the file's size; no bar is printed."""
+    _serve_larger_file(served)
+    calls: list[tuple[int, int | None]] = []
+    path = download(served.info(), cache_dir=cache, progress=lambda done, total: calls.append((done, total)))
+    assert path.read_bytes() == served.data
+    received = [done for done, _ in calls]
+    assert len(calls) == 4 and received[-1] == len(served.data)
+    assert all(0 < b - a <= 1 << 20 for a, b in zip([0, *received], received))  # strictly increasing blocks
+    assert {total for _, total in calls} == {len(served.data)}
+    assert capsys.readouterr().err == ""
+    calls.clear()
+    assert download(served.info(), cache_dir=cache, progress=lambda *a: calls.append(a)) == path
+    assert calls == []  # a cache hit reports nothing
+
+
+def test_download_cancel_removes_the_partial_file(served: Served, cache: Path) -> None:
+    """Setting the ``cancel`` event stops the download with DownloadCancelled and removes the partial
+    file; set before the start, nothing is requested (``resolve_checkpoint`` passes both hooks)."""
+    _serve_larger_file(served)
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def progress(done: int, total: int | None) -> None:
+        seen.append(done)
+        cancel.set()  # e.g. the user presses Cancel while the first block arrives
+
+    with pytest.raises(DownloadCancelled, match=f"cancelled after {1 << 20} of {len(served.data)} bytes"):
+        download(served.info(), cache_dir=cache, progress=progress, cancel=cancel)
+    assert seen == [1 << 20]
+    assert _listing(cache) == []  # no partial file, no marker
+    assert issubclass(DownloadCancelled, RuntimeError) and not issubclass(DownloadCancelled, DownloadError)
+    requests = len(served.requests)
+    with pytest.raises(DownloadCancelled, match="cancelled after 0 of"):
+        resolve_checkpoint(served.info(), allow_download=True, progress=False, cancel=cancel)
+    assert len(served.requests) == requests and _listing(cache) == []
+    received: list[int] = []
+    path = resolve_checkpoint(
+        served.info(), allow_download=True, progress=lambda done, _: received.append(done), cancel=threading.Event()
+    )
+    assert path.read_bytes() == served.data and received[-1] == len(served.data)
 
 
 def test_cache_status(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

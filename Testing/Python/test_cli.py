@@ -11,15 +11,28 @@ import pytest
 import torch
 from conftest import ROOT, random_model
 from PIL import Image
-from sam2s import cli
+from SAM2SSlicerLib import cli, track
 
 slicerio = pytest.importorskip("slicerio")
 
 
-def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    """``python -m sam2s ARGS`` in a subprocess (as a user runs it)."""
-    env = {"PYTHONPATH": str(ROOT / "SAM2SSlicer"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "sam2s", *args], capture_output=True, text=True, env=env, cwd=cwd)
+class Run:
+    """What one ``sam2s`` command gave: exit code, standard output and error."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run(capsys):
+    """``run(*args)``: the ``sam2s`` command line in this process (``cli.main``), as a user runs it."""
+
+    def run(*args: str) -> Run:
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
 
 
 def read_seg(path):
@@ -27,7 +40,8 @@ def read_seg(path):
     return seg, {s["name"]: s for s in seg["segments"]}
 
 
-def test_track_with_flow_engine(shared_data, tmp_path):
+@pytest.mark.slow
+def test_track_with_flow_engine(run, shared_data, tmp_path):
     out = tmp_path / "out.seg.nrrd"
     r = run(
         "track", str(shared_data / "video.mp4"), "--prompts", str(shared_data / "prompts.json"), "--output", str(out),
@@ -48,7 +62,8 @@ def test_track_with_flow_engine(shared_data, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_track_with_a_checkpoint_file(shared_data, tmp_path):
+@pytest.mark.slow
+def test_track_with_a_checkpoint_file(run, shared_data, tmp_path):
     """--checkpoint pointing at a checkpoint written from random weights (tiny at 512 px)."""
     ckpt = tmp_path / "random_tiny.pt"
     torch.save({"model": random_model("sam2.1_hiera_t", 512).state_dict()}, ckpt)
@@ -65,12 +80,12 @@ def test_track_with_a_checkpoint_file(shared_data, tmp_path):
 
 def test_engine_choice(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM2S_CACHE_DIR", str(tmp_path / "empty-cache"))
-    assert cli.choose_engine(None, "sam2.1_hiera_t", None) == ("flow", None)
-    assert cli.choose_engine("flow", "sam2.1_hiera_t", None) == ("flow", None)
-    with pytest.raises(cli.CliError, match="sam2s download sam2.1_hiera_t"):
-        cli.choose_engine("sam2", "sam2.1_hiera_t", None)
-    with pytest.raises(cli.CliError, match="no such file"):
-        cli.choose_engine(None, "sam2.1_hiera_t", str(tmp_path / "missing.pt"))
+    assert track.choose_engine(None, "sam2.1_hiera_t", None) == ("flow", None)
+    assert track.choose_engine("flow", "sam2.1_hiera_t", None) == ("flow", None)
+    with pytest.raises(track.CliError, match="sam2s download sam2.1_hiera_t"):
+        track.choose_engine("sam2", "sam2.1_hiera_t", None)
+    with pytest.raises(track.CliError, match="no such file"):
+        track.choose_engine(None, "sam2.1_hiera_t", str(tmp_path / "missing.pt"))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +98,7 @@ def test_engine_choice(tmp_path, monkeypatch):
         ('{"things": []}', "objects"),
     ],
 )
-def test_bad_prompts_file_fails_cleanly(shared_data, tmp_path, content, message):
+def test_bad_prompts_file_fails_cleanly(run, shared_data, tmp_path, content, message):
     prompts = tmp_path / "p.json"
     prompts.write_text(content)
     out = tmp_path / "o.seg.nrrd"
@@ -95,7 +110,7 @@ def test_bad_prompts_file_fails_cleanly(shared_data, tmp_path, content, message)
     assert list(tmp_path.iterdir()) == [prompts]  # nothing written, not even partially
 
 
-def test_unreadable_video_fails_cleanly(tmp_path):
+def test_unreadable_video_fails_cleanly(run, tmp_path):
     video = tmp_path / "broken.mp4"
     video.write_text("this is not a video")
     prompts = tmp_path / "p.json"
@@ -107,7 +122,7 @@ def test_unreadable_video_fails_cleanly(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
-def test_eval_cli_on_hand_made_cases(tmp_path):
+def test_eval_cli_on_hand_made_cases(run, tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()
@@ -130,9 +145,10 @@ def test_eval_cli_on_hand_made_cases(tmp_path):
 
 
 def test_models_lists_the_registry(tmp_path, monkeypatch):
+    """The one subprocess smoke test: ``python -m SAM2SSlicerLib`` (what the ``sam2s`` script runs)."""
     env_cache = tmp_path / "cache"
     r = subprocess.run(
-        [sys.executable, "-m", "sam2s", "models"],
+        [sys.executable, "-m", "SAM2SSlicerLib", "models"],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT / "SAM2SSlicer"), "SAM2S_CACHE_DIR": str(env_cache)},
@@ -141,12 +157,13 @@ def test_models_lists_the_registry(tmp_path, monkeypatch):
     assert str(env_cache) in r.stdout and "sam2.1_hiera_l" in r.stdout and "sam2.1_hiera_large.pt" in r.stdout
 
 
+@pytest.mark.slow
 def test_demo_writes_every_output(shared_data, tmp_path, capsys):
     """The demo on the real clip (flow engine, no weights here): .seg.nrrd with 2 segments over
     127 frames, label PNGs, overlay video, contact sheet, and J&F on the annotated frames."""
-    from sam2s.demo import run_demo
+    from SAM2SSlicerLib.demo import run_demo
 
-    assert run_demo(tmp_path, engine="flow") == 0
+    assert run_demo(tmp_path, data=shared_data, engine="flow") == 0
     printed = capsys.readouterr().out
     assert "DAVIS J&F on annotated frames 30, 60, 90, 120" in printed
     seg, by_name = read_seg(tmp_path / "masklets.seg.nrrd")
@@ -159,9 +176,8 @@ def test_demo_writes_every_output(shared_data, tmp_path, capsys):
 
 
 def test_demo_falls_back_to_a_generated_clip(tmp_path, monkeypatch):
-    from sam2s import demo
+    from SAM2SSlicerLib import demo
 
-    monkeypatch.setattr(demo, "DEMO_DATA", tmp_path / "absent")
     assert demo.run_demo(tmp_path / "out", engine="flow") == 0
     assert (tmp_path / "out" / "generated_clip" / "ground_truth").is_dir()
     assert (tmp_path / "out" / "masklets.seg.nrrd").is_file()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
 import sam2s
 import torch
 from conftest import random_model
+from sam2s.config import get_config
 from sam2s.divemem import DiveMem, memory_similarity
-from sam2s.memory import FrameMemory, ObjectState
-from sam2s.synthetic import SyntheticClip
+from sam2s.memory import FrameMemory, MemoryPolicy, ObjectState, SAM2MemoryPolicy, describe
+from sam2s.tracker import make_memory_policy
+from SAM2SSlicerLib.synthetic import SyntheticClip
 
 
 def crafted(frame: int, feature: torch.Tensor, iou: float = 0.99, score: float = 5.0) -> FrameMemory:
@@ -97,9 +100,9 @@ def test_banks_are_per_object_and_selection_uses_long_term_slot():
     # Far from frame 1, its memory is no longer short-term but is still attended as long-term.
     for t in range(2, 12):
         policy.update(a, t, False, crafted(t, basis(0), iou=0.1))
-    seen = policy.attended_frames(a, 12, False, 100)
+    seen = describe(policy.select(a, 12, False, 100))
     assert seen["long_term"] == [1] and 1 not in seen["short_term"] and seen["conditioning"] == [0]
-    assert policy.attended_frames(b, 12, False, 100)["long_term"] == []
+    assert describe(policy.select(b, 12, False, 100))["long_term"] == []
 
 
 @pytest.mark.parametrize(
@@ -121,6 +124,20 @@ def test_parameters_are_validated(params, message):
         sam2s.VideoTracker(model, SyntheticClip(3, 32, 32), memory="sam2", buffer_size=3)
 
 
+def test_policies_follow_the_memory_policy_protocol():
+    """Both built-in policies are ``MemoryPolicy`` objects (DiveMem extends SAM 2's), built by
+    name from the model's config; a policy object is used as given."""
+    model = types.SimpleNamespace(config=get_config("sam2.1_hiera_t"))
+    sam2 = make_memory_policy("sam2", model)
+    dive = make_memory_policy("divemem", model, buffer_size=2)
+    assert type(sam2) is SAM2MemoryPolicy and sam2.name == "sam2" and isinstance(sam2, MemoryPolicy)
+    assert isinstance(dive, DiveMem) and isinstance(dive, SAM2MemoryPolicy) and isinstance(dive, MemoryPolicy)
+    assert (dive.name, dive.buffer_size, dive.num_maskmem, dive.max_obj_ptrs) == ("divemem", 2, 7, 16)
+    assert make_memory_policy(dive, model) is dive
+    with pytest.raises(ValueError, match="Unknown memory policy"):
+        make_memory_policy("lstm", model)
+
+
 def test_short_video_gives_exactly_sam2_output():
     """Acceptance 1: too few frames for B to fill -> identical to memory='sam2'."""
     model = random_model("sam2.1_hiera_t", 128)
@@ -136,6 +153,7 @@ def test_short_video_gives_exactly_sam2_output():
     np.testing.assert_array_equal(outputs["sam2"], outputs["divemem"])
 
 
+@pytest.mark.slow
 def test_divemem_on_the_real_clip(shared_data):
     """Acceptance 3: 127 real frames, 2 objects; the attended set is always conditioning +
     short-term + at most long_term_size long-term frames."""

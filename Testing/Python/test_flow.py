@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from sam2s.flow import FlowTracker
-from sam2s.metrics import boundary_f, region_j
-from sam2s.synthetic import SyntheticClip
-from sam2s.tracker import PromptError, TrackerBusyError
+from sam2s.session import ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
+from SAM2SSlicerLib.metrics import boundary_f, region_j
+from SAM2SSlicerLib.synthetic import SyntheticClip
 
 
 def jf(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -338,3 +338,40 @@ def test_flow_changes_while_propagating_are_refused():
     assert {k: (dict(o.cond), dict(o.tracked), dict(o.prompts)) for k, o in tracker.objects.items()} == before
     gen.close()
     tracker.add_box(1, 1, [1, 1, 9, 9])
+
+
+def test_flow_prompt_records_and_object_subsets():
+    """FlowTracker is a ``Tracker`` storing ``ClickPrompt`` / ``MaskPrompt`` records;
+    ``propagate(obj_ids=...)`` tracks only those objects, each exactly as when all are tracked,
+    and leaves the others untouched; bad ``obj_ids`` raise as in ``VideoTracker``."""
+    clip = SyntheticClip(8, 64, 80, num_objects=2, seed=4)
+    assert issubclass(FlowTracker, Tracker)
+
+    def session() -> FlowTracker:
+        tracker = FlowTracker(clip)
+        tracker.add_mask(0, 1, clip.mask(0, 0))
+        tracker.add_box(0, 2, [30, 10, 70, 50], points=[[50, 30]], labels=[1])
+        tracker.add_points(0, 2, [[52, 28]], [0], clear_old_points=False)
+        tracker.add_points(2, 3, [[20, 40]], [1])
+        return tracker
+
+    tracker = session()
+    assert tracker.objects[1].prompts[0] == MaskPrompt(clip.mask(0, 0))
+    assert tracker.objects[2].prompts[0] == ClickPrompt([[50, 30], [52, 28]], [1, 0], [30, 10, 70, 50])
+    everything = {t: logits for t, _, logits in session().propagate()}
+    state = {k: (dict(o.cond), dict(o.tracked), dict(o.prompts)) for k, o in tracker.objects.items()}
+    subset = list(tracker.propagate(obj_ids=[3, 2]))
+    assert [t for t, _, _ in subset] == list(range(8))  # default start: the first prompt of objects 2 and 3
+    for t, ids, logits in subset:
+        assert ids == [2, 3]
+        np.testing.assert_array_equal(logits, everything[t][[1, 2]])
+    assert (dict(tracker.objects[1].cond), dict(tracker.objects[1].tracked), dict(tracker.objects[1].prompts)) == state[
+        1
+    ]
+    with pytest.raises(PromptError, match="Nothing to track forward from start=1"):
+        next(tracker.propagate(start=1, obj_ids=[3]))
+    with pytest.raises(KeyError, match=r"known ids: \[1, 2, 3\]"):
+        next(tracker.propagate(obj_ids=[4]))
+    with pytest.raises(PromptError, match="obj_ids is empty"):
+        next(tracker.propagate(obj_ids=[]))
+    assert [ids for _, ids, _ in tracker.propagate(obj_ids=[1])] == [[1]] * 8

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -279,6 +280,52 @@ def test_video_sequential_access_does_not_seek(videos, monkeypatch):
     assert len(source._cache) == 4
     assert all(np.array_equal(source.get(i), truth[i]) for i in range(19, 15, -1)) and starts == [0]
     assert np.array_equal(source.get(15), truth[15]) and starts == [0, 15]  # keyframe 15
+
+
+def write_vfr_video(path: Path, frames: np.ndarray, times_ms: list[int]) -> Path:
+    """Encode ``frames`` with H.264 at the given presentation times in milliseconds (variable rate)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for frame, ms in zip(frames, times_ms):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts, picture.time_base = ms, Fraction(1, 1000)
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "avi"])
+def test_video_frame_times_are_the_presentation_times(videos, ext):
+    """``frame_times`` of a video file: seconds from the first frame, from the decoded timestamps
+    (10 fps clips: i / 10), a new list on each call."""
+    source = open_frames(videos[ext])
+    times = source.frame_times
+    assert times == pytest.approx([i / 10 for i in range(20)], abs=1e-9) and times[0] == 0.0
+    times.append(99.0)
+    assert len(source.frame_times) == 20
+    source.close()
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_variable_frame_rate_times(tmp_path, ext):
+    """Frames at 0, 100, 300, 350 and 1000 ms: ``frame_times`` follows the timestamps, not the rate."""
+    path = write_vfr_video(tmp_path / f"vfr.{ext}", moving_square(t=5), [0, 100, 300, 350, 1000])
+    source = open_frames(path)
+    assert source.frame_times == pytest.approx([0.0, 0.1, 0.3, 0.35, 1.0], abs=1e-9)
+    source.close()
+
+
+def test_frame_times_of_arrays_and_folders(tmp_path):
+    """No timing for image folders and plain arrays (None); ``i / fps`` for an array given an fps."""
+    frames = moving_square(t=4)
+    assert open_frames(frames).frame_times is None
+    assert ArrayFrames(frames, fps=4.0).frame_times == [0.0, 0.25, 0.5, 0.75]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{i:05d}.png")
+    assert open_frames(tmp_path).frame_times is None
 
 
 def test_video_errors(tmp_path):

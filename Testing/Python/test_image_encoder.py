@@ -62,7 +62,11 @@ def test_state_dict_matches_reference(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "image_size", "batch"),
-    [("sam2.1_hiera_t", 512, 1), ("sam2.1_hiera_t", 1024, 1), ("sam2.1_hiera_b+", 256, 1)],
+    [
+        ("sam2.1_hiera_t", 512, 1),
+        pytest.param("sam2.1_hiera_t", 1024, 1, marks=pytest.mark.slow),
+        ("sam2.1_hiera_b+", 256, 1),
+    ],
 )
 def test_forward_matches_reference(name: str, image_size: int, batch: int) -> None:
     ref = _perturb(_reference_encoder(name))

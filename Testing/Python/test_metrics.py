@@ -1,4 +1,4 @@
-"""DAVIS 2017 J and F (``sam2s.metrics``): hand-made cases, a literal transcription of the
+"""DAVIS 2017 J and F (``SAM2SSlicerLib.metrics``): hand-made cases, a literal transcription of the
 reference code as the oracle, and the folder evaluation."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from sam2s.metrics import boundary_f, boundary_radius, disk, evaluate, read_labels, region_j, seg2bmap
+from SAM2SSlicerLib.metrics import boundary_f, boundary_radius, disk, evaluate, read_labels, region_j, seg2bmap
 
 
 # ---------------------------------------------------------------------------------------- oracle

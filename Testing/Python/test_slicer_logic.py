@@ -352,7 +352,7 @@ def test_scene_save_and_reload_keeps_video_prompts_and_object_ids(tmp_path):
         assert video.GetAttribute(name) == logic.videoNode.GetAttribute(name)
     assert logic2.promptedSegmentIds() == [s]
     assert logic2.getPrompts(s) == logic.getPrompts(s)
-    assert logic2.objectIdForSegment(s, create=False) == 7
+    assert logic2.objectIdOfSegment(s, create=False) == 7
     np.testing.assert_array_equal(logic2.segmentMask(s), logic.segmentMask(s))
 
 
@@ -382,7 +382,7 @@ def test_prompt_editing_and_errors():
     assert sorted(logic.getPrompts(s)) == [1]
     with pytest.raises(ValueError, match="no prompts"):
         logic.createTrackingJob([logic.addSegment("empty")])
-    assert logic.objectIdForSegment(s) == 1
+    assert logic.objectIdOfSegment(s) == 1
     # a point moved out of the video by hand is reported with the segment and how to fix it
     node.SetNthControlPointPosition(0, 5000.0, 0.0, 0.0)
     with pytest.raises(PromptError, match="outside the video"):
@@ -440,7 +440,7 @@ def test_correction_repropagates_from_the_corrected_frame(tracked, reference):
         segments.readSegmentMask(tracked.other, tracked.otherId, tracked.video), tracked.pattern
     )
     # the engine session was reused, not rebuilt
-    assert logic._session is job.session and job.session is tracked.job.session
+    assert job.session is tracked.job.session
 
 
 def test_cancel_keeps_finished_frames_and_leaves_the_rest(clip, model, reference):
@@ -471,7 +471,7 @@ def test_cancel_keeps_finished_frames_and_leaves_the_rest(clip, model, reference
 
 def test_directions_and_preview(model):
     import sam2s
-    from sam2s.synthetic import SyntheticClip
+    from SAM2SSlicerLib.synthetic import SyntheticClip
 
     clip = SyntheticClip(num_frames=5, height=64, width=96, num_objects=1, seed=1)
     frames = np.stack([clip.get(i) for i in range(5)])
@@ -702,20 +702,20 @@ def test_object_ids_stay_in_range_and_fill_gaps():
     a = logic.addSegment("a", objectId=1)
     logic.addSegment("c", objectId=3)
     high = logic.addSegment("high", objectId=254)
-    assert logic.objectIdForSegment(high) == 254
+    assert logic.objectIdOfSegment(high) == 254
     b = logic.addSegment("b")
-    assert logic.objectIdForSegment(b) == 2  # the smallest free id, not max + 1 = 255
+    assert logic.objectIdOfSegment(b) == 2  # the smallest free id, not max + 1 = 255
     for bad in (0, 255, -1, 1e20, 2.5, "x", True):
         with pytest.raises(ValueError, match=r"1\.\.254"):
             segments.assignObjectId(seg, a, bad)
-    assert logic.objectIdForSegment(a) == 1
+    assert logic.objectIdOfSegment(a) == 1
     assert segments.assignObjectId(seg, a, np.int64(7)) == 7 and segments.assignObjectId(seg, a, 8.0) == 8
     # a tag edited by hand outside the range
     seg.GetSegmentation().GetSegment(b).SetTag(segments.OBJECT_ID_TAG, "255")
     with pytest.raises(ValueError, match=r"invalid SAM2S.ObjectId tag '255'.*1\.\.254.*Remove the tag"):
         segments.objectIdOfSegment(seg, b)
     seg.GetSegmentation().GetSegment(b).RemoveTag(segments.OBJECT_ID_TAG)
-    assert logic.objectIdForSegment(b) == 1  # re-assigned: 1 is free again since a has 8
+    assert logic.objectIdOfSegment(b) == 1  # re-assigned: 1 is free again since a has 8
     # fill every id: then automatic assignment refuses, and nothing is added
     for i in range(seg.GetSegmentation().GetNumberOfSegments(), segments.MAX_OBJECT_ID):
         logic.addSegment(f"s{i}")
@@ -872,7 +872,8 @@ def test_segment_deleted_mid_track_warns_once_and_counts_written_frames():
             logic.segmentationNode.GetSegmentation().RemoveSegment(a)
 
     job = logic.createTrackingJob([a], progressCallback=progress2)
-    logic._runSynchronously(job)
+    job.run(onFrame=logic.applyTrackingResults)
+    logic.applyTrackingResults(job, flush=True)
     assert job.writtenFrames == 4 and len(job.warnings) == 1  # frames 0..3 written, 4..7 dropped
 
 
@@ -896,7 +897,7 @@ def smallModel():
 
 @pytest.fixture(scope="module")
 def smallClip():
-    from sam2s.synthetic import SyntheticClip
+    from SAM2SSlicerLib.synthetic import SyntheticClip
 
     clip = SyntheticClip(num_frames=4, height=48, width=64, num_objects=1, seed=2)
     frames = np.stack([clip.get(i) for i in range(4)])
@@ -931,7 +932,7 @@ def test_mask_and_clicks_on_one_frame_are_both_used(smallModel, smallClip):
     np.testing.assert_array_equal(voxels, both > 0)
     assert not np.array_equal(voxels, smallClip.mask)  # so the prompt's mask digest changed
     # ... and an unchanged frame is not sent again (the clicks are not re-applied to the refined mask)
-    prompts, _ = logic._collectPrompts()
+    prompts, _ = logic.collectPrompts()
     assert prompts[1][1].points == (smallClip.inside,) and prompts[1][1].mask is not None
     assert job.session.syncPrompts(prompts) == {}
     again = logic.track(startFrame=1)
@@ -939,7 +940,7 @@ def test_mask_and_clicks_on_one_frame_are_both_used(smallModel, smallClip):
     assert again.session is job.session
     # a real change (one more click) re-sends the frame: mask (the current voxels) then both clicks
     logic.addPointPrompt(s, 1, *smallClip.inside, positive=True)
-    prompts, _ = logic._collectPrompts()
+    prompts, _ = logic.collectPrompts()
     assert set(job.session.syncPrompts(prompts)) == {(1, 1)}
 
 

@@ -48,16 +48,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-
-from .frames import ImageSizeError, open_image
-from .tracker import MAX_OBJECT_ID, MIN_OBJECT_ID
+from sam2s.frames import ImageSizeError, open_image
+from sam2s.session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError
 
 OBJECT_KEYS = ("id", "name", "color", "prompts")
 PROMPT_KEYS = ("frame", "points", "labels", "box", "mask")
 TOP_KEYS = ("objects",)
 
 
-class PromptsFileError(ValueError):
+class PromptsFileError(PromptError):
     """An invalid prompts file; the message names the file, object, prompt and field, and what is
     expected there."""
 
@@ -500,7 +499,7 @@ def load_prompts(
         raise PromptsFileError(
             f"{path}: the JSON is nested too deeply to be read (deeper than Python's recursion limit); a prompts "
             'file needs 5 levels, {"objects": [{"prompts": [{"points": [[x, y]]}]}]}: check how the file was '
-            "written (see the format in the sam2s.prompts documentation)."
+            "written (see the format in the SAM2SSlicerLib.promptsfile documentation)."
         ) from None
     objects = parse_prompts(data, path.parent, str(path), frame_size)
     validate(objects, num_frames, frame_size, path)

@@ -1,8 +1,10 @@
 """``sam2s demo``: track the demo clip end to end and write every output a user gets.
 
-The clip is ``../shared/data/endoscapes_v4`` next to the repository when present (a real
-laparoscopic clip, CC BY-NC-SA, read in place), else a clip the project generates
-(``sam2s.synthetic.SyntheticClip``, written to the output folder with its ground truth).
+The clip is a folder given as ``data`` (``sam2s demo --data DIR`` or ``$SAM2S_DEMO_DATA``) holding
+``video.mp4``, ``prompts.json`` and ``masks/`` (ground-truth label PNGs), read in place -- in
+this repository ``make demo`` passes ``../shared/data/endoscapes_v4``, a real laparoscopic clip
+(CC BY-NC-SA) -- or, without one, a clip the project generates
+(``SAM2SSlicerLib.synthetic.SyntheticClip``, written to the output folder with its ground truth).
 Outputs in ``output_dir``: ``masklets.seg.nrrd``, ``labels/`` (per-frame label PNGs),
 ``overlay.mp4``, ``contact_sheet.png``; then DAVIS J&F on the annotated frames (prompted frames
 excluded) when ground truth exists. Outputs of an earlier demo in ``output_dir`` are replaced only
@@ -19,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cli import DEMO_DATA, CliError, run_tracking
+from .track import CliError, print_summary, run_tracking
 
 
 def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path]:
     """Write a generated clip (JPEG frames), its prompts file (masks on frame 0) and its ground
     truth (label PNGs every 8 frames) into ``folder``. Returns ``(frames_dir, prompts, gt_dir)``."""
-    from .prompts import ObjectPrompts, Prompt, dump_prompts
+    from .promptsfile import ObjectPrompts, Prompt, dump_prompts
     from .synthetic import SyntheticClip
 
     clip = SyntheticClip(num_frames, 240, 320, num_objects=2, seed=4)
@@ -48,7 +50,7 @@ def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path
 def _generated_clip_once(output_dir: Path) -> tuple[Path, Path, Path]:
     """The generated clip in ``output_dir / "generated_clip"``: reused when complete, else written
     into a temporary folder that is renamed only once complete (a killed run leaves no half clip)."""
-    from SAM2SSlicerLib.outputs import PARTIAL_TAG, processRuns
+    from .outputs import PARTIAL_TAG, processRuns
 
     final = output_dir / "generated_clip"
     if (final / "prompts.json").is_file():
@@ -68,6 +70,7 @@ def _generated_clip_once(output_dir: Path) -> tuple[Path, Path, Path]:
 
 def run_demo(
     output_dir: Path,
+    data: Path | None = None,
     model: str = "sam2.1_hiera_t",
     image_size: int = 512,
     engine: str | None = None,
@@ -76,13 +79,17 @@ def run_demo(
 ) -> int:
     """Run the demo; prints what it wrote and the J&F. Returns the exit code (0).
 
-    Raises:
-        CliError: ``output_dir`` is a file or cannot be created, or holds outputs of an earlier
-            demo and ``overwrite`` is false (as ``sam2s track``'s output checks).
-    """
-    from SAM2SSlicerLib.outputs import OutputError, OutputSet, atomicFile
+    Args:
+        output_dir: folder for the outputs (created if missing).
+        data: a clip folder with ``video.mp4``, ``prompts.json`` and ``masks/``; None: generate one.
+        model, image_size, engine, device, overwrite: as ``sam2s track``.
 
+    Raises:
+        CliError: ``data`` holds no ``video.mp4``; ``output_dir`` is a file or cannot be created,
+            or holds outputs of an earlier demo and ``overwrite`` is false (as ``sam2s track``).
+    """
     from .metrics import evaluate
+    from .outputs import OutputError, OutputSet, atomicFile
     from .visualize import contact_sheet, overlay
 
     output_dir = Path(output_dir)
@@ -99,15 +106,18 @@ def run_demo(
         sheet_output.check()
     except OutputError as err:
         raise CliError(str(err)) from None
-    if (DEMO_DATA / "video.mp4").is_file():
-        video, prompts, gt_dir = DEMO_DATA / "video.mp4", DEMO_DATA / "prompts.json", DEMO_DATA / "masks"
-        print(f"demo clip: {DEMO_DATA} (Endoscapes2023, CC BY-NC-SA 4.0, read in place)")
+    if data is not None:
+        data = Path(data)
+        if not (data / "video.mp4").is_file():
+            raise CliError(f"--data {data}: no video.mp4 there; give a folder with video.mp4, prompts.json, masks/.")
+        video, prompts, gt_dir = data / "video.mp4", data / "prompts.json", data / "masks"
+        print(f"demo clip: {data} (read in place)")
     else:
         try:
             video, prompts, gt_dir = _generated_clip_once(output_dir)
         except OSError as err:
             raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
-        print(f"demo clip: generated ({video}); ../shared/data/endoscapes_v4 is not available")
+        print(f"demo clip: generated ({video}); pass --data DIR to use a clip of your own")
     result = run_tracking(
         video,
         prompts,
@@ -121,7 +131,7 @@ def run_demo(
         overwrite=overwrite,
     )
     logic = result["logic"]
-    from .frames import open_frames
+    from sam2s.frames import open_frames
 
     source = open_frames(video)
     labels_dir = output_dir / "labels"
@@ -134,9 +144,7 @@ def run_demo(
     with atomicFile(sheet_path) as tmp:
         contact_sheet(images, captions).save(tmp, format="PNG")
     result["outputs"]["contact_sheet"] = str(sheet)
-    from .cli import _print_summary
-
-    _print_summary(result)
+    print_summary(result)
     if gt_dir.is_dir():
         prompted = sorted({p for p in _prompted_frames(logic)})
         res = evaluate(labels_dir, gt_dir, exclude=prompted)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from .frames import ImageSizeError, open_image
+from sam2s.frames import ImageSizeError, open_image
 
 VOID_LABEL = 255
 """Label of void pixels in ground-truth label images (DAVIS ``_VOID_LABEL``)."""

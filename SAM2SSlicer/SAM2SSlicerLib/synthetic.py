@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from .frames import FrameSource
+from sam2s.frames import FrameSource
 
 
 class SyntheticClip(FrameSource):

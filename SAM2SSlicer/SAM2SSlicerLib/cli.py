@@ -1,0 +1,199 @@
+"""The ``sam2s`` command line: track, eval, models, download, demo.
+
+``sam2s track`` runs the very same headless Slicer logic as the Slicer module (``SAM2SSlicerLib``,
+on a ``slicer-core`` MRML scene) and writes the same files.
+
+Exit codes: 0 success; 2 bad input, found before any long work (video, prompts, model,
+checkpoint, device, output paths, not enough memory); 1 a failure after the work started, e.g.
+a full disk while writing (outputs written completely are kept, the others keep their old
+content); 130 interrupted (Ctrl+C or SIGTERM). Outputs never replace an input or an existing
+file or folder without ``--overwrite``, and are written to temporary names first
+(``SAM2SSlicerLib.outputs``), so nothing the user had is deleted or half-overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from sam2s import checkpoints
+
+from .track import LABEL_PNGS, OVERLAY_SUFFIXES, CliError, print_summary, run_tracking, say
+
+__all__ = ["LABEL_PNGS", "OVERLAY_SUFFIXES", "CliError", "build_parser", "main", "run_tracking"]
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_track(a: argparse.Namespace) -> int:
+    result = run_tracking(
+        a.video,
+        a.prompts,
+        a.output,
+        a.png_dir,
+        a.overlay,
+        a.model,
+        a.checkpoint,
+        a.engine,
+        a.memory,
+        a.image_size,
+        a.device,
+        a.start,
+        a.end,
+        progress=not a.quiet,
+        overwrite=a.overwrite,
+    )
+    print_summary(result)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .metrics import evaluate
+
+    try:
+        res = evaluate(a.pred_dir, a.gt_dir, exclude=a.exclude or ())
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    frames, missing = res["frames"], res["missing"]
+    if frames and len(missing) == len(frames):
+        raise CliError(
+            f"No prediction in {a.pred_dir} matches the {len(frames)} annotated frames of {a.gt_dir} "
+            f"({_names(frames)}): predictions must be label PNGs named like the ground truth."
+        )
+    for obj_id, r in res["objects"].items():
+        if r.get("missing"):
+            say(
+                f"warning: object {obj_id}: no prediction file for {len(r['missing'])} of its annotated frames "
+                f"({_names(r['missing'])}); they count as empty masks."
+            )
+    if a.json:
+        print(json.dumps(res, indent=1, default=float))
+        return 0
+    print(f"{'object':>6} {'J':>7} {'F':>7} {'J&F':>7} {'missing':>8}")
+    for obj_id, r in res["objects"].items():
+        print(f"{obj_id:>6} {r['J']:7.3f} {r['F']:7.3f} {r['J&F']:7.3f} {len(r.get('missing', ())):>8}")
+    print(f"{'mean':>6} {res['J']:7.3f} {res['F']:7.3f} {res['J&F']:7.3f}  ({len(frames)} annotated frames)")
+    return 0
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    print(f"cache: {checkpoints.cache_dir()}")
+    print(f"{'name':16} {'file':28} {'size':>8}  cached")
+    for info, path in checkpoints.cache_status():
+        size = f"{info.size_bytes / 1e6:.0f} MB" if info.size_bytes else "?"
+        print(f"{info.name:16} {info.filename:28} {size:>8}  {path or '-'}")
+    return 0
+
+
+def cmd_download(a: argparse.Namespace) -> int:
+    try:
+        info = checkpoints.get_info(a.name)
+        path = checkpoints.download(info, cache_dir=a.cache_dir)
+    except (ValueError, checkpoints.DownloadError, checkpoints.ChecksumError) as err:
+        raise CliError(str(err)) from None
+    except OSError as err:
+        raise CliError(f"Cannot write the checkpoint into the cache folder ({err}); set --cache-dir.") from None
+    print(path)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(
+        Path(a.output_dir),
+        data=Path(a.data) if a.data else None,
+        model=a.model,
+        image_size=a.image_size,
+        engine=a.engine,
+        device=a.device,
+        overwrite=a.overwrite,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sam2s", description="Track objects in surgical video with SAM 2 / SAM2S.")
+    sub = p.add_subparsers(dest="command", required=True)
+    overwrite_help = "replace existing outputs (in a label folder only its NNNNN.png files; other files stay)"
+
+    t = sub.add_parser("track", help="track the objects of a prompts file through a video")
+    t.add_argument("video", help="video file (mp4/avi/mov/mkv) or image folder")
+    t.add_argument("--prompts", required=True, help="prompts JSON (see README)")
+    t.add_argument("--output", required=True, help="output .seg.nrrd")
+    t.add_argument("--png-dir", help="also write per-frame label PNGs (DAVIS style) into this new folder")
+    t.add_argument("--overlay", help="also write an overlay video (.mp4, .mkv or .mov) here")
+    t.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    t.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
+    t.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
+    t.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
+    t.add_argument("--memory", choices=["sam2", "divemem"], default="sam2")
+    t.add_argument("--image-size", type=int, default=1024, help="model input size, multiple of 32")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    t.add_argument("--start", type=int, help="first frame to track (default 0)")
+    t.add_argument("--end", type=int, help="last frame to track (default: the last)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_track)
+
+    e = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted label PNGs against ground truth")
+    e.add_argument("pred_dir")
+    e.add_argument("gt_dir")
+    e.add_argument("--exclude", nargs="*", help="frames not to evaluate, by number or file name (e.g. 0)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("models", help="list the checkpoints and whether they are cached")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("download", help="download a checkpoint into the cache (SHA-256 verified)")
+    d.add_argument("name", help="model config name, e.g. sam2.1_hiera_t")
+    d.add_argument("--cache-dir", help="default $SAM2S_CACHE_DIR or the platform cache")
+    d.set_defaults(func=cmd_download)
+
+    demo = sub.add_parser("demo", help="track the demo clip and write all outputs")
+    demo.add_argument("--output-dir", default="demo_output")
+    demo.add_argument(
+        "--data",
+        default=os.environ.get("SAM2S_DEMO_DATA") or None,
+        help="a clip folder with video.mp4, prompts.json and masks/ (ground-truth label PNGs); default "
+        "$SAM2S_DEMO_DATA, else a clip the demo generates",
+    )
+    demo.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo there")
+    demo.add_argument("--model", default="sam2.1_hiera_t")
+    demo.add_argument("--image-size", type=int, default=512)
+    demo.add_argument("--engine", choices=["sam2", "flow"])
+    demo.add_argument("--device", default="cpu")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl+C, so that temporary outputs are removed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sam2s`` console script. Returns the exit code (see the module docstring)."""
+    from .outputs import OutputWriteError
+
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.func(args)
+    except CliError as err:
+        say(f"error: {err}")
+        return 2
+    except OutputWriteError as err:
+        kept = "; written completely: " + ", ".join(map(str, err.written)) if err.written else ""
+        say(f"error: {err.strerror}; it keeps its previous content{kept}.")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted: outputs not yet written keep their previous content; no partial file is left.")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,39 @@
+"""The one-way layers (README "Developer notes"), checked with import-linter's contracts of
+``pyproject.toml``: the engine ``sam2s`` imports neither the application library nor Slicer, the
+application library ``SAM2SSlicerLib`` has no Qt, and no package has import cycles."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_import_linter_contracts_hold():
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert lint, "import-linter is not installed (pip install import-linter)"
+    r = subprocess.run(
+        [lint, str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=ROOT / "SAM2SSlicer",  # where sam2s and SAM2SSlicerLib are importable
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "Contracts: 4 kept, 0 broken." in r.stdout
+    analyzed = int(re.search(r"Analyzed (\d+) files", r.stdout).group(1))
+    assert analyzed >= 40, r.stdout  # both packages were found, not an empty graph
+
+
+def test_benchmarks_run_without_pytest():
+    """Benchmarks are not tests: they import no pytest (nor the suite's conftest)."""
+    for bench in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        code = (
+            "import runpy, sys; sys.modules['pytest'] = None; sys.modules['conftest'] = None; "
+            f"sys.argv = [{bench.name!r}, '--help']; runpy.run_path({str(bench)!r}, run_name='__main__')"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "usage:" in r.stdout, (bench.name, r.stderr[-2000:])
