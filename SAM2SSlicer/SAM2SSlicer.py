@@ -3,8 +3,11 @@
 Module, Widget, Logic and Test classes as in Slicer's scripted module template. The Logic is a
 thin adapter over ``SAM2SSlicerLib.logic.SAM2STrackingLogic`` (plain Python, no Qt), shared with
 the "SAM2S" Segment Editor effect (``SegmentEditorSAM2S/SegmentEditorEffect.py``), which this
-module registers when Slicer has started. Tracking runs in a worker thread
-(:class:`TrackingRunner`); its results are written into MRML on the main thread by a QTimer.
+module registers when Slicer has started. Tracking runs in a tracking server process (by default
+a local one started with Slicer's Python; or a remote GPU server given by URL and token): Slicer's
+PythonQt cannot run Python worker threads. A QTimer (:class:`TrackingRunner`, around the headless
+``SAM2SSlicerLib.runner.JobRunner``) polls the server without blocking and writes finished frames
+into MRML in chunks.
 """
 
 from __future__ import annotations
@@ -80,87 +83,48 @@ _sharedLogic = None
 
 
 def getSharedLogic() -> SAM2SSlicerLogic:
-    """The one module logic used by the module panel and the Segment Editor effect (one engine session)."""
+    """The one module logic used by the module panel and the Segment Editor effect (one engine
+    session); its tracking server is stopped when Slicer quits."""
     global _sharedLogic
     if _sharedLogic is None:
         _sharedLogic = SAM2SSlicerLogic()
+        slicer.app.connect("aboutToQuit()", _sharedLogic.tracking.close)
     return _sharedLogic
 
 
 class TrackingRunner:
-    """Runs ``TrackingJob``s in a worker thread and applies their results on the main thread.
-
-    The worker never touches MRML; a QTimer polls the job every 100 ms, writes finished frames in
-    chunks with ``applyTrackingResults`` and calls the listeners with ``(job, finished)``.
-    ``beforeWrite`` (e.g. the Segment Editor's ``saveStateForUndo``) is called once before a job's
-    first write so that one Undo reverts the whole job.
-    """
+    """A QTimer (every 100 ms) around ``SAM2SSlicerLib.runner.JobRunner``: ``start`` begins a job
+    (prompts are sent, a propagation starts in the tracking server), each timeout polls it once
+    without blocking and writes its finished frames into MRML; ``listeners`` get ``(job, finished)``."""
 
     def __init__(self, logic: SAM2STrackingLogic) -> None:
-        self.logic = logic
-        self.job = None
-        self.thread = None
-        self.listeners = []
-        self._beforeWrite = None
-        self._onFinished = None
-        self._pending = None
+        from SAM2SSlicerLib.runner import JobRunner
+
+        self.jobs = JobRunner(logic)
+        self.listeners = self.jobs.listeners
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
-        self.timer.connect("timeout()", self._poll)
+        self.timer.connect("timeout()", self._tick)
 
     def isRunning(self) -> bool:
-        return self.job is not None
+        return self.jobs.isRunning()
 
     def start(self, job, beforeWrite=None, onFinished=None) -> None:
-        """Run ``job`` in a worker thread. Raises ``TrackingBusyError`` when another job runs."""
-        if self.isRunning():
-            raise TrackingBusyError("Tracking is running; press Cancel or wait for it to finish first.")
-        self.job, self._beforeWrite, self._onFinished = job, beforeWrite, onFinished
-        self.thread = threading.Thread(target=job.run, name="SAM2S tracking", daemon=True)
-        self.thread.start()
+        """Begin ``job``; raises ``TrackingBusyError`` when another job runs."""
+        self.jobs.start(job, beforeWrite, onFinished)
         self.timer.start()
 
     def startWhenIdle(self, makeJob, beforeWrite=None, onFinished=None) -> None:
-        """Start ``makeJob()`` now, or after the running job (only the latest request is kept):
-        used for instant previews while the user keeps clicking."""
-        if self.isRunning():
-            self._pending = (makeJob, beforeWrite, onFinished)
-            return
-        self.start(makeJob(), beforeWrite, onFinished)
+        self.jobs.startWhenIdle(makeJob, beforeWrite, onFinished)
+        self.timer.start()
 
     def cancel(self) -> None:
-        """Stop the running job after its current frame (finished frames are written)."""
-        self._pending = None
-        if self.job is not None:
-            self.job.requestCancel()
+        self.jobs.cancel()
 
-    def _poll(self) -> None:
-        job = self.job
-        if job is None:
+    def _tick(self) -> None:
+        self.jobs.tick()
+        if not self.jobs.isRunning():
             self.timer.stop()
-            return
-        finished = job.finished.is_set()
-        try:
-            self.logic.applyTrackingResults(job, flush=finished, beforeWrite=self._beforeWrite)
-        except Exception as error:  # noqa: BLE001 - reported to the user below
-            logging.exception("SAM2S: writing tracking results failed")
-            job.requestCancel()
-            if job.error is None:
-                job.error = error
-        for listener in list(self.listeners):
-            listener(job, finished)
-        if finished:
-            self.timer.stop()
-            self.job = None
-            if self._onFinished is not None:
-                self._onFinished(job)
-            if self._pending is not None:
-                makeJob, beforeWrite, onFinished = self._pending
-                self._pending = None
-                try:
-                    self.start(makeJob(), beforeWrite, onFinished)
-                except Exception as error:  # noqa: BLE001
-                    slicer.util.showStatusMessage(f"SAM2S: {error}", 5000)
 
 
 _sharedRunner = None
@@ -279,6 +243,8 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             widget.connect("currentIndexChanged(int)", self.onModelSettingsChanged)
         self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.onModelSettingsChanged)
+        self.ui.serverUrlLineEdit.connect("editingFinished()", self.onServerChanged)
+        self.ui.serverTokenLineEdit.connect("editingFinished()", self.onServerChanged)
         self.ui.positivePointButton.connect("clicked(bool)", lambda: self.activateEffectTool("point"))
         self.ui.boxButton.connect("clicked(bool)", lambda: self.activateEffectTool("box"))
         self.ui.clearFramePromptsButton.connect("clicked(bool)", self.onClearFramePrompts)
@@ -292,10 +258,14 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.onModelSettingsChanged()  # hand the saved settings to the logic
+        self.onServerChanged()
         self.updateGUI()
 
     def cleanup(self) -> None:
         self.removeObservers()
+        if self.logic is not None:
+            self.runner.cancel()
+            self.logic.tracking.close()  # stops the local tracking server (started again on the next action)
         if self.runner is not None and self.onJobProgress in self.runner.listeners:
             self.runner.listeners.remove(self.onJobProgress)
 
@@ -344,6 +314,8 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.setCurrentText(settings.device)
         self.ui.imageSizeComboBox.setCurrentText(str(settings.imageSize))
         self.ui.memoryComboBox.setCurrentText(settings.memory)
+        self.ui.serverUrlLineEdit.text = qt.QSettings().value(SETTINGS_KEY + "/serverUrl", "") or ""
+        self.ui.serverTokenLineEdit.text = qt.QSettings().value(SETTINGS_KEY + "/serverToken", "") or ""
 
     # ---------------------------------------------------------------- GUI state
     def updateGUI(self) -> None:
@@ -504,6 +476,17 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         qt.QSettings().setValue(SETTINGS_KEY, json.dumps(settings.toDict()))
         self._updateCheckpointStatus()
 
+    def onServerChanged(self) -> None:
+        """Use the remote tracking server of the URL and token fields (a local one when empty)."""
+        url, token = self.ui.serverUrlLineEdit.text.strip(), self.ui.serverTokenLineEdit.text.strip()
+        try:
+            self.logic.setServer(url, token)
+        except (TrackingBusyError, ValueError) as error:
+            slicer.util.errorDisplay(str(error))
+            return
+        qt.QSettings().setValue(SETTINGS_KEY + "/serverUrl", url)
+        qt.QSettings().setValue(SETTINGS_KEY + "/serverToken", token)
+
     def onDownload(self) -> None:
         """Download the checkpoint of the chosen config (the user clicked: consent), with a
         cancellable progress dialog; the download runs in a worker thread."""
@@ -633,6 +616,8 @@ class SAM2SSlicerLogic(ScriptedLoadableModuleLogic):
     ``exportSegmentation`` ...). Usable without the GUI."""
 
     def __init__(self) -> None:
+        from SAM2SSlicerLib.backends import ServerBackend
+
         ScriptedLoadableModuleLogic.__init__(self)
         self.tracking = SAM2STrackingLogic(
             slicer.mrmlScene,
@@ -640,7 +625,27 @@ class SAM2SSlicerLogic(ScriptedLoadableModuleLogic):
             markupsLogic=slicer.modules.markups.logic(),
             sequencesLogic=slicer.modules.sequences.logic() if hasattr(slicer.modules, "sequences") else None,
             volumesLogic=slicer.modules.volumes.logic(),
+            backend=ServerBackend(),  # a local tracking server, started on first use
         )
+
+    def setServer(self, url: str, token: str) -> None:
+        """Track in the server at ``url`` with ``token`` (a remote GPU machine), or in a local server
+        when ``url`` is empty. Raises ``ValueError`` (a URL without token) or ``TrackingBusyError``."""
+        from SAM2SSlicerLib.backends import ServerBackend
+
+        current = self.tracking.backend
+        if (getattr(current, "url", None) or "") == url and (getattr(current, "token", None) or "") == (
+            token if url else ""
+        ):
+            return
+
+        def uploadProgress(sent: int, total: int) -> None:
+            slicer.util.showStatusMessage(f"SAM2S: uploading the frames to {url}: {100 * sent // max(total, 1)}%")
+            slicer.app.processEvents()
+
+        backend = ServerBackend(url, token, uploadProgress=uploadProgress) if url else ServerBackend()
+        self.tracking.setBackend(backend)
+        current.close()
 
     def setModelSettings(self, settings: ModelSettings) -> None:
         self.tracking.setModelSettings(settings)
@@ -679,9 +684,16 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Importing a generated clip")
         clip = SyntheticClip(num_frames=12, height=120, width=160, num_objects=2, seed=0)
         frames = np.stack([clip.get(i) for i in range(12)])
-        logic = SAM2SSlicerLogic().tracking
+        import torch
+        from SAM2SSlicerLib import ModelSettings
+
+        folder = tempfile.mkdtemp()
+        module = SAM2SSlicerLogic()  # tracks in a local tracking server (backends.ServerBackend)
+        logic = module.tracking
         model = sam2s.build_model("sam2.1_hiera_t", image_size=256)  # untrained weights: flow test only
-        logic.setModel(model)
+        checkpoint = os.path.join(folder, "random.pt")
+        torch.save({"model": model.state_dict()}, checkpoint)  # the server builds the same model from it
+        logic.setModelSettings(ModelSettings(checkpoint=checkpoint, imageSize=256, device="cpu"))
         video = logic.importVideo(frames, name="clip", frameRate=25)
         self.assertEqual(video.GetImageData().GetDimensions(), (160, 120, 12))
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(video), frames)
@@ -695,7 +707,7 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
             ys, xs = np.nonzero(clip.mask(0, objectId - 1))
             logic.addPointPrompt(ids[objectId], 0, float(xs.mean()), float(ys.mean()))
 
-        self.delayDisplay("Tracking 10 frames in the worker thread")
+        self.delayDisplay("Tracking 10 frames in the tracking server, polled by a QTimer")
         runner = TrackingRunner(logic)
         job = logic.createTrackingJob(lastFrame=9)
         runner.start(job)
@@ -722,13 +734,19 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         np.testing.assert_array_equal(after[:5], before[:5])
         np.testing.assert_array_equal(logic.segmentMask(ids[2]), other)
 
-        self.delayDisplay("Cancelling halfway")
-        job = logic.track(startFrame=0, lastFrame=9, progressCallback=lambda d, n, f: d == 3 and logic.requestCancel())
-        self.assertTrue(job.cancelled)
-        self.assertEqual(job.trackedFrames, [0, 1, 2])  # stopped after the third frame, which was kept
+        self.delayDisplay("Cancelling")
+        before = logic.segmentMask(ids[2])
+        job = logic.createTrackingJob([ids[2]], startFrame=0, lastFrame=9)
+        runner.start(job)
+        runner.cancel()  # the server stops after its current frame; every finished frame is kept
+        while runner.isRunning():
+            slicer.app.processEvents()
+        kept = len(job.trackedFrames)
+        self.assertTrue(job.cancelled or kept == 10)
+        self.assertEqual(job.trackedFrames, list(range(kept)))
+        np.testing.assert_array_equal(logic.segmentMask(ids[2])[kept:], before[kept:])
 
         self.delayDisplay("Exporting")
-        folder = tempfile.mkdtemp()
         path = logic.exportSegmentation(os.path.join(folder, "tracked.seg.nrrd"))
         loaded = slicer.modules.segmentations.logic().LoadSegmentationFromFile(path, False, "loaded")
         self.assertEqual(loaded.GetSegmentation().GetNumberOfSegments(), 2)
@@ -737,4 +755,5 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         labels = np.asarray(Image.open(pngs[0]))
         self.assertTrue(set(np.unique(labels)) <= {0, 1, 2})
         self.assertIs(seg, logic.segmentationNode)
+        logic.close()  # stops the local tracking server
         self.delayDisplay("Test passed")

@@ -45,8 +45,11 @@ def cmd_track(a: argparse.Namespace) -> int:
         a.end,
         progress=not a.quiet,
         overwrite=a.overwrite,
+        server=a.server,
+        token=a.token or os.environ.get("SAM2S_SERVER_TOKEN"),
     )
     print_summary(result)
+    result["logic"].close()  # closes a server session (nothing to do in this process)
     return 0
 
 
@@ -104,6 +107,15 @@ def cmd_download(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    """``sam2s serve ...``: the engine's tracking server (``sam2s.server.main``, FastAPI + uvicorn)."""
+    try:
+        from sam2s.server import main as serve
+    except ImportError as err:
+        raise CliError(f"The tracking server needs FastAPI and uvicorn: pip install 'sam2s[server]' ({err}).") from None
+    return serve(a.args) or 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -139,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--start", type=int, help="first frame to track (default 0)")
     t.add_argument("--end", type=int, help="last frame to track (default: the last)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--server", help="track in this `sam2s serve` server (URL), e.g. on a GPU machine")
+    t.add_argument("--token", help="the server's token (default $SAM2S_SERVER_TOKEN)")
     t.set_defaults(func=cmd_track)
 
     e = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted label PNGs against ground truth")
@@ -155,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", help="model config name, e.g. sam2.1_hiera_t")
     d.add_argument("--cache-dir", help="default $SAM2S_CACHE_DIR or the platform cache")
     d.set_defaults(func=cmd_download)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a tracking server (FastAPI) for the Slicer module or remote clients; see `sam2s serve --help`",
+        add_help=False,
+    )
+    serve.add_argument("args", nargs=argparse.REMAINDER, help="the options of python -m sam2s.server")
+    serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="track the demo clip and write all outputs")
     demo.add_argument("--output-dir", default="demo_output")

@@ -4,15 +4,19 @@
 scene and, optionally, the module logics (in Slicer from ``slicer.mrmlScene`` and
 ``slicer.modules``; in tests and on the command line from ``headless.createHeadlessScene``).
 
-Threading model. Tracking is split in three steps so that a GUI can run the engine in a worker
-thread while MRML is only touched on the main thread:
+Where the engine runs (``backends``): in this process (``InProcessBackend``: command line, tests)
+or in a tracking server (``ServerBackend``: a local server process, the Slicer module's default,
+or a remote GPU server). Tracking is split in three steps so that MRML is only touched by the
+caller (Slicer's main thread), which never waits for the engine:
 
-1. ``createTrackingJob`` / ``createPreviewJob`` (main thread) read the prompts and the object /
-   segment mapping from MRML into a plain :class:`TrackingPlan`;
-2. ``TrackingJob.run`` (any thread) loads the model if needed, hands the prompts to the reused
-   engine session and propagates, putting each frame's masks into a queue; no MRML access;
-3. ``applyTrackingResults`` (main thread) writes the queued frames into the segments in bulk
-   chunks (``chunkSize`` frames, and everything left with ``flush=True``).
+1. ``createTrackingJob`` / ``createPreviewJob`` read the prompts and the object / segment mapping
+   from MRML into a plain :class:`TrackingPlan`;
+2. ``TrackingJob.start`` hands the prompts to the reused engine session and, in a server, starts
+   the propagation there (``TrackingJob.poll`` then fetches finished frames without blocking;
+   ``runner.JobRunner`` does both from a GUI timer); in this process ``TrackingJob.run`` loads the
+   model if needed and propagates; either way each frame's masks go into a queue, no MRML access;
+3. ``applyTrackingResults`` writes the queued frames into the segments in bulk chunks
+   (``chunkSize`` frames, and everything left with ``flush=True``).
 
 ``track`` and ``previewFrame`` do the three steps synchronously in the calling thread.
 """
@@ -25,6 +29,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,13 +40,14 @@ from sam2s.session import TrackerBusyError
 from . import export as _export
 from . import segments as _segments
 from . import videoimport as _videoimport
+from .backends import InProcessBackend
 from .prompts import FramePrompts, PromptError, PromptStore
 from .settings import ModelSettings, buildModel
 
 DIRECTIONS = ("forward", "backward", "both")
 
 ProgressCallback = Callable[[int, int, int], None]
-"""``(doneFrames, totalFrames, frameIndex)``; in a worker thread when the job runs there."""
+"""``(doneFrames, totalFrames, frameIndex)``, called in the thread that runs or polls the job."""
 
 __all__ = [
     "DIRECTIONS",
@@ -58,6 +64,13 @@ def maskDigest(mask: np.ndarray) -> str:
     """SHA-1 hex digest of a ``(H, W)`` mask's bits (``np.packbits`` of ``mask != 0``), as stored in
     ``FramePrompts.maskDigest`` to tell whether a mask prompt changed."""
     return hashlib.sha1(np.packbits(np.asarray(mask) != 0).tobytes()).hexdigest()
+
+
+def _isLostServer(error: BaseException) -> bool:
+    """True for the client errors of a server that is gone or forgot the session (``sam2s.client``)."""
+    from sam2s.client import ServerUnavailable, SessionNotFound
+
+    return isinstance(error, (ServerUnavailable, SessionNotFound))
 
 
 class TrackingBusyError(TrackerBusyError):
@@ -89,39 +102,57 @@ class TrackingSession:
     clicks / box).
 
     Args:
-        modelProvider: returns the ``sam2s`` model (called once, in the thread that runs the job).
-        frames: ``(T, H, W, 3)`` uint8 view of the video volume (not copied).
-        memory, memoryParams: engine memory policy (``"sam2"`` / ``"divemem"``) and its parameters.
-        engine: ``"sam2"`` (``sam2s.VideoTracker``) or ``"flow"`` (``sam2s.flow.FlowTracker``, no model).
-        key: identifies what the session was built for (video data, segmentation, model, memory).
+        createTracker: makes the engine session on first use (``backends``: a ``sam2s.VideoTracker`` /
+            ``FlowTracker`` in this process, or a ``backends.RemoteTracker`` in a tracking server).
+        key: identifies what the session was built for (video data, segmentation, model, memory,
+            backend).
     """
 
-    def __init__(
-        self, modelProvider: Callable[[], Any], frames: np.ndarray, memory: str, memoryParams, key, engine: str = "sam2"
-    ) -> None:
-        self.modelProvider = modelProvider
-        self.engine = engine
-        self.frames = frames
-        self.memory = memory
-        self.memoryParams = dict(memoryParams or {})
+    def __init__(self, createTracker: Callable[[], Any], key, generation: Callable[[], int] = lambda: 0) -> None:
+        self.createTracker = createTracker
         self.key = key
         self.applied: dict[int, dict[int, FramePrompts]] = {}
+        self.broken = False  # the server lost it (killed, expired): the logic makes a new session
+        self._generation = generation  # the backend's server generation (a local server restarted)
+        self._createdIn: int | None = None
         self._tracker = None
         self.lock = threading.Lock()
 
     @property
+    def stale(self) -> bool:
+        """True when the engine session lived in a server that was restarted since (it is gone)."""
+        return self._tracker is not None and self._createdIn != self._generation()
+
+    @property
+    def isLoaded(self) -> bool:
+        """True once the engine session exists (the model is loaded)."""
+        return self._tracker is not None
+
+    @property
+    def isRemote(self) -> bool:
+        """True when the engine session lives in a tracking server (jobs are started and polled)."""
+        return self._tracker is not None and hasattr(self._tracker, "start_job")
+
+    @property
     def tracker(self):
-        """The engine tracker (created on first use; loads the model)."""
+        """The engine session (created on first use; loads the model)."""
         if self._tracker is None:
-            if self.engine == "flow":
-                from sam2s.flow import FlowTracker
-
-                self._tracker = FlowTracker(self.frames)
-            else:
-                from sam2s import VideoTracker
-
-                self._tracker = VideoTracker(self.modelProvider(), self.frames, memory=self.memory, **self.memoryParams)
+            self._tracker = self.createTracker()
+            self._createdIn = self._generation()
         return self._tracker
+
+    def close(self) -> None:
+        """Release the engine session (a server session is closed; errors are ignored)."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None and hasattr(tracker, "close"):
+            tracker.close()
+
+    def renew(self) -> None:
+        """Start over with a new engine session (the next ``syncPrompts`` sends every prompt again):
+        used when a server forgot the session (it expired while idle)."""
+        self.close()
+        self.applied.clear()
+        self.broken = False
 
     def syncPrompts(
         self, prompts: dict[int, dict[int, FramePrompts]], force: Iterable[tuple[int, int]] = ()
@@ -225,7 +256,7 @@ class TrackingPlan:
 
 
 class TrackingJob:
-    """One preview or propagation. ``run`` may execute in a worker thread; it never touches MRML.
+    """One preview or propagation; it never touches MRML (``applyTrackingResults`` writes its results).
 
     Attributes:
         doneFrames, totalFrames: progress (frames yielded by the engine so far / in all).
@@ -261,6 +292,8 @@ class TrackingJob:
         self._wroteAny = False
         self._droppedSegments: set[str] = set()
         self._droppedSegmentation = False
+        self._remote = None  # a sam2s.client.RemoteJob while a propagation runs in a server
+        self._remoteCancelled = False
 
     @property
     def isPreview(self) -> bool:
@@ -273,52 +306,135 @@ class TrackingJob:
         return self.status == "cancelled"
 
     def requestCancel(self) -> None:
-        """Stop after the frame being computed (thread-safe); finished frames are kept."""
+        """Stop after the frame being computed (thread-safe); finished frames are kept. A job in a
+        server is asked to stop too (one HTTP request)."""
         self.cancelEvent.set()
+        self._cancelRemote()
 
     def run(self, onFrame: Callable[[TrackingJob], None] | None = None) -> None:
-        """Compute the job; results go to ``self.results`` as ``(frame, {objectId: (H, W) bool mask})``.
+        """Compute the job to its end; results go to ``self.results`` as ``(frame, {objectId: (H, W)
+        bool mask})``.
 
         ``onFrame(job)`` is called after each frame (the synchronous path writes chunks from it).
         Exceptions are stored in ``self.error`` (not raised) so that finished frames can still be
-        written; ``finished`` is set at the end in every case.
+        written; ``finished`` is set at the end in every case. With a server session this is
+        :meth:`start` then :meth:`poll` until the end (the GUI calls those two itself, from a timer).
         """
-        plan = self.plan
+        if not self.start(onFrame):
+            while not self.finished.is_set():
+                if self.cancelEvent.is_set():
+                    self._cancelRemote()
+                if not self.poll(onFrame):
+                    time.sleep(0.02)
+
+    def start(self, onFrame: Callable[[TrackingJob], None] | None = None) -> bool:
+        """Begin the job: send the prompts and, for a preview, compute it; for a propagation in a
+        server, start it there and return at once (then call :meth:`poll` until ``finished``).
+        In this process a propagation runs to its end here. Returns True when the job finished.
+
+        A server session that expired while idle is made again from the plan's prompts (read from
+        MRML) and the job goes on; ``warnings`` gets one line about it.
+        """
         self.started.set()
         try:
             with self.session.lock:
-                self.status = "loading model" if self.session._tracker is None else "tracking"
-                tracker = self.session.tracker
-                self.status = "tracking"
-                force = {(o, plan.previewFrame) for o in plan.writeObjects} if self.isPreview else ()
-                sent = self.session.syncPrompts(plan.prompts, force=force)
-                if self.isPreview:
-                    masks = {
-                        o: sent[(o, plan.previewFrame)] > 0 for o in plan.writeObjects if (o, plan.previewFrame) in sent
-                    }
-                    if masks:
-                        self.previewMask = next(iter(masks.values()))
-                        self._emit(plan.previewFrame, masks, onFrame)
-                else:
-                    for start, end, reverse in plan.passes:
-                        if self.cancelEvent.is_set():  # cancelled before this pass started
-                            break
-                        # closing(): the engine refuses changes while a propagate() generator is open
-                        # (sam2s.TrackerBusyError), so close it on cancel and on errors, not at collection.
-                        with contextlib.closing(tracker.propagate(start, end, reverse)) as frames:
-                            for frame, ids, logits in frames:
-                                masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
-                                self._emit(frame, masks, onFrame)
-                                if self.cancelEvent.is_set():
-                                    break
-                        if self.cancelEvent.is_set():
-                            break
+                try:
+                    if self._begin(onFrame):
+                        return False  # running in the server
+                except Exception as error:
+                    from sam2s.client import SessionNotFound
+
+                    if not isinstance(error, SessionNotFound):
+                        raise
+                    self.session.renew()  # made again from the scene's prompts, unnoticed but for this line
+                    self.warnings.append("The tracking server had closed the idle session; it was made again.")
+                    if self._begin(onFrame):
+                        return False
             self.status = "cancelled" if self.cancelEvent.is_set() and not self.isPreview else "done"
         except BaseException as error:  # noqa: BLE001 - stored and re-raised by the caller
-            self.error = error
-            self.status = "failed"
-        finally:
+            self._fail(error)
+        self.finished.set()
+        return True
+
+    def _begin(self, onFrame) -> bool:
+        """Send the prompts, then compute a preview, start a server propagation (returns True) or
+        run an in-process propagation to its end (with ``session.lock`` held)."""
+        plan = self.plan
+        self.status = "tracking" if self.session.isLoaded else "loading model"
+        tracker = self.session.tracker
+        self.status = "tracking"
+        force = {(o, plan.previewFrame) for o in plan.writeObjects} if self.isPreview else ()
+        sent = self.session.syncPrompts(plan.prompts, force=force)
+        if self.isPreview:
+            masks = {o: sent[(o, plan.previewFrame)] > 0 for o in plan.writeObjects if (o, plan.previewFrame) in sent}
+            if masks:
+                self.previewMask = next(iter(masks.values()))
+                self._emit(plan.previewFrame, masks, onFrame)
+            return False
+        if self.session.isRemote:
+            if self.cancelEvent.is_set():
+                return False
+            self._remote = tracker.start_job(plan.passes)
+            return True
+        for start, end, reverse in plan.passes:
+            if self.cancelEvent.is_set():  # cancelled before this pass started
+                break
+            # closing(): the engine refuses changes while a propagate() generator is open
+            # (sam2s.TrackerBusyError), so close it on cancel and on errors, not at collection.
+            with contextlib.closing(tracker.propagate(start, end, reverse)) as frames:
+                for frame, ids, logits in frames:
+                    masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
+                    self._emit(frame, masks, onFrame)
+                    if self.cancelEvent.is_set():
+                        break
+            if self.cancelEvent.is_set():
+                break
+        return False
+
+    def poll(self, onFrame: Callable[[TrackingJob], None] | None = None) -> int:
+        """Fetch the frames a server finished since the last poll (one HTTP request, no waiting) into
+        ``results``; update ``status``, ``doneFrames`` and ``finished``. Returns the number of new
+        frames (0 for a job that is not running in a server).
+
+        A server that stopped answering (killed, unreachable) ends the job as ``failed`` with a
+        message naming the last finished frame; every frame received stays in ``results``.
+        """
+        remote = self._remote
+        if remote is None or self.finished.is_set():
+            return 0
+        try:
+            update = remote.poll()
+        except BaseException as error:  # noqa: BLE001 - the job fails, finished frames are kept
+            self._fail(error)
             self.finished.set()
+            return 0
+        for frame, ids, masks in update.frames:
+            self._emit(int(frame), {o: masks[i] for i, o in enumerate(ids) if o in self.plan.writeObjects}, onFrame)
+        if remote.finished:  # an ended job whose every frame was received (a poll brings at most 64)
+            self.status = update.status
+            if update.status == "failed":
+                self.error = RuntimeError(f"Tracking failed in the server: {update.error}")
+            self.finished.set()
+        return len(update.frames)
+
+    def _cancelRemote(self) -> None:
+        if self._remote is not None and not self._remoteCancelled:
+            self._remoteCancelled = True
+            with contextlib.suppress(Exception):  # a server that is gone stops anyway
+                self._remote.cancel()
+
+    def _fail(self, error: BaseException) -> None:
+        """Record ``error``; a lost server session (server killed or restarted, session expired) is
+        explained with the last finished frame, and the session is marked for a fresh start."""
+        if self.session.isRemote and _isLostServer(error):
+            self.session.broken = True
+            last = f"frame {self.trackedFrames[-1]}" if self.trackedFrames else "no frame"
+            error = RuntimeError(
+                f"The tracking server stopped answering ({error}); {len(self.trackedFrames)} finished frames (up to "
+                f"{last}) were kept. Track again: a new server session is started and the prompts are sent again."
+            )
+        self.error = error
+        self.status = "failed"
 
     def _emit(self, frame: int, masks: dict[int, np.ndarray], onFrame) -> None:
         self.results.put((frame, masks))
@@ -345,6 +461,11 @@ class SAM2STrackingLogic:
         modelFactory: ``(ModelSettings) -> model``; default ``settings.buildModel`` (needs a downloaded
             or local checkpoint). Tests pass a model with ``setModel`` instead.
         chunkSize: frames per bulk write of a segment during tracking.
+        backend: where the engine runs (``backends``): ``InProcessBackend()`` (the default: command
+            line, tests) or ``ServerBackend()`` (a local tracking server; the Slicer module's
+            default) / ``ServerBackend(url, token)`` (a remote one). With a server, jobs are started
+            with ``TrackingJob.start`` and polled with ``TrackingJob.poll`` (``runner.JobRunner``),
+            and the model comes from the settings (``setModel`` applies in this process only).
 
     Frame / pixel conventions: frame = K index of the video volume (0-based), x = column (right),
     y = row (down, 0 at the top), all in pixels of the imported frames.
@@ -359,6 +480,7 @@ class SAM2STrackingLogic:
         volumesLogic=None,
         modelFactory: Callable[[ModelSettings], Any] | None = None,
         chunkSize: int = 16,
+        backend=None,
     ) -> None:
         self.scene = scene
         self.segmentationsLogic = segmentationsLogic
@@ -376,6 +498,7 @@ class SAM2STrackingLogic:
         self._modelLock = threading.Lock()
         self._session: TrackingSession | None = None
         self._activeJob: TrackingJob | None = None
+        self.backend = backend if backend is not None else InProcessBackend()
 
     # ------------------------------------------------------------------ model
     def setModelSettings(self, settings: ModelSettings) -> None:
@@ -394,7 +517,7 @@ class SAM2STrackingLogic:
             self.settings = dataclasses.replace(settings, memoryParams=dict(settings.memoryParams))
             if modelChanged:
                 self._setModel(None)
-            self._session = None
+            self._dropSession()
 
     def setModel(self, model) -> None:
         """Use this ``sam2s`` model (e.g. random weights in tests) instead of building one from settings."""
@@ -405,7 +528,7 @@ class SAM2STrackingLogic:
         with self._modelLock:
             self._model = model
             self._modelGeneration += 1
-            self._session = None
+            self._dropSession()
 
     def getModel(self):
         """The model, built from ``settings`` with ``modelFactory`` on first use (any thread).
@@ -434,7 +557,7 @@ class SAM2STrackingLogic:
         if videoNode is not self.videoNode:
             self._checkIdle()
             self.videoNode = videoNode
-            self._session = None
+            self._dropSession()
         if videoNode is not None and self.segmentationNode is not None:
             try:
                 _segments.ensureReferenceGeometry(self.segmentationNode, videoNode)
@@ -452,7 +575,7 @@ class SAM2STrackingLogic:
         if segmentationNode is not self.segmentationNode:
             self._checkIdle()
             self.segmentationNode = segmentationNode
-            self._session = None
+            self._dropSession()
 
     def importVideo(self, source, **options):
         """Import a video file, image folder or ``(T, H, W, 3)`` array and make it the current video.
@@ -665,12 +788,36 @@ class SAM2STrackingLogic:
         self.requestCancel()
         self.videoNode = None
         self.segmentationNode = None
-        self._session = None
+        self._dropSession()
+
+    def setBackend(self, backend) -> None:
+        """Run the engine through ``backend`` from now on (see the class docstring); the current
+        engine session is closed (prompts are sent again from MRML on next use).
+
+        Raises:
+            TrackingBusyError: a job is running.
+        """
+        self._checkIdle()
+        self._dropSession()
+        self.backend = backend
+
+    def close(self) -> None:
+        """Close the engine session and the backend (stops a local server); call when done (the
+        Slicer module does when Slicer quits)."""
+        self.requestCancel()
+        self._dropSession()
+        self.backend.close()
+
+    def _dropSession(self) -> None:
+        """Close the engine session, if any (a server session is closed there, shared memory freed)."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
     def resetSession(self) -> None:
         """Forget the engine session (prompts are re-sent from MRML on next use)."""
         self._checkIdle()
-        self._session = None
+        self._dropSession()
 
     def createPreviewJob(self, segmentId: str, frameIndex: int) -> TrackingJob:
         """A job computing the mask of ``segmentId`` on ``frameIndex`` from that frame's prompts.
@@ -979,8 +1126,14 @@ class SAM2STrackingLogic:
             json.dumps(self.settings.memoryParams, sort_keys=True),
             self.settings.engine,
         )
-        if self._session is None or self._session.key != key:
+        key += (id(self.backend),)
+        session = self._session
+        if session is None or session.key != key or session.broken or session.stale:
+            self._dropSession()
+            backend, settings = self.backend, dataclasses.replace(self.settings)
             self._session = TrackingSession(
-                self.getModel, frames, self.settings.memory, self.settings.memoryParams, key, self.settings.engine
+                lambda: backend.createTracker(frames, videoNode, settings, self.getModel),
+                key,
+                lambda: backend.generation,
             )
         return self._session

@@ -119,6 +119,8 @@ def run_tracking(
     progress: bool = True,
     model_object=None,
     overwrite: bool = False,
+    server: str | None = None,
+    token: str | None = None,
 ) -> dict:
     """Track the objects of a prompts file through a video with the headless Slicer logic and
     write ``output`` (.seg.nrrd), optionally label PNGs and an overlay video.
@@ -137,6 +139,8 @@ def run_tracking(
         model_object: an already built ``sam2s`` model to use instead of building one (tests).
         overwrite: replace existing output files, and the label PNGs of an existing ``png_dir``
             (other files there stay). Without it existing outputs are refused.
+        server, token: track in the ``sam2s serve`` server at this URL (e.g. a GPU machine) instead
+            of in this process; ``checkpoint`` is then a path on the server, or None for its cache.
 
     Returns:
         ``{"engine": ..., "objects": [per-object summary], "frames": T, "outputs": {...}, "logic": logic}``.
@@ -183,6 +187,10 @@ def run_tracking(
 
     if model_object is not None:
         engine_name = "sam2"
+    elif server:
+        engine_name = engine or "sam2"  # the checkpoint is the server's (a path there, or its cache)
+        if not token:
+            raise CliError("--server needs --token (the token `sam2s serve` printed or was given).")
     else:
         engine_name, checkpoint = choose_engine(engine, model, checkpoint)
         if engine_name == "sam2":
@@ -195,7 +203,16 @@ def run_tracking(
     from .settings import ModelSettings
     from .videoimport import NotEnoughMemoryError
 
-    logic = createTrackingLogic()
+    backend = None
+    if server:
+        from .backends import ServerBackend
+
+        backend = ServerBackend(server, token)
+        try:
+            backend.client()  # reachable, token accepted, same protocol: before the import
+        except Exception as err:  # noqa: BLE001 - sam2s.client errors carry the message and the fix
+            raise CliError(f"--server {server}: {err}") from None
+    logic = createTrackingLogic(backend=backend)
     try:
         logic.importVideo(str(video), labelmaps=len(objects) + 2)
     except NotEnoughMemoryError as err:

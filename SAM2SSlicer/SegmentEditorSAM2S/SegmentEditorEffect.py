@@ -3,7 +3,7 @@ frame's mask at once, propagate through the video.
 
 Registered by the SAM2SSlicer module on ``startupCompleted`` (``registerEffect``). A thin adapter:
 prompts, previews and tracking go through the module's shared ``SAM2STrackingLogic`` and
-``TrackingRunner`` (engine in a worker thread, MRML written on the main thread).
+``TrackingRunner`` (the engine in a tracking server process, polled by a QTimer that writes MRML).
 
 Mouse and keyboard (in a slice view showing the video, axial):
 
@@ -249,7 +249,7 @@ Prompts are saved with the scene as markups points.</html>"""
         return True
 
     def _addPrompt(self, addFunction, frame):
-        """Store a prompt for the selected segment and preview its frame in the worker thread."""
+        """Store a prompt for the selected segment and preview its frame (computed by the tracking server)."""
         if self._runner().isRunning() and not self._runner().job.isPreview:
             self._status("Tracking is running: press Cancel (Escape) before adding prompts.")
             return

@@ -63,12 +63,15 @@ _EXPORTS = {
 _SUBMODULES = (
     "build",
     "checkpoints",
+    "client",
     "config",
     "divemem",
     "flow",
     "frames",
     "memory",
     "modeling",
+    "protocol",
+    "server",
     "session",
     "tracker",
 )

@@ -306,8 +306,8 @@ class FlowTracker(Tracker):
         self._check_idle("propagate")
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
-        ids = self._tracked_ids(obj_ids)
-        order = self._frame_order(start, end, reverse, ids)
+        ids = self.tracked_ids(obj_ids)
+        order = self.frame_order(start, end, reverse, ids)
         self._check_start(order[0], reverse, ids)
         with self._propagation():
             yield from self._propagate(order, reverse, ids)

@@ -415,8 +415,9 @@ class Tracker(ABC):
             return old.extended(points, labels)
         return ClickPrompt(points, labels)
 
-    def _tracked_ids(self, obj_ids: Iterable[int] | None) -> list[int]:
-        """The ids ``propagate(obj_ids=...)`` tracks, in session order (all when None).
+    def tracked_ids(self, obj_ids: Iterable[int] | None) -> list[int]:
+        """The ids ``propagate(obj_ids=...)`` tracks, in session order (all when None); public so
+        that a server can check a job before it starts.
 
         Raises:
             TypeError: ``obj_ids`` is not an iterable of ids (e.g. a bare integer).
@@ -436,12 +437,14 @@ class Tracker(ABC):
         chosen = set(wanted)
         return [k for k in self.objects if k in chosen]
 
-    def _frame_order(
-        self, start: int | None, end: int | None, reverse: bool, obj_ids: list[int] | None = None
-    ) -> range:
-        """Frames to track, in order: ``start`` (default: the earliest conditioning frame of the
-        objects ``obj_ids``, all by default) to ``end`` (default: the last frame, or 0 when
-        ``reverse``), both included. Raises ``PromptError``."""
+    def frame_order(self, start: int | None, end: int | None, reverse: bool, obj_ids: list[int] | None = None) -> range:
+        """Frames ``propagate(start, end, reverse, obj_ids)`` tracks, in order: ``start`` (default:
+        the earliest conditioning frame of the objects ``obj_ids``, all by default) to ``end``
+        (default: the last frame, or 0 when ``reverse``), both included (frame indices).
+
+        Raises:
+            PromptError: ``start`` / ``end`` outside the video, or in the wrong order for the direction.
+        """
         if start is None:
             ids = self.obj_ids if obj_ids is None else obj_ids
             start = min(t for k in ids for t in self.objects[k].cond)

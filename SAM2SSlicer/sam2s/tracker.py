@@ -236,10 +236,10 @@ class VideoTracker(Tracker):
         self._check_idle("propagate")
         if not self.objects:
             raise RuntimeError("No object has a prompt yet: call add_points, add_box or add_mask first.")
-        ids = self._tracked_ids(obj_ids)
+        ids = self.tracked_ids(obj_ids)
         objs = [self.objects[k] for k in ids]
         self._commit_prompts(objs)
-        order = self._frame_order(start, end, reverse, ids)
+        order = self.frame_order(start, end, reverse, ids)
         with self._propagation():
             for t in order:
                 yield t, list(ids), self._track_frame(t, reverse, objs)

@@ -92,7 +92,7 @@ def test_requirements_are_pinned_ranges():
 
     requirements = readRequirements()
     names = {re.split(r"[<>=!~]", r)[0] for r in requirements}
-    assert names == {"numpy", "pillow", "av", "tqdm", "opencv-python-headless"}
+    assert names == {"numpy", "pillow", "av", "tqdm", "opencv-python-headless", "fastapi", "uvicorn"}
     for requirement in requirements:
         assert ">=" in requirement and "<" in requirement.split(">=")[1], f"{requirement} needs a lower and upper bound"
     assert "torch" not in names and TORCH_REQUIREMENT.startswith("torch>=")

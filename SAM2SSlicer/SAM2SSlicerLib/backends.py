@@ -1,0 +1,361 @@
+"""Where the tracking engine runs: in this process, in a local server process, or on a remote server.
+
+Inside 3D Slicer, Python threads barely run (PythonQt holds the GIL while Qt's event loop idles),
+so the module never runs the engine in Slicer's process: it talks to a tracking server
+(``sam2s.server``, FastAPI + uvicorn) and a QTimer polls it without blocking. Three backends give
+``SAM2STrackingLogic`` its engine sessions; all have the engine session API the logic uses
+(``add_points`` / ``add_box`` / ``add_mask`` / ``remove_object`` / ``objects``), and the server
+ones add ``start_job`` (a propagation that runs in the server, polled with ``poll()``):
+
+* :class:`InProcessBackend` -- ``sam2s.VideoTracker`` / ``sam2s.flow.FlowTracker`` in this process
+  (command line, tests, scripts).
+* :class:`ServerBackend` without a URL -- a :class:`LocalServer`: ``python -m sam2s.server`` started
+  with Slicer's own Python (``PythonSlicer``, as SlicerTotalSegmentator runs its model) on
+  127.0.0.1, a free port and a random token; restarted on the next action if it died, stopped by
+  :meth:`ServerBackend.close` (the module calls it when Slicer quits). Frames reach it without
+  HTTP: it opens the source video itself when the volume holds its frames unchanged, otherwise
+  it maps a shared-memory copy of the volume.
+* :class:`ServerBackend` with a URL and a token -- a remote server (e.g. a lab GPU machine): the
+  frames are uploaded once (with progress); prompts go there and masks come back (bit-packed).
+
+Nothing received from a server is unpickled (``sam2s.protocol`` is a plain binary format).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import videoimport as _videoimport
+
+__all__ = ["InProcessBackend", "LocalServer", "RemoteTracker", "ServerBackend", "ServerStartError"]
+
+MODULE_DIR = Path(__file__).resolve().parents[1]
+"""The folder that holds the ``sam2s`` and ``SAM2SSlicerLib`` packages (on the server's PYTHONPATH)."""
+
+
+class ServerStartError(RuntimeError):
+    """The local tracking server could not be started (the message has the end of its log)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# In this process
+# ---------------------------------------------------------------------------------------------
+
+
+class InProcessBackend:
+    """The engine in the calling process (no server). ``generation`` is constant."""
+
+    name = "in-process"
+    generation = 0
+
+    def createTracker(self, frames: np.ndarray, videoNode, settings, modelProvider: Callable[[], Any]):
+        """A ``sam2s.VideoTracker`` (or ``FlowTracker`` for ``settings.engine == "flow"``) over ``frames``
+        (``(T, H, W, 3)`` uint8 view of the video volume, not copied); ``modelProvider()`` gives the model."""
+        if settings.engine == "flow":
+            from sam2s.flow import FlowTracker
+
+            return FlowTracker(frames)
+        from sam2s import VideoTracker
+
+        return VideoTracker(modelProvider(), frames, memory=settings.memory, **settings.memoryParams)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# ---------------------------------------------------------------------------------------------
+# A local server process
+# ---------------------------------------------------------------------------------------------
+
+
+def pythonForServer() -> str:
+    """The Python to run the local server with: ``PythonSlicer`` next to Slicer's executable when
+    this runs inside Slicer (the launcher sets up Slicer's Python environment), else this Python."""
+    executable = Path(sys.executable)
+    if "slicer" in executable.name.lower() and "python" not in executable.name.lower():
+        for candidate in (executable.with_name("PythonSlicer"), executable.with_name("PythonSlicer.exe")):
+            if candidate.is_file():
+                return str(candidate)
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
+
+
+class LocalServer:
+    """A ``sam2s.server`` process on 127.0.0.1 for this application only.
+
+    It listens on a free port with a random token (given through the environment, never on the
+    command line), may read any path of this user (``--allow-path /``: the same user's files), and
+    is started on demand by :meth:`ensureRunning`, which also restarts it when it died.
+
+    Args:
+        python: the interpreter (default :func:`pythonForServer`).
+        startTimeout: seconds to wait for the server to listen (it imports PyTorch first).
+        extraArgs: more ``sam2s.server`` options (e.g. ``["--idle-timeout", "600"]``).
+    """
+
+    def __init__(self, python: str | None = None, startTimeout: float = 180.0, extraArgs: Sequence[str] = ()) -> None:
+        self.python = python or pythonForServer()
+        self.startTimeout = float(startTimeout)
+        self.extraArgs = list(extraArgs)
+        self.process: subprocess.Popen | None = None
+        self.url: str | None = None
+        self.token: str | None = None
+        self.starts = 0
+        self._log: Any = None
+        self._lock = threading.Lock()
+        atexit.register(self.stop)
+
+    def isRunning(self) -> bool:
+        """True while the server process lives."""
+        return self.process is not None and self.process.poll() is None
+
+    def ensureRunning(self) -> tuple[str, str]:
+        """``(url, token)`` of the running server, starting it first if needed.
+
+        Raises:
+            ServerStartError: it exited or did not listen within ``startTimeout`` (with its log's end).
+        """
+        with self._lock:
+            if not self.isRunning():
+                self._start()
+            return self.url, self.token
+
+    def _start(self) -> None:
+        self.stop()
+        token = secrets.token_urlsafe(32)
+        folder = Path(tempfile.mkdtemp(prefix="sam2s-server-"))
+        ready = folder / "ready"
+        self._log = open(folder / "server.log", "w+b")  # noqa: SIM115 - kept open for the process's life
+        env = dict(os.environ, SAM2S_SERVER_TOKEN=token, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
+        command = [self.python, "-m", "sam2s.server", "--host", "127.0.0.1", "--port", "0"]
+        command += ["--ready-file", str(ready), "--allow-path", os.path.abspath(os.sep), *self.extraArgs]
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startTimeout
+        while time.monotonic() < deadline:
+            if ready.is_file() and ready.read_text().strip():
+                line = ready.read_text().strip().splitlines()[0]
+                self.url, self.token = line.rsplit(" ", 1)[-1], token
+                self.starts += 1
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = self.logTail()
+        self.stop()
+        raise ServerStartError(
+            f"The local tracking server did not start ({self.python} -m sam2s.server): {tail or 'no output'}. "
+            "Check that PyTorch, FastAPI and uvicorn are installed in that Python (the module installs them)."
+        )
+
+    def logTail(self, lines: int = 20) -> str:
+        """The last lines the server printed (for error messages)."""
+        if self._log is None:
+            return ""
+        with contextlib.suppress(OSError, ValueError):
+            self._log.flush()
+            self._log.seek(0)
+            return "\n".join(self._log.read().decode("utf-8", "replace").strip().splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s); safe to call twice."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# A server (local or remote)
+# ---------------------------------------------------------------------------------------------
+
+
+class RemoteTracker:
+    """A server-side engine session with the engine session API the logic uses.
+
+    ``add_points`` / ``add_box`` / ``add_mask`` return the ``(H, W)`` bool mask of the prompted frame
+    (``> 0`` works on it as on logits); ``objects`` holds the ids prompted through it;
+    ``start_job(passes, obj_ids)`` starts a propagation in the server (``sam2s.client.RemoteJob``).
+
+    Args:
+        session: the ``sam2s.client.RemoteSession``.
+        release: called by :meth:`close` after the session is closed (e.g. to free shared memory).
+    """
+
+    def __init__(self, session, release: Callable[[], None] | None = None) -> None:
+        self.session = session
+        self.objects: dict[int, None] = {}
+        self._release = release
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+    def add_points(self, frame_idx, obj_id, points, labels, clear_old_points=True) -> np.ndarray:
+        mask = self.session.add_points(frame_idx, obj_id, points, labels, clear_old_points=clear_old_points)
+        self.objects.setdefault(int(obj_id))
+        return mask
+
+    def add_box(self, frame_idx, obj_id, box, points=None, labels=None) -> np.ndarray:
+        mask = self.session.add_box(frame_idx, obj_id, box, points, labels)
+        self.objects.setdefault(int(obj_id))
+        return mask
+
+    def add_mask(self, frame_idx, obj_id, mask) -> np.ndarray:
+        result = self.session.add_mask(frame_idx, obj_id, np.asarray(mask, dtype=bool))
+        self.objects.setdefault(int(obj_id))
+        return result
+
+    def remove_object(self, obj_id) -> None:
+        self.session.remove_object(obj_id)
+        self.objects.pop(int(obj_id), None)
+
+    def start_job(self, passes: Sequence[tuple[int, int, bool]], obj_ids=None):
+        """Start the propagation ``passes`` (``[(start, end, reverse)]``) in the server; returns a
+        ``sam2s.client.RemoteJob`` to ``poll()``."""
+        return self.session.start_job([(int(s), int(e), bool(r)) for s, e, r in passes], obj_ids=obj_ids)
+
+    def close(self) -> None:
+        """Close the server session (errors ignored: the server may be gone) and release resources."""
+        try:
+            with contextlib.suppress(Exception):
+                self.session.close()
+        finally:
+            if self._release is not None:
+                self._release()
+                self._release = None
+
+
+class ServerBackend:
+    """Engine sessions in a tracking server: a :class:`LocalServer` (``url`` None) or a remote one.
+
+    Args:
+        url: ``http(s)://host:port`` of a running ``sam2s serve``; None starts a local server.
+        token: the remote server's token (at least 32 characters for a non-loopback server).
+        localServer: the :class:`LocalServer` to use (default: a new one, started on demand).
+        uploadProgress: ``(sentBytes, totalBytes)`` during a frame upload to a remote server.
+        timeout: seconds an HTTP request may take (prompts compute a mask in the server).
+
+    ``generation`` changes whenever the local server was (re)started, so that the logic makes new
+    sessions (the old ones died with the server).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        localServer: LocalServer | None = None,
+        uploadProgress: Callable[[int, int], None] | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        if url is not None and not token:
+            raise ValueError("A remote tracking server needs its token: enter the token printed by `sam2s serve`.")
+        self.url, self.token = url, token
+        self.localServer = localServer if url is None else None
+        if url is None and self.localServer is None:
+            self.localServer = LocalServer()
+        self.uploadProgress = uploadProgress
+        self.timeout = float(timeout)
+        self.name = "local server" if url is None else url
+
+    @property
+    def generation(self) -> int:
+        return self.localServer.starts if self.localServer is not None else 0
+
+    def client(self):
+        """A ``sam2s.client.Client`` for the server (starting the local one if needed); checks the
+        protocol version (``ProtocolMismatchError`` names both versions)."""
+        from sam2s.client import Client
+
+        if self.localServer is not None:
+            url, token = self.localServer.ensureRunning()
+        else:
+            url, token = self.url, self.token
+        client = Client(url, token, timeout=self.timeout)
+        client.version()
+        return client
+
+    def createTracker(self, frames: np.ndarray, videoNode, settings, modelProvider=None) -> RemoteTracker:
+        """A server session over the video volume's frames (``(T, H, W, 3)`` uint8), for ``settings``
+        (engine, model config, checkpoint path on the server or empty for its cache, image size,
+        device, memory policy). ``modelProvider`` is not used: the server builds the model."""
+        client = self.client()
+        release = None
+        if self.localServer is not None:
+            spec = _sourceFileSpec(videoNode, frames)
+            if spec is None:
+                spec, release = _sharedMemorySpec(frames)
+        else:
+            spec = {"upload": client.upload_frames(np.ascontiguousarray(frames), progress=self.uploadProgress)}
+        model = {
+            "engine": settings.engine,
+            "config": settings.configName,
+            "checkpoint": settings.checkpoint or None,
+            "image_size": int(settings.imageSize),
+            "device": settings.device,
+        }
+        try:
+            session = client.create_session(spec, model, memory=settings.memory, memory_params=settings.memoryParams)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return RemoteTracker(session, release)
+
+    def close(self) -> None:
+        """Stop the local server (a remote one keeps running)."""
+        if self.localServer is not None:
+            self.localServer.stop()
+
+
+def _sourceFileSpec(videoNode, frames: np.ndarray) -> dict | None:
+    """``{"path": file or folder}`` when the volume holds its source's frames unchanged (every frame,
+    no resize), so that the local server decodes the same frames itself; else None."""
+    if videoNode is None or videoNode.GetAttribute(_videoimport.SOURCE_TYPE) not in ("video", "folder"):
+        return None
+    source = videoNode.GetAttribute(_videoimport.SOURCE) or ""
+    width, height = (int(v) for v in (videoNode.GetAttribute(_videoimport.SOURCE_SIZE) or "0,0").split(","))
+    indices = _videoimport.sourceFrameIndices(videoNode)
+    sameFrames = indices == list(range(len(indices)))
+    if not (source and os.path.exists(source) and sameFrames and (width, height) == (frames.shape[2], frames.shape[1])):
+        return None
+    return {"path": source, "frame_indices": indices}
+
+
+def _sharedMemorySpec(frames: np.ndarray) -> tuple[dict, Callable[[], None]]:
+    """A shared-memory copy of ``frames`` for the local server: ``({"shm": name, "shape": ...},
+    release)``; ``release()`` closes and unlinks the block (after the server session is closed)."""
+    from multiprocessing import shared_memory
+
+    block = shared_memory.SharedMemory(create=True, size=max(1, frames.nbytes))
+    view = np.ndarray(frames.shape, dtype=np.uint8, buffer=block.buf)
+    view[...] = frames
+    del view
+
+    def release() -> None:
+        with contextlib.suppress(FileNotFoundError, BufferError):
+            block.close()
+            block.unlink()
+
+    return {"shm": block.name, "shape": list(frames.shape)}, release

@@ -1,0 +1,116 @@
+"""Run tracking jobs from a GUI without threads: start a job, then ``tick()`` from a timer.
+
+Inside 3D Slicer a Python worker thread barely runs: PythonQt holds the GIL while Qt's event loop
+is idle (CTK's ``ctkAbstractPythonManager`` and PythonQt are built without thread support), so
+the module runs the engine in a tracking server (``backends.ServerBackend``) and drives it from
+the main thread with a QTimer that calls :meth:`JobRunner.tick`: one non-blocking poll of the
+server (``TrackingJob.poll``) and a bulk write of the finished frames into MRML
+(``SAM2STrackingLogic.applyTrackingResults``, every ``chunkSize`` frames and at the end).
+
+This class has no Qt: the module's ``TrackingRunner`` is a QTimer around it, and the tests drive
+it with a plain loop (also under a simulated GIL-holding main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .logic import TrackingBusyError, TrackingJob
+
+__all__ = ["JobRunner"]
+
+Listener = Callable[[TrackingJob, bool], None]
+"""``listener(job, finished)``: called after every tick of a running job (progress, status)."""
+
+
+class JobRunner:
+    """One job at a time for a ``SAM2STrackingLogic``; see the module docstring.
+
+    Attributes:
+        job: the running job, or None. listeners: ``listener(job, finished)`` callables.
+    """
+
+    def __init__(self, logic: Any) -> None:
+        self.logic = logic
+        self.job: TrackingJob | None = None
+        self.listeners: list[Listener] = []
+        self._beforeWrite: Callable[[], None] | None = None
+        self._onFinished: Callable[[TrackingJob], None] | None = None
+        self._pending: tuple | None = None
+
+    def isRunning(self) -> bool:
+        """True while a job is started and not yet finished and written."""
+        return self.job is not None
+
+    def start(
+        self,
+        job: TrackingJob,
+        beforeWrite: Callable[[], None] | None = None,
+        onFinished: Callable[[TrackingJob], None] | None = None,
+    ) -> None:
+        """Begin ``job`` (``TrackingJob.start``: prompts are sent; a server propagation is started
+        and returns at once; a preview is computed). Then call :meth:`tick` until it returns True.
+
+        ``beforeWrite`` (e.g. the Segment Editor's ``saveStateForUndo``) is called once before the
+        job's first write, so that one Undo reverts the whole job; ``onFinished(job)`` at the end.
+
+        Raises:
+            TrackingBusyError: another job runs.
+        """
+        if self.isRunning():
+            raise TrackingBusyError("Tracking is running; press Cancel or wait for it to finish first.")
+        self.job, self._beforeWrite, self._onFinished = job, beforeWrite, onFinished
+        job.start()
+
+    def startWhenIdle(
+        self,
+        makeJob: Callable[[], TrackingJob],
+        beforeWrite: Callable[[], None] | None = None,
+        onFinished: Callable[[TrackingJob], None] | None = None,
+    ) -> None:
+        """Start ``makeJob()`` now, or after the running job (only the latest request is kept): for
+        instant previews while the user keeps clicking."""
+        if self.isRunning():
+            self._pending = (makeJob, beforeWrite, onFinished)
+            return
+        self.start(makeJob(), beforeWrite, onFinished)
+
+    def cancel(self) -> None:
+        """Stop the running job after its current frame (finished frames are written); drop a
+        pending preview."""
+        self._pending = None
+        if self.job is not None:
+            self.job.requestCancel()
+
+    def tick(self) -> bool:
+        """Poll the running job once (no waiting) and write what finished; returns True when the
+        job ended with this tick (then the next pending job, if any, is started)."""
+        job = self.job
+        if job is None:
+            return False
+        job.poll()
+        finished = job.finished.is_set()
+        try:
+            self.logic.applyTrackingResults(job, flush=finished, beforeWrite=self._beforeWrite)
+        except Exception as error:  # noqa: BLE001 - reported through the job to the listeners
+            logging.exception("SAM2S: writing tracking results failed")
+            job.requestCancel()
+            if job.error is None:
+                job.error = error
+        for listener in list(self.listeners):
+            listener(job, finished)
+        if not finished:
+            return False
+        self.job = None
+        if self._onFinished is not None:
+            self._onFinished(job)
+        if self._pending is not None:
+            makeJob, beforeWrite, onFinished = self._pending
+            self._pending = None
+            try:
+                self.start(makeJob(), beforeWrite, onFinished)
+            except Exception as error:  # noqa: BLE001 - the next tick's listeners see no job; log it
+                logging.warning(f"SAM2S: the next preview could not start: {error}")
+        return True

@@ -1,0 +1,653 @@
+"""Client of the sam2s tracking server (``sam2s.server``): standard library (``http.client``, ``ssl``)
+and numpy only, so it imports without torch, FastAPI or uvicorn (e.g. in 3D Slicer's GUI Python).
+
+Typical use::
+
+    client = Client("http://127.0.0.1:8765", token)
+    upload = client.upload_frames(frames)                      # (T, H, W, 3) uint8 RGB
+    session = client.create_session({"upload": upload}, {"engine": "sam2", "config": "sam2.1_hiera_t"})
+    mask = session.add_points(0, 1, [[451, 137]], [1])         # (H, W) bool
+    job = session.start_job([(0, session.num_frames - 1, False)])
+    while not job.finished:                                    # e.g. from a GUI timer, one poll per tick
+        update = job.poll()                                    # one HTTP request, never waits for tracking
+        for frame_idx, obj_ids, masks in update.frames:        # masks: (len(obj_ids), H, W) bool
+            ...
+    session.close()
+
+Every call is one blocking HTTP request (with ``timeout`` seconds per socket operation) on a new
+connection; none waits for tracking to finish. Coordinates are pixels of the session's frames (x
+right, y down), frame indices start at 0, object ids are 1..254 (``sam2s.session``).
+
+Errors: every failure is a ``ServerError`` (status, code, detail): ``AuthError`` (401, wrong or
+missing token), ``ProtocolMismatchError`` (426, or ``/version`` of another protocol),
+``SessionNotFound`` (404 ``session_not_found``: closed, expired or another token's),
+``ServerBusy`` (409: a job runs, or the tracker is busy), ``ServerUnavailable`` (no connection:
+not running, unreachable, reset, timed out). Other statuses keep the server's ``code``
+(``invalid_prompt`` 400, ``object_not_found`` 404, ``path_not_allowed`` 403, ``too_large`` 413,
+``invalid_request`` 422, ``too_many_sessions`` 429, ``internal_error`` 500 ...).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import math
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import protocol
+from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
+
+__all__ = [
+    "AuthError",
+    "Client",
+    "JobUpdate",
+    "ProtocolMismatchError",
+    "RemoteJob",
+    "RemoteSession",
+    "ServerBusy",
+    "ServerError",
+    "ServerUnavailable",
+    "SessionNotFound",
+]
+
+TERMINAL_STATUSES = ("done", "cancelled", "failed")
+"""Job statuses after which nothing more is produced."""
+
+_MESSAGE_OVERHEAD = 4096  # bytes of a chunk's message besides the frames (prefix, JSON header)
+_EXPECT_CONTINUE_BYTES = 64 * 2**10  # larger bodies wait for "100 Continue" (see _send_expecting_continue)
+_CONTINUE_WAIT_S = 3.0
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error, or could not be reached (then ``status`` is None).
+
+    Attributes:
+        status: HTTP status code, or None when there was no answer.
+        code: the server's short error code (e.g. ``"invalid_prompt"``), or ``"unavailable"``,
+            ``"tls_error"``, ``"bad_response"`` for failures on this side.
+        detail: the server's message (or what went wrong here).
+    """
+
+    def __init__(self, status: int | None, code: str, detail: str) -> None:
+        super().__init__(detail if status is None else f"HTTP {status} ({code}): {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+class AuthError(ServerError):
+    """401: the token is missing or wrong (check the token the server was started with)."""
+
+
+class ProtocolMismatchError(ServerError):
+    """The server speaks another protocol version than this client (426, or seen in ``/version``);
+    the message names both versions and what to upgrade."""
+
+
+class SessionNotFound(ServerError):
+    """404 ``session_not_found``: the session was closed, expired (idle), the server restarted, or
+    it belongs to another token. Create a new session."""
+
+
+class ServerUnavailable(ServerError):
+    """No answer: the server is not running or unreachable, the connection was refused or reset,
+    or it timed out (``status`` None, ``code`` ``"unavailable"``)."""
+
+
+class ServerBusy(ServerError):
+    """409: the session runs a job (wait for it or cancel it), or the request conflicts with its
+    state (e.g. an incomplete upload)."""
+
+
+@dataclass
+class JobUpdate:
+    """What one ``RemoteJob.poll`` returned.
+
+    Attributes:
+        status: ``"running"``, ``"done"``, ``"cancelled"`` or ``"failed"``.
+        done: frames the job has produced so far (all passes together).
+        total: frames the job produces when it is not cancelled.
+        error: the failure's message (``"ExceptionType: text"``) when failed, else None.
+        frames: the new results, in order: ``(frame_idx, obj_ids, array)`` with ``array``
+            ``(len(obj_ids), H, W)`` bool masks, or float32 logits if the job was started with
+            ``logits=True``; ``obj_ids`` in session order. A poll returns a bounded batch: more
+            may remain although the status is final (see ``RemoteJob.finished``).
+    """
+
+    status: str
+    done: int
+    total: int
+    error: str | None
+    frames: list[tuple[int, list[int], np.ndarray]] = field(default_factory=list)
+
+
+class Client:
+    """Connection settings of one tracking server; creates uploads and sessions.
+
+    Args:
+        url: the server's base URL, ``http://HOST:PORT`` or ``https://HOST:PORT`` (optionally
+            with a path prefix, e.g. behind a reverse proxy), as on the server's ready line.
+        token: one of the server's tokens (sent as ``Authorization: Bearer TOKEN``).
+        timeout: seconds per socket operation (connect, send, receive) of a request.
+        ssl_context: for ``https://``: the ``ssl.SSLContext`` to verify the server with; default
+            ``ssl.create_default_context()`` (system CAs, host name checked, as urllib).
+
+    Raises:
+        ValueError: a URL that is not ``http(s)://HOST[:PORT][/PREFIX]``, or an empty token.
+    """
+
+    def __init__(self, url: str, token: str, timeout: float = 60, ssl_context: ssl.SSLContext | None = None) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"server URL {url!r} must look like http://HOST:PORT or https://HOST:PORT")
+        if not token or not isinstance(token, str):
+            raise ValueError("the token is empty: pass the server's token (its SAM2S_SERVER_TOKEN or ready line)")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = float(timeout)
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._ssl_context = ssl_context
+        self._version: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    # ---------------------------------------------------------------- HTTP
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._scheme == "https":
+            context = self._ssl_context or ssl.create_default_context()
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        body: bytes | None = None,
+        query: dict[str, Any] | None = None,
+        binary: bool = False,
+    ) -> Any:
+        """Send one request and return the decoded answer.
+
+        Args:
+            method: ``"GET"``, ``"POST"``, ``"PUT"``, ``"DELETE"``.
+            path: the endpoint path, e.g. ``"/sessions"`` (after the URL's prefix).
+            json_body: a JSON body (sent as ``application/json``), or None.
+            body: a binary body (a ``sam2s.protocol`` message), or None.
+            query: query parameters.
+            binary: the answer is a protocol message: return ``(header, arrays)``.
+
+        Returns:
+            The JSON answer, or ``(header, arrays)`` with ``binary``.
+
+        Raises:
+            ServerError and its subclasses (see the module docstring).
+        """
+        target = self._prefix + path + (("?" + urllib.parse.urlencode(query)) if query else "")
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+            "Accept": "application/octet-stream" if binary else "application/json",
+            "Connection": "close",
+        }
+        data = body
+        if json_body is not None:
+            data = json.dumps(json_body, allow_nan=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        elif body is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        if data is None and method in ("POST", "PUT"):
+            data = b""
+        conn = self._connection()
+        try:
+            if data is not None and len(data) > _EXPECT_CONTINUE_BYTES:
+                response = _send_expecting_continue(conn, method, target, headers, data)
+            else:
+                conn.request(method, target, body=data, headers=headers)
+                response = conn.getresponse()
+            payload = response.read()
+        except ssl.SSLError as error:
+            raise ServerError(
+                None,
+                "tls_error",
+                f"the TLS connection to {self.url} failed ({error}): check the server's certificate (its host "
+                "name and issuer), or pass Client(..., ssl_context=...) that trusts it",
+            ) from error
+        except (OSError, http.client.HTTPException) as error:  # refused, reset, timeout, DNS, closed early
+            raise ServerUnavailable(
+                None,
+                "unavailable",
+                f"the sam2s server at {self.url} is not running or unreachable ({type(error).__name__}: {error}); "
+                "start it (python -m sam2s.server) or check the URL, the network and the firewall",
+            ) from error
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise self._error(response.status, payload)
+        try:
+            return protocol.decode(payload, copy=True) if binary else json.loads(payload)
+        except (protocol.ProtocolError, ValueError) as error:
+            raise ServerError(
+                response.status,
+                "bad_response",
+                f"the answer of {self.url}{path} could not be read ({error}); is this URL a sam2s server?",
+            ) from error
+
+    def _error(self, status: int, payload: bytes) -> ServerError:
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and "detail" in answer:
+            detail, code = str(answer["detail"]), str(answer.get("code") or "http_error")
+        else:
+            detail = payload[:300].decode("utf-8", "replace").strip() or f"HTTP {status} without a message"
+            code = "http_error"
+        if status == 401:
+            return AuthError(status, code, detail)
+        if status == 426:
+            return ProtocolMismatchError(status, code, detail)
+        if status == 404 and code == "session_not_found":
+            return SessionNotFound(status, code, detail)
+        if status == 409:
+            return ServerBusy(status, code, detail)
+        return ServerError(status, code, detail)
+
+    # ---------------------------------------------------------------- server
+    def health(self) -> bool:
+        """True when the server answers ``GET /health`` with ``{"status": "ok"}``, False when it
+        cannot be reached or answers otherwise (never raises)."""
+        try:
+            return self.request("GET", "/health") == {"status": "ok"}
+        except ServerError:
+            return False
+
+    def version(self) -> dict:
+        """The server's ``GET /version``: ``{"protocol", "sam2s", "torch", "devices", "max_upload_bytes",
+        ...}``.
+
+        Raises:
+            ProtocolMismatchError: the server's protocol is not this client's ``PROTOCOL_VERSION``
+                (the message names both and what to upgrade). ServerError: see the module docstring.
+        """
+        info = self.request("GET", "/version")
+        server = info.get("protocol") if isinstance(info, dict) else None
+        if server != PROTOCOL_VERSION:
+            if isinstance(server, int) and server > PROTOCOL_VERSION:
+                upgrade = "upgrade the client (update the SAM2SSlicer extension / the sam2s package)"
+            else:
+                upgrade = "upgrade the server (install the same sam2s version on the server machine and restart it)"
+            raise ProtocolMismatchError(
+                None,
+                "protocol_mismatch",
+                f"the server at {self.url} speaks SAM2S protocol {server} but this client speaks protocol "
+                f"{PROTOCOL_VERSION}: {upgrade}",
+            )
+        self._version = info
+        return info
+
+    def upload_frames(
+        self,
+        frames: np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_bytes: int = 64 * 2**20,
+    ) -> str:
+        """Send frames to the server in chunks; returns the upload id for ``create_session({"upload": id}, ...)``.
+
+        Args:
+            frames: ``(T, H, W, 3)`` uint8 RGB array (row y down, column x right).
+            progress: called as ``progress(frames_sent, T)`` after each chunk.
+            chunk_bytes: largest chunk body in bytes (at least one frame per chunk; also kept under
+                the server's ``max_upload_bytes``).
+
+        Returns:
+            The upload id (valid until used by a session, deleted or expired).
+
+        Raises:
+            ValueError: not a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1.
+            ServerError: e.g. 413 ``too_large`` (the clip exceeds the server's limit), 429.
+        """
+        if (
+            not isinstance(frames, np.ndarray)
+            or frames.dtype != np.uint8
+            or frames.ndim != 4
+            or frames.shape[3] != 3
+            or min(frames.shape) == 0
+        ):
+            found = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+            raise ValueError(f"frames must be a (T, H, W, 3) uint8 RGB array with T, H, W >= 1, got {found}")
+        limit = (self._version or self.version()).get("max_upload_bytes") or chunk_bytes
+        frame_bytes = math.prod(frames.shape[1:])
+        per_chunk = max(1, (min(int(chunk_bytes), int(limit)) - _MESSAGE_OVERHEAD) // frame_bytes)
+        total = len(frames)
+        upload = self.request("POST", "/uploads", json_body={"shape": list(frames.shape)})["upload"]
+        try:
+            for start in range(0, total, per_chunk):
+                chunk = frames[start : start + per_chunk]
+                self.request("PUT", f"/uploads/{upload}", body=protocol.encode({}, [chunk]), query={"start": start})
+                if progress is not None:
+                    progress(start + len(chunk), total)
+        except BaseException:
+            try:
+                self.request("DELETE", f"/uploads/{upload}")
+            except ServerError:
+                pass
+            raise
+        return upload
+
+    def create_session(
+        self, frames: dict, model: dict, memory: str = "sam2", memory_params: dict | None = None
+    ) -> RemoteSession:
+        """Open a tracking session on the server.
+
+        Args:
+            frames: ``{"upload": id}`` (from ``upload_frames``), ``{"path": server path,
+                "frame_indices": [...], "size": [W, H]}`` (indices and size optional; the path must
+                lie under the server's ``--allow-path`` roots), or ``{"shm": name, "shape": [T, H,
+                W, 3]}`` (a ``multiprocessing.shared_memory`` block of this machine, kept open by
+                the caller while the session lives).
+            model: ``{"engine": "sam2" | "flow", "config": name, "checkpoint": server path |
+                registry name | None, "image_size": int, "device": "auto" | "cpu" | "cuda" ...}``
+                (flow: ``{"engine": "flow", "params": {...}}``).
+            memory: ``"sam2"`` or ``"divemem"``; memory_params: ``DiveMem`` parameters.
+
+        Returns:
+            The ``RemoteSession``.
+
+        Raises:
+            ServerError: e.g. 403 (path outside the roots), 422 (malformed), 429 (too many sessions),
+                400 (unreadable frames, unknown config, missing checkpoint).
+        """
+        body = {"frames": frames, "model": model, "memory": memory, "memory_params": dict(memory_params or {})}
+        answer = self.request("POST", "/sessions", json_body=body)
+        return RemoteSession(self, answer["session"], answer["num_frames"], answer["height"], answer["width"])
+
+    def list_sessions(self) -> list[dict]:
+        """This token's open sessions: ``[{"session", "engine", "num_frames", "height", "width",
+        "obj_ids", "jobs", "running_job"}, ...]``."""
+        return self.request("GET", "/sessions")["sessions"]
+
+    def session(self, session_id: str) -> RemoteSession:
+        """Reattach to an open session of this token by id.
+
+        Raises:
+            SessionNotFound: it does not exist (any more) for this token.
+        """
+        info = self.request("GET", f"/sessions/{_quote(session_id)}")
+        return RemoteSession(self, info["session"], info["num_frames"], info["height"], info["width"])
+
+
+class _Replay(io.RawIOBase):
+    """A readable stream of ``prefix`` followed by what ``sock`` receives."""
+
+    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
+        self._prefix, self._sock = prefix, sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n], self._prefix = self._prefix[:n], self._prefix[n:]
+            return n
+        return self._sock.recv_into(buffer)
+
+
+class _ReplaySocket:
+    """What ``http.client.HTTPResponse`` needs of a socket (``makefile``), replaying bytes already read."""
+
+    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
+        self._prefix, self._sock = prefix, sock
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_Replay(self._prefix, self._sock))
+
+
+def _send_expecting_continue(
+    conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str], data: bytes
+) -> http.client.HTTPResponse:
+    """Send a request with ``Expect: 100-continue`` and the body only after the server's ``100
+    Continue``, so that an answer given before the body is read (401, 413, 426) arrives intact
+    instead of a connection reset; without an interim answer within ``_CONTINUE_WAIT_S`` seconds
+    (a server or proxy that ignores the header) the body is sent anyway."""
+    conn.putrequest(method, target, skip_accept_encoding=True)
+    for key, value in headers.items():
+        conn.putheader(key, value)
+    conn.putheader("Content-Length", str(len(data)))
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    sock = conn.sock
+    head = bytearray()
+    sock.settimeout(_CONTINUE_WAIT_S)
+    try:
+        while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing after the interim answer is consumed
+            byte = sock.recv(1)
+            if not byte:
+                break
+            head += byte
+    except (socket.timeout, TimeoutError):
+        if head:
+            raise
+    finally:
+        sock.settimeout(conn.timeout)
+    status = head.split(b"\r\n", 1)[0].split()
+    if not head or (len(status) > 1 and status[1] == b"100"):
+        conn.send(data)
+        return conn.getresponse()
+    response = http.client.HTTPResponse(_ReplaySocket(bytes(head), sock), method=method)
+    response.begin()
+    return response
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(str(value), safe="")
+
+
+def _points(points: Any) -> list[list[float]]:
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2).tolist()
+
+
+def _labels(labels: Any) -> list[int]:
+    return [int(v) for v in np.asarray(labels).reshape(-1)]
+
+
+class RemoteSession:
+    """A tracking session on the server, with the prompt API of ``sam2s.VideoTracker``.
+
+    Attributes:
+        client: the ``Client``. id: the session id. num_frames, height, width: T, H, W.
+
+    Prompt methods return the object's ``(H, W)`` bool mask on the frame (True inside), or its
+    float32 logits with ``logits=True``. They raise ``ServerError`` with code ``invalid_prompt``
+    (400: bad frame, object id, points, labels, box or mask), ``SessionNotFound``, ``ServerBusy``
+    (409: a job of this session runs).
+    """
+
+    def __init__(self, client: Client, session_id: str, num_frames: int, height: int, width: int) -> None:
+        self.client, self.id = client, session_id
+        self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
+        self._path = f"/sessions/{_quote(session_id)}"
+
+    def __repr__(self) -> str:
+        return f"RemoteSession({self.id!r}, T={self.num_frames}, H={self.height}, W={self.width})"
+
+    def __enter__(self) -> RemoteSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _prompt(self, obj_id: int, kind: str, json_body: Any = None, body: bytes | None = None) -> np.ndarray:
+        header, arrays = self.client.request(
+            "POST", f"{self._path}/objects/{int(obj_id)}/{kind}", json_body=json_body, body=body, binary=True
+        )
+        if len(arrays) != 1:
+            raise ServerError(200, "bad_response", f"a prompt answer holds one array, got {len(arrays)}")
+        return arrays[0]
+
+    def add_points(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: Sequence | np.ndarray,
+        labels: Sequence | np.ndarray,
+        clear_old_points: bool = True,
+        logits: bool = False,
+    ) -> np.ndarray:
+        """Clicks ``points`` ``(N, 2)`` pixels ``(x, y)`` with ``labels`` ``(N,)`` 1 / 0 for ``obj_id``
+        on ``frame_idx``; ``clear_old_points=False`` appends to the frame's clicks. Returns the
+        ``(H, W)`` bool mask, or float32 logits with ``logits=True``."""
+        body = {
+            "frame": int(frame_idx),
+            "points": _points(points),
+            "labels": _labels(labels),
+            "clear_old_points": bool(clear_old_points),
+            "logits": bool(logits),
+        }
+        return self._prompt(obj_id, "points", json_body=body)
+
+    def add_box(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        box: Sequence | np.ndarray,
+        points: Sequence | np.ndarray | None = None,
+        labels: Sequence | np.ndarray | None = None,
+        logits: bool = False,
+    ) -> np.ndarray:
+        """A box ``[x0, y0, x1, y1]`` pixels (and optional clicks) for ``obj_id`` on ``frame_idx``;
+        returns the ``(H, W)`` bool mask, or float32 logits with ``logits=True``."""
+        body: dict[str, Any] = {
+            "frame": int(frame_idx),
+            "box": [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)],
+            "logits": bool(logits),
+        }
+        if points is not None or labels is not None:
+            body["points"] = _points([] if points is None else points)
+            body["labels"] = _labels([] if labels is None else labels)
+        return self._prompt(obj_id, "box", json_body=body)
+
+    def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray, logits: bool = False) -> np.ndarray:
+        """A mask ``(H, W)`` (bool, or 0 / 1 values; row y down) for ``obj_id`` on ``frame_idx``;
+        returns the ``(H, W)`` bool mask, or float32 logits with ``logits=True``.
+
+        Raises:
+            ValueError: ``mask`` is not two-dimensional or holds values other than 0 / 1.
+        """
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be an (H, W) array, got shape {m.shape}")
+        if m.dtype != bool:
+            if not np.isin(m, (0, 1)).all():
+                raise ValueError("mask values must be 0/1 or bool; threshold a probability map first")
+            m = m.astype(bool)
+        body = protocol.encode({"frame": int(frame_idx), "logits": bool(logits)}, [m])
+        return self._prompt(obj_id, "mask", body=body)
+
+    def remove_object(self, obj_id: int) -> None:
+        """Remove ``obj_id`` and everything of it (``ServerError`` code ``object_not_found`` if absent)."""
+        self.client.request("DELETE", f"{self._path}/objects/{int(obj_id)}")
+
+    def reset(self) -> None:
+        """Remove every object."""
+        self.client.request("POST", f"{self._path}/reset")
+
+    def info(self) -> dict:
+        """``{"session", "engine", "num_frames", "height", "width", "obj_ids", "jobs", "running_job"}``."""
+        return self.client.request("GET", self._path)
+
+    def start_job(
+        self, passes: Sequence[tuple[int, int, bool]], obj_ids: Sequence[int] | None = None, logits: bool = False
+    ) -> RemoteJob:
+        """Start tracking in the background: each pass ``(start, end, reverse)`` (frame indices, both
+        included; None for the engine's default) is one ``propagate`` call, in order.
+
+        Args:
+            passes: e.g. ``[(k, T - 1, False), (k, 0, True)]`` for forward then backward from k.
+            obj_ids: the objects to track (None: all).
+            logits: results as float32 logits instead of bool masks.
+
+        Returns:
+            The ``RemoteJob`` (its ``total``: the frames it will produce).
+
+        Raises:
+            ServerBusy: a job of this session runs. ServerError: code ``invalid_prompt`` (bad
+            frames, no prompt), ``object_not_found``.
+        """
+        body = {
+            "passes": [[None if s is None else int(s), None if e is None else int(e), bool(r)] for s, e, r in passes],
+            "obj_ids": None if obj_ids is None else [int(k) for k in obj_ids],
+            "logits": bool(logits),
+        }
+        answer = self.client.request("POST", f"{self._path}/jobs", json_body=body)
+        return RemoteJob(self, answer["job"], answer["total"])
+
+    def close(self) -> None:
+        """Close the session on the server (cancels its job); closing a session that is already
+        gone (closed, expired) does nothing."""
+        try:
+            self.client.request("DELETE", self._path)
+        except SessionNotFound:
+            pass
+
+
+class RemoteJob:
+    """A tracking job on the server; ``poll`` it until ``finished``.
+
+    Attributes:
+        session: the ``RemoteSession``. id: the job id. total: frames it produces unless cancelled.
+        received: frames received by ``poll`` so far. status: the last polled status.
+        done: frames done at the last poll.
+    """
+
+    def __init__(self, session: RemoteSession, job_id: str, total: int) -> None:
+        self.session, self.id, self.total = session, job_id, int(total)
+        self.received = 0
+        self.status = "running"
+        self.done = 0
+        self._path = f"{session._path}/jobs/{_quote(job_id)}"
+
+    def __repr__(self) -> str:
+        return f"RemoteJob({self.id!r}, {self.status}, received {self.received}/{self.total})"
+
+    @property
+    def finished(self) -> bool:
+        """True once the job has stopped (done, cancelled or failed) and every frame it produced
+        has been received by ``poll``."""
+        return self.status in TERMINAL_STATUSES and self.received >= self.done
+
+    def poll(self) -> JobUpdate:
+        """One request for the status and the results since the last poll (a bounded batch; it
+        never waits for tracking). Advances ``received``.
+
+        Returns:
+            The ``JobUpdate``.
+
+        Raises:
+            SessionNotFound: the session is gone. ServerError: code ``job_not_found``, or a failure.
+        """
+        header, arrays = self.session.client.request("GET", self._path, query={"since": self.received}, binary=True)
+        listed = header.get("frames")
+        if not isinstance(listed, list) or len(listed) != len(arrays):
+            raise ServerError(200, "bad_response", "a job poll answer lists one array per frame")
+        frames = [(int(t), [int(k) for k in ids], a) for (t, ids), a in zip(listed, arrays)]
+        self.received += len(frames)
+        self.status, self.done = str(header["status"]), int(header["done"])
+        return JobUpdate(self.status, self.done, int(header["total"]), header.get("error"), frames)
+
+    def cancel(self) -> None:
+        """Ask the job to stop after its current frame; the frames done stay pollable (poll until
+        ``finished`` to get them and the final status ``"cancelled"``)."""
+        answer = self.session.client.request("DELETE", self._path)
+        self.status = answer.get("status", self.status) if isinstance(answer, dict) else self.status
+        if self.status in TERMINAL_STATUSES:
+            self.done = max(self.done, int(answer.get("done", self.done)))
