@@ -101,6 +101,7 @@ def _tick_until(runner, condition, timeout=120.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_propagation_keeps_frames_and_the_next_track_restarts(shared_data, checkpoint):
     reference = _logic(InProcessBackend(), checkpoint)
     refIds = _prompted(reference, shared_data)
@@ -154,6 +155,7 @@ def test_cancel_keeps_finished_frames(shared_data, checkpoint, server):
     logic.close()
 
 
+@pytest.mark.slow
 def test_an_expired_session_is_made_again_from_the_scene(shared_data, checkpoint):
     local = LocalServer(extraArgs=["--idle-timeout", "1"])
     try:
