@@ -106,15 +106,9 @@ def configNames() -> list[str]:
 def resolveDeviceName(device: str) -> str:
     """``auto`` -> ``cuda`` when PyTorch sees a CUDA GPU, else ``mps`` when available, else ``cpu``;
     other names are returned unchanged (checked when the model is built)."""
-    if device != "auto":
-        return device
-    import torch
+    from sam2s.build import auto_device
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return auto_device(device)
 
 
 def checkpointStatus(configName: str) -> Path | None:

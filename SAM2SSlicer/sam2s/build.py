@@ -14,6 +14,18 @@ from .modeling.sam2 import SAM2Model
 LONG_TERM_KEY = "long_term_tpos_enc"  # optional key of SAM2S checkpoints (see SAM2Model.memory_tpos)
 
 
+def auto_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when PyTorch sees a CUDA GPU, else ``"mps"`` (Apple Metal) when
+    available, else ``"cpu"``; any other name is returned unchanged (``resolve_device`` checks it)."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` as a ``torch.device``.
 

@@ -663,9 +663,9 @@ class _State:
     def model_key(self, spec: ModelSpec) -> tuple:
         """``(config, checkpoint file, mtime, size, image_size, device)`` of a SAM 2 spec: the device
         and checkpoint checked (cheap; done before the frames are opened)."""
-        from .build import resolve_device
+        from .build import auto_device, resolve_device
 
-        device = _resolve_device(spec.device)
+        device = auto_device(spec.device)
         try:
             with _engine_errors():
                 resolve_device(device)
@@ -714,19 +714,6 @@ class _State:
             except FileNotFoundError as error:
                 raise ApiError(400, "checkpoint_not_found", f"model.checkpoint: {error} (on the server)") from None
         return self.allowed_path(name, "model.checkpoint")
-
-
-def _resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` / ``"mps"`` / ``"cpu"``; other names are checked by ``build_model``."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _devices() -> list[str]:
