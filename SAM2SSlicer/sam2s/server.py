@@ -1382,7 +1382,7 @@ def serve(
 
     The socket is bound here (``port=0``: a free port chosen by the system); once uvicorn accepts
     connections, one line ``SAM2S server listening on http(s)://HOST:PORT`` is printed on stdout
-    (flushed) and written to ``ready_file`` (replaced atomically). When the token was generated
+    (flushed) and written to ``ready_file`` (a new file, written under a temporary name first). When the token was generated
     here (loopback only) the line ends with `` token=TOKEN``.
 
     Args:
@@ -1393,7 +1393,7 @@ def serve(
             ``secrets.token_urlsafe(32)``.
         allow_paths: folders whose files (videos, frame folders, checkpoints) clients may name.
         ssl_certfile, ssl_keyfile: PEM certificate and key for HTTPS (both or neither).
-        ready_file: file to write the ready line to.
+        ready_file: a new file to write the ready line to (refused if it exists).
         log_level: uvicorn's log level (logs go to stderr; access logs are off).
         limits: ``max_upload_bytes``, ``max_sessions_per_token``, ``idle_timeout_s``,
             ``model_cache_size`` of ``create_app``.
@@ -1403,6 +1403,10 @@ def serve(
             bad limits or roots (before anything is bound).
         OSError: the address cannot be bound (e.g. the port is in use).
     """
+    if ready_file is not None and (Path(ready_file).exists() or not Path(ready_file).parent.is_dir()):
+        raise ValueError(
+            f"--ready-file {ready_file}: give a new file in an existing folder (an existing file is never replaced)"
+        )
     explicit = tokens is not None
     if tokens is None:
         env = os.environ.get(ENV_TOKEN, "").strip()
