@@ -5,6 +5,10 @@ it runs headless on ``slicer-core``.
 Slicer logic on MRML (Slicer naming, camelCase):
 
 * ``logic`` -- ``SAM2STrackingLogic``: video + segmentation + prompts + tracking + export.
+* ``controller`` -- ``SAM2SController``: what the module panel and the Segment Editor effect do
+  (clicks, keys, enabled actions, busy / cancel, settings, first use); the Qt files only bind to it.
+* ``runner`` -- ``JobRunner``: starts jobs and writes their frames from a GUI timer (no threads).
+* ``undo`` -- what one Segment Editor undo state costs, and how many fit.
 * ``videoimport`` -- video file / image folder / Sequence -> one ``vtkMRMLVectorVolumeNode``,
   with a memory check before allocating (``NotEnoughMemoryError``).
 * ``prompts`` -- prompts per segment and frame stored as markups control points.

@@ -18,7 +18,19 @@ TORCH_REQUIREMENT = "torch>=2.1"
 REQUESTER = "SAM2S"
 _IMPORT_NAMES = {"pillow": "PIL", "opencv-python-headless": "cv2", "av": "av", "numpy": "numpy", "tqdm": "tqdm"}
 
-__all__ = ["REQUIREMENTS_FILE", "TORCH_REQUIREMENT", "ensureDependencies", "missingRequirements", "readRequirements"]
+SERVER_ONLY = ("fastapi", "uvicorn")
+"""Packages only the local tracking server needs (not Slicer's process when tracking is remote)."""
+
+__all__ = [
+    "REQUIREMENTS_FILE",
+    "SERVER_ONLY",
+    "TORCH_REQUIREMENT",
+    "dependenciesReady",
+    "ensureDependencies",
+    "missingRequirements",
+    "readRequirements",
+    "requirementsFor",
+]
 
 
 def readRequirements(path: str | Path = REQUIREMENTS_FILE) -> list[str]:
@@ -59,6 +71,21 @@ def missingRequirements(requirements: list[str] | None = None) -> list[str]:
     return missing
 
 
+def requirementsFor(remote: bool) -> list[str]:
+    """What Slicer's Python needs: with a remote tracking server only the import packages (PyAV,
+    OpenCV, tqdm: no PyTorch, no server packages); on this computer also the local tracking
+    server's packages and PyTorch (``TORCH_REQUIREMENT``)."""
+    requirements = readRequirements()
+    if remote:
+        return [r for r in requirements if _name(r).lower() not in SERVER_ONLY]
+    return requirements + [TORCH_REQUIREMENT]
+
+
+def dependenciesReady(remote: bool) -> bool:
+    """True when everything of :func:`requirementsFor` is installed in a satisfying version."""
+    return not missingRequirements(requirementsFor(remote))
+
+
 def _ensureTorch() -> None:
     """Install PyTorch through the PyTorch extension when it is missing (asks the user first)."""
     if not missingRequirements([TORCH_REQUIREMENT]):
@@ -82,8 +109,9 @@ def _ensureTorch() -> None:
         )
 
 
-def ensureDependencies(requester: str = REQUESTER) -> None:
-    """Make sure torch and the packages of ``requirements.txt`` are importable (inside Slicer).
+def ensureDependencies(requester: str = REQUESTER, remote: bool = False) -> None:
+    """Make sure the packages of :func:`requirementsFor` are importable (inside Slicer): with
+    ``remote`` (tracking on a server) no PyTorch and no server packages are installed.
 
     Uses ``slicer.packaging.pip_ensure`` (Slicer >= 5.11: asks, shows progress, offers a restart)
     or, on older Slicer, asks with ``slicer.util.confirmOkCancelDisplay`` and runs
@@ -94,8 +122,10 @@ def ensureDependencies(requester: str = REQUESTER) -> None:
     """
     import slicer
 
-    _ensureTorch()
-    missing = missingRequirements(readRequirements())
+    if not remote:
+        _ensureTorch()
+    requirements = requirementsFor(remote)
+    missing = missingRequirements([r for r in requirements if r != TORCH_REQUIREMENT])
     if not missing:
         return
     packaging = getattr(slicer, "packaging", None)
@@ -105,7 +135,11 @@ def ensureDependencies(requester: str = REQUESTER) -> None:
         except ImportError:
             packaging = None
     if packaging is not None and hasattr(packaging, "pip_ensure"):
-        packaging.pip_ensure(packaging.load_requirements(str(REQUIREMENTS_FILE)), requester=requester)
+        wanted = {_name(r).lower() for r in requirements}
+        packaging.pip_ensure(
+            [r for r in packaging.load_requirements(str(REQUIREMENTS_FILE)) if _name(str(r)).lower() in wanted],
+            requester=requester,
+        )
     else:
         if not slicer.util.confirmOkCancelDisplay(
             f"{requester} needs these Python packages: {', '.join(missing)}. Download and install them now "
@@ -116,6 +150,6 @@ def ensureDependencies(requester: str = REQUESTER) -> None:
         for requirement in missing:  # one call each: old Slicer versions split the string on spaces
             slicer.util.pip_install(requirement.replace(" ", ""))
     importlib.invalidate_caches()
-    still = missingRequirements(readRequirements())
+    still = missingRequirements([r for r in requirements if r != TORCH_REQUIREMENT])
     if still:
         raise RuntimeError(f"These packages are still missing: {', '.join(still)}; restart Slicer and try again.")

@@ -305,6 +305,16 @@ class TrackingJob:
         """True when a propagation stopped early because cancel was requested."""
         return self.status == "cancelled"
 
+    def hasUnwrittenResults(self) -> bool:
+        """True while finished frames wait to be written by ``applyTrackingResults``."""
+        return not self.results.empty() or bool(self._pending)
+
+    def discardResults(self) -> None:
+        """Drop the frames not written yet (a preview computed without writing it)."""
+        while not self.results.empty():
+            self.results.get_nowait()
+        self._pending.clear()
+
     def requestCancel(self) -> None:
         """Stop after the frame being computed (thread-safe); finished frames are kept. A job in a
         server is asked to stop too (one HTTP request)."""
@@ -374,14 +384,16 @@ class TrackingJob:
         if self.session.isRemote:
             if self.cancelEvent.is_set():
                 return False
-            self._remote = tracker.start_job(plan.passes)
+            # only the written objects: the others keep their engine state (memory, pointers)
+            self._remote = tracker.start_job(plan.passes, obj_ids=list(plan.writeObjects))
             return True
         for start, end, reverse in plan.passes:
             if self.cancelEvent.is_set():  # cancelled before this pass started
                 break
             # closing(): the engine refuses changes while a propagate() generator is open
             # (sam2s.TrackerBusyError), so close it on cancel and on errors, not at collection.
-            with contextlib.closing(tracker.propagate(start, end, reverse)) as frames:
+            objects = list(plan.writeObjects)  # the others are not re-tracked (engine state kept)
+            with contextlib.closing(tracker.propagate(start, end, reverse, obj_ids=objects)) as frames:
                 for frame, ids, logits in frames:
                     masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
                     self._emit(frame, masks, onFrame)
@@ -773,9 +785,10 @@ class SAM2STrackingLogic:
 
     # ------------------------------------------------------------------ jobs
     def isTracking(self) -> bool:
-        """True while the last job created by this logic runs (started, not finished)."""
+        """True while the last started job runs or has finished frames not yet written: a new job
+        then would have its frames overwritten by the old job's late writes, so it is refused."""
         job = self._activeJob
-        return job is not None and job.started.is_set() and not job.finished.is_set()
+        return job is not None and job.started.is_set() and (not job.finished.is_set() or job.hasUnwrittenResults())
 
     def requestCancel(self) -> None:
         """Ask the running job to stop after its current frame (thread-safe); finished frames are kept."""
@@ -786,6 +799,8 @@ class SAM2STrackingLogic:
         """Forget the current video, segmentation and engine session (e.g. when the scene closes);
         a running job is asked to stop (its results are dropped: the segmentation is gone)."""
         self.requestCancel()
+        if self._activeJob is not None:
+            self._activeJob.discardResults()
         self.videoNode = None
         self.segmentationNode = None
         self._dropSession()
@@ -1028,6 +1043,8 @@ class SAM2STrackingLogic:
         job.run(onFrame=(lambda j: self.applyTrackingResults(j)) if write else None)
         if write:
             self.applyTrackingResults(job, flush=True)
+        else:
+            job.discardResults()
         if job.error is not None:
             raise job.error
         return job

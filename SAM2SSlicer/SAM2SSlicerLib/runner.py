@@ -7,8 +7,8 @@ the main thread with a QTimer that calls :meth:`JobRunner.tick`: one non-blockin
 server (``TrackingJob.poll``) and a bulk write of the finished frames into MRML
 (``SAM2STrackingLogic.applyTrackingResults``, every ``chunkSize`` frames and at the end).
 
-This class has no Qt: the module's ``TrackingRunner`` is a QTimer around it, and the tests drive
-it with a plain loop (also under a simulated GIL-holding main thread).
+This class has no Qt: the module ticks it from a QTimer (``SAM2SSlicer.getSharedController``),
+and the tests drive it with a plain loop (also under a simulated GIL-holding main thread).
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ class JobRunner:
 
     Attributes:
         job: the running job, or None. listeners: ``listener(job, finished)`` callables.
+        startListeners: ``listener(job)`` callables, called when a job starts.
     """
 
     def __init__(self, logic: Any) -> None:
         self.logic = logic
         self.job: TrackingJob | None = None
         self.listeners: list[Listener] = []
+        self.startListeners: list[Callable[[TrackingJob], None]] = []  # e.g. the GUI starts its timer
         self._beforeWrite: Callable[[], None] | None = None
         self._onFinished: Callable[[TrackingJob], None] | None = None
         self._pending: tuple | None = None
@@ -63,6 +65,8 @@ class JobRunner:
             raise TrackingBusyError("Tracking is running; press Cancel or wait for it to finish first.")
         self.job, self._beforeWrite, self._onFinished = job, beforeWrite, onFinished
         job.start()
+        for listener in list(self.startListeners):
+            _call(listener, job)
 
     def startWhenIdle(
         self,
@@ -84,9 +88,17 @@ class JobRunner:
         if self.job is not None:
             self.job.requestCancel()
 
+    def dropPending(self) -> None:
+        """Forget the preview waiting for the running job (the running job goes on)."""
+        self._pending = None
+
     def tick(self) -> bool:
         """Poll the running job once (no waiting) and write what finished; returns True when the
-        job ended with this tick (then the next pending job, if any, is started)."""
+        job ended with this tick (then the next pending job, if any, is started).
+
+        A listener or ``onFinished`` that raises is logged and skipped: the runner is never left
+        holding a finished job (which would refuse every later job as busy).
+        """
         job = self.job
         if job is None:
             return False
@@ -99,14 +111,15 @@ class JobRunner:
             job.requestCancel()
             if job.error is None:
                 job.error = error
+        if finished:
+            self.job = None  # before the callbacks: they see the runner idle
         for listener in list(self.listeners):
-            listener(job, finished)
+            _call(listener, job, finished)
         if not finished:
             return False
-        self.job = None
         if self._onFinished is not None:
-            self._onFinished(job)
-        if self._pending is not None:
+            _call(self._onFinished, job)
+        if self._pending is not None and self.job is None:
             makeJob, beforeWrite, onFinished = self._pending
             self._pending = None
             try:
@@ -114,3 +127,11 @@ class JobRunner:
             except Exception as error:  # noqa: BLE001 - the next tick's listeners see no job; log it
                 logging.warning(f"SAM2S: the next preview could not start: {error}")
         return True
+
+
+def _call(callback: Callable, *args: Any) -> None:
+    """Call a GUI callback; an exception is logged, never propagated into the runner."""
+    try:
+        callback(*args)
+    except Exception:  # noqa: BLE001 - one broken listener must not stop the others or the runner
+        logging.exception(f"SAM2S: a tracking listener failed ({getattr(callback, '__qualname__', callback)})")

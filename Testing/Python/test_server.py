@@ -196,7 +196,10 @@ def raw(url: str, method: str, path: str, token: str | None = None, body: bytes 
     if token is not None:
         hdrs["Authorization"] = f"Bearer {token}"
     try:
-        conn.request(method, path, body=body, headers=hdrs)
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early (e.g. 413 by Content-Length) and closed before the body was sent
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:

@@ -239,3 +239,69 @@ def test_tracking_keeps_its_speed_while_the_main_thread_holds_the_gil(shared_dat
         )
     assert server_held >= 0.8 * server_free
     assert worst_poll < 0.05
+
+
+REMOTE_CLIENT = r"""
+import importlib.abc, json, sys
+
+class Block(importlib.abc.MetaPathFinder):  # what a Slicer without PyTorch lacks
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "fastapi", "uvicorn", "starlette"):
+            raise ImportError("blocked: " + name)
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+from SAM2SSlicerLib import ModelSettings, headless
+from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController
+from SAM2SSlicerLib.dependencies import requirementsFor
+from SAM2SSlicerLib.synthetic import SyntheticClip
+
+url, token, checkpoint, store = sys.argv[1:5]
+controller = SAM2SController(headless.createTrackingLogic(), JsonSettingsStore(store))
+controller.setCompute("server", url, token)
+controller.setModelSettings(ModelSettings(checkpoint=checkpoint, imageSize=128, device="cpu"))
+clip = SyntheticClip(num_frames=6, height=48, width=64, num_objects=1, seed=4)
+editor = controller.logic.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+controller.importVideo(np.stack([clip.get(i) for i in range(6)]))
+controller.createSegmentation(editor)
+controller.effectActivated(editor)
+ys, xs = np.nonzero(clip.mask(0, 0))
+controller.click((float(xs.mean()), float(ys.mean()), 0), False, editor)
+job = controller.propagate("forward", 0, editor)
+while controller.runner.isRunning():
+    controller.runner.tick()
+mask = controller.logic.segmentMask(editor.GetSelectedSegmentID())
+print(json.dumps({
+    "status": job.status, "frames": job.trackedFrames, "masked": int(mask.any(axis=(1, 2)).sum()),
+    "loaded": sorted(m for m in ("torch", "fastapi", "uvicorn") if m in sys.modules),
+    "requirements": requirementsFor(remote=True),
+}))
+controller.logic.close()
+"""
+
+
+def test_remote_tracking_keeps_slicers_process_free_of_pytorch(server, checkpoint, tmp_path):
+    """The first-use choice "a server": the whole panel flow (import, New, click, propagate) runs in a
+    process where torch, FastAPI and uvicorn cannot be imported, and nothing asks for them."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    url, token = server.ensureRunning()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "SAM2SSlicer") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", REMOTE_CLIENT, url, token, str(checkpoint), str(tmp_path / "settings.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done" and result["frames"] == list(range(6)) and result["masked"] >= 1
+    assert result["loaded"] == []
+    assert not any(
+        r.split(">")[0].split("<")[0].strip() in ("fastapi", "uvicorn", "torch") for r in result["requirements"]
+    )

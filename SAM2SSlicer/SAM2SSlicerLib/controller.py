@@ -1,0 +1,919 @@
+"""What the SAM2S module panel and its Segment Editor effect do, without Qt.
+
+The Qt files (``SAM2SSlicer.py`` and ``SegmentEditorSAM2S/SegmentEditorEffect.py``) only bind
+widgets, mouse and keys to :class:`SAM2SController`, as Slicer's parameter-node pattern keeps
+behaviour out of widgets. Everything a user can trigger is decided here and tested headless on
+``slicer-core`` MRML with the real tracking backend (``Testing/Python/test_controller.py``):
+
+* which actions are enabled (:meth:`SAM2SController.actions`);
+* what a click, a box drag or a key does on a frame (:meth:`~SAM2SController.click`,
+  :meth:`~SAM2SController.boxPress` / :meth:`~SAM2SController.boxRelease`,
+  :meth:`~SAM2SController.keyPress`; the keys are listed once, in :data:`SHORTCUTS`);
+* the busy and cancel state, and what happens when the effect is deselected or the module left
+  (:meth:`~SAM2SController.effectDeactivated`, :meth:`~SAM2SController.moduleExited`);
+* the guard that keeps the first-use package install from running twice
+  (:class:`DependencyGate`);
+* the saved settings and the first-use question "this computer or a server?"
+  (:meth:`~SAM2SController.loadSettings`, :meth:`~SAM2SController.setCompute`);
+* what is selected after New (:meth:`~SAM2SController.newSegment`).
+
+Coordinates: frame = K index of the video volume (0-based); x = column (right), y = row (down,
+0 at the top), in pixels of the imported frames.
+
+Slicer code this follows: ``Modules/Scripted/SegmentEditor/SegmentEditor.py`` (``enter``:
+``installKeyboardShortcuts``; ``exit``: ``setActiveEffect(None)``, ``uninstallKeyboardShortcuts``,
+``removeViewObservations``), ``qMRMLSegmentEditorWidget::installKeyboardShortcuts`` (Escape
+deselects the active effect; Z / Ctrl+Z undo; Y / Ctrl+Y redo), and
+``vtkMRMLSegmentEditorNode`` (the selected segment, segmentation and source volume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import vtk
+
+from . import segments as _segments
+from .logic import SAM2STrackingLogic, TrackingBusyError, TrackingJob
+from .prompts import PromptError
+from .runner import JobRunner
+from .settings import ModelSettings
+from .videoimport import ImportCancelled
+
+try:  # Slicer's translation function (Base/Python/slicer/i18n.py); slicer-core has none
+    from slicer.i18n import tr as _
+except ImportError:  # pragma: no cover - depends on the Slicer build
+
+    def _(text: str) -> str:
+        return text
+
+
+__all__ = [
+    "COMPUTE_LOCAL",
+    "COMPUTE_SERVER",
+    "SCOPES",
+    "SETTINGS_PREFIX",
+    "SHORTCUTS",
+    "TOOL_BOX",
+    "TOOL_POINT",
+    "DependencyGate",
+    "JsonSettingsStore",
+    "SAM2SController",
+    "SettingsStore",
+    "Shortcut",
+    "frameOfSlice",
+    "pixelOfRas",
+]
+
+TOOL_POINT, TOOL_BOX = "point", "box"
+COMPUTE_LOCAL, COMPUTE_SERVER = "local", "server"
+SCOPES = ("selected", "changed", "all")
+"""Which segments a propagation writes: the selected one, those whose prompts changed since they
+were last propagated (new objects, corrections), or every prompted one."""
+SETTINGS_PREFIX = "SAM2SSlicer/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortcut:
+    """One row of the shortcut table (the effect's help, the README walk-through and the tests).
+
+    Attributes:
+        keys: as written for users, e.g. ``"Shift+Return"`` or ``"click"``.
+        keySym: VTK key symbol (``vtkRenderWindowInteractor::GetKeySym``), None for a mouse click.
+        ctrl, shift: modifiers that must be held (others are not checked).
+        action: what happens, one line.
+        handledBy: ``"effect"`` (this controller, through the effect's ``processInteractionEvents``)
+            or ``"editor"`` (a ``qMRMLSegmentEditorWidget`` keyboard shortcut, installed by the
+            Segment Editor module and by the SAM2S panel on ``enter``).
+    """
+
+    keys: str
+    keySym: str | None
+    ctrl: bool
+    shift: bool
+    action: str
+    handledBy: str = "effect"
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    Shortcut("click", None, False, False, "positive point (inside the object) for the selected segment"),
+    Shortcut("Shift+click", None, False, True, "negative point (outside the object)"),
+    Shortcut("X", "x", False, False, "box tool on / off; with it, drag a box around the object"),
+    Shortcut("Return", "Return", False, False, "propagate forward from the shown frame"),
+    Shortcut("Shift+Return", "Return", False, True, "propagate backward from the shown frame"),
+    Shortcut("Ctrl+Return", "Return", True, False, "propagate in both directions"),
+    Shortcut("BackSpace", "BackSpace", False, False, "remove the last click of the selected segment on this frame"),
+    Shortcut("Delete", "Delete", False, False, "clear the selected segment's prompts on this frame"),
+    Shortcut(
+        "Escape",
+        "Escape",
+        False,
+        False,
+        "deselect the SAM2S effect; tracking started from the effect stops after its current frame "
+        "(finished frames are kept)",
+        "editor",
+    ),
+    Shortcut("Ctrl+Z", "z", True, False, "undo the last prompt's mask or propagation (also Z)", "editor"),
+    Shortcut("Ctrl+Y", "y", True, False, "redo (also Y)", "editor"),
+)
+
+
+class SettingsStore(Protocol):
+    """Where settings persist: ``qt.QSettings`` in Slicer (through the module's adapter), a JSON
+    file elsewhere (:class:`JsonSettingsStore`). Values are strings; missing keys give None."""
+
+    def value(self, key: str) -> str | None: ...
+
+    def setValue(self, key: str, value: str) -> None: ...
+
+
+class JsonSettingsStore:
+    """A :class:`SettingsStore` in a JSON file (written atomically), for use outside Slicer.
+
+    Args:
+        path: the file; created on the first ``setValue``. A missing file means no settings.
+
+    Raises:
+        ValueError: on reading, when the file is not a JSON object (the message names the file).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, str]:
+        if not self.path.is_file():
+            return {}
+        try:
+            values = json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"Settings file {self.path} is not valid JSON ({error}); fix or delete it.") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"Settings file {self.path} must hold a JSON object; fix or delete it.")
+        return values
+
+    def value(self, key: str) -> str | None:
+        value = self._read().get(key)
+        return None if value is None else str(value)
+
+    def setValue(self, key: str, value: str) -> None:
+        values = self._read()
+        values[key] = str(value)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(values, indent=1, sort_keys=True), encoding="utf-8")
+        temporary.replace(self.path)
+
+
+class DependencyGate:
+    """Install the Python packages once, never twice at the same time, and never from a click.
+
+    In Slicer an install runs on the main thread and processes Qt events while pip runs (Slicer's
+    ``logProcessOutput`` calls ``processEvents``), so a second click or key can re-enter it. The
+    gate refuses a call made while an install runs, and :class:`SAM2SController` starts installs
+    only from ``activate()`` of the effect or from a button (:meth:`SAM2SController.installDependencies`),
+    never from a mouse or key callback.
+
+    Args:
+        check: returns True when everything needed is importable (cheap; called until it is).
+        install: installs what is missing (asks the user first); raises with a message on failure.
+
+    Attributes:
+        state: ``"unknown"``, ``"installing"``, ``"ready"`` or ``"failed"``. error: the last
+            install error message, or "".
+    """
+
+    def __init__(self, check: Callable[[], bool], install: Callable[[], None]) -> None:
+        self.check, self.install = check, install
+        self.state = "unknown"
+        self.error = ""
+
+    def isReady(self) -> bool:
+        """True when the packages are there (checked again until they are)."""
+        if self.state != "ready" and self.state != "installing" and self.check():
+            self.state = "ready"
+        return self.state == "ready"
+
+    def isInstalling(self) -> bool:
+        return self.state == "installing"
+
+    def ensure(self) -> bool:
+        """Install what is missing, unless an install is already running (then False at once).
+
+        Returns True when the packages are ready; False when an install runs or failed (``error``).
+        """
+        if self.state == "installing":
+            return False
+        if self.isReady():
+            return True
+        self.state = "installing"
+        try:
+            self.install()
+        except Exception as error:  # noqa: BLE001 - kept as a message for the user
+            self.state, self.error = "failed", str(error)
+            return False
+        self.state = "unknown"
+        return self.isReady()
+
+
+def frameOfSlice(videoNode, sliceToRas: vtk.vtkMatrix4x4) -> int | None:
+    """The frame (K index, clamped to the video) a slice view shows, from its ``SliceToRAS`` matrix
+    (``vtkMRMLSliceNode::GetSliceToRAS``): the slice centre mapped through the volume's RAS-to-IJK
+    matrix. None without a video."""
+    if videoNode is None or videoNode.GetImageData() is None:
+        return None
+    center = [sliceToRas.GetElement(r, 3) for r in range(3)] + [1.0]
+    rasToIjk = vtk.vtkMatrix4x4()
+    videoNode.GetRASToIJKMatrix(rasToIjk)
+    k = int(round(rasToIjk.MultiplyPoint(center)[2]))
+    frames = videoNode.GetImageData().GetDimensions()[2]
+    return min(max(k, 0), frames - 1)
+
+
+def pixelOfRas(videoNode, ras: Iterable[float], sliceToRas: vtk.vtkMatrix4x4) -> tuple[float, float, int] | None:
+    """``(x, y, frame)`` in video pixels (x right, y down, frame = K index) of an RAS position shown
+    in a slice view, or None when the view does not show frames upright (its normal is not along K
+    within 8 degrees: cos >= 0.99) or the position is outside the video.
+
+    Raises:
+        ValueError: the view is not axial to the video (the message says how to fix it).
+    """
+    if videoNode is None or videoNode.GetImageData() is None:
+        return None
+    rasToIjk = vtk.vtkMatrix4x4()
+    videoNode.GetRASToIJKMatrix(rasToIjk)
+    normal = rasToIjk.MultiplyPoint([sliceToRas.GetElement(r, 2) for r in range(3)] + [0.0])
+    length = sum(v * v for v in normal[:3]) ** 0.5
+    if length == 0 or abs(normal[2]) / length < 0.99:
+        raise ValueError(_("Show the video in an axial view (frames upright) to place prompts."))
+    x, y, k, _w = rasToIjk.MultiplyPoint(list(ras)[:3] + [1.0])
+    width, height, frames = videoNode.GetImageData().GetDimensions()
+    frame = int(round(k))
+    if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5 and 0 <= frame < frames):
+        return None
+    return min(max(float(x), 0.0), width - 1.0), min(max(float(y), 0.0), height - 1.0), frame
+
+
+def _promptDigest(frames: dict) -> str:
+    """A digest of a segment's ``{frame: FramePrompts}`` (``FramePrompts`` repr has the mask's digest)."""
+    return repr(sorted(frames.items()))
+
+
+class SAM2SController:
+    """The behaviour of the SAM2S panel and effect over a :class:`SAM2STrackingLogic` (see the module
+    docstring). One controller is shared by the module panel and the effect in Slicer.
+
+    Args:
+        logic: the tracking logic (its scene is Slicer's, or a headless one in tests).
+        store: where settings persist (:class:`SettingsStore`).
+        runner: the :class:`JobRunner` of the logic (default: a new one; the Qt shell ticks it
+            from a QTimer).
+        dependencies: the install gate (default: nothing to install, always ready).
+        backendFactory: ``(url or None, token) -> backend`` for :meth:`setCompute` (default:
+            ``backends.ServerBackend``: a local tracking server, or the remote one at ``url``).
+
+    Attributes:
+        tool: ``TOOL_POINT`` or ``TOOL_BOX``. firstFrame, lastFrame: the propagation range.
+        statusListeners: ``listener(text)`` for messages to the user (status line / label).
+        saveStateForUndo: called once before a job's first write when an undo state fits the budget
+            (the Qt shell sets the Segment Editor's ``saveStateForUndo``); None disables undo states.
+        undoBudget: bytes the undo history may keep (``undo.DEFAULT_UNDO_BUDGET``, 1 GiB).
+        undoLimit: undo states that fit (``undo.undoStateLimit``, updated before each job's first
+            write; 0 = undo off). undoLimitListeners: ``listener(limit)`` when it changes (the Qt
+            shell sets the editor's maximum number of undo states and enables Undo).
+    """
+
+    def __init__(
+        self,
+        logic: SAM2STrackingLogic,
+        store: SettingsStore,
+        runner: JobRunner | None = None,
+        dependencies: DependencyGate | None = None,
+        backendFactory: Callable[[str | None, str], Any] | None = None,
+    ) -> None:
+        self.logic = logic
+        self.store = store
+        self.runner = runner if runner is not None else JobRunner(logic)
+        self.dependencies = dependencies or DependencyGate(lambda: True, lambda: None)
+        self.backendFactory = backendFactory or _serverBackend
+        self.tool = TOOL_POINT
+        self.firstFrame = self.lastFrame = 0
+        self.statusListeners: list[Callable[[str], None]] = []
+        self.saveStateForUndo: Callable[[], None] | None = None
+        from .undo import DEFAULT_UNDO_BUDGET, SLICER_DEFAULT_UNDO_STATES
+
+        self.undoBudget = DEFAULT_UNDO_BUDGET
+        self.undoLimit = SLICER_DEFAULT_UNDO_STATES
+        self.undoLimitListeners: list[Callable[[int], None]] = []
+        self.effectActive = False
+        self.lastStatus = ""
+        self._boxStart: tuple[float, float, int] | None = None
+        self._effectJob: TrackingJob | None = None
+        self._propagated: dict[str, str] = {}  # segmentId -> prompt digest at its last finished propagation
+        self._computeKey: tuple[str, str, str] | None = None
+        self.runner.listeners.append(self._onJobTick)
+        self.loadSettings()
+
+    # ------------------------------------------------------------------ messages
+    def status(self, text: str) -> None:
+        """Show ``text`` to the user (every status listener; errors in a listener are ignored)."""
+        self.lastStatus = text
+        for listener in list(self.statusListeners):
+            try:
+                listener(text)
+            except Exception:  # noqa: BLE001, S110 - a broken label must not stop the action
+                pass
+
+    # ------------------------------------------------------------------ settings
+    def loadSettings(self) -> None:
+        """Apply the saved model settings and compute choice to the logic (done on construction, so
+        the effect used from the Segment Editor module in a new Slicer session gets them too).
+        Invalid saved settings (e.g. a checkpoint file deleted since) leave the defaults and say so."""
+        saved = self.store.value(SETTINGS_PREFIX + "ModelSettings")
+        if saved:
+            try:
+                self.logic.setModelSettings(ModelSettings.fromDict(json.loads(saved)))
+            except (ValueError, TypeError) as error:
+                self.status(_("The saved model settings were not used: {error}").format(error=error))
+        mode = self.computeMode()
+        if mode is not None:
+            url = self.store.value(SETTINGS_PREFIX + "ServerUrl") or ""
+            token = self.store.value(SETTINGS_PREFIX + "ServerToken") or ""
+            try:
+                self._applyCompute(mode, url, token)
+            except ValueError as error:
+                self.status(_("The saved server settings were not used: {error}").format(error=error))
+
+    def setModelSettings(self, settings: ModelSettings) -> None:
+        """Use and save ``settings``. Raises ``ValueError`` (invalid; nothing changes) or
+        ``TrackingBusyError`` (tracking runs)."""
+        if self.runner.isRunning():
+            raise TrackingBusyError(_("Tracking is running; cancel it before changing the model."))
+        self.logic.setModelSettings(settings)
+        self.store.setValue(SETTINGS_PREFIX + "ModelSettings", json.dumps(settings.toDict()))
+
+    def computeMode(self) -> str | None:
+        """``COMPUTE_LOCAL``, ``COMPUTE_SERVER``, or None before the first-use question was answered."""
+        mode = self.store.value(SETTINGS_PREFIX + "ComputeMode")
+        return mode if mode in (COMPUTE_LOCAL, COMPUTE_SERVER) else None
+
+    def needsComputeChoice(self) -> bool:
+        """True until the user answered the first-use question (this computer, or a server)."""
+        return self.computeMode() is None
+
+    def setCompute(self, mode: str, url: str = "", token: str = "") -> None:
+        """Track on this computer (a local tracking server with Slicer's Python and PyTorch) or on a
+        server (``url`` ``http(s)://host:port`` of ``sam2s serve``, with its ``token``: Slicer then
+        needs no PyTorch). Saved for the next sessions.
+
+        Raises:
+            ValueError: unknown mode, a URL that is not http(s)://host[:port], or no token.
+            TrackingBusyError: tracking runs. Nothing changes then.
+        """
+        if self.runner.isRunning():
+            raise TrackingBusyError(_("Tracking is running; cancel it before changing where it runs."))
+        url, token = url.strip(), token.strip()
+        self._applyCompute(mode, url, token)
+        self.store.setValue(SETTINGS_PREFIX + "ComputeMode", mode)
+        self.store.setValue(SETTINGS_PREFIX + "ServerUrl", url if mode == COMPUTE_SERVER else "")
+        self.store.setValue(SETTINGS_PREFIX + "ServerToken", token if mode == COMPUTE_SERVER else "")
+
+    def _applyCompute(self, mode: str, url: str, token: str) -> None:
+        from urllib.parse import urlsplit
+
+        if mode == COMPUTE_LOCAL:
+            url = token = ""
+        elif mode == COMPUTE_SERVER:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    _("Server URL {url!r} is not http(s)://host:port; copy the URL printed by `sam2s serve`.").format(
+                        url=url
+                    )
+                )
+            if not token:
+                raise ValueError(_("A tracking server needs its token: copy the token printed by `sam2s serve`."))
+        else:
+            raise ValueError(_("Compute mode must be 'local' or 'server'; got {mode!r}.").format(mode=mode))
+        if self._computeKey == (mode, url, token):
+            return
+        current = self.logic.backend
+        self.logic.setBackend(self.backendFactory(url or None, token))
+        current.close()
+        self._computeKey = (mode, url, token)
+
+    def isRemote(self) -> bool:
+        """True when tracking runs on a remote server (Slicer then needs no PyTorch)."""
+        return self.computeMode() == COMPUTE_SERVER
+
+    # ------------------------------------------------------------------ dependencies
+    def installDependencies(self) -> bool:
+        """Install the missing Python packages (from a button or the effect's ``activate``, never from
+        a click). Returns True when ready; False when an install already runs or failed (a message
+        says which)."""
+        if self.dependencies.isInstalling():
+            self.status(_("The Python packages of SAM2S are being installed; wait until it finishes."))
+            return False
+        if self.dependencies.ensure():
+            return True
+        if self.dependencies.state == "failed":
+            self.status(
+                _("SAM2S cannot run without its Python packages: {error}").format(error=self.dependencies.error)
+            )
+        return False
+
+    def _dependenciesReadyOrSay(self) -> bool:
+        """For mouse and key handlers: never installs, only tells the user how to."""
+        if self.dependencies.isReady():
+            return True
+        if self.dependencies.isInstalling():
+            self.status(_("The Python packages of SAM2S are being installed; wait until it finishes."))
+        else:
+            self.status(
+                _(
+                    "SAM2S needs its Python packages first: press 'Install' in the SAM2S panel or select the effect again."
+                )
+            )
+        return False
+
+    # ------------------------------------------------------------------ nodes
+    def setVideoNode(self, videoNode, editorNode=None) -> None:
+        """Track on ``videoNode``; the frame range becomes the whole video (a longer video gets its
+        last frame). With ``editorNode`` (``vtkMRMLSegmentEditorNode``) its source volume follows.
+
+        Raises what ``SAM2STrackingLogic.setVideoNode`` raises (ValueError, TrackingBusyError)."""
+        self.logic.setVideoNode(videoNode)
+        frames = self.frameCount()
+        self.firstFrame, self.lastFrame = 0, max(frames - 1, 0)
+        self.bindEditorNode(editorNode)
+
+    def setSegmentationNode(self, segmentationNode, editorNode=None) -> None:
+        """Write into ``segmentationNode``; with ``editorNode`` its segmentation follows (so that the
+        Segment Editor's undo snapshots the segmentation the tracker writes).
+
+        Raises what ``SAM2STrackingLogic.setSegmentationNode`` raises."""
+        self.logic.setSegmentationNode(segmentationNode)
+        self.bindEditorNode(editorNode)
+
+    def bindEditorNode(self, editorNode) -> None:
+        """Make ``editorNode`` (``vtkMRMLSegmentEditorNode``) show the logic's segmentation and video.
+        A selected segment that is not in that segmentation is deselected."""
+        if editorNode is None:
+            return
+        segmentation, video = self.logic.segmentationNode, self.logic.videoNode
+        if editorNode.GetSegmentationNode() is not segmentation:
+            editorNode.SetAndObserveSegmentationNode(segmentation)
+        if editorNode.GetSourceVolumeNode() is not video:
+            editorNode.SetAndObserveSourceVolumeNode(video)
+        selected = editorNode.GetSelectedSegmentID()
+        if selected and (segmentation is None or segmentation.GetSegmentation().GetSegment(selected) is None):
+            editorNode.SetSelectedSegmentID(None)
+
+    def followEditorNode(self, editorNode) -> bool:
+        """Track on what ``editorNode`` shows (the effect in the Segment Editor module): its source
+        volume when it is a SAM2S video, and its segmentation. False (with a message) when that is
+        not possible."""
+        from .videoimport import isVideoVolume
+
+        segmentation = editorNode.GetSegmentationNode() if editorNode is not None else None
+        source = editorNode.GetSourceVolumeNode() if editorNode is not None else None
+        try:
+            if source is not None and isVideoVolume(source) and source is not self.logic.videoNode:
+                self.setVideoNode(source)
+            if self.logic.videoNode is None:
+                self.status(_("Import a video in the SAM2S module first."))
+                return False
+            if segmentation is not self.logic.segmentationNode:
+                self.logic.setSegmentationNode(segmentation)
+        except (ValueError, RuntimeError) as error:  # TrackingBusyError is a RuntimeError
+            self.status(str(error))
+            return False
+        if segmentation is None:
+            self.status(_("Choose or create a segmentation for the video first."))
+            return False
+        return True
+
+    def frameCount(self) -> int:
+        """Frames of the current video (0 without one)."""
+        video = self.logic.videoNode
+        if video is None or video.GetImageData() is None:
+            return 0
+        return video.GetImageData().GetDimensions()[2]
+
+    def setFrameRange(self, first: int, last: int) -> None:
+        """The inclusive frame range of propagations. Raises ``ValueError`` outside the video."""
+        frames = self.frameCount()
+        if not 0 <= int(first) <= int(last) < max(frames, 1):
+            raise ValueError(
+                _("Frame range {first}..{last} is not within the video's frames 0..{end}.").format(
+                    first=first, last=last, end=frames - 1
+                )
+            )
+        self.firstFrame, self.lastFrame = int(first), int(last)
+
+    def createSegmentation(self, editorNode=None):
+        """A new segmentation on the video with one segment "Object 1", selected in ``editorNode``.
+        Returns the segmentation node. Raises RuntimeError without a video."""
+        node = self.logic.createSegmentation()
+        self.bindEditorNode(editorNode)
+        self.newSegment(editorNode)
+        return node
+
+    def newSegment(self, editorNode=None, name: str | None = None) -> str:
+        """Add a segment ("Object N", the next free object id) and select it in ``editorNode``, so
+        the next click prompts it. Returns its ID. Raises RuntimeError without a segmentation,
+        ValueError when all 254 object ids are used."""
+        node = self.logic.segmentationNode
+        if node is None:
+            raise RuntimeError(_("Create a segmentation for the video first."))
+        objectId = _segments.freeObjectId(node)
+        segmentId = self.logic.addSegment(name or _("Object {n}").format(n=objectId), objectId=objectId)
+        if editorNode is not None:
+            self.bindEditorNode(editorNode)
+            editorNode.SetSelectedSegmentID(segmentId)
+        return segmentId
+
+    # ------------------------------------------------------------------ state
+    def isBusy(self) -> bool:
+        """True while a propagation runs (a preview does not count: clicks may go on)."""
+        job = self.runner.job
+        return job is not None and not job.isPreview
+
+    def actions(self, editorNode=None) -> dict[str, bool]:
+        """Which actions are enabled now (the Qt shell enables its buttons from this).
+
+        Keys: ``import``, ``download``, ``install``, ``createSegmentation``, ``newSegment``, ``prompt``
+        (point and box tools), ``clearFrame``, ``clearSegment``, ``propagate``, ``cancel``, ``export``,
+        ``settings``.
+        """
+        logic = self.logic
+        busy, running = self.isBusy(), self.runner.isRunning()
+        video = logic.videoNode is not None and logic.videoNode.GetScene() is not None
+        segmentation = video and logic.segmentationNode is not None and logic.segmentationNode.GetScene() is not None
+        selected = bool(editorNode.GetSelectedSegmentID()) if editorNode is not None else False
+        return {
+            "import": not running,
+            "download": not running,
+            "install": not self.dependencies.isInstalling() and not self.dependencies.isReady(),
+            "createSegmentation": video and not busy,
+            "newSegment": segmentation and not busy,
+            "prompt": segmentation and not busy,
+            "clearFrame": segmentation and selected and not busy,
+            "clearSegment": segmentation and selected and not busy,
+            "propagate": segmentation and not running,
+            "cancel": running,
+            "export": segmentation and not running,
+            "settings": not running,
+        }
+
+    # ------------------------------------------------------------------ effect and module life
+    def effectActivated(self, editorNode=None) -> None:
+        """The SAM2S effect was selected: clicks and keys go to the tracker. Installs missing packages
+        (asks first) unless an install runs, and follows the editor node's video and segmentation."""
+        self.effectActive = True
+        self._boxStart = None
+        if not self.dependencies.isReady():
+            self.installDependencies()
+        if editorNode is not None:
+            self.followEditorNode(editorNode)
+
+    def effectDeactivated(self) -> None:
+        """The effect was deselected (Escape, another effect, leaving the module): clicks and keys are
+        no longer taken, a box drag is dropped, a pending preview is dropped, and a propagation started
+        from the effect stops after its current frame (finished frames are kept), because its progress
+        and Cancel button are in the effect's panel, which is gone now."""
+        self.effectActive = False
+        self._boxStart = None
+        job = self.runner.job
+        if job is not None and job is self._effectJob and not job.isPreview:
+            self.runner.cancel()
+            self.status(_("Tracking stops after the current frame: the SAM2S effect was deselected."))
+        elif job is not None and job.isPreview:
+            self.runner.dropPending()
+
+    def moduleExited(self) -> None:
+        """The SAM2S module was left (its ``exit``: the Qt shell also deselects the effect, removes the
+        keyboard shortcuts and the view observations, as ``SegmentEditor.py`` does). A propagation
+        started from the panel's buttons goes on; its progress is shown in the status bar."""
+        self.effectDeactivated()
+
+    # ------------------------------------------------------------------ mouse
+    def click(self, pixel: tuple[float, float, int] | None, negative: bool, editorNode) -> bool:
+        """A left click of the point tool at ``pixel`` = ``(x, y, frame)`` (None: outside the video).
+
+        Stores a positive (or, with ``negative``, a negative) point for the selected segment and starts
+        a preview of that frame. Every refusal or error becomes a status message; the click is still
+        taken (returns True) so that it never turns into a window/level drag. Returns False only when
+        the effect is not active (the click then belongs to other modules).
+        """
+        if not self.effectActive:
+            return False
+        if pixel is None:
+            self.status(_("Click inside the video frame."))
+            return True
+        x, y, frame = pixel
+        self._prompt(
+            lambda segmentId: self.logic.addPointPrompt(segmentId, frame, x, y, not negative), frame, editorNode
+        )
+        return True
+
+    def boxPress(self, pixel: tuple[float, float, int] | None) -> bool:
+        """The box tool's button press at ``pixel`` (``(x, y, frame)`` or None). Returns True when taken."""
+        if not self.effectActive:
+            return False
+        self._boxStart = pixel
+        if pixel is None:
+            self.status(_("Start the box inside the video frame."))
+        return True
+
+    def isDraggingBox(self) -> bool:
+        return self._boxStart is not None
+
+    def boxRelease(self, pixel: tuple[float, float, int] | None, editorNode) -> bool:
+        """The box tool's button release: stores the box (replacing the frame's earlier box) and starts a
+        preview. Returns True when taken (always while the effect is active)."""
+        if not self.effectActive:
+            return False
+        start, self._boxStart = self._boxStart, None
+        if start is None or pixel is None or pixel[2] != start[2]:
+            self.status(_("Drag the box inside one frame."))
+            return True
+        frame = start[2]
+        box = (start[0], start[1], pixel[0], pixel[1])
+        self._prompt(lambda segmentId: self.logic.setBoxPrompt(segmentId, frame, box), frame, editorNode)
+        return True
+
+    def _prompt(self, add: Callable[[str], Any], frame: int, editorNode) -> None:
+        if self.isBusy():
+            self.status(_("Tracking is running: cancel it (Cancel or Escape) before adding prompts."))
+            return
+        if not self.followEditorNode(editorNode) or not self._dependenciesReadyOrSay():
+            return
+        segmentId = editorNode.GetSelectedSegmentID()
+        if not segmentId:
+            self.status(_("Select a segment first, or press 'New segment'."))
+            return
+        try:
+            add(segmentId)
+        except (PromptError, ValueError, KeyError, RuntimeError) as error:  # nothing was stored
+            self.status(str(error).strip("'\""))
+            return
+        self._preview(segmentId, frame)
+
+    def _preview(self, segmentId: str, frame: int) -> None:
+        logic = self.logic
+        self.status(_("Computing frame {frame}...").format(frame=frame))
+        try:
+            self.runner.startWhenIdle(
+                lambda: logic.createPreviewJob(segmentId, frame),
+                beforeWrite=self._undoHook(),
+                onFinished=self._finished,
+            )
+        except (PromptError, ValueError, KeyError, RuntimeError) as error:
+            self.status(str(error))
+
+    # ------------------------------------------------------------------ keys
+    @staticmethod
+    def shortcutFor(keySym: str, ctrl: bool, shift: bool) -> Shortcut | None:
+        """The :data:`SHORTCUTS` row the effect handles for this key, or None.
+
+        ``KP_Enter`` counts as Return, letters count in either case. Return needs its exact modifiers
+        (Ctrl+Shift+Return is nothing); other keys are not taken with Ctrl (Ctrl+X stays "cut")."""
+        keySym = "Return" if keySym == "KP_Enter" else keySym
+        if len(keySym) == 1:
+            keySym, shift = keySym.lower(), False
+        for shortcut in SHORTCUTS:
+            if shortcut.handledBy != "effect" or shortcut.keySym != keySym:
+                continue
+            if keySym == "Return" and (shortcut.ctrl, shortcut.shift) != (ctrl, shift):
+                continue
+            if keySym != "Return" and ctrl:
+                continue
+            return shortcut
+        return None
+
+    def keyPress(self, keySym: str, ctrl: bool, shift: bool, frame: int | None, editorNode) -> bool:
+        """A key pressed in a slice view on ``frame`` (the frame it shows). Returns True when the key
+        was used (see :data:`SHORTCUTS`); other keys are left to Slicer."""
+        if not self.effectActive:
+            return False
+        shortcut = self.shortcutFor(keySym, ctrl, shift)
+        if shortcut is None:
+            return False
+        if shortcut.keySym == "x":
+            self.setTool(TOOL_BOX if self.tool == TOOL_POINT else TOOL_POINT)
+        elif shortcut.keySym == "Return":
+            direction = {"Return": "forward", "Shift+Return": "backward", "Ctrl+Return": "both"}[shortcut.keys]
+            self.propagate(direction, frame, editorNode, origin="effect")
+        elif shortcut.keySym in ("BackSpace", "Delete"):
+            self._removePrompts(shortcut.keySym == "BackSpace", frame, editorNode)
+        return True
+
+    def setTool(self, tool: str) -> None:
+        """``TOOL_POINT`` or ``TOOL_BOX``; a box drag in progress is dropped."""
+        if tool not in (TOOL_POINT, TOOL_BOX):
+            raise ValueError(f"tool must be {TOOL_POINT!r} or {TOOL_BOX!r}; got {tool!r}.")
+        self.tool, self._boxStart = tool, None
+
+    def _removePrompts(self, lastOnly: bool, frame: int | None, editorNode) -> None:
+        if self.isBusy():
+            self.status(_("Tracking is running: cancel it before changing prompts."))
+            return
+        if not self.followEditorNode(editorNode):
+            return
+        segmentId = editorNode.GetSelectedSegmentID()
+        if not segmentId or frame is None:
+            self.status(_("Select a segment first."))
+            return
+        if lastOnly:
+            removed = self.logic.removeLastPointPrompt(segmentId, frame)
+        else:
+            removed = self.logic.clearPrompts(segmentId, frame)
+        if not removed:
+            self.status(_("No prompt to remove on frame {frame}.").format(frame=frame))
+            return
+        self.status(_("Prompts changed on frame {frame}.").format(frame=frame))
+        if frame in self.logic.getPrompts(segmentId) and self.dependencies.isReady():
+            self._preview(segmentId, frame)
+
+    def clearPrompts(self, editorNode, frame: int | None) -> int:
+        """Delete the selected segment's prompts on ``frame`` (all frames when None). Returns the number
+        of points deleted."""
+        segmentId = editorNode.GetSelectedSegmentID() if editorNode is not None else None
+        if not segmentId:
+            self.status(_("Select a segment first."))
+            return 0
+        return self.logic.clearPrompts(segmentId, frame)
+
+    # ------------------------------------------------------------------ propagation
+    def changedSegmentIds(self) -> list[str]:
+        """Prompted segments whose prompts differ from those of their last finished propagation
+        (new objects and corrected ones): propagating only these leaves the others untouched."""
+        changed = []
+        for segmentId in self.logic.promptedSegmentIds():
+            frames = self.logic.getPrompts(segmentId)
+            if frames and self._propagated.get(segmentId) != _promptDigest(frames):
+                changed.append(segmentId)
+        return changed
+
+    def propagate(
+        self,
+        direction: str,
+        startFrame: int | None,
+        editorNode,
+        scope: str = "selected",
+        origin: str = "panel",
+    ) -> TrackingJob | None:
+        """Start a propagation of the segments of ``scope`` (:data:`SCOPES`) from ``startFrame``
+        (clamped to the frame range; None: the earliest prompted frame) in ``direction``
+        (``forward``, ``backward``, ``both``) within ``firstFrame .. lastFrame``.
+
+        ``origin`` ``"effect"`` (keys or the effect's buttons) makes the job stop when the effect is
+        deselected. Returns the started job, or None with a status message (nothing running then).
+        """
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}.")
+        if self.runner.isRunning() and not self.runner.job.isPreview:
+            self.status(_("Tracking is running; cancel it or wait for it to finish first."))
+            return None
+        if editorNode is not None and not self.followEditorNode(editorNode):
+            return None
+        if not self._dependenciesReadyOrSay():
+            return None
+        if scope == "selected":
+            segmentId = editorNode.GetSelectedSegmentID() if editorNode is not None else None
+            if not segmentId:
+                self.status(_("Select a segment in the segments table first."))
+                return None
+            segmentIds = [segmentId]
+        elif scope == "changed":
+            segmentIds = self.changedSegmentIds()
+            if not segmentIds:
+                self.status(_("No segment has new or changed prompts since it was last propagated."))
+                return None
+        else:
+            segmentIds = None
+        if startFrame is not None:
+            startFrame = min(max(int(startFrame), self.firstFrame), self.lastFrame)
+        if self.runner.isRunning():  # a preview: let it finish its one frame first
+            self.runner.dropPending()
+            self._waitForPreview()
+        try:
+            job = self.logic.createTrackingJob(segmentIds, startFrame, self.firstFrame, self.lastFrame, direction)
+            self.runner.start(job, beforeWrite=self._undoHook(), onFinished=self._finished)
+        except (PromptError, ValueError, KeyError, RuntimeError) as error:
+            self.status(str(error).strip("'\""))
+            return None
+        self._effectJob = job if origin == "effect" else None
+        self.status(_("Tracking {n} frames...").format(n=job.totalFrames))
+        return job
+
+    def _waitForPreview(self) -> None:
+        """Finish a running preview (one frame) before a propagation starts."""
+        while self.runner.isRunning() and self.runner.job.isPreview:
+            if not self.runner.tick():
+                threading.Event().wait(0.01)
+
+    def cancel(self) -> None:
+        """Stop the running job after its current frame (finished frames are kept)."""
+        if self.runner.isRunning():
+            self.runner.cancel()
+            self.status(_("Cancelling: tracking stops after the current frame."))
+
+    def _undoHook(self) -> Callable[[], None] | None:
+        """``beforeWrite`` of a job: bound the undo history (``undo.undoStateLimit``: whole labelmap
+        layers are copied per state, ``vtkSegmentationHistory::SaveState``), then save one state
+        when at least one fits the budget; otherwise undo is off for this video and the user is told."""
+        save = self.saveStateForUndo
+        if save is None:
+            return None
+
+        def beforeWrite() -> None:
+            from . import undo
+
+            segmentation = self.logic.segmentationNode
+            limit = undo.undoStateLimit(segmentation, self.undoBudget) if segmentation is not None else 0
+            if limit != self.undoLimit:
+                self.undoLimit = limit
+                for listener in list(self.undoLimitListeners):
+                    listener(limit)
+            if limit > 0:
+                save()
+            else:
+                self.status(
+                    _(
+                        "Undo is off for this video: one undo state would copy {mb:.0f} MB (budget {budget:.0f} MB)."
+                    ).format(
+                        mb=undo.fullUndoStateBytes(segmentation) / 1e6 if segmentation is not None else 0,
+                        budget=self.undoBudget / 1e6,
+                    )
+                )
+
+        return beforeWrite
+
+    def _onJobTick(self, job: TrackingJob, finished: bool) -> None:
+        if not job.isPreview and not finished:
+            self.status(
+                _("{status}: {done} of {total} frames").format(
+                    status=job.status, done=job.doneFrames, total=job.totalFrames
+                )
+            )
+
+    def _finished(self, job: TrackingJob) -> None:
+        if self._effectJob is job:
+            self._effectJob = None
+        for warning in job.warnings:
+            self.status(warning)
+        if job.error is not None:
+            self.status(_("Tracking stopped: {error}").format(error=job.error))
+        elif job.isPreview:
+            self.status(_("Frame {frame} updated.").format(frame=job.plan.previewFrame))
+        elif job.cancelled:
+            self.status(_("Cancelled: {n} finished frames kept.").format(n=job.writtenFrames))
+        else:
+            self._notePropagated(job)
+            self.status(_("Done: {n} frames written.").format(n=job.writtenFrames))
+
+    def _notePropagated(self, job: TrackingJob) -> None:
+        """Remember the prompts each written segment was propagated with (for :meth:`changedSegmentIds`)."""
+        segmentation = self.logic.segmentationNode
+        if segmentation is None or segmentation is not job.plan.segmentationNode:
+            return
+        for segmentId in job.plan.writeObjects.values():
+            if segmentation.GetSegmentation().GetSegment(segmentId) is not None:
+                self._propagated[segmentId] = _promptDigest(self.logic.getPrompts(segmentId))
+
+    # ------------------------------------------------------------------ import
+    def importVideo(self, source, progressCallback=None, cancelEvent: threading.Event | None = None, **options):
+        """Import a video file, image folder or array (``SAM2STrackingLogic.importVideo``) and make it
+        current with its whole frame range. Returns the node, or None when the user cancelled (a
+        message says so; nothing was added; not an error).
+
+        Raises what the import raises otherwise (``NotEnoughMemoryError``, ``ValueError`` ...)."""
+        return self._import(self.logic.importVideo, source, progressCallback, cancelEvent, options)
+
+    def importSequence(
+        self, sequenceNode, progressCallback=None, cancelEvent: threading.Event | None = None, **options
+    ):
+        """:meth:`importVideo` for a Sequence of 2D frames (``SAM2STrackingLogic.importSequence``)."""
+        return self._import(self.logic.importSequence, sequenceNode, progressCallback, cancelEvent, options)
+
+    def _import(self, function, source, progressCallback, cancelEvent, options):
+        if self.runner.isRunning():
+            raise TrackingBusyError(_("Tracking is running; cancel it before importing another video."))
+        try:
+            node = function(source, progressCallback=progressCallback, cancelEvent=cancelEvent, **options)
+        except ImportCancelled:
+            self.status(_("Import cancelled; nothing was added."))
+            return None
+        self.setVideoNode(node)
+        return node
+
+
+def _serverBackend(url: str | None, token: str):
+    from .backends import ServerBackend
+
+    return ServerBackend(url, token) if url else ServerBackend()
