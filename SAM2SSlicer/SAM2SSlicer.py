@@ -234,12 +234,13 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.checkpointPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
         self.ui.checkpointPathLineEdit.nameFilters = [_("PyTorch checkpoint (*.pt *.pth)")]
-        from SAM2SSlicerLib.settings import CONFIG_NAMES, DEVICES, MEMORY_POLICIES
+        from SAM2SSlicerLib.settings import CONFIG_NAMES, DEVICES, MEMORY_POLICIES, PRECISIONS
 
         self.ui.configComboBox.addItems(list(CONFIG_NAMES))
         self.ui.deviceComboBox.addItems(list(DEVICES))
         self.ui.imageSizeComboBox.addItems(["1024", "768", "512"])
         self.ui.memoryComboBox.addItems(list(MEMORY_POLICIES))
+        self.ui.precisionComboBox.addItems(list(PRECISIONS))
         self._showSettings()
 
         ui, c = self.ui, self.controller
@@ -252,7 +253,13 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.newSegmentButton.connect("clicked(bool)", lambda: self._do(c.newSegment, self.editorNode))
         ui.downloadButton.connect("clicked(bool)", self.onDownload)
         ui.installButton.connect("clicked(bool)", lambda: self._do(c.installDependencies))
-        for widget in (ui.configComboBox, ui.deviceComboBox, ui.imageSizeComboBox, ui.memoryComboBox):
+        for widget in (
+            ui.configComboBox,
+            ui.deviceComboBox,
+            ui.imageSizeComboBox,
+            ui.memoryComboBox,
+            ui.precisionComboBox,
+        ):
             widget.connect("currentIndexChanged(int)", self.onModelSettingsChanged)
         ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.onModelSettingsChanged)
         ui.serverUrlLineEdit.connect("editingFinished()", self.onServerChanged)
@@ -362,12 +369,19 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showSettings(self) -> None:
         settings, store = self.controller.logic.settings, self.controller.store
-        widgets = (self.ui.configComboBox, self.ui.deviceComboBox, self.ui.imageSizeComboBox, self.ui.memoryComboBox)
+        widgets = (
+            self.ui.configComboBox,
+            self.ui.deviceComboBox,
+            self.ui.imageSizeComboBox,
+            self.ui.memoryComboBox,
+            self.ui.precisionComboBox,
+        )
         blocked = [w.blockSignals(True) for w in widgets]
         self.ui.configComboBox.setCurrentText(settings.configName)
         self.ui.deviceComboBox.setCurrentText(settings.device)
         self.ui.imageSizeComboBox.setCurrentText(str(settings.imageSize))
         self.ui.memoryComboBox.setCurrentText(settings.memory)
+        self.ui.precisionComboBox.setCurrentText(settings.precision)
         for widget, wasBlocked in zip(widgets, blocked):
             widget.blockSignals(wasBlocked)
         self.ui.checkpointPathLineEdit.currentPath = settings.checkpoint
@@ -411,7 +425,13 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "cancel": (ui.cancelButton,),
             "export": (ui.exportSegNrrdButton, ui.exportPngButton),
             "install": (ui.installButton,),
-            "settings": (ui.configComboBox, ui.deviceComboBox, ui.imageSizeComboBox, ui.memoryComboBox),
+            "settings": (
+                ui.configComboBox,
+                ui.deviceComboBox,
+                ui.imageSizeComboBox,
+                ui.memoryComboBox,
+                ui.precisionComboBox,
+            ),
         }.items():
             for widget in widgets:
                 widget.enabled = actions[name]
@@ -521,6 +541,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             device=self.ui.deviceComboBox.currentText,
             imageSize=int(self.ui.imageSizeComboBox.currentText or 1024),
             memory=self.ui.memoryComboBox.currentText,
+            precision=self.ui.precisionComboBox.currentText or "auto",
         )
         try:
             self.controller.setModelSettings(settings)

@@ -24,9 +24,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAM2SSlicer"))
-sys.path.insert(0, str(ROOT / "Testing" / "Python"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # meta_reference (also when run through runpy)
 
-from randomweights import SHARED_DATA, random_model  # noqa: E402
+from meta_reference import SHARED_DATA, random_model  # noqa: E402
 from SAM2SSlicerLib import ModelSettings  # noqa: E402
 from SAM2SSlicerLib.backends import InProcessBackend, LocalServer, ServerBackend  # noqa: E402
 from SAM2SSlicerLib.headless import createTrackingLogic  # noqa: E402

@@ -277,6 +277,7 @@ class ServerBackend:
             self.localServer = LocalServer()
         self.uploadProgress = uploadProgress
         self.timeout = float(timeout)
+        self.serverInfo: dict | None = None  # the server's GET /version, from client()
         self.name = "local server" if url is None else url
 
     @property
@@ -293,7 +294,7 @@ class ServerBackend:
         else:
             url, token = self.url, self.token
         client = Client(url, token, timeout=self.timeout)
-        client.version()
+        self.serverInfo = client.version()
         return client
 
     def createTracker(self, frames: np.ndarray, videoNode, settings, modelProvider=None) -> RemoteTracker:
@@ -315,6 +316,8 @@ class ServerBackend:
             "image_size": int(settings.imageSize),
             "device": settings.device,
         }
+        if "precisions" in (self.serverInfo or {}):  # servers older than the field refuse it
+            model["precision"] = getattr(settings, "precision", "auto")
         try:
             session = client.create_session(spec, model, memory=settings.memory, memory_params=settings.memoryParams)
         except BaseException:

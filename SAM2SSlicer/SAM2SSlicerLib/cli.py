@@ -47,6 +47,7 @@ def cmd_track(a: argparse.Namespace) -> int:
         overwrite=a.overwrite,
         server=a.server,
         token=a.token or os.environ.get("SAM2S_SERVER_TOKEN"),
+        precision=a.precision,
     )
     print_summary(result)
     result["logic"].close()  # closes a server session (nothing to do in this process)
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--memory", choices=["sam2", "divemem"], default="sam2")
     t.add_argument("--image-size", type=int, default=1024, help="model input size, multiple of 32")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto (default): bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32; "
+        "fp32: Meta's reference numerics",
+    )
     t.add_argument("--start", type=int, help="first frame to track (default 0)")
     t.add_argument("--end", type=int, help="last frame to track (default: the last)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

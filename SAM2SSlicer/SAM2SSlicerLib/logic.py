@@ -520,12 +520,8 @@ class SAM2STrackingLogic:
         """
         settings.validate()
         if settings != self.settings:
-            modelChanged = (settings.configName, settings.checkpoint, settings.device, settings.imageSize) != (
-                self.settings.configName,
-                self.settings.checkpoint,
-                self.settings.device,
-                self.settings.imageSize,
-            )
+            fields = ("configName", "checkpoint", "device", "imageSize", "precision")  # what the model is built from
+            modelChanged = any(getattr(settings, f) != getattr(self.settings, f) for f in fields)
             self.settings = dataclasses.replace(settings, memoryParams=dict(settings.memoryParams))
             if modelChanged:
                 self._setModel(None)

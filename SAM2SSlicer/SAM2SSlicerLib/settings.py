@@ -1,4 +1,4 @@
-"""Model settings (config, checkpoint, device, image size, memory policy), model building and
+"""Model settings (config, checkpoint, device, image size, precision, memory policy), model building and
 checkpoint downloads with progress and cancel.
 
 Nothing here touches the network unless :func:`downloadCheckpoint` is called, or
@@ -30,12 +30,14 @@ without importing torch."""
 MEMORY_POLICIES = ("sam2", "divemem")
 ENGINES = ("sam2", "flow")  # flow: the weight-free optical-flow tracker (sam2s.flow), no checkpoint needed
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")  # sam2s.build.PRECISIONS, listed here without importing torch
 
 __all__ = [
     "CONFIG_NAMES",
     "DEFAULT_CONFIG",
     "DEVICES",
     "ENGINES",
+    "PRECISIONS",
     "MEMORY_POLICIES",
     "ModelSettings",
     "buildModel",
@@ -56,6 +58,8 @@ class ModelSettings:
             from the cache (downloaded by :func:`downloadCheckpoint`).
         device: ``auto`` (CUDA, else Apple MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         imageSize: model input side in pixels, a multiple of 32 (1024 as trained; 512 is ~4x faster).
+        precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, AVX512-BF16 / AMX; else
+            fp32: ``sam2s.build.auto_precision``), ``fp32`` (Meta's reference numerics) or ``bf16``.
         memory: memory policy, ``sam2`` (Meta's) or ``divemem`` (SAM2S's diverse long-term memory).
         memoryParams: keyword parameters of the memory policy (e.g. ``{"long_term_size": 3}``).
         engine: ``sam2`` (the model above) or ``flow`` (optical flow + GrabCut, no weights; the
@@ -66,6 +70,7 @@ class ModelSettings:
     checkpoint: str = ""
     device: str = "auto"
     imageSize: int = 1024
+    precision: str = "auto"
     memory: str = "sam2"
     memoryParams: dict[str, Any] = dataclasses.field(default_factory=dict)
     engine: str = "sam2"
@@ -77,6 +82,8 @@ class ModelSettings:
             raise ValueError(f"Unknown model config {self.configName!r}; choose one of {', '.join(names)}.")
         if int(self.imageSize) != self.imageSize or self.imageSize < 64 or self.imageSize % 32:
             raise ValueError(f"Image size must be a multiple of 32 of at least 64 pixels; got {self.imageSize}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
         if self.engine not in ENGINES:
             raise ValueError(f"Unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}.")
         if self.memory not in MEMORY_POLICIES:
@@ -181,6 +188,7 @@ def buildModel(settings: ModelSettings, allowDownload: bool = False, **downloadO
         checkpoint=checkpoint,
         device=resolveDeviceName(settings.device),
         image_size=int(settings.imageSize),
+        precision=settings.precision,
     )
 
 

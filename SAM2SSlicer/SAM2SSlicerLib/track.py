@@ -72,14 +72,14 @@ def _check_model_options(model: str, image_size: int, device: str) -> None:
         raise CliError(f"Unknown --device {device!r}; use cpu, cuda, cuda:N or mps.") from None
 
 
-def _build_model(model: str, checkpoint: str, device: str, image_size: int):
+def _build_model(model: str, checkpoint: str, device: str, image_size: int, precision: str = "auto"):
     """The SAM 2 model, or CliError for a checkpoint of another config, a truncated or unsafe
-    file, or a device this machine does not have."""
+    file, a device this machine does not have, or an unknown precision."""
     from sam2s.build import build_model
     from sam2s.checkpoints import CheckpointError
 
     try:
-        return build_model(model, checkpoint=checkpoint, device=device, image_size=image_size)
+        return build_model(model, checkpoint=checkpoint, device=device, image_size=image_size, precision=precision)
     except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as err:
         raise CliError(str(err)) from None
 
@@ -121,6 +121,7 @@ def run_tracking(
     overwrite: bool = False,
     server: str | None = None,
     token: str | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Track the objects of a prompts file through a video with the headless Slicer logic and
     write ``output`` (.seg.nrrd), optionally label PNGs and an overlay video.
@@ -141,12 +142,15 @@ def run_tracking(
             (other files there stay). Without it existing outputs are refused.
         server, token: track in the ``sam2s serve`` server at this URL (e.g. a GPU machine) instead
             of in this process; ``checkpoint`` is then a path on the server, or None for its cache.
+        precision: ``"auto"`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``"fp32"``
+            or ``"bf16"`` (``sam2s.build_model``); also sent to the server.
 
     Returns:
         ``{"engine": ..., "objects": [per-object summary], "frames": T, "outputs": {...}, "logic": logic}``.
 
     Raises:
-        CliError: bad input (video, prompts, range, model, checkpoint, device, output paths, memory).
+        CliError: bad input (video, prompts, range, model, checkpoint, device, precision, output
+            paths, memory).
         SAM2SSlicerLib.outputs.OutputWriteError: an output could not be written (e.g. disk full);
             ``.written`` lists the outputs written completely.
         Other exceptions: runtime failures.
@@ -158,6 +162,8 @@ def run_tracking(
     from .promptsfile import PromptsFileError, load_prompts
 
     _check_model_options(model, image_size, device)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise CliError(f"Unknown --precision {precision!r}; use auto, fp32 or bf16.")
     try:
         source = open_frames(video)
     except (FrameSourceError, FileNotFoundError, ValueError, TypeError, OSError) as err:
@@ -194,7 +200,7 @@ def run_tracking(
     else:
         engine_name, checkpoint = choose_engine(engine, model, checkpoint)
         if engine_name == "sam2":
-            model_object = _build_model(model, checkpoint, device, image_size)
+            model_object = _build_model(model, checkpoint, device, image_size, precision)
         elif device != "cpu":
             say(f"note: --device {device} is not used by the flow engine (it runs on the CPU).")
 
@@ -244,6 +250,7 @@ def run_tracking(
         checkpoint=checkpoint or "",
         device=device,
         imageSize=image_size,
+        precision=precision,
         memory=memory,
         engine=engine_name,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +14,63 @@ from .config import CONFIGS, get_config
 from .modeling.sam2 import SAM2Model
 
 LONG_TERM_KEY = "long_term_tpos_enc"  # optional key of SAM2S checkpoints (see SAM2Model.memory_tpos)
+PRECISIONS = ("auto", "fp32", "bf16")  # the ``precision`` settings of build_model / VideoTracker / the CLI
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 matrix products natively: x86 with AVX512-BF16 or
+    AMX-BF16 (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later).
+
+    Read from the ``flags`` of ``/proc/cpuinfo`` on Linux (``avx512_bf16`` / ``amx_bf16``); on
+    other systems, from ``torch.backends.cpu.get_cpu_capability()`` reporting ``AVX512_BF16`` or
+    ``AMX`` (PyTorch's oneDNN dispatch; recent builds report at most ``AVX512``, hence False on
+    most machines: conservative). False elsewhere (Arm, Apple silicon, older x86), where bf16
+    matrix products are emulated and slower than float32.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags = set(line.split(":", 1)[1].split())
+                        return bool(flags & {"avx512_bf16", "amx_bf16"})
+        except OSError:
+            pass
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    except (AttributeError, RuntimeError):
+        return False
+    return "AVX512_BF16" in capability or "AMX" in capability
+
+
+def auto_precision(device: str | torch.device = "cpu") -> str:
+    """The precision ``"auto"`` means on ``device``: ``"bf16"`` or ``"fp32"``.
+
+    - CUDA: ``"bf16"``, as Meta's ``sam2`` runs video tracking (``torch.autocast("cuda",
+      dtype=torch.bfloat16)`` in ``tools/vos_inference.py``, the video-predictor notebook and the
+      demo backend ``demo/backend/server/inference/predictor.py``).
+    - CPU: ``"bf16"`` when the CPU has native bf16 arithmetic (``cpu_has_native_bf16``: AVX512-BF16
+      or AMX), else ``"fp32"``.
+    - MPS and anything else: ``"fp32"`` (conservative; Meta's predictor uses float32 there).
+    """
+    dev = torch.device(auto_device(device) if isinstance(device, str) else device)
+    if dev.type == "cuda":
+        return "bf16"
+    if dev.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"auto"`` -> ``auto_precision(device)``; ``"fp32"`` / ``"bf16"`` unchanged.
+
+    Raises:
+        ValueError: not one of ``"auto"``, ``"fp32"``, ``"bf16"`` (the message lists them).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; use 'auto', 'fp32' or 'bf16'.")
+    return auto_precision(device) if precision == "auto" else precision
 
 
 def auto_device(device: str = "auto") -> str:
@@ -121,6 +180,7 @@ def build_model(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",
     image_size: int = 1024,
+    precision: str = "fp32",
 ) -> SAM2Model:
     """Build SAM 2 / 2.1 ``name`` (``sam2.1_hiera_t`` ... ``sam2_hiera_l``) in eval mode.
 
@@ -128,20 +188,27 @@ def build_model(
         name: a config name (Meta's config stems; see ``sam2s.CONFIGS``).
         checkpoint: path to Meta's ``.pt`` file, or a registry name that is already downloaded
             (``sam2s.download``); None keeps PyTorch's default initialisation (for tests).
-        device: ``"cpu"`` (fp32), ``"cuda"`` (bf16 autocast inside the tracker, as Meta's demo)
-            or ``"mps"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
         image_size: input side in pixels, a multiple of 32. Meta trained at 1024; 512 runs about
             4x faster on the image encoder and memory attention with the same weights (position
             embeddings are interpolated) at some loss of boundary detail (not benchmarked by Meta).
+        precision: ``"fp32"`` (the default: float32 throughout, Meta's reference numerics, as
+            Meta's ``build_sam2`` builds it), ``"auto"`` (``auto_precision(device)``: bf16 on CUDA
+            and on CPUs with native bf16, else fp32; the default of the command line, the
+            server and the Slicer module) or ``"bf16"`` (bfloat16 weights and activations on CPU / MPS,
+            with norms, position encodings and mask logits in float32; on CUDA float32 weights
+            under bf16 autocast as Meta does). See ``SAM2Model`` and ``model.precision``.
 
     Raises:
-        ValueError: unknown name / bad image size / unknown device. RuntimeError: device missing.
+        ValueError: unknown name / bad image size / unknown device / unknown precision.
+        RuntimeError: device missing.
         FileNotFoundError: checkpoint not found. CheckpointError: not a checkpoint of this config.
     """
     cfg = get_config(name, image_size)
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     model = SAM2Model(cfg)
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint)
         load_checkpoint(model, load_state_dict(path), source=f"Checkpoint {str(path)!r}")
-    return model.to(dev).eval()
+    return model.to(dev).set_precision(prec).eval()

@@ -37,7 +37,7 @@ Endpoints (JSON bodies unless "binary": a ``sam2s.protocol`` message, ``applicat
 ==========================================================  ==================================================
 ``GET /health``                                             ``{"status": "ok"}`` (no token needed)
 ``GET /version``                                            ``{"protocol", "sam2s", "torch", "devices",
-                                                            "max_upload_bytes", ...}``
+                                                            "precisions", "max_upload_bytes", ...}``
 ``POST /uploads`` ``{"shape": [T, H, W, 3]}`` (optional)    ``{"upload": id}``
 ``PUT /uploads/{id}?start=K`` binary: uint8 (n, H, W, 3)    frames K..K+n-1; ``{"upload", "received", ...}``
 ``DELETE /uploads/{id}``                                    drops the upload
@@ -335,6 +335,12 @@ class ModelSpec(_Body):
             checkpoint of ``config`` from the cache (never downloaded by the server).
         image_size: model input side in pixels, a multiple of 32.
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        precision: ``"auto"`` (``sam2s.build.auto_precision`` of the device: bf16 on CUDA and on
+            CPUs with native bf16, else fp32), ``"fp32"`` or ``"bf16"`` (``sam2s.build_model``),
+            or None (left out): what protocol-1 servers did before the field existed, bf16
+            (autocast) on CUDA and fp32 elsewhere. Added within protocol 1 as an optional field:
+            servers that take it list ``"precisions"`` in ``GET /version``; clients send it only
+            to those (older servers refuse unknown fields).
         params: keyword parameters of ``FlowTracker`` (flow engine only).
     """
 
@@ -343,6 +349,7 @@ class ModelSpec(_Body):
     checkpoint: Optional[SStr] = None  # noqa: UP045
     image_size: SInt = Field(1024, gt=0)
     device: SStr = "auto"
+    precision: Optional[Literal["auto", "fp32", "bf16"]] = None  # noqa: UP045
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -661,9 +668,10 @@ class _State:
 
     # ---------------------------------------------------------------- models
     def model_key(self, spec: ModelSpec) -> tuple:
-        """``(config, checkpoint file, mtime, size, image_size, device)`` of a SAM 2 spec: the device
-        and checkpoint checked (cheap; done before the frames are opened)."""
-        from .build import auto_device, resolve_device
+        """``(config, checkpoint file, mtime, size, image_size, device, precision)`` of a SAM 2 spec:
+        the device and checkpoint checked (cheap; done before the frames are opened); ``"auto"``
+        device and precision resolved, so that equal models share a cache entry."""
+        from .build import auto_device, resolve_device, resolve_precision
 
         device = auto_device(spec.device)
         try:
@@ -673,14 +681,18 @@ class _State:
             raise ApiError(400, "device_unavailable", f"model.device: {error}") from None
         ckpt = self.checkpoint(spec)
         stat = os.stat(ckpt)
-        return (spec.config, ckpt, stat.st_mtime_ns, stat.st_size, spec.image_size, device)
+        if spec.precision is None:  # the behaviour of servers before the field (protocol 1)
+            precision = "bf16" if device.startswith("cuda") else "fp32"
+        else:
+            precision = resolve_precision(spec.precision, device)
+        return (spec.config, ckpt, stat.st_mtime_ns, stat.st_size, spec.image_size, device, precision)
 
     def model(self, spec: ModelSpec) -> Any:
         """The SAM 2 model of ``spec``, built once and kept in an LRU cache of ``model_cache_size``."""
         from .build import build_model
 
         key = self.model_key(spec)
-        config, ckpt, _, _, image_size, device = key
+        config, ckpt, _, _, image_size, device, precision = key
         with self.models_lock:
             if key in self.models:
                 self.models.move_to_end(key)
@@ -690,7 +702,7 @@ class _State:
             with self.models_lock:
                 if key in self.models:
                     return self.models[key]
-            model = build_model(config, checkpoint=ckpt, device=device, image_size=image_size)
+            model = build_model(config, checkpoint=ckpt, device=device, image_size=image_size, precision=precision)
             with self.models_lock:
                 self.models[key] = model
                 while len(self.models) > max(1, self.model_cache_size):
@@ -996,6 +1008,7 @@ def create_app(
             "sam2s": __version__,
             "torch": torch.__version__,
             "devices": _devices(),
+            "precisions": ["auto", "fp32", "bf16"],
             "engines": ["sam2", "flow"],
             "max_upload_bytes": state.max_upload_bytes,
             "max_sessions_per_token": state.max_sessions,

@@ -11,7 +11,6 @@ propagating again from there uses it instead of overwriting it.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from .frames import FrameSource, preprocess
 from .memory import FrameMemory, MemoryPolicy, ObjectState, SAM2MemoryPolicy, describe
+from .modeling.memory_attention import MemoryKVCache, ObjectMemory
 from .modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
 from .modeling.sam2 import FrameFeatures, SAM2Model
 from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
@@ -73,9 +73,14 @@ class VideoTracker(Tracker):
         memory: ``"sam2"`` (reference behaviour), ``"divemem"`` (SAM2S diverse memory), or a
             ``sam2s.memory.MemoryPolicy`` object; ``memory_params`` go to the policy.
         feature_cache_size: encoded frames kept (each is ~20 MB at 1024 px, ~5 MB at 512 px).
+        precision: None (default) keeps the model's (``model.precision``, chosen by
+            ``sam2s.build_model``); ``"auto"``, ``"fp32"`` or ``"bf16"`` switch the model in place
+            (``SAM2Model.set_precision``; it is shared with every tracker using it). A bf16
+            model cannot go back to ``"fp32"`` (ValueError: build it again).
 
     Coordinates are pixels of the original frames, x right, y down; frame indices start at 0.
-    Outputs are float32 mask logits at the original resolution (> 0 = inside the object).
+    Outputs are float32 mask logits at the original resolution (> 0 = inside the object),
+    whatever the precision (a bf16 model's logits are computed in float32, see ``SAM2Model``).
     ``objects`` maps object ids to their ``sam2s.memory.ObjectState``.
 
     Raises:
@@ -89,8 +94,13 @@ class VideoTracker(Tracker):
         frames: FrameSource | np.ndarray | str,
         memory: str | MemoryPolicy = "sam2",
         feature_cache_size: int = 2,
+        precision: str | None = None,
         **memory_params: Any,
     ) -> None:
+        if precision is not None:
+            from .build import resolve_precision
+
+            model.set_precision(resolve_precision(precision, model.device))
         self.model = model
         super().__init__(frames)
         self.memory = make_memory_policy(memory, model, **memory_params)
@@ -98,6 +108,8 @@ class VideoTracker(Tracker):
         self.objects: dict[int, ObjectState] = {}
         self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
         self._maskmem_pos: torch.Tensor | None = None
+        # cross-attention keys / values per stored memory frame (None: recompute every frame)
+        self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache()
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -266,9 +278,9 @@ class VideoTracker(Tracker):
 
     # ------------------------------------------------------------------ internals
     def _autocast(self):
-        if self.model.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast for a bf16 model on CUDA (as Meta's predictor is run), else a no-op
+        (``SAM2Model.autocast``; off CUDA a bf16 model has bf16 weights instead)."""
+        return self.model.autocast()
 
     def _add_click_prompt(self, frame_idx: int, obj_id: int, prompt: ClickPrompt) -> np.ndarray:
         """Run the heads on a (checked) click / box prompt, store it and return the ``(H, W)``
@@ -360,7 +372,7 @@ class VideoTracker(Tracker):
         hw = ff.feat.shape[-2] * ff.feat.shape[-1]
         mem_pos = self._maskmem_pos.flatten(2).transpose(1, 2).to(device)  # (1, HW, 64)
         max_rel = min(self.num_frames, cfg.max_obj_ptrs_in_encoder) - 1
-        per_obj = []
+        per_obj, banks = [], []
         for obj in objs:
             sel = self.memory.select(obj, frame_idx, reverse, self.num_frames)
             obj.last_attended = (frame_idx, sel)
@@ -375,6 +387,17 @@ class VideoTracker(Tracker):
             else:
                 ptr_tokens = ptr_pos = ff.feat.new_zeros(1, 0, cfg.mem_dim)
             per_obj.append((feats, poss, ptr_tokens, ptr_pos))
+            banks.append(ObjectMemory([(m.maskmem, slot) for m, slot in sel.spatial], ptr_tokens[0], ptr_pos[0]))
+        if self.memory_kv_cache is not None:  # per-frame cached keys / values, no padding or mask
+            slots = {slot for bank in banks for _, slot in bank.spatial}
+            positions = {s: (mem_pos + model.memory_tpos(s).reshape(1, 1, -1))[0] for s in slots}
+            _, c, h, w = ff.feat.shape
+            dt = model.dtype
+            tokens, tokens_pos = (
+                x.to(dt).flatten(2).transpose(1, 2).expand(len(objs), -1, -1) for x in (ff.feat, ff.pos)
+            )
+            out = model.memory_attention.forward_bank(tokens, tokens_pos, banks, positions, self.memory_kv_cache)
+            return out.transpose(1, 2).reshape(len(objs), c, h, w)
         n_frames = max(len(f) for f, *_ in per_obj)
         n_ptr = max(p.shape[1] for _, _, p, _ in per_obj)
         memory, memory_pos, masks = [], [], []

@@ -38,7 +38,11 @@ class MLP(nn.Module):
 
 
 class LayerNorm2d(nn.Module):
-    """Layer norm over the channel axis of a ``(B, C, H, W)`` tensor (eps 1e-6, as in SAM)."""
+    """Layer norm over the channel axis of a ``(B, C, H, W)`` tensor (eps 1e-6, as in SAM).
+
+    Computed in float32 whatever the input dtype (a bf16 mean / variance over 4..256 channels
+    loses too much), output in the input dtype; float32 inputs are unaffected (bit for bit).
+    """
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -47,10 +51,12 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()  # no-op for float32
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        return (self.weight.float()[:, None, None] * x + self.bias.float()[:, None, None]).to(dtype)
 
 
 class Attention(nn.Module):

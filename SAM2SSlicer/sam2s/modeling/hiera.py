@@ -245,7 +245,8 @@ class Hiera(nn.Module):
 
     def _get_pos_embed(self, h: int, w: int) -> torch.Tensor:
         """Positional embedding ``(1, h, w, C)`` (a permuted view) for an ``h x w`` patch grid."""
-        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        # Resized in float32 (no-op for a float32 model), added in the model's dtype.
+        pos = F.interpolate(self.pos_embed.float(), size=(h, w), mode="bicubic").to(self.pos_embed.dtype)
         win = self.pos_embed_window
         c, wh, ww = win.shape[1:]
         # Broadcasting over the tiles equals the reference's ``tile`` bit for bit.

@@ -4,9 +4,17 @@ Four layers of (RoPE self-attention, RoPE cross-attention to memories and object
 MLP), pre-norm, as in the reference ``sam2/modeling/memory_attention.py`` and
 ``sam/transformer.py::RoPEAttention`` (SAM 2, arXiv 2408.00714; 2-D axial RoPE, arXiv 2104.09864).
 State-dict keys ``memory_attention.*``.
+
+``MemoryAttention.forward_bank`` is the session's path: memory given per object and per frame,
+each stored frame's key / value projections cached (``MemoryKVCache``) instead of recomputed on
+every tracked frame, objects batched by memory size (no padding, no attention mask).
 """
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +77,129 @@ class RoPEAttention(Attention):
             k = torch.cat([apply_rope(k[:, :, :n_rope], cos, sin).type_as(v), k[:, :, n_rope:]], dim=2)
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
 
+    def memory_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cacheable parts of one memory frame ``tokens (HW, kv_in_dim)`` (row-major):
+        ``(rope(k_proj.weight @ tokens) (heads, HW, d) float32, v_proj(tokens) (heads, HW, d))``."""
+        k = self.heads(F.linear(tokens[None], self.k_proj.weight))
+        cos, sin = self._angles(tokens.shape[0], tokens.device)
+        return apply_rope(k, cos, sin)[0], self.heads(self.v_proj(tokens[None]))[0]
+
+    def position_k(self, pos: torch.Tensor) -> torch.Tensor:
+        """Key part of a memory position encoding ``pos (HW, kv_in_dim)``:
+        ``rope(k_proj(pos))`` ``(heads, HW, d)`` float32 (bias included)."""
+        cos, sin = self._angles(pos.shape[0], pos.device)
+        return apply_rope(self.heads(self.k_proj(pos[None])), cos, sin)[0]
+
+    def forward_bank(self, q: torch.Tensor, groups: list[tuple[list[int], torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Cross-attention of ``q (B, N, dim)`` (rotated here) to already projected (and rotated)
+        keys / values, given per group of objects with equal key counts ``M``:
+        ``(batch rows, k (G, heads, M, d), v (G, heads, M, d))``. One
+        ``scaled_dot_product_attention`` call per group, with no mask and no padding."""
+        q = self.heads(self.q_proj(q))
+        cos, sin = self._angles(q.shape[-2], q.device)
+        q = apply_rope(q, cos, sin).type_as(groups[0][2])
+        if len(groups) == 1:
+            return self.merge(F.scaled_dot_product_attention(q, groups[0][1], groups[0][2]))
+        out = q.new_empty(q.shape[:-1] + (groups[0][2].shape[-1],))
+        for idx, k, v in groups:
+            out[idx] = F.scaled_dot_product_attention(q[idx], k, v)
+        return self.merge(out)
+
+
+class MemoryKVCache:
+    """Cross-attention keys / values of stored memory frames, per frame and per layer.
+
+    A memory frame's features ``m`` are fixed once stored, so in every layer its value
+    ``v_proj(m)`` and the rotated key part ``rope(k_proj.weight @ m)`` are too; only its position
+    encoding changes between tracked frames (the temporal embedding of its slot). As ``k_proj``
+    and RoPE are linear, the reference key ``rope(k_proj(m + pos + tpos_slot))`` (facebookresearch/
+    sam2 ``sam2/modeling/memory_attention.py``, memory assembled by ``sam2_base.py::
+    _prepare_memory_conditioned_features``) is the cached per-frame part plus a per-(layer,
+    position) part ``rope(k_proj(pos + tpos_slot))``, cached too: equal up to float rounding
+    (the parts are float32 and summed in float32).
+
+    Frame entries are keyed by the identity of the stored memory tensor (``FrameMemory.maskmem``)
+    through a weak reference: an entry lives while the session keeps that tensor (the memory bank
+    bounds that) and goes when the bank drops it; a re-tracked or corrected frame gets a new
+    tensor, hence a new entry. An in-place change of a key tensor (its ``_version``) invalidates
+    its entry (inference-mode tensors, as the session's, have no version counter; the session
+    never changes a stored memory in place). Position entries are checked against the position
+    tensor they were made from; everything is dropped when the weights change
+    (``check_weights``). Size: per memory frame and layer two ``(heads, HW, 256 / heads)``
+    tensors (float32 key part, value in the compute dtype), ~8 MiB per frame at 512 px and
+    ~32 MiB at 1024 px over the 4 layers; plus one float32 key part per position (slot).
+    """
+
+    def __init__(self) -> None:
+        self._frames: dict[int, tuple[weakref.ref, int, list]] = {}
+        self._pos: dict[Hashable, tuple[torch.Tensor, list]] = {}
+        self._weights: tuple = ()
+
+    def check_weights(self, module: nn.Module) -> None:
+        """Clear the cache if ``module``'s parameters changed since the entries were made (a new
+        dtype or device, ``load_state_dict``, an in-place update)."""
+        token = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
+        if token != self._weights:
+            self.clear()
+            self._weights = token
+
+    def __len__(self) -> int:
+        """Number of memory frames with cached entries (live keys only)."""
+        return sum(1 for ref, _, _ in self._frames.values() if ref() is not None)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached tensors."""
+        tensors = [t for _, _, layers in self._frames.values() for kv in layers if kv for t in kv]
+        tensors += [t for p, layers in self._pos.values() for t in [p, *[c for c in layers if c is not None]]]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._frames.clear()
+        self._pos.clear()
+
+    def frame_entry(self, key: torch.Tensor, num_layers: int) -> list:
+        """Per-layer list (``None`` = not computed yet) of ``(key part, value)`` for a memory tensor."""
+        ident, version = id(key), -1 if key.is_inference() else key._version  # inference tensors have none
+        hit = self._frames.get(ident)
+        if hit is not None and hit[0]() is key and hit[1] == version:
+            return hit[2]
+        layers: list = [None] * num_layers
+
+        def drop(_ref, ident=ident, frames=self._frames):
+            entry = frames.get(ident)
+            if entry is not None and entry[0] is _ref:
+                del frames[ident]
+
+        self._frames[ident] = (weakref.ref(key, drop), version, layers)
+        return layers
+
+    def pos_entry(self, key: Hashable, pos: torch.Tensor, num_layers: int) -> list:
+        """Per-layer list (``None`` = not computed yet) of rotated key parts of position ``pos``."""
+        hit = self._pos.get(key)
+        if hit is not None and hit[0].shape == pos.shape and torch.equal(hit[0], pos):
+            return hit[1]
+        layers: list = [None] * num_layers
+        self._pos[key] = (pos.clone(), layers)
+        return layers
+
+
+@dataclass
+class ObjectMemory:
+    """The memory one object attends to on one frame (input of ``MemoryAttention.forward_bank``).
+
+    spatial: ``(features, position key)`` per memory frame, in attention order: ``features`` the
+        stored ``(1, mem_dim, f, f)`` memory tensor (any dtype; also the cache key, so pass the
+        tensor the session stores, not a copy), ``position key`` a key of ``positions`` (its slot).
+    pointers: ``(P, mem_dim)`` object-pointer tokens (not rotated, not cached);
+    pointer_pos: ``(P, mem_dim)`` their temporal encoding.
+    """
+
+    spatial: list[tuple[torch.Tensor, Hashable]]
+    pointers: torch.Tensor
+    pointer_pos: torch.Tensor
+
 
 class MemoryAttentionLayer(nn.Module):
     """Pre-norm layer: RoPE self-attention, RoPE cross-attention (keys get their position
@@ -129,4 +260,71 @@ class MemoryAttention(nn.Module):
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
             x = layer(x, memory, memory_pos, num_obj_ptr_tokens, attn_mask)
+        return self.norm(x)
+
+    def forward_bank(
+        self,
+        curr: torch.Tensor,
+        curr_pos: torch.Tensor,
+        objects: Sequence[ObjectMemory],
+        positions: dict[Hashable, torch.Tensor],
+        cache: MemoryKVCache | None = None,
+    ) -> torch.Tensor:
+        """``forward`` with the memory given per object and per frame, reusing cached projections.
+
+        Same result as ``forward`` on the concatenated memory (up to float rounding), computed
+        without padding or attention mask: objects with equal memory sizes share one attention
+        call. Each memory frame's keys / values are taken from ``cache`` (a ``MemoryKVCache``),
+        computed and stored there on first use; ``cache=None`` computes them for this call only.
+
+        Args:
+            curr: ``(B, HW, d_model)`` current-frame features; curr_pos: same shape.
+            objects: ``B`` ``ObjectMemory`` (one per batch row); every object needs at least one
+                memory token.
+            positions: position key -> ``(HW, mem_dim)`` position encoding of a spatial memory
+                (sine encoding + temporal embedding of its slot).
+            cache: ``MemoryKVCache`` or None.
+
+        Returns:
+            ``(B, HW, d_model)`` in ``curr``'s dtype.
+        """
+        cache = MemoryKVCache() if cache is None else cache
+        cache.check_weights(self)
+        n_layers = len(self.layers)
+        frame_entries = [[cache.frame_entry(m, n_layers) for m, _ in obj.spatial] for obj in objects]
+        pos_entries = {key: cache.pos_entry(key, pos, n_layers) for key, pos in positions.items()}
+        sizes: dict[int, list[int]] = {}  # objects grouped by memory size: one attention call each
+        for b, obj in enumerate(objects):
+            n = sum(m.shape[-2] * m.shape[-1] for m, _ in obj.spatial) + obj.pointers.shape[0]
+            sizes.setdefault(n, []).append(b)
+        x = curr + 0.1 * curr_pos
+        for i, layer in enumerate(self.layers):
+            attn = layer.cross_attn_image
+            heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
+            groups = []
+            for n, idx in sizes.items():
+                k = x.new_empty(len(idx), heads, n, d)  # written in place: no concatenation, no stacking
+                v = x.new_empty(len(idx), heads, n, d)
+                for row, b in enumerate(idx):
+                    obj, start = objects[b], 0
+                    for (mem, pos_key), layers in zip(obj.spatial, frame_entries[b]):
+                        if layers[i] is None:
+                            layers[i] = attn.memory_kv(mem.flatten(2)[0].transpose(0, 1).to(curr.dtype))
+                        part = pos_entries[pos_key]
+                        if part[i] is None:
+                            part[i] = attn.position_k(positions[pos_key].to(curr.dtype))
+                        k_frame, v_frame = layers[i]
+                        end = start + k_frame.shape[1]
+                        torch.add(k_frame, part[i], out=k[row, :, start:end])  # float32 sum, then k's dtype
+                        v[row, :, start:end] = v_frame
+                        start = end
+                    if obj.pointers.shape[0]:
+                        ptr = obj.pointers.to(curr.dtype)
+                        k[row, :, start:] = attn.heads(attn.k_proj((ptr + obj.pointer_pos.to(curr.dtype))[None]))[0]
+                        v[row, :, start:] = attn.heads(attn.v_proj(ptr[None]))[0]
+                groups.append((idx, k, v))
+            h = layer.norm1(x)
+            x = x + layer.self_attn(h, h, h)
+            x = x + attn.forward_bank(layer.norm2(x), groups)
+            x = x + layer.linear2(F.relu(layer.linear1(layer.norm3(x))))
         return self.norm(x)

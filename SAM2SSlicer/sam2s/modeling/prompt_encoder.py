@@ -20,7 +20,9 @@ LABEL_PAD, LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_
 class RandomFourierEncoding(nn.Module):
     """Positional encoding with random spatial frequencies (SAM's ``PositionEmbeddingRandom``).
 
-    The ``(2, num_feats)`` Gaussian matrix is a buffer that checkpoints carry.
+    The ``(2, num_feats)`` Gaussian matrix is a buffer that checkpoints carry. It stays float32
+    in a bf16 model (``SAM2Model.set_precision``): the sine arguments reach ~20 rad, where bf16
+    would be off by ~0.1 rad.
     """
 
     def __init__(self, num_feats: int) -> None:
@@ -76,8 +78,9 @@ class PromptEncoder(nn.Module):
         return 4 * self.feat_size
 
     def dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image tokens: ``(1, embed_dim, feat_size, feat_size)``."""
-        return self.pe_layer.grid(self.feat_size)
+        """Positional encoding of the image tokens: ``(1, embed_dim, feat_size, feat_size)``,
+        computed in float32 and returned in the model's dtype."""
+        return self.pe_layer.grid(self.feat_size).to(self.no_mask_embed.weight.dtype)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sparse tokens for points.
@@ -94,7 +97,7 @@ class PromptEncoder(nn.Module):
         b = coords.shape[0]
         coords = torch.cat([coords + 0.5, coords.new_zeros(b, 1, 2)], dim=1) / self.image_size
         labels = torch.cat([labels, labels.new_full((b, 1), LABEL_PAD)], dim=1)
-        emb = self.pe_layer.encode(coords.float())
+        emb = self.pe_layer.encode(coords.float()).to(self.not_a_point_embed.weight.dtype)
         lab = labels.unsqueeze(-1)
         emb = torch.where(lab == LABEL_PAD, self.not_a_point_embed.weight.expand_as(emb), emb)
         for value, table in enumerate(self.point_embeddings):
@@ -105,5 +108,5 @@ class PromptEncoder(nn.Module):
         """Dense embedding ``(B, embed_dim, feat, feat)`` of ``(B, 1, 4 feat, 4 feat)`` mask logits, or
         the learned "no mask" embedding when ``masks`` is None."""
         if masks is not None:
-            return self.mask_downscaling(masks)
+            return self.mask_downscaling(masks.to(self.no_mask_embed.weight.dtype))
         return self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, self.feat_size, self.feat_size)

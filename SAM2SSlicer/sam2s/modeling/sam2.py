@@ -8,6 +8,7 @@ frame attends to) lives in ``sam2s.tracker``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from .memory_encoder import MemoryEncoder
 from .prompt_encoder import PromptEncoder
 
 NO_OBJ_SCORE = -1024.0  # logit written where the object is predicted absent (reference value)
+PRECISIONS = ("fp32", "bf16")  # resolved precisions of a model (``"auto"`` is resolved by sam2s.build)
 
 
 @dataclass
@@ -62,7 +64,24 @@ class SAM2Model(nn.Module):
     """SAM 2 / 2.1 with Meta's parameter names (``image_encoder.*``, ``memory_attention.*``,
     ``memory_encoder.*``, ``sam_prompt_encoder.*``, ``sam_mask_decoder.*``, ``obj_ptr_proj.*``,
     ``obj_ptr_tpos_proj.*`` (2.1), ``maskmem_tpos_enc``, ``no_mem_embed``, ``no_mem_pos_enc``,
-    ``no_obj_ptr``, ``no_obj_embed_spatial`` (2.1), ``mask_downsample.*``)."""
+    ``no_obj_ptr``, ``no_obj_embed_spatial`` (2.1), ``mask_downsample.*``).
+
+    Precision (``precision``, set by ``set_precision``; ``sam2s.build_model`` chooses it):
+
+    - ``"fp32"`` (the default of a new model): float32 everywhere, Meta's reference numerics.
+    - ``"bf16"`` on CPU / MPS: bfloat16 weights and activations, so that the matrix products run
+      as bf16 kernels (native on CPUs with AVX512-BF16 / AMX). Kept in float32: LayerNorm2d
+      (``common.py``), the point / dense Fourier position encodings, the sine and RoPE tables,
+      the Hiera position-embedding resize, and the final mask logits (the hypernetwork product in
+      ``MaskDecoder``); ``nn.LayerNorm`` and ``scaled_dot_product_attention`` accumulate in
+      float32 inside PyTorch's bf16 CPU kernels. Inputs are cast to the model dtype at the
+      methods below (``encode_image``, ``forward_heads``, ``mask_as_output``,
+      ``condition_on_memory``, ``encode_memory``, ``pointer_pos_enc``); ``HeadOutput.low_res``
+      is float32, the other outputs have the model dtype.
+    - ``"bf16"`` on CUDA: float32 weights and ``torch.autocast("cuda", torch.bfloat16)`` around
+      the steps (``autocast()``), as Meta's ``sam2`` does (``tools/vos_inference.py``, the
+      video-predictor notebook, ``demo/backend/server/inference/predictor.py``).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -82,18 +101,59 @@ class SAM2Model(nn.Module):
         if config.sam21:
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, m))
             self.obj_ptr_tpos_proj = nn.Linear(c, m)
+        self.precision = "fp32"
 
     @property
     def device(self) -> torch.device:
         return self.no_mem_embed.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights and activations: float32, or bfloat16 for a bf16 model off CUDA."""
+        return self.no_mem_embed.dtype
+
+    def set_precision(self, precision: str) -> SAM2Model:
+        """Switch to ``"fp32"`` or ``"bf16"`` (see the class docstring) in place; returns self.
+
+        Call it after moving the model to its device: on CUDA ``"bf16"`` keeps float32 weights
+        (autocast), elsewhere it casts the weights to bfloat16 (except the Fourier matrix of the
+        prompt encoder, kept float32).
+
+        Raises:
+            ValueError: unknown precision, or ``"fp32"`` asked of a model whose weights are
+                already bfloat16 (its float32 weights are gone: build the model again).
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {precision!r}; use one of {PRECISIONS} (or 'auto' in build_model).")
+        if precision == "fp32":
+            if self.dtype != torch.float32:
+                raise ValueError(
+                    "This model has bfloat16 weights; its float32 weights are gone. Build it again with "
+                    "precision='fp32' (sam2s.build_model(..., precision='fp32'))."
+                )
+        elif self.device.type != "cuda":
+            self.to(torch.bfloat16)
+            self.sam_prompt_encoder.pe_layer.float()
+        self.precision = precision
+        return self
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast("cuda", torch.bfloat16)`` for a bf16 model on CUDA (Meta's way), else a
+        no-op context (float32 models, and bf16 models off CUDA, whose weights are bf16)."""
+        if self.precision == "bf16" and self.device.type == "cuda" and self.dtype == torch.float32:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     # ----------------------------------------------------------------------------- image
     def encode_image(self, image: torch.Tensor) -> FrameFeatures:
-        """Encode one preprocessed frame ``(1, 3, S, S)`` (ImageNet-normalised) into ``FrameFeatures``."""
-        out = self.image_encoder(image)
+        """Encode one preprocessed frame ``(1, 3, S, S)`` (ImageNet-normalised, any float dtype:
+        cast to the model's) into ``FrameFeatures`` of the model's dtype."""
+        dt = self.dtype
+        out = self.image_encoder(image.to(dt))
         s0, s1, feat = out["backbone_fpn"]
         dec = self.sam_mask_decoder
-        return FrameFeatures(feat, out["vision_pos_enc"][-1], (dec.conv_s0(s0), dec.conv_s1(s1)))
+        pos = out["vision_pos_enc"][-1]
+        return FrameFeatures(feat.to(dt), pos.to(dt), (dec.conv_s0(s0.to(dt)), dec.conv_s1(s1.to(dt))))
 
     # ----------------------------------------------------------------------------- heads
     def forward_heads(
@@ -115,6 +175,8 @@ class SAM2Model(nn.Module):
         """
         cfg = self.config
         b = feat.shape[0]
+        dt = self.dtype
+        feat, high_res = feat.to(dt), tuple(h.to(dt) for h in high_res)
         if points is None:
             points = (feat.new_zeros(b, 1, 2), torch.full((b, 1), -1, dtype=torch.int32, device=feat.device))
         sparse = self.sam_prompt_encoder.embed_points(*points)
@@ -143,10 +205,11 @@ class SAM2Model(nn.Module):
     def mask_as_output(self, feat: torch.Tensor, high_res, mask: torch.Tensor) -> HeadOutput:
         """A binary mask prompt ``(B, 1, S, S)`` float {0, 1} becomes the output directly
         (reference ``_use_mask_as_output``: logits +-10, pointer from the heads on raw features)."""
+        mask = mask.float()
         high = mask * 20.0 - 10.0
         size = (high.shape[-2] // 4, high.shape[-1] // 4)
         low_res = F.interpolate(high, size=size, mode="bilinear", align_corners=False, antialias=True)
-        ptr = self.forward_heads(feat, high_res, mask_input=self.mask_downsample(mask)).obj_ptr
+        ptr = self.forward_heads(feat, high_res, mask_input=self.mask_downsample(mask.to(self.dtype))).obj_ptr
         lam = torch.any(mask.flatten(1) > 0.0, dim=1, keepdim=True).float()
         obj_ptr = lam * ptr + (1 - lam) * self.no_obj_ptr
         return HeadOutput(low_res, mask.new_ones(mask.shape[0], 1), obj_ptr, 20.0 * lam - 10.0)
@@ -163,6 +226,8 @@ class SAM2Model(nn.Module):
     ) -> torch.Tensor:
         """Memory attention: ``feat``, ``pos`` ``(B, 256, f, f)``; memory ``(B, M, 64)`` -> ``(B, 256, f, f)``."""
         b, c, h, w = feat.shape
+        dt = self.dtype
+        feat, pos, memory, memory_pos = feat.to(dt), pos.to(dt), memory.to(dt), memory_pos.to(dt)
         tokens = feat.flatten(2).transpose(1, 2)
         tokens_pos = pos.flatten(2).transpose(1, 2)
         out = self.memory_attention(tokens, tokens_pos, memory, memory_pos, num_ptr_tokens, attn_mask)
@@ -183,12 +248,14 @@ class SAM2Model(nn.Module):
             (masks from clicks, ``binarize_mask_from_pts_for_mem_enc``).
 
         Returns:
-            ``(features (B, 64, f, f), position encoding (B, 64, f, f))``.
+            ``(features (B, 64, f, f), position encoding (B, 64, f, f))``, in the model's dtype
+            (the mask's sigmoid is taken in float32, then cast).
         """
         cfg = self.config
+        high_res_masks = high_res_masks.float()
         mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
         mask = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
-        mem, mem_pos = self.memory_encoder(feat, mask)
+        mem, mem_pos = self.memory_encoder(feat.to(self.dtype), mask.to(self.dtype))
         if self.config.sam21:
             absent = 1 - (object_score > 0).float()
             mem = mem + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
@@ -220,7 +287,7 @@ class SAM2Model(nn.Module):
         dim_t = torch.arange(half, dtype=torch.float32, device=rel_pos.device)
         dim_t = 10000 ** (2 * (dim_t // 2) / half)
         x = (rel_pos.float() / max_rel).unsqueeze(-1) / dim_t
-        return self.obj_ptr_tpos_proj(torch.cat([x.sin(), x.cos()], dim=-1))
+        return self.obj_ptr_tpos_proj(torch.cat([x.sin(), x.cos()], dim=-1).to(self.dtype))
 
 
 def _stability_fallback(masks: torch.Tensor, iou: torch.Tensor, cfg: ModelConfig):
