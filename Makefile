@@ -21,7 +21,7 @@ env: $(VENV)/.installed
 
 # Both test targets print their wall time (make test-fast: under 3 minutes on 2 cores; make test: at most 10).
 test: $(VENV)/.installed
-	@start=$$(date +%s); $(PY) -m pytest -q; status=$$?; \
+	@start=$$(date +%s); $(PY) -m pytest -q --durations=10; status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
 test-fast: $(VENV)/.installed
