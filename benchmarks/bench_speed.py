@@ -17,7 +17,8 @@ Also measured, in the same run, for sam2s only:
 - FLOPs per tracked frame from ``torch.utils.flop_counter.FlopCounterMode`` plus the attention
   it does not count on CPU (``scaled_dot_product_attention``: 4*B*heads*Nq*Nk*d per call,
   counted by a wrapper), in a separate untimed pass, and the achieved GFLOP/s;
-- this CPU's fp32 and bf16 matmul rates (2048x2048 ``torch.mm``, same thread count), and the
+- this CPU's fp32 and bf16 matmul rates (2048x2048 ``torch.mm``, same thread count, sampled after
+  every frame pair: median and range), and the
   achieved rate as a share of the bf16 one;
 - 1 object versus ``--objects`` objects, alternated frame by frame (acceptance of issue 12: 3
   objects cost at most 2x one object at 512 px). The third object is a click [[610, 400]] on the
@@ -235,6 +236,21 @@ def attention_flops(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     return 2 * batch * nq * nk * (d + dv)
 
 
+def _register_fused_linear_flops() -> None:
+    """Teach ``FlopCounterMode`` oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``,
+    used by ``sam2s.modeling.common.Linear`` in bf16 on CPU): 2*M*K*N, like ``addmm``."""
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None:
+        return
+
+    @torch.utils.flop_counter.register_flop_formula(op)
+    def linear_pointwise_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
+
+
+_register_fused_linear_flops()
+
+
 class CountedFrame:
     """FLOPs of one call: ``FlopCounterMode`` (matmul / conv) + the scaled-dot-product attention
     it leaves at 0 on CPU (counted by a wrapper of ``F.scaled_dot_product_attention``; a call the
@@ -276,19 +292,37 @@ def timed_step(generator, reference: bool = False) -> tuple[float, int]:
         return time.perf_counter() - t0, frame
 
 
-def matmul_rates(threads: int, n: int = 2048, reps: int = 5) -> dict[str, float]:
-    """Best-of-``reps`` GFLOP/s of an ``n x n`` ``torch.mm`` in fp32 and bf16, interleaved."""
-    torch.manual_seed(0)
-    pairs = {dt: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)) for dt in (torch.float32, torch.bfloat16)}
-    best = dict.fromkeys(pairs, math.inf)
-    for a, b in pairs.values():
-        torch.mm(a, b)  # warm-up (kernel selection, AMX tile set-up)
-    for _ in range(reps):
-        for dt, (a, b) in pairs.items():
+class MatmulRates:
+    """This CPU's ``n x n`` ``torch.mm`` rate in fp32 and bf16, sampled between the tracking steps.
+
+    The shared machines' rates swing (the bf16 one by 2x within minutes, with AMX units shared
+    between neighbours), so one measurement at the start does not describe the run: ``sample``
+    times one product of each dtype after every frame pair, under the same load as the frames,
+    and the report uses the median (and shows the range).
+    """
+
+    def __init__(self, n: int = 2048) -> None:
+        torch.manual_seed(0)
+        self.n = n
+        self.pairs = {
+            dt: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)) for dt in (torch.float32, torch.bfloat16)
+        }
+        self.samples: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+        for a, b in self.pairs.values():
+            torch.mm(a, b)  # warm-up (kernel selection, AMX tile set-up)
+        for _ in range(2):
+            self.sample()
+
+    def sample(self) -> None:
+        for dt, (a, b) in self.pairs.items():
             t0 = time.perf_counter()
             torch.mm(a, b)
-            best[dt] = min(best[dt], time.perf_counter() - t0)
-    return {str(dt).replace("torch.", ""): 2 * n**3 / s / 1e9 for dt, s in best.items()}
+            self.samples[str(dt).replace("torch.", "")].append(2 * self.n**3 / (time.perf_counter() - t0) / 1e9)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            k: {"median": median(v), "min": min(v), "max": max(v), "samples": len(v)} for k, v in self.samples.items()
+        }
 
 
 def median(xs: list[float]) -> float:
@@ -328,7 +362,7 @@ def run(a, folder: Path) -> dict:
     torch.save({"model": ref.state_dict()}, checkpoint)  # Meta's checkpoint format
     ours, tracker_kw, precision = build_ours(a.config, a.image_size, checkpoint, a.precision)
     sections = Sections(ours)
-    rates = matmul_rates(a.threads)
+    rates = MatmulRates()
     autocast_leaks = 0
 
     # ---- reference and sam2s, 2 objects, alternated frame by frame
@@ -357,6 +391,7 @@ def run(a, folder: Path) -> dict:
             raise RuntimeError(f"frame order differs: reference {f_ref}, sam2s {f_ours}, expected {t}")
         steps["reference"].append(s_ref)
         steps["sam2s"].append(s_ours)
+        rates.sample()
     for gen in (gen_ref, gen_ours):
         gen.close()
     component_s = {k: sections.seconds.get(k, 0.0) for k in COMPONENTS}
@@ -425,7 +460,7 @@ def run(a, folder: Path) -> dict:
         "components_gflop_per_frame": {k: v / tracked / 1e9 for k, v in component_flops.items()},
         "gflop_per_frame": [f / 1e9 for f in flops],
         "attention_gflop_per_frame": [f / 1e9 for f in attention],
-        "matmul_gflops": rates,
+        "matmul_gflops": rates.summary(),
         "objects": objects,
     }
 
@@ -466,14 +501,16 @@ def report(a, r: dict) -> None:
     mm = r["matmul_gflops"]
     ours_rate = sum(gflop) / busy
     ref_rate = sum(gflop) / sum(r["step_s"]["reference"][1:])
+    fp, bf = mm["float32"], mm["bfloat16"]
     print(
-        f"CPU matmul 2048x2048, {r['threads']} threads: fp32 {mm['float32']:.0f} GFLOP/s, "
-        f"bf16 {mm['bfloat16']:.0f} GFLOP/s"
+        f"CPU matmul 2048x2048, {r['threads']} threads, sampled after each frame pair ({bf['samples']}x): "
+        f"fp32 median {fp['median']:.0f} GFLOP/s (range {fp['min']:.0f}-{fp['max']:.0f}), "
+        f"bf16 median {bf['median']:.0f} GFLOP/s (range {bf['min']:.0f}-{bf['max']:.0f})"
     )
     print(
-        f"achieved: sam2s {ours_rate:.1f} GFLOP/s = {100 * ours_rate / mm['bfloat16']:.1f}% of bf16 mm "
-        f"({100 * ours_rate / mm['float32']:.1f}% of fp32 mm); reference {ref_rate:.1f} GFLOP/s "
-        f"= {100 * ref_rate / mm['bfloat16']:.1f}% (at sam2s's FLOPs)"
+        f"achieved: sam2s {ours_rate:.1f} GFLOP/s = {100 * ours_rate / bf['median']:.1f}% of the bf16 mm median "
+        f"({100 * ours_rate / fp['median']:.1f}% of fp32); reference {ref_rate:.1f} GFLOP/s "
+        f"= {100 * ref_rate / fp['median']:.1f}% of the fp32 mm median (at sam2s's FLOPs)"
     )
     o = r["objects"]
     if o:

@@ -1,7 +1,8 @@
 """Streaming multi-object video tracking session (the counterpart of Meta's ``SAM2VideoPredictor``).
 
-Frames are decoded and encoded lazily (a small LRU cache of encoded frames), all objects of a
-frame go through memory attention, the heads and the memory encoder as one batch, and each
+Frames are decoded and encoded lazily (a small LRU cache of encoded frames; while propagating, a
+worker thread decodes and preprocesses the next frame while the model runs on the current one),
+all objects of a frame go through memory attention, the heads and the memory encoder as one batch, and each
 object's memory bank is bounded (``sam2s.memory``). Numerically it follows the reference
 ``sam2/sam2_video_predictor.py`` (default post-processing of ``build_sam2_video_predictor``),
 with one deliberate difference: a prompt on an already tracked frame (a correction) becomes a
@@ -11,8 +12,12 @@ propagating again from there uses it instead of overwriting it.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -63,6 +68,14 @@ def make_memory_policy(memory: str | MemoryPolicy, model: SAM2Model, **params: A
     raise ValueError(f"Unknown memory policy {memory!r}; use 'sam2' or 'divemem'.")
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class VideoTracker(Tracker):
     """Track objects through a video with a SAM 2 / 2.1 model (a ``sam2s.session.Tracker``).
 
@@ -82,6 +95,13 @@ class VideoTracker(Tracker):
     Outputs are float32 mask logits at the original resolution (> 0 = inside the object),
     whatever the precision (a bf16 model's logits are computed in float32, see ``SAM2Model``).
     ``objects`` maps object ids to their ``sam2s.memory.ObjectState``.
+
+    ``prefetch_frames``: True decodes and preprocesses the next frame in a worker thread while
+    ``propagate`` runs the model on the current one; False does not; None (the default) does it
+    only when this process may use more CPU cores than PyTorch's intra-op threads
+    (``torch.get_num_threads()``), or on a GPU. With every core busy in PyTorch, the worker
+    preempts its threads: on a 2-core machine with 2 threads it made 512 px tracking about 10%
+    slower (``benchmarks/bench_speed.py``, interleaved), so it is off there.
 
     Raises:
         FrameSourceError / FileNotFoundError / ValueError: unreadable or invalid frames, or an
@@ -108,6 +128,9 @@ class VideoTracker(Tracker):
         self.objects: dict[int, ObjectState] = {}
         self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
         self._maskmem_pos: torch.Tensor | None = None
+        self.prefetch_frames: bool | None = None  # None: when a core is free (see the class docstring)
+        self._prefetched: dict[int, Future] = {}  # frame -> preprocessed image, during propagate
+        self._frames_lock = threading.Lock()  # frame sources are not thread-safe
         # cross-attention keys / values per stored memory frame (None: recompute every frame)
         self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache()
 
@@ -252,8 +275,10 @@ class VideoTracker(Tracker):
         objs = [self.objects[k] for k in ids]
         self._commit_prompts(objs)
         order = self.frame_order(start, end, reverse, ids)
-        with self._propagation():
-            for t in order:
+        with self._propagation(), self._prefetching() as prefetch:
+            for i, t in enumerate(order):
+                if i + 1 < len(order):
+                    prefetch(order[i + 1])  # decoded while the model runs on frame t
                 yield t, list(ids), self._track_frame(t, reverse, objs)
 
     def attended_memory(self, obj_id: int, frame_idx: int | None = None, reverse: bool = False) -> dict:
@@ -321,10 +346,40 @@ class VideoTracker(Tracker):
             low_res.float(), out.obj_ptr.float(), out.object_score.float(), out.iou.float(), frame_idx=frame_idx
         )
 
+    def _load_image(self, frame_idx: int) -> torch.Tensor:
+        """Decoded and preprocessed frame ``(3, S, S)`` float32 (``sam2s.frames.preprocess``)."""
+        with self._frames_lock:
+            frame = self.frames.get(frame_idx)
+        return preprocess(frame, self.model.config.image_size)
+
+    @contextmanager
+    def _prefetching(self) -> Iterator[Callable[[int], None]]:
+        """Yield ``prefetch(t)``, which starts decoding and preprocessing frame ``t`` in a worker
+        thread (PIL decoding / resizing and numpy release the GIL, so this overlaps the model's
+        work on the current frame); ``_frame_features`` takes the result, and a read error is
+        raised there, when the frame is needed, as without prefetching. The worker lives only
+        while propagating: on exit, pending loads are cancelled or awaited, and their results
+        dropped (the frame source is idle again, e.g. for ``frames.close()``)."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2s-prefetch")
+        enabled = self.prefetch_frames
+        if enabled is None:
+            enabled = self.model.device.type != "cpu" or _usable_cores() > torch.get_num_threads()
+
+        def prefetch(t: int) -> None:
+            if enabled and t not in self._features and t not in self._prefetched:
+                self._prefetched[t] = pool.submit(self._load_image, t)
+
+        try:
+            yield prefetch
+        finally:
+            self._prefetched = {}
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def _frame_features(self, frame_idx: int) -> FrameFeatures:
         ff = self._features.get(frame_idx)
         if ff is None:
-            image = preprocess(self.frames.get(frame_idx), self.model.config.image_size)
+            pending = self._prefetched.pop(frame_idx, None)
+            image = pending.result() if pending is not None else self._load_image(frame_idx)
             ff = self.model.encode_image(image[None].to(self.model.device))
             self._features[frame_idx] = ff
             while len(self._features) > self.feature_cache_size:

@@ -20,36 +20,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Attention
+from .common import Attention, Linear
 
 
-def axial_rope_angles(dim: int, side: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cos / sin tables of 2-D axial rotary encoding for a ``side x side`` token grid.
+def axial_rope_table(dim: int, side: int, theta: float = 10000.0) -> torch.Tensor:
+    """Rotations of 2-D axial rotary encoding for a ``side x side`` token grid, as unit complex numbers.
 
     Tokens are in row-major order (index = y * side + x). Feature pairs ``(2i, 2i+1)`` for
     ``i < dim/4`` rotate by ``x * f_i``, the next ``dim/4`` pairs by ``y * f_i`` with
     ``f_i = theta ** (-4 i / dim)`` (reference ``position_encoding.py::compute_axial_cis``).
 
     Returns:
-        ``(cos, sin)``, each ``(side * side, dim / 2)`` float32.
+        ``(side * side, dim / 2)`` complex64 ``exp(i * angle)``.
     """
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 4)[: dim // 4].float() / dim))
     t = torch.arange(side * side, dtype=torch.float32)
     angles = torch.cat(
         [torch.outer(t % side, freqs), torch.outer(torch.div(t, side, rounding_mode="floor"), freqs)], -1
     )
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate feature pairs of ``x (B, heads, N, D)`` by angles ``(N, D/2)`` (N a multiple of the
-    table length: the table repeats, one copy per memory frame)."""
+def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs of ``x (B, heads, N, D)`` by ``table (T, D/2)`` complex (N a multiple
+    of T: the table repeats, one copy per memory frame).
+
+    As the reference ``apply_rotary_enc`` (``sam2/modeling/position_encoding.py``): pairs are
+    read as complex numbers in float32 and multiplied by the rotations, one fused pass.
+
+    Returns:
+        ``(B, heads, N, D)`` float32.
+    """
     b, h, n, d = x.shape
-    reps = n // cos.shape[0]
-    x = x.float().reshape(b, h, reps, cos.shape[0], d // 2, 2)
-    x0, x1 = x[..., 0], x[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
-    return out.reshape(b, h, n, d)
+    xc = torch.view_as_complex(x.float().reshape(b, h, n // table.shape[0], table.shape[0], d // 2, 2))
+    return torch.view_as_real(xc * table).reshape(b, h, n, d)
 
 
 class RoPEAttention(Attention):
@@ -58,37 +62,34 @@ class RoPEAttention(Attention):
     def __init__(self, dim: int = 256, num_heads: int = 1, kv_in_dim: int | None = None, theta: float = 10000.0):
         super().__init__(dim, num_heads, kv_in_dim=kv_in_dim)
         self.theta = theta
-        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[tuple, torch.Tensor] = {}
 
-    def _angles(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _angles(self, n: int, device: torch.device) -> torch.Tensor:
         key = (n, device)
         if key not in self._tables:
             side = int(round(n**0.5))
-            cos, sin = axial_rope_angles(self.internal_dim // self.num_heads, side, self.theta)
-            self._tables[key] = (cos.to(device), sin.to(device))
+            self._tables[key] = axial_rope_table(self.internal_dim // self.num_heads, side, self.theta).to(device)
         return self._tables[key]
 
     def forward(self, q, k, v, num_k_exclude_rope: int = 0, attn_mask: torch.Tensor | None = None):
         q, k, v = self.heads(self.q_proj(q)), self.heads(self.k_proj(k)), self.heads(self.v_proj(v))
-        cos, sin = self._angles(q.shape[-2], q.device)
-        q = apply_rope(q, cos, sin).type_as(v)
+        table = self._angles(q.shape[-2], q.device)
+        q = apply_rope(q, table).type_as(v)
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
-            k = torch.cat([apply_rope(k[:, :, :n_rope], cos, sin).type_as(v), k[:, :, n_rope:]], dim=2)
+            k = torch.cat([apply_rope(k[:, :, :n_rope], table).type_as(v), k[:, :, n_rope:]], dim=2)
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
 
     def memory_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cacheable parts of one memory frame ``tokens (HW, kv_in_dim)`` (row-major):
         ``(rope(k_proj.weight @ tokens) (heads, HW, d) float32, v_proj(tokens) (heads, HW, d))``."""
         k = self.heads(F.linear(tokens[None], self.k_proj.weight))
-        cos, sin = self._angles(tokens.shape[0], tokens.device)
-        return apply_rope(k, cos, sin)[0], self.heads(self.v_proj(tokens[None]))[0]
+        return apply_rope(k, self._angles(tokens.shape[0], tokens.device))[0], self.heads(self.v_proj(tokens[None]))[0]
 
     def position_k(self, pos: torch.Tensor) -> torch.Tensor:
         """Key part of a memory position encoding ``pos (HW, kv_in_dim)``:
         ``rope(k_proj(pos))`` ``(heads, HW, d)`` float32 (bias included)."""
-        cos, sin = self._angles(pos.shape[0], pos.device)
-        return apply_rope(self.heads(self.k_proj(pos[None])), cos, sin)[0]
+        return apply_rope(self.heads(self.k_proj(pos[None])), self._angles(pos.shape[0], pos.device))[0]
 
     def forward_bank(self, q: torch.Tensor, groups: list[tuple[list[int], torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Cross-attention of ``q (B, N, dim)`` (rotated here) to already projected (and rotated)
@@ -96,8 +97,7 @@ class RoPEAttention(Attention):
         ``(batch rows, k (G, heads, M, d), v (G, heads, M, d))``. One
         ``scaled_dot_product_attention`` call per group, with no mask and no padding."""
         q = self.heads(self.q_proj(q))
-        cos, sin = self._angles(q.shape[-2], q.device)
-        q = apply_rope(q, cos, sin).type_as(groups[0][2])
+        q = apply_rope(q, self._angles(q.shape[-2], q.device)).type_as(groups[0][2])
         if len(groups) == 1:
             return self.merge(F.scaled_dot_product_attention(q, groups[0][1], groups[0][2]))
         out = q.new_empty(q.shape[:-1] + (groups[0][2].shape[-1],))
@@ -209,8 +209,8 @@ class MemoryAttentionLayer(nn.Module):
         super().__init__()
         self.self_attn = RoPEAttention(d_model)
         self.cross_attn_image = RoPEAttention(d_model, kv_in_dim=mem_dim)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
@@ -220,7 +220,7 @@ class MemoryAttentionLayer(nn.Module):
         x = x + self.self_attn(h, h, h)
         h = self.norm2(x)
         x = x + self.cross_attn_image(h, memory + memory_pos, memory, num_k_exclude_rope, attn_mask)
-        return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+        return x + self.linear2(self.linear1(self.norm3(x), "relu"))
 
 
 class MemoryAttention(nn.Module):
@@ -326,5 +326,5 @@ class MemoryAttention(nn.Module):
             h = layer.norm1(x)
             x = x + layer.self_attn(h, h, h)
             x = x + attn.forward_bank(layer.norm2(x), groups)
-            x = x + layer.linear2(F.relu(layer.linear1(layer.norm3(x))))
+            x = x + layer.linear2(layer.linear1(layer.norm3(x), "relu"))
         return self.norm(x)

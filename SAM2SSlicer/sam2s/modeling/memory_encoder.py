@@ -7,10 +7,9 @@ arXiv 2201.03545), state-dict keys ``memory_encoder.*``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, Linear
 from .position_encoding import sine_position_encoding
 
 
@@ -21,13 +20,13 @@ class CXBlock(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = LayerNorm2d(dim)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
+        self.pwconv2 = Linear(4 * dim, dim)
         self.gamma = nn.Parameter(1e-6 * torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
-        h = self.gamma * self.pwconv2(F.gelu(self.pwconv1(h)))
+        h = self.gamma * self.pwconv2(self.pwconv1(h, "gelu"))
         return x + h.permute(0, 3, 1, 2)
 
 

@@ -8,6 +8,7 @@ it is a plain function here.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -47,12 +48,31 @@ def sine_position_encoding(
 
     Returns:
         ``(B, F, H, W)`` tensor, identical to ``PositionEmbeddingSine(F)(x)`` for a
-        ``(B, *, H, W)`` input ``x``. It is an ``expand``-ed view over the batch: do not write
-        into it in place.
+        ``(B, *, H, W)`` input ``x``. It is an ``expand``-ed view over the batch of a grid
+        that is computed once per (size, dtype, device) and then cached (16 grids at most; the
+        tracker asks for the same few grids on every frame): do not write into it in place.
     """
     if num_pos_feats % 2:
         raise ValueError(f"num_pos_feats must be even, got {num_pos_feats}")
-    half = num_pos_feats // 2
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    grid = _grid(height, width, num_pos_feats, float(temperature), dev, dtype)
+    return grid.expand(batch, num_pos_feats, height, width)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(
+    height: int, width: int, num_pos_feats: int, temperature: float, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The ``(1, F, H, W)`` grid of ``sine_position_encoding`` (a normal tensor, not an
+    inference tensor, so that cached grids also serve code that runs with autograd)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return _compute_grid(height, width, num_pos_feats // 2, temperature, device).to(dtype)[None].contiguous()
+
+
+def _compute_grid(height: int, width: int, half: int, temperature: float, device: torch.device) -> torch.Tensor:
+    """``(2 * half, H, W)`` float32: y encoding in the first ``half`` channels, x in the rest."""
     eps, scale = 1e-6, 2 * math.pi
 
     def normalised(n: int) -> torch.Tensor:
@@ -62,7 +82,7 @@ def sine_position_encoding(
     pos_y = _encode_1d(normalised(height), half, temperature).T  # (F/2, H)
     pos_x = _encode_1d(normalised(width), half, temperature).T  # (F/2, W)
     pos = torch.cat((pos_y[:, :, None].expand(half, height, width), pos_x[:, None, :].expand(half, height, width)))
-    return pos.to(dtype).expand(batch, num_pos_feats, height, width)
+    return pos
 
 
 __all__ = ["sine_position_encoding"]
