@@ -136,12 +136,8 @@ def getSharedController() -> SAM2SController:
 
 
 def _backend(url, token):
-    """``ServerBackend``: a local tracking server, or the remote one at ``url`` (upload progress in the
-    status bar)."""
-    from SAM2SSlicerLib.backends import ServerBackend
-
-    if not url:
-        return ServerBackend()
+    """``controller.serverBackend`` with the upload progress of a remote server in the status bar."""
+    from SAM2SSlicerLib.controller import serverBackend
 
     def uploadProgress(sent: int, total: int) -> None:
         slicer.util.showStatusMessage(
@@ -149,7 +145,7 @@ def _backend(url, token):
         )
         slicer.app.processEvents()
 
-    return ServerBackend(url, token, uploadProgress=uploadProgress)
+    return serverBackend(url, token, uploadProgress)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The ``sam2s`` command line: track, eval, models, download, demo.
+"""The ``sam2s`` command line: track, batch, eval, models, download, demo.
 
 ``sam2s track`` runs the very same headless Slicer logic as the Slicer module (``SAM2SSlicerLib``,
 on a ``slicer-core`` MRML scene) and writes the same files.
@@ -48,9 +48,11 @@ def cmd_track(a: argparse.Namespace) -> int:
         server=a.server,
         token=a.token or os.environ.get("SAM2S_SERVER_TOKEN"),
         precision=a.precision,
+        streaming={"auto": None, "on": True, "off": False}[a.streaming],
     )
     print_summary(result)
-    result["logic"].close()  # closes a server session (nothing to do in this process)
+    if result["logic"] is not None:  # None on the streaming path
+        result["logic"].close()  # closes a server session (nothing to do in this process)
     return 0
 
 
@@ -117,6 +119,23 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return serve(a.args) or 0
 
 
+def cmd_batch(a: argparse.Namespace) -> int:
+    """``sam2s batch MANIFEST``: many videos on Ray (``SAM2SSlicerLib.batch``); 0 all done or skipped,
+    1 some failed, 2 bad manifest or no Ray."""
+    from .batch import OPTIONS, run_batch
+
+    return run_batch(
+        a.manifest,
+        {k: getattr(a, k) for k in OPTIONS},  # None: the manifest's cell, else batch.DEFAULTS
+        address=a.address,
+        num_cpus=a.num_cpus,
+        cpus_per_task=a.cpus_per_task,
+        retries=a.retries,
+        report=a.report,
+        progress=not a.quiet,
+    )
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -139,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("track", help="track the objects of a prompts file through a video")
     t.add_argument("video", help="video file (mp4/avi/mov/mkv) or image folder")
     t.add_argument("--prompts", required=True, help="prompts JSON (see README)")
-    t.add_argument("--output", required=True, help="output .seg.nrrd")
+    t.add_argument(
+        "--output", help="write the masks as a Slicer .seg.nrrd (at least one of --output, --png-dir, --overlay)"
+    )
     t.add_argument("--png-dir", help="also write per-frame label PNGs (DAVIS style) into this new folder")
     t.add_argument("--overlay", help="also write an overlay video (.mp4, .mkv or .mov) here")
     t.add_argument("--overwrite", action="store_true", help=overwrite_help)
@@ -158,10 +179,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--start", type=int, help="first frame to track (default 0)")
     t.add_argument("--end", type=int, help="last frame to track (default: the last)")
+    t.add_argument(
+        "--streaming",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="on: decode, track and write frame by frame (memory independent of the video's length); off: import "
+        "the video into a Slicer volume first; auto (default): on for long videos without --server",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--server", help="track in this `sam2s serve` server (URL), e.g. on a GPU machine")
     t.add_argument("--token", help="the server's token (default $SAM2S_SERVER_TOKEN)")
     t.set_defaults(func=cmd_track)
+
+    b = sub.add_parser(
+        "batch",
+        help="track the videos of a manifest (CSV / JSON) on Ray, one task per video, resumable",
+        description="Each row: video, prompts, output_dir and optional columns engine, model, checkpoint, "
+        "image_size, precision, memory, device, start, end, png, overlay (empty: the options below). "
+        "Relative paths are relative to the manifest. Finished rows (valid result.json) are skipped.",
+    )
+    b.add_argument("manifest", help="the manifest (.csv with a header line, or .json: a list of objects)")
+    b.add_argument(
+        "--address", help="connect to this Ray cluster (HEAD:6379 after `ray start --head`); default: a local Ray"
+    )
+    b.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    b.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs per video (default %(default)s)")
+    b.add_argument("--retries", type=int, default=2, help="retries of a video whose worker process died (default 2)")
+    b.add_argument("--report", help="the JSON report (default batch-report.json next to the manifest)")
+    b.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
+    b.add_argument("--model", help="model config (default sam2.1_hiera_t)")
+    b.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt), the same path on every machine")
+    b.add_argument("--image-size", type=int, help="model input size, multiple of 32 (default 1024)")
+    b.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto")
+    b.add_argument("--memory", choices=["sam2", "divemem"], help="default sam2")
+    b.add_argument("--device", help="cpu or cuda (default: cuda when the cluster has GPUs and the engine is sam2)")
+    b.add_argument("--start", type=int, help="first frame to track (default 0)")
+    b.add_argument("--end", type=int, help="last frame to track (default: the last)")
+    b.add_argument("--png", action=argparse.BooleanOptionalAction, default=None, help="label PNGs (default: yes)")
+    b.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None, help="overlay.mp4 (default: no)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_batch)
 
     e = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted label PNGs against ground truth")
     e.add_argument("pred_dir")

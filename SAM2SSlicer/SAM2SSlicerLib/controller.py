@@ -298,7 +298,7 @@ class SAM2SController:
         self.store = store
         self.runner = runner if runner is not None else JobRunner(logic)
         self.dependencies = dependencies or DependencyGate(lambda: True, lambda: None)
-        self.backendFactory = backendFactory or _serverBackend
+        self.backendFactory = backendFactory or serverBackend
         self.tool = TOOL_POINT
         self.firstFrame = self.lastFrame = 0
         self.statusListeners: list[Callable[[str], None]] = []
@@ -913,7 +913,10 @@ class SAM2SController:
         return node
 
 
-def _serverBackend(url: str | None, token: str):
+def serverBackend(url: str | None, token: str, uploadProgress: Callable[[int, int], None] | None = None):
+    """The controller's default backend factory: a ``ServerBackend`` on a local tracking server
+    when ``url`` is empty, else on the remote server at ``url`` with ``token``; ``uploadProgress``
+    gets ``(sentBytes, totalBytes)`` while frames are uploaded to a remote server."""
     from .backends import ServerBackend
 
-    return ServerBackend(url, token) if url else ServerBackend()
+    return ServerBackend(url, token, uploadProgress=uploadProgress) if url else ServerBackend()

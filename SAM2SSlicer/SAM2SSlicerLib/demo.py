@@ -129,6 +129,7 @@ def run_demo(
         engine=engine,
         device=device,
         overwrite=overwrite,
+        streaming=False,  # the contact sheet below reads the Slicer scene
     )
     logic = result["logic"]
     from sam2s.frames import open_frames

@@ -7,7 +7,9 @@ demo (``demo``) call it. Bad input is a :class:`CliError` (exit code 2), raised 
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sam2s import checkpoints
@@ -18,6 +20,10 @@ LABEL_PNGS = "label PNGs (00000.png, 00001.png ...)"
 ``--overwrite`` only files of that pattern are replaced in an existing folder."""
 OVERLAY_SUFFIXES = (".mp4", ".mkv", ".mov")
 """Containers the overlay video (H.264) can be written to."""
+STREAMING_THRESHOLD_BYTES = 256 * 2**20
+"""With ``streaming=None``, videos whose Slicer volume and labelmaps would take more than this many
+bytes are tracked on the streaming path (``SAM2SSlicerLib.streaming``), shorter ones on the
+Slicer-volume path (both give the same results)."""
 
 
 class CliError(Exception):
@@ -105,7 +111,7 @@ def _summary(logic, segment_ids: dict[int, str], names: dict[int, str]) -> list[
 def run_tracking(
     video: str | Path,
     prompts_path: str | Path,
-    output: str | Path,
+    output: str | Path | None,
     png_dir: str | Path | None = None,
     overlay: str | Path | None = None,
     model: str = "sam2.1_hiera_t",
@@ -122,9 +128,15 @@ def run_tracking(
     server: str | None = None,
     token: str | None = None,
     precision: str = "auto",
+    streaming: bool | None = None,
 ) -> dict:
-    """Track the objects of a prompts file through a video with the headless Slicer logic and
-    write ``output`` (.seg.nrrd), optionally label PNGs and an overlay video.
+    """Track the objects of a prompts file through a video and write ``output`` (.seg.nrrd), label
+    PNGs and / or an overlay video (at least one of them).
+
+    Two paths give the same files: the Slicer-volume path imports the video into the headless Slicer
+    logic (memory grows with the video: refused by ``videoimport.checkVideoMemory`` when it does
+    not fit), the streaming path (``SAM2SSlicerLib.streaming``) decodes, tracks and writes frame
+    by frame with a disk-backed labelmap (memory independent of the video's length).
 
     Everything is checked before the long work, in this order: model options, the video's
     header, the prompts file, the output paths (``SAM2SSlicerLib.outputs.OutputSet``), the
@@ -133,7 +145,7 @@ def run_tracking(
 
     Args:
         video: video file or image folder. prompts_path: prompts JSON (see README).
-        output: the ``.seg.nrrd`` to write. png_dir: a folder for label PNGs (``00000.png`` ...).
+        output: the ``.seg.nrrd`` to write, or None. png_dir: a folder for label PNGs (``00000.png`` ...).
         overlay: an overlay video (``.mp4``, ``.mkv`` or ``.mov``).
         start, end: inclusive frame range (default: whole video); tracking runs forward and backward
             from the earliest prompted frame.
@@ -144,13 +156,18 @@ def run_tracking(
             of in this process; ``checkpoint`` is then a path on the server, or None for its cache.
         precision: ``"auto"`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``"fp32"``
             or ``"bf16"`` (``sam2s.build_model``); also sent to the server.
+        streaming: True: the streaming path; False: the Slicer-volume path; None (default): streaming
+            without ``server`` for videos above ``STREAMING_THRESHOLD_BYTES`` (volume and
+            labelmaps) with at most ``streaming.MAX_STREAM_OBJECTS`` objects. ``server`` needs the
+            Slicer-volume path.
 
     Returns:
-        ``{"engine": ..., "objects": [per-object summary], "frames": T, "outputs": {...}, "logic": logic}``.
+        ``{"engine": ..., "objects": [per-object summary], "frames": T, "outputs": {...}, "logic": logic,
+        "streaming": bool}``; ``logic`` is None on the streaming path.
 
     Raises:
-        CliError: bad input (video, prompts, range, model, checkpoint, device, precision, output
-            paths, memory).
+        CliError: bad input (no output, video, prompts, range, model, checkpoint, device, precision,
+            output paths, memory, ``streaming=True`` with ``server``).
         SAM2SSlicerLib.outputs.OutputWriteError: an output could not be written (e.g. disk full);
             ``.written`` lists the outputs written completely.
         Other exceptions: runtime failures.
@@ -161,6 +178,10 @@ def run_tracking(
     from .outputs import OutputError, OutputSet, OutputWriteError, atomicFile
     from .promptsfile import PromptsFileError, load_prompts
 
+    if output is None and png_dir is None and overlay is None:
+        raise CliError("Nothing to write: give --output X.seg.nrrd, --png-dir DIR and/or --overlay OUT.mp4.")
+    if streaming and server:
+        raise CliError("--server tracks on the Slicer-volume path, which does not stream; drop one of the two.")
     _check_model_options(model, image_size, device)
     if precision not in ("auto", "fp32", "bf16"):
         raise CliError(f"Unknown --precision {precision!r}; use auto, fp32 or bf16.")
@@ -182,7 +203,7 @@ def run_tracking(
         raise CliError(f"--overlay: the frames are {size[1]}x{size[0]} pixels; an H.264 video needs at least 2x2.")
     masks = [p.mask_path for o in objects for p in o.prompts if p.mask_path is not None]
     outputs = OutputSet([video, prompts_path, *masks], overwrite=overwrite)
-    seg_path = outputs.addFile(output, "--output", (".seg.nrrd",))
+    seg_path = None if output is None else outputs.addFile(output, "--output", (".seg.nrrd",))
     png_path = None if png_dir is None else outputs.addFolder(png_dir, "--png-dir", labelPngPattern(), LABEL_PNGS)
     overlay_path = None if overlay is None else outputs.addFile(overlay, "--overlay", OVERLAY_SUFFIXES)
     try:
@@ -203,6 +224,17 @@ def run_tracking(
             model_object = _build_model(model, checkpoint, device, image_size, precision)
         elif device != "cpu":
             say(f"note: --device {device} is not used by the flow engine (it runs on the CPU).")
+
+    if streaming is None:
+        from .streaming import MAX_STREAM_OBJECTS
+
+        volume_bytes = num_frames * size[0] * size[1] * (3 + len(objects) + 2)
+        streaming = not server and len(objects) <= MAX_STREAM_OBJECTS and volume_bytes > STREAMING_THRESHOLD_BYTES
+    if streaming:
+        return _run_streaming(
+            source, objects, first, last, engine_name, model_object, memory, outputs,
+            seg_path, png_path, overlay_path, progress,
+        )  # fmt: skip
 
     from . import export
     from .headless import createTrackingLogic
@@ -271,7 +303,8 @@ def run_tracking(
             raise OutputWriteError(path, err, [Path(p) for p in written.values()]) from err
         written[what] = str(path)
 
-    write("segmentation", seg_path, lambda: logic.exportSegmentation(str(seg_path)))
+    if seg_path is not None:
+        write("segmentation", seg_path, lambda: logic.exportSegmentation(str(seg_path)))
     if png_path is not None:
         write("png_dir", png_path, lambda: logic.exportLabelPngs(str(png_path), overwrite=overwrite))
     if overlay_path is not None:
@@ -291,16 +324,53 @@ def run_tracking(
         "objects": _summary(logic, segment_ids, names),
         "outputs": written,
         "logic": logic,
+        "streaming": False,
+    }
+
+
+def _run_streaming(
+    source, objects, first, last, engine_name, model_object, memory, outputs, seg_path, png_path, overlay_path, progress
+) -> dict:
+    """The streaming path of ``run_tracking`` (``SAM2SSlicerLib.streaming.trackToOutputs``)."""
+
+    from .streaming import MAX_STREAM_OBJECTS, objectsFromPrompts, trackToOutputs
+    from .visualize import color_for
+
+    if len(objects) > MAX_STREAM_OBJECTS:
+        raise CliError(f"Streaming tracks at most {MAX_STREAM_OBJECTS} objects; the prompts file has {len(objects)}.")
+    colors = {o.id: o.color or tuple(c / 255 for c in color_for(o.id)) for o in objects}
+    stream_objects = objectsFromPrompts(objects, colors)
+    with _progress_bar(last - first + 1, f"tracking ({engine_name}, streaming)", progress) as on_progress:
+        written, summary = trackToOutputs(
+            source, stream_objects, first, last, engine_name, outputs,
+            segPath=seg_path, pngPath=png_path, overlayPath=overlay_path,
+            model=model_object, memory=memory, progress=on_progress,
+        )  # fmt: skip
+    return {
+        "engine": engine_name,
+        "frames": len(source),
+        "objects": summary,
+        "outputs": written,
+        "logic": None,
+        "streaming": True,
     }
 
 
 def _track(logic, segment_ids: list[str], first: int, last: int, engine_name: str, progress: bool) -> None:
     """Track forward and backward from the earliest prompted frame with a progress bar; a prompt
     the engine refuses before tracking (e.g. the flow engine with no mask to start from) is a CliError."""
+    with _progress_bar(last - first + 1, f"tracking ({engine_name})", progress) as on_progress:
+        logic.track(segment_ids, firstFrame=first, lastFrame=last, direction="both", progressCallback=on_progress)
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, desc: str, show: bool) -> Iterator[Callable[[int, int, int], None]]:
+    """A tqdm bar over frames; yields the ``(done, total, frame)`` progress callback of the trackers.
+    A prompt the engine refuses (``sam2s.session.PromptError``) becomes a CliError."""
     from sam2s.session import PromptError  # the engine's and the prompt store's (one class)
     from tqdm import tqdm
 
-    bar = tqdm(total=last - first + 1, desc=f"tracking ({engine_name})", unit="frame", disable=not progress)
+    bar = tqdm(total=total, desc=desc, unit="frame", disable=not show)
 
     def on_progress(done: int, total: int, frame: int) -> None:
         bar.total = total
@@ -308,7 +378,7 @@ def _track(logic, segment_ids: list[str], first: int, last: int, engine_name: st
         bar.refresh()
 
     try:
-        logic.track(segment_ids, firstFrame=first, lastFrame=last, direction="both", progressCallback=on_progress)
+        yield on_progress
     except PromptError as err:
         raise CliError(str(err)) from None
     finally:

@@ -312,6 +312,21 @@ class FlowTracker(Tracker):
         with self._propagation():
             yield from self._propagate(order, reverse, ids)
 
+    def forget_tracked(self, frames: Iterable[int]) -> None:
+        """Drop the tracked masks (not the prompts) of every object on ``frames``, to bound memory
+        while streaming a long video (each kept mask costs ``H * W / 8`` bytes a frame).
+
+        A later propagation that starts right after a forgotten frame has nothing to start from
+        there (``PromptError``), and one that passes over it recomputes it. Prompted frames keep
+        their prompt masks. Allowed while a ``propagate()`` generator runs: the masks of frames it
+        already yielded (other than the last one, which the next frame starts from) may be dropped.
+        """
+        drop = [int(t) for t in frames]
+        for obj in self.objects.values():
+            for t in drop:
+                if t not in obj.cond:
+                    obj.tracked.pop(t, None)
+
     def _check_start(self, start: int, reverse: bool, ids: list[int]) -> None:
         """Raise ``PromptError`` when none of the objects ``ids`` has a prompt on ``start`` or a
         tracked mask on the frame before it (in the tracking direction): nothing to track."""

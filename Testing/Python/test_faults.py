@@ -473,6 +473,8 @@ def test_not_enough_memory_is_refused_before_allocation(tmp_path, fork_server):
         "--engine",
         "flow",
         "--quiet",
+        "--streaming",
+        "off",  # the Slicer-volume path (auto would stream this long video)
     ]
     result = fork_server.run(argv, watch=out, rlimit_as_extra=1200 * 2**20)
     assert result["exit"] == 2, result["stderr"]

@@ -1,0 +1,659 @@
+"""``sam2s batch MANIFEST``: track many videos on Ray, one task per video, resumable.
+
+The manifest is a CSV file (a header line, then one row per video) or a JSON file (a list of
+objects), with the columns of :data:`COLUMNS`: ``video``, ``prompts`` and ``output_dir`` are
+required; the others are the options of ``sam2s track`` (``engine``, ``model``, ``checkpoint``,
+``image_size``, ``precision``, ``memory``, ``device``, ``start``, ``end``) and ``png`` (label
+PNGs, default true) and ``overlay`` (an overlay video, default false). An empty cell takes the
+command line's value. Relative paths in the manifest are relative to the manifest's folder.
+The whole manifest is checked before any work starts (:func:`load_manifest`, :class:`BatchError`).
+
+Per video, ``output_dir`` receives (:data:`SEGMENTATION`, :data:`LABELS`, :data:`OVERLAY`, and
+last :data:`RESULT`): ``masklets.seg.nrrd``, ``labels/00000.png ...``, ``overlay.mp4`` and
+``result.json`` (video, frames, objects, seconds, and every output file with its SHA-256 and
+size in bytes). A task writes into a fresh hidden sibling folder (``.<name>.sam2s-batch-...``)
+and renames it to ``output_dir`` at the end, so ``output_dir`` is either complete or absent.
+
+Resume: a row whose ``result.json`` lists files that all match their checksums is skipped
+(nothing is touched). An ``output_dir`` without a valid ``result.json`` that holds only the files
+a batch writes (left by an older, incomplete run) is replaced; one holding any other file is
+refused, so that no user file is ever deleted.
+
+Ray (https://docs.ray.io): ``ray.init`` starts an embedded local instance (or connects to a
+cluster with ``--address``); each video is one ``@ray.remote`` task with ``num_cpus`` per task,
+one GPU when its device is CUDA, and ``max_retries`` retries when its worker process dies
+(killed, out of memory). Errors of the video itself (bad prompts, unreadable video) are not
+retried: they fail their row only.
+
+Exit codes (as ``sam2s track``): 0 every row done or skipped; 1 some row failed; 2 a bad manifest
+or options, or Ray missing (nothing started); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .track import CliError, choose_engine, run_tracking, say
+
+REQUIRED = ("video", "prompts", "output_dir")
+OPTIONS = (
+    "engine",
+    "model",
+    "checkpoint",
+    "image_size",
+    "precision",
+    "memory",
+    "device",
+    "start",
+    "end",
+    "png",
+    "overlay",
+)
+COLUMNS = REQUIRED + OPTIONS
+"""The manifest's columns (keys of a JSON object); any other is an error."""
+DEFAULTS: dict[str, Any] = {
+    "engine": None,  # sam2 when a checkpoint is given or cached, else flow (track.choose_engine)
+    "model": "sam2.1_hiera_t",
+    "checkpoint": None,
+    "image_size": 1024,
+    "precision": "auto",
+    "memory": "sam2",
+    "device": None,  # cuda when the Ray cluster has GPUs and the engine is sam2, else cpu
+    "start": None,
+    "end": None,
+    "png": True,
+    "overlay": False,
+}
+"""The built-in option values, overridden by the command line, then by the manifest's cells."""
+
+SEGMENTATION = "masklets.seg.nrrd"
+LABELS = "labels"
+OVERLAY = "overlay.mp4"
+RESULT = "result.json"
+"""The files of one ``output_dir``; ``result.json`` is written last."""
+RESULT_FORMAT = "sam2s-batch-result/1"
+REPORT_NAME = "batch-report.json"
+STAGING_TAG = ".sam2s-batch-"
+_STAGING_RE = re.compile(r"^\.(?P<name>.+)\.sam2s-batch-(?P<host>.*)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)$")
+_LABEL_RE = re.compile(r"^\d{5}\.png$")
+RAY_MISSING = (
+    'sam2s batch needs Ray: pip install "sam2s[batch]" (or pip install "ray>=2.9") in this environment '
+    "and on every machine of the cluster."
+)
+_TRUE, _FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
+
+
+class BatchError(CliError):
+    """A bad manifest or batch option: printed without a traceback, exit code 2, nothing started."""
+
+
+@dataclass
+class BatchRow:
+    """One video of the manifest, with every option resolved (absolute paths).
+
+    ``row`` is the 1-based row number (CSV: data rows after the header; JSON: list position)."""
+
+    row: int
+    video: Path
+    prompts: Path
+    output_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def job(self) -> dict[str, Any]:
+        """What the Ray task gets: plain, picklable values."""
+        return {
+            "row": self.row,
+            "video": str(self.video),
+            "prompts": str(self.prompts),
+            "output_dir": str(self.output_dir),
+            **self.options,
+        }
+
+
+# ----------------------------------------------------------------------------------- the manifest
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The manifest's rows as dicts (CSV: strings; JSON: any JSON values). BatchError when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BatchError(f"Cannot read the manifest {path}: {err}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BatchError(f"{path}: not valid JSON ({err}).") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise BatchError(f'{path}: a JSON manifest is a list of objects, e.g. [{{"video": ..., ...}}].')
+        return data
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        raise BatchError(f"{path}: a manifest is a .csv or a .json file.")
+    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    header = [h.strip() for h in reader.fieldnames or []]
+    if not header:
+        raise BatchError(f"{path}: empty; the first line names the columns, e.g. video,prompts,output_dir.")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise BatchError(f"{path}: column {', '.join(duplicates)} appears twice in the header.")
+    rows = []
+    for n, raw in enumerate(reader, start=1):
+        if None in raw:
+            raise BatchError(f"{path}: row {n} (line {reader.line_num}) has more cells than the header has columns.")
+        rows.append({k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()})
+    return rows
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and value == "")
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise ValueError(f"{what} must be a whole number >= 0, not {value!r}")
+    return int(value)
+
+
+def _as_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError(f"{what} must be true or false, not {value!r}")
+
+
+def _resolve(base: Path, value: Any, what: str) -> Path:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a path (text), not {value!r}")
+    p = Path(value).expanduser()
+    return Path(os.path.abspath(p if p.is_absolute() else base / p))
+
+
+def _check_options(o: dict[str, Any]) -> None:
+    """Option values of one row (ValueError with the fix)."""
+    import torch
+    from sam2s.config import CONFIGS, get_config
+
+    if o["engine"] not in (None, "sam2", "flow"):
+        raise ValueError(f"engine must be sam2 or flow (or empty for automatic), not {o['engine']!r}")
+    if o["model"] not in CONFIGS:
+        raise ValueError(f"unknown model {o['model']!r}; choose one of {', '.join(CONFIGS)}")
+    try:
+        get_config(o["model"], o["image_size"])
+    except ValueError as err:
+        raise ValueError(f"image_size {o['image_size']}: {err}") from None
+    if o["precision"] not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {o['precision']!r}")
+    if o["memory"] not in ("sam2", "divemem"):
+        raise ValueError(f"memory must be sam2 or divemem, not {o['memory']!r}")
+    if o["device"] is not None:
+        try:
+            torch.device(o["device"])
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"unknown device {o['device']!r}; use cpu or cuda (Ray chooses the GPU)") from None
+    if o["start"] is not None and o["end"] is not None and o["start"] > o["end"]:
+        raise ValueError(f"start {o['start']} is after end {o['end']}")
+
+
+def load_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = None) -> list[BatchRow]:
+    """Read and check a manifest; every problem of every row is reported together.
+
+    Args:
+        path: the ``.csv`` (``.tsv``) or ``.json`` manifest (see the module docstring).
+        defaults: option values for empty cells (the command line's), over :data:`DEFAULTS`;
+            a relative ``checkpoint`` here is relative to the current folder.
+
+    Returns:
+        The rows, with absolute paths and every option resolved; ``engine`` and ``checkpoint`` are
+        pinned with ``track.choose_engine`` (sam2 with a given or cached checkpoint, else flow).
+
+    Raises:
+        BatchError: unreadable manifest, unknown or missing columns, missing video / prompts /
+            checkpoint files, bad option values, two rows writing the same (or a nested) folder, an
+            ``output_dir`` that is a file or holds files a batch does not write.
+    """
+    path = Path(path)
+    base = Path(os.path.abspath(path)).parent
+    rows = _read_rows(path)
+    if not rows:
+        raise BatchError(f"{path}: no rows; add one line per video (video,prompts,output_dir).")
+    cli_defaults = {**DEFAULTS, **{k: v for k, v in (defaults or {}).items() if v is not None}}
+    if cli_defaults.get("checkpoint"):
+        cli_defaults["checkpoint"] = os.path.abspath(Path(cli_defaults["checkpoint"]).expanduser())
+    problems: list[str] = []
+    result: list[BatchRow] = []
+    engines: dict[tuple, tuple[str, str | None]] = {}
+    for n, raw in enumerate(rows, start=1):
+        where = f"{path.name} row {n}"
+        unknown = [k for k in raw if k not in COLUMNS]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), COLUMNS, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            problems.append(f"{where}: unknown column {', '.join(hints)}; the columns are {', '.join(COLUMNS)}.")
+            continue
+        missing = [k for k in REQUIRED if not _given(raw.get(k))]
+        if missing:
+            problems.append(f"{where}: {', '.join(missing)} missing; every row needs video, prompts and output_dir.")
+            continue
+        try:
+            video = _resolve(base, raw["video"], "video")
+            prompts = _resolve(base, raw["prompts"], "prompts")
+            out = _resolve(base, raw["output_dir"], "output_dir")
+            o = dict(cli_defaults)
+            for k in OPTIONS:
+                if _given(raw.get(k)):
+                    o[k] = raw[k].strip() if isinstance(raw[k], str) else raw[k]
+            if _given(raw.get("checkpoint")):
+                o["checkpoint"] = str(_resolve(base, raw["checkpoint"], "checkpoint"))
+            o["image_size"] = _as_int(o["image_size"], "image_size")
+            for k in ("start", "end"):
+                o[k] = None if o[k] is None else _as_int(o[k], k)
+            for k in ("png", "overlay"):
+                o[k] = _as_bool(o[k], k)
+            _check_options(o)
+        except ValueError as err:
+            problems.append(f"{where}: {err}.")
+            continue
+        if not video.exists():
+            problems.append(f"{where}: video {video} does not exist; fix the path (relative to {base}).")
+        if not prompts.is_file():
+            problems.append(f"{where}: prompts file {prompts} does not exist; fix the path (relative to {base}).")
+        try:
+            key = (o["engine"], o["model"], o["checkpoint"])
+            if key not in engines:
+                engines[key] = choose_engine(*key)
+            o["engine"], o["checkpoint"] = engines[key]
+        except CliError as err:
+            problems.append(f"{where}: {err}")
+        state, why = output_state(out)
+        if state == "foreign":
+            problems.append(f"{where}: output_dir {out} {why}; choose a new folder (nothing there is deleted).")
+        result.append(BatchRow(n, video, prompts, out, o))
+    seen: dict[Path, int] = {}
+    for r in result:
+        real = Path(os.path.realpath(r.output_dir))
+        for other, m in seen.items():
+            if real == other or other in real.parents or real in other.parents:
+                problems.append(
+                    f"{path.name} row {r.row}: output_dir {r.output_dir} is also row {m}'s "
+                    f"({'the same folder' if real == other else 'nested'}); give each video its own folder."
+                )
+        seen[real] = r.row
+    if problems:
+        raise BatchError(f"{len(problems)} problem(s) in the manifest {path}:\n  " + "\n  ".join(problems))
+    return result
+
+
+# ------------------------------------------------------------------------------ output folders
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_records(folder: Path) -> list[dict[str, Any]]:
+    """``[{"path": relative POSIX path, "sha256": hex, "bytes": size}]`` of every file under ``folder``
+    except ``result.json``, sorted by path."""
+    records = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.relative_to(folder).as_posix() != RESULT:
+            records.append(
+                {"path": p.relative_to(folder).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+            )
+    return records
+
+
+def read_result(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``output_dir``'s ``result.json`` when it is valid: readable, of this format, and every file it
+    lists exists with the listed size and SHA-256. Else None (absent, incomplete or changed)."""
+    folder = Path(output_dir)
+    try:
+        record = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+        files = record["files"]
+        if record.get("format") != RESULT_FORMAT or not isinstance(files, list) or not files:
+            return None
+        for f in files:
+            rel = Path(f["path"])
+            if rel.is_absolute() or ".." in rel.parts:
+                return None
+            p = folder / rel
+            if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def _only_batch_files(folder: Path) -> str | None:
+    """None when ``folder`` holds only what a batch writes, else what else it holds."""
+    for entry in sorted(folder.iterdir()):
+        if entry.name in (SEGMENTATION, OVERLAY, RESULT) and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name == LABELS and entry.is_dir() and not entry.is_symlink():
+            other = [p.name for p in entry.iterdir() if not (_LABEL_RE.match(p.name) and p.is_file())]
+            if not other:
+                continue
+            return f"holds {LABELS}/{other[0]}, which a batch does not write"
+        return f"holds {entry.name}, which a batch does not write"
+    return None
+
+
+def output_state(output_dir: str | os.PathLike) -> tuple[str, str]:
+    """``(state, why)`` of a row's ``output_dir``: ``"absent"``; ``"done"`` (valid ``result.json``);
+    ``"incomplete"`` (only files a batch writes, no valid ``result.json``: replaced by the next
+    run); ``"foreign"`` (a file, or a folder with other files: refused)."""
+    folder = Path(output_dir)
+    if not folder.exists() and not folder.is_symlink():
+        return "absent", ""
+    if folder.is_symlink() or not folder.is_dir():
+        return "foreign", "exists and is not a folder"
+    if read_result(folder) is not None:
+        return "done", ""
+    other = _only_batch_files(folder)
+    if other:
+        return "foreign", f"exists without a valid {RESULT} and {other}"
+    return "incomplete", f"left by an incomplete run (no valid {RESULT})"
+
+
+def _remove_stale_staging(output_dir: Path) -> int:
+    """Remove the staging folders of earlier attempts for ``output_dir`` (a killed worker's); on this
+    host only those of processes that no longer run. Returns how many were removed."""
+    from .outputs import processRuns
+
+    removed, host = 0, socket.gethostname()
+    for p in output_dir.parent.glob(f".{output_dir.name}{STAGING_TAG}*"):
+        m = _STAGING_RE.match(p.name)
+        if not m or m["name"] != output_dir.name or not p.is_dir() or p.is_symlink():
+            continue
+        if m["host"] == host and processRuns(int(m["pid"])):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _commit(staging: Path, output_dir: Path) -> None:
+    """Put the complete ``staging`` folder in place of ``output_dir`` (absent or incomplete)."""
+    from .outputs import exchangePaths
+
+    if not output_dir.exists():
+        os.rename(staging, output_dir)
+        return
+    state, why = output_state(output_dir)
+    if state == "foreign":
+        raise CliError(f"output_dir {output_dir} {why}; nothing was replaced (choose a new folder).")
+    if not exchangePaths(staging, output_dir):  # no atomic swap here: move the old folder aside first
+        old = staging.with_name(staging.name + "-old")
+        os.rename(output_dir, old)
+        os.rename(staging, output_dir)
+        staging = old
+    shutil.rmtree(staging)  # now the old, incomplete content (only files a batch writes)
+
+
+# ---------------------------------------------------------------------------------- one task
+def track_video(job: dict[str, Any]) -> dict[str, Any]:
+    """Track one video into its ``output_dir`` (runs in a Ray worker; also callable directly).
+
+    ``job`` is :meth:`BatchRow.job`. Writes into a new staging folder, then ``result.json`` last, then
+    renames the folder to ``output_dir``. Errors of the video (``CliError``, write errors, any
+    exception of the tracking) are returned as ``{"status": "failed", "error": message}`` so that
+    Ray does not retry them; only a dying worker process makes Ray retry the task.
+
+    Returns:
+        The row's record: ``row, video, output_dir, status ("done"|"failed"), frames, objects
+        (count), seconds (wall time of this attempt), error, cleaned`` (staging folders of
+        earlier attempts removed).
+    """
+    from .outputs import OutputWriteError
+
+    t0 = time.monotonic()
+    out = Path(job["output_dir"])
+    record: dict[str, Any] = {"row": job["row"], "video": job["video"], "output_dir": job["output_dir"]}
+    try:
+        done = read_result(out)
+        if done is not None:  # finished by an attempt that died after the rename
+            return {**record, "status": "done", "frames": done["frames"], "objects": len(done["objects"]),
+                    "seconds": done["seconds"], "error": None, "cleaned": 0}  # fmt: skip
+        state, why = output_state(out)
+        if state == "foreign":
+            raise CliError(f"output_dir {out} {why}; choose a new folder (nothing there is deleted).")
+        record["cleaned"] = _remove_stale_staging(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}{STAGING_TAG}{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+        staging.mkdir()
+        try:
+            result = run_tracking(
+                job["video"],
+                job["prompts"],
+                staging / SEGMENTATION,
+                png_dir=staging / LABELS if job["png"] else None,
+                overlay=staging / OVERLAY if job["overlay"] else None,
+                model=job["model"],
+                checkpoint=job["checkpoint"],
+                engine=job["engine"],
+                image_size=job["image_size"],
+                precision=job["precision"],
+                memory=job["memory"],
+                device=job["device"],
+                start=job["start"],
+                end=job["end"],
+                progress=False,
+                overwrite=False,
+            )
+            if result.get("logic") is not None:  # None when run_tracking streamed (no Slicer scene)
+                result["logic"].close()
+            seconds = round(time.monotonic() - t0, 3)
+            outputs = {"segmentation": SEGMENTATION}
+            if job["png"]:
+                outputs["labels"] = LABELS
+            if job["overlay"]:
+                outputs["overlay"] = OVERLAY
+            options = {k: job[k] for k in OPTIONS}
+            summary = {
+                "format": RESULT_FORMAT,
+                "video": job["video"],
+                "prompts": job["prompts"],
+                "engine": result["engine"],
+                "frames": result["frames"],
+                "objects": result["objects"],
+                "seconds": seconds,
+                "options": options,
+                "outputs": outputs,
+                "files": file_records(staging),
+            }
+            (staging / RESULT).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+            _commit(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone after the commit; a failure's leftovers
+        return {**record, "status": "done", "frames": result["frames"], "objects": len(result["objects"]),
+                "seconds": seconds, "error": None}  # fmt: skip
+    except CliError as err:
+        error = str(err)
+    except OutputWriteError as err:
+        error = f"cannot write {err.path}: {err.strerror}"
+    except Exception as err:  # noqa: BLE001 - any failure of one video fails its row only
+        error = f"{type(err).__name__}: {err}"
+    return {**record, "status": "failed", "frames": None, "objects": None,
+            "seconds": round(time.monotonic() - t0, 3), "error": error}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ the batch
+def import_ray():
+    """The ``ray`` module, or BatchError saying how to install it."""
+    try:
+        import ray
+    except ImportError as err:
+        raise BatchError(f"{RAY_MISSING} ({err})") from None
+    return ray
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the JSON report atomically (``outputs.atomicFile``)."""
+    from .outputs import atomicFile
+
+    with atomicFile(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+def print_table(records: Sequence[Mapping[str, Any]], file=None) -> None:
+    """The summary table (video, frames, objects, seconds, status, error), one line per row, then the counts."""
+    file = file or sys.stdout
+    print(f"{'row':>4}  {'video':32} {'frames':>6} {'objects':>7} {'seconds':>8}  {'status':8} error", file=file)
+    for r in records:
+        name = Path(r["video"]).name
+        num = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        error = " ".join((r.get("error") or "").split())  # whole, on one line
+        print(
+            f"{r['row']:>4}  {name[-32:]:32} {num(r.get('frames'), 'd'):>6} {num(r.get('objects'), 'd'):>7} "
+            f"{num(r.get('seconds'), '.1f'):>8}  {r['status']:8} {error}",
+            file=file,
+        )
+    counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed", "interrupted")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n), file=file)
+
+
+def run_batch(
+    manifest: str | os.PathLike,
+    defaults: Mapping[str, Any] | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_task: float = 1.0,
+    retries: int = 2,
+    report: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> int:
+    """Track every row of ``manifest`` on Ray; print the summary table; write the JSON report.
+
+    Args:
+        manifest: the CSV / JSON manifest (module docstring). defaults: command-line option values.
+        address: an existing Ray cluster (``HEAD:6379``, or ``auto``); None starts a local Ray with
+            ``num_cpus`` CPUs (default: all), unless this process already called ``ray.init``.
+        cpus_per_task: Ray CPUs per video (also its PyTorch threads: Ray sets ``OMP_NUM_THREADS``).
+        retries: ``max_retries`` of a task whose worker process died.
+        report: the JSON report's path (default ``batch-report.json`` next to the manifest).
+        progress: a tqdm bar over the videos (stderr).
+
+    Returns:
+        0 when every row is done or skipped, 1 when some failed.
+
+    Raises:
+        BatchError: Ray missing, bad manifest or options, CUDA rows on a cluster without GPUs.
+        KeyboardInterrupt: interrupted; the report lists the unfinished rows as "interrupted".
+    """
+    ray = import_ray()
+    if cpus_per_task <= 0 or retries < 0 or (num_cpus is not None and num_cpus < 1):
+        raise BatchError("--cpus-per-task must be > 0, --retries >= 0 and --num-cpus >= 1.")
+    rows = load_manifest(manifest, defaults)
+    report_path = Path(report) if report else Path(os.path.abspath(manifest)).parent / REPORT_NAME
+    if not report_path.parent.is_dir():
+        raise BatchError(f"--report {report_path}: its folder does not exist.")
+    t0 = time.monotonic()
+    records: dict[int, dict[str, Any]] = {}
+    todo: list[BatchRow] = []
+    for r in rows:
+        done = read_result(r.output_dir)
+        if done is None:
+            todo.append(r)
+        else:
+            records[r.row] = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                              "status": "skipped", "frames": done.get("frames"),
+                              "objects": len(done.get("objects", [])), "seconds": done.get("seconds"), "error": None}  # fmt: skip
+
+    started_here = submitted = False
+    refs: dict[Any, BatchRow] = {}
+    try:
+        if todo:
+            if not ray.is_initialized():
+                import logging
+
+                ray.init(
+                    address=address,
+                    num_cpus=None if address else num_cpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+                started_here = True
+            gpus = ray.cluster_resources().get("GPU", 0)
+            for r in todo:
+                o = r.options
+                if o["device"] is None:
+                    o["device"] = "cuda" if gpus and o["engine"] == "sam2" else "cpu"
+                if o["device"].startswith("cuda") and not gpus:
+                    raise BatchError(f"row {r.row}: device {o['device']}, but the Ray cluster has no GPU; use cpu.")
+            task = ray.remote(track_video)
+            submitted = True
+            for r in todo:
+                needs_gpu = r.options["device"].startswith("cuda") and r.options["engine"] == "sam2"
+                ref = task.options(
+                    num_cpus=cpus_per_task, num_gpus=1 if needs_gpu else 0, max_retries=retries, retry_exceptions=False
+                ).remote(r.job())
+                refs[ref] = r
+            from tqdm import tqdm
+
+            pending = list(refs)
+            with tqdm(total=len(pending), desc="videos", unit="video", disable=not progress) as bar:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    for ref in ready:
+                        r = refs[ref]
+                        try:
+                            rec = ray.get(ref)
+                        except ray.exceptions.RayError as err:  # the worker died more than `retries` times
+                            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                            rec = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                                   "status": "failed", "frames": None, "objects": None, "seconds": None,
+                                   "error": f"{type(err).__name__} after {retries + 1} attempt(s): {first}"}  # fmt: skip
+                        records[r.row] = rec
+                        bar.update(1)
+    except KeyboardInterrupt:
+        for ref, r in refs.items():
+            if r.row not in records:
+                records[r.row] = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                                  "status": "interrupted", "frames": None, "objects": None, "seconds": None,
+                                  "error": "interrupted"}  # fmt: skip
+                ray.cancel(ref, force=True)
+        for r in todo:
+            records.setdefault(r.row, {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                                       "status": "interrupted", "frames": None, "objects": None, "seconds": None,
+                                       "error": "not started"})  # fmt: skip
+        raise
+    finally:
+        ordered = [records[r.row] for r in rows if r.row in records]
+        if submitted or not todo:
+            counts = {s: sum(x["status"] == s for x in ordered) for s in ("done", "skipped", "failed", "interrupted")}
+            try:
+                write_report(
+                    report_path,
+                    {
+                        "manifest": str(Path(os.path.abspath(manifest))),
+                        "seconds": round(time.monotonic() - t0, 3),
+                        "counts": counts,
+                        "rows": ordered,
+                    },  # fmt: skip
+                )
+            except OSError as err:
+                say(f"warning: cannot write the report {report_path}: {err}")
+            print_table(ordered)
+            print(f"report: {report_path}")
+        if started_here:
+            ray.shutdown()
+    return 1 if any(x["status"] == "failed" for x in records.values()) else 0
