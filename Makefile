@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# torch first, pinned: on our CPU machines this takes the local CPU build (a bare `torch`
 	# would pull several GB of CUDA packages); elsewhere it is the platform's normal wheel.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[cli,test,batch]"
+	$(PIP) install -q -e ".[cli,test,batch,coco,plots,metrics,dicom]"
 	# Meta's reference, for the parity tests only: no CUDA build step, no torchvision.
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
 	touch $@

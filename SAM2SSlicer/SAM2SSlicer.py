@@ -275,6 +275,8 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.cancelButton.connect("clicked(bool)", c.cancel)
         ui.exportSegNrrdButton.connect("clicked(bool)", self.onExportSegNrrd)
         ui.exportPngButton.connect("clicked(bool)", self.onExportPngs)
+        ui.exportCocoButton.connect("clicked(bool)", self.onExportCoco)
+        ui.statisticsButton.connect("clicked(bool)", self.onStatistics)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.updateGUI()
 
@@ -419,7 +421,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "clearSegment": (ui.clearSegmentPromptsButton,),
             "propagate": (ui.forwardButton, ui.backwardButton, ui.bothButton),
             "cancel": (ui.cancelButton,),
-            "export": (ui.exportSegNrrdButton, ui.exportPngButton),
+            "export": (ui.exportSegNrrdButton, ui.exportPngButton, ui.exportCocoButton, ui.statisticsButton),
             "install": (ui.installButton,),
             "settings": (
                 ui.configComboBox,
@@ -657,6 +659,55 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.showStatusMessage(
                 _("Wrote {n} label PNGs to {folder}").format(n=len(paths), folder=folder), 5000
             )
+
+    def onExportCoco(self) -> None:
+        seg = self.controller.logic.segmentationNode
+        path = qt.QFileDialog.getSaveFileName(  # the dialog asks before replacing an existing file
+            slicer.util.mainWindow(), _("Export COCO annotations"), f"{seg.GetName()}.json", _("COCO JSON (*.json)")
+        )
+        if path:
+            with showErrors(_("Export failed.")):
+                confirmed = path.lower().endswith(".json")  # the dialog confirmed replacing exactly this file
+                if self.controller.exportCoco(path, overwrite=confirmed) is None:
+                    slicer.util.errorDisplay(self.controller.lastStatus)
+
+    def onStatistics(self) -> None:
+        """Compute the statistics nodes (``logic.updateStatistics``), show the area chart and the
+        table in the layout, and go to the frame of a clicked table row or plot point."""
+        from SAM2SSlicerLib.stats import frameOfPlotPoint, frameOfTableRow
+
+        with showErrors(_("Statistics failed.")):
+            nodes = self.controller.logic.updateStatistics()
+            slicer.modules.plots.logic().ShowChartInLayout(nodes.chart)
+            layoutManager = slicer.app.layoutManager()
+            selection = slicer.app.applicationLogic().GetSelectionNode()
+            selection.SetActiveTableID(nodes.table.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+            plotView = layoutManager.plotWidget(0).plotView() if layoutManager.plotViewCount else None
+            tableView = layoutManager.tableWidget(0).tableView() if layoutManager.tableViewCount else None
+            if plotView is not None and not getattr(self, "_plotConnected", False):
+                # qMRMLPlotView::dataSelected(vtkStringArray* seriesIDs, vtkCollection* pointIdArrays)
+                def onPlotData(ids, selections) -> None:
+                    for i in range(ids.GetNumberOfValues()):
+                        points = selections.GetItemAsObject(i)
+                        if points is not None and points.GetNumberOfTuples():
+                            frame = frameOfPlotPoint(slicer.mrmlScene.GetNodeByID(ids.GetValue(i)), points.GetValue(0))
+                            if frame is not None:
+                                self.controller.jumpToFrame(frame)
+                            return
+
+                plotView.connect("dataSelected(vtkStringArray*,vtkCollection*)", onPlotData)
+                self._plotConnected = True
+            if tableView is not None and not getattr(self, "_tableConnected", False):
+
+                def onTableSelection() -> None:
+                    index = tableView.sortFilterProxyModel().mapToSource(tableView.currentIndex())
+                    frame = frameOfTableRow(tableView.mrmlTableNode(), index.row()) if index.isValid() else None
+                    if frame is not None:
+                        self.controller.jumpToFrame(frame)
+
+                tableView.connect("selectionChanged()", onTableSelection)
+                self._tableConnected = True
 
 
 #

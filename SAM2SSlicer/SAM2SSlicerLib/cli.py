@@ -49,6 +49,8 @@ def cmd_track(a: argparse.Namespace) -> int:
         token=a.token or os.environ.get("SAM2S_SERVER_TOKEN"),
         precision=a.precision,
         streaming={"auto": None, "on": True, "off": False}[a.streaming],
+        coco=a.coco,
+        stats=a.stats,
     )
     print_summary(result)
     if result["logic"] is not None:  # None on the streaming path
@@ -57,10 +59,18 @@ def cmd_track(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .metrics import evaluate
+    from .metrics import MetricsDependencyError, evaluate, import_monai, plot_per_frame
 
+    if a.nsd_tolerance <= 0:
+        raise CliError(f"--nsd-tolerance must be > 0 pixels, got {a.nsd_tolerance}.")
     try:
-        res = evaluate(a.pred_dir, a.gt_dir, exclude=a.exclude or ())
+        import_monai()
+        monai = True
+    except MetricsDependencyError as err:
+        monai = False
+        say(f"note: {err}. Printing J and F only.")
+    try:
+        res = evaluate(a.pred_dir, a.gt_dir, exclude=a.exclude or (), monai=monai, nsd_tolerance=a.nsd_tolerance)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
     frames, missing = res["frames"], res["missing"]
@@ -75,13 +85,32 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 f"warning: object {obj_id}: no prediction file for {len(r['missing'])} of its annotated frames "
                 f"({_names(r['missing'])}); they count as empty masks."
             )
+    if a.plot:
+        try:
+            say(f"wrote {plot_per_frame(res, a.plot)}")
+        except MetricsDependencyError as err:
+            raise CliError(str(err)) from None
+        except OSError as err:
+            raise CliError(f"--plot {a.plot}: {err}") from None
     if a.json:
         print(json.dumps(res, indent=1, default=float))
         return 0
-    print(f"{'object':>6} {'J':>7} {'F':>7} {'J&F':>7} {'missing':>8}")
+
+    def num(x, width: int = 7, digits: int = 3) -> str:
+        return f"{x:{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
+
+    extra = f" {'Dice':>7} {'HD95':>7} {'NSD':>7}" if monai else ""
+    print(f"{'object':>6} {'J':>7} {'F':>7} {'J&F':>7}{extra} {'missing':>8}")
     for obj_id, r in res["objects"].items():
-        print(f"{obj_id:>6} {r['J']:7.3f} {r['F']:7.3f} {r['J&F']:7.3f} {len(r.get('missing', ())):>8}")
-    print(f"{'mean':>6} {res['J']:7.3f} {res['F']:7.3f} {res['J&F']:7.3f}  ({len(frames)} annotated frames)")
+        extra = f" {num(r['Dice'])} {num(r['HD95'], digits=2)} {num(r['NSD'])}" if monai else ""
+        print(f"{obj_id:>6} {r['J']:7.3f} {r['F']:7.3f} {r['J&F']:7.3f}{extra} {len(r.get('missing', ())):>8}")
+    extra = f" {num(res['Dice'])} {num(res['HD95'], digits=2)} {num(res['NSD'])}" if monai else ""
+    print(f"{'mean':>6} {res['J']:7.3f} {res['F']:7.3f} {res['J&F']:7.3f}{extra}  ({len(frames)} annotated frames)")
+    if monai:
+        print(
+            f"Dice, HD95 (pixels) and NSD (tolerance {res['nsd_tolerance']:g} px) by MONAI, over the frames where "
+            "the object or its prediction is present; HD95 where both are."
+        )
     return 0
 
 
@@ -156,13 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     overwrite_help = "replace existing outputs (in a label folder only its NNNNN.png files; other files stay)"
 
     t = sub.add_parser("track", help="track the objects of a prompts file through a video")
-    t.add_argument("video", help="video file (mp4/avi/mov/mkv) or image folder")
+    t.add_argument(
+        "video",
+        help='video file (mp4/avi/mov/mkv), DICOM video or multi-frame file (pip install "sam2s[dicom]") or image folder',
+    )
     t.add_argument("--prompts", required=True, help="prompts JSON (see README)")
     t.add_argument(
-        "--output", help="write the masks as a Slicer .seg.nrrd (at least one of --output, --png-dir, --overlay)"
+        "--output",
+        help="write the masks as a Slicer .seg.nrrd (at least one of --output, --png-dir, --overlay, --coco)",
     )
     t.add_argument("--png-dir", help="also write per-frame label PNGs (DAVIS style) into this new folder")
     t.add_argument("--overlay", help="also write an overlay video (.mp4, .mkv or .mov) here")
+    t.add_argument(
+        "--coco",
+        help="also write a COCO instance .json (RLE per object and frame, track_id = object id; "
+        'needs pip install "sam2s[coco]")',
+    )
+    t.add_argument(
+        "--stats",
+        metavar="DIR",
+        help="also write masklet statistics into this folder: stats.csv (area, centroid, bbox, predicted IoU and "
+        'object score per frame and object), review.csv, area.png, presence.png (needs pip install "sam2s[plots]")',
+    )
     t.add_argument("--overwrite", action="store_true", help=overwrite_help)
     t.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
     t.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
@@ -224,7 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("pred_dir")
     e.add_argument("gt_dir")
     e.add_argument("--exclude", nargs="*", help="frames not to evaluate, by number or file name (e.g. 0)")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print every figure (per object and per frame) as JSON")
+    e.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=2.0,
+        metavar="PX",
+        help="tolerance of the normalised surface Dice in pixels (default 2); Dice, HD95 and NSD need MONAI: "
+        'pip install "sam2s[metrics]"',
+    )
+    e.add_argument("--plot", metavar="OUT.png", help="write a PNG of J&F per frame, one line per object")
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("models", help="list the checkpoints and whether they are cached")

@@ -514,6 +514,29 @@ class SAM2SController:
             )
         self.firstFrame, self.lastFrame = int(first), int(last)
 
+    def jumpToFrame(self, frame: int, sliceNodes: Iterable | None = None) -> bool:
+        """Show ``frame`` (K index of the video, 0-based) in the slice views: each slice node
+        (default: every ``vtkMRMLSliceNode`` of the scene) is moved along its normal to the frame's
+        plane (``JumpSliceByOffsetting`` through the frame's centre, so in-plane panning stays).
+        Used by the statistics table and plot (a clicked row or point). Returns False, with a
+        status message, without a video or for a frame outside it.
+        """
+        frames = self.frameCount()
+        if not 0 <= int(frame) < frames:
+            self.status(_("Frame {frame} is not in the video (0..{end}).").format(frame=frame, end=frames - 1))
+            return False
+        video = self.logic.videoNode
+        width, height, _frames = video.GetImageData().GetDimensions()
+        ijkToRas = vtk.vtkMatrix4x4()
+        video.GetIJKToRASMatrix(ijkToRas)
+        ras = ijkToRas.MultiplyPoint([(width - 1) / 2, (height - 1) / 2, int(frame), 1.0])[:3]
+        if sliceNodes is None:
+            found = video.GetScene().GetNodesByClass("vtkMRMLSliceNode")
+            sliceNodes = [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())]
+        for sliceNode in sliceNodes:
+            sliceNode.JumpSliceByOffsetting(*ras)
+        return True
+
     def createSegmentation(self, editorNode=None):
         """A new segmentation on the video with one segment "Object 1", selected in ``editorNode``.
         Returns the segmentation node. Raises RuntimeError without a video."""
@@ -911,6 +934,29 @@ class SAM2SController:
             return None
         self.setVideoNode(node)
         return node
+
+    # ------------------------------------------------------------------ export
+    def exportCoco(self, path: str, overwrite: bool = False) -> str | None:
+        """Export > COCO: write all segments as a COCO instance ``.json`` (``logic.exportCoco``; a
+        ``.json`` suffix is added when missing) and say where. Returns the path, or None when
+        pycocotools is missing (the status says ``pip install "sam2s[coco]"``; nothing written).
+
+        Raises:
+            TrackingBusyError: tracking runs. outputs.OutputError (a ValueError): bad path, or an
+                existing file without ``overwrite`` (the shell asks the user first). OSError: writing failed.
+        """
+        from .coco import CocoUnavailableError
+
+        if self.runner.isRunning():
+            raise TrackingBusyError(_("Tracking is running; wait for it or cancel it before exporting."))
+        path = str(path) if str(path).lower().endswith(".json") else f"{path}.json"
+        try:
+            written = self.logic.exportCoco(path, overwrite=overwrite)
+        except CocoUnavailableError as error:
+            self.status(str(error))
+            return None
+        self.status(_("Saved COCO annotations to {path}").format(path=written))
+        return written
 
 
 def serverBackend(url: str | None, token: str, uploadProgress: Callable[[int, int], None] | None = None):

@@ -9,6 +9,16 @@ Outputs in ``output_dir``: ``masklets.seg.nrrd``, ``labels/`` (per-frame label P
 ``overlay.mp4``, ``contact_sheet.png``; then DAVIS J&F on the annotated frames (prompted frames
 excluded) when ground truth exists. Outputs of an earlier demo in ``output_dir`` are replaced only
 with ``overwrite`` (the rules of ``sam2s track``); the generated clip, once complete, is reused.
+
+Weights (:func:`demo_checkpoint`). Unless ``engine="flow"``, the demo first gets the model's
+checkpoint (default SAM 2.1 ``sam2.1_hiera_t``) with ``sam2s.checkpoints.download``: from the cache
+when it is there and verified, else downloaded with a progress bar and checked against the
+registry's size and SHA-256, and tracks with SAM 2. Offline (the server cannot be reached, or the
+transfer breaks off) it says so and falls back to the weight-free ``flow`` engine, as without
+weights before; with ``engine="sam2"`` that is an error instead. A download whose size or SHA-256
+is wrong is deleted and the demo stops with an error (exit code 2) rather than falling back: a
+file that is not what the registry says points to a broken mirror or proxy, which the user should
+know about; ``--engine flow`` runs the demo without weights.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .track import CliError, print_summary, run_tracking
+from .track import CliError, print_summary, run_tracking, say
 
 
 def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path]:
@@ -68,6 +78,55 @@ def _generated_clip_once(output_dir: Path) -> tuple[Path, Path, Path]:
     return final / "frames", final / "prompts.json", final / "ground_truth"
 
 
+def demo_checkpoint(
+    model: str,
+    engine: str | None,
+    info=None,
+    url: str | None = None,
+    cache_dir: str | Path | None = None,
+    timeout: float = 30,
+    progress: bool = True,
+) -> str | None:
+    """The checkpoint the demo tracks with: its local path, or None for the ``flow`` engine.
+
+    Args:
+        model: the model config (its registry checkpoint is used). engine: ``"flow"`` (no
+            download, returns None), ``"sam2"`` (a failed download is an error) or None (a failed
+            download falls back to flow, announced on stderr).
+        info: a ``sam2s.checkpoints.CheckpointInfo`` instead of the registry's entry for ``model``
+            (a mirror or a test server); url: download from this URL instead (still verified
+            against ``info``). cache_dir: default ``sam2s.checkpoints.cache_dir()``.
+        timeout: socket timeout in seconds. progress: show a download progress bar on stderr.
+
+    Raises:
+        CliError: the download's size or SHA-256 is wrong (the file was deleted); with
+            ``engine="sam2"``, any failed download; no registry checkpoint for ``model``.
+    """
+    from sam2s import checkpoints
+
+    if engine == "flow":
+        return None
+    try:
+        info = info or checkpoints.get_info(model)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    try:
+        return str(checkpoints.download(info, cache_dir=cache_dir, progress=progress, url=url, timeout=timeout))
+    except checkpoints.ChecksumError as err:
+        raise CliError(
+            f"The downloaded {info.name} checkpoint failed verification and was deleted: {err} "
+            "Run `make demo` again later, or run the demo without weights: sam2s demo --engine flow."
+        ) from None
+    except (checkpoints.DownloadError, OSError) as err:
+        if engine == "sam2":
+            raise CliError(f"Cannot get the {info.name} checkpoint: {err}") from None
+        say(
+            f"offline: cannot download the {info.name} checkpoint ({err}). Falling back to the weight-free "
+            "'flow' engine (optical flow + GrabCut), which is less accurate."
+        )
+        return None
+
+
 def run_demo(
     output_dir: Path,
     data: Path | None = None,
@@ -76,17 +135,26 @@ def run_demo(
     engine: str | None = None,
     device: str = "cpu",
     overwrite: bool = False,
+    checkpoint_info=None,
+    download_url: str | None = None,
+    cache_dir: str | Path | None = None,
+    end: int | None = None,
 ) -> int:
     """Run the demo; prints what it wrote and the J&F. Returns the exit code (0).
 
     Args:
         output_dir: folder for the outputs (created if missing).
         data: a clip folder with ``video.mp4``, ``prompts.json`` and ``masks/``; None: generate one.
-        model, image_size, engine, device, overwrite: as ``sam2s track``.
+        model, image_size, engine, device, overwrite: as ``sam2s track``; the checkpoint is
+            downloaded first unless ``engine="flow"`` (:func:`demo_checkpoint`, offline: flow).
+        checkpoint_info, download_url, cache_dir: where the checkpoint comes from
+            (:func:`demo_checkpoint`; default the registry's entry for ``model``, the user's cache).
+        end: track frames ``0 .. end`` only (default all; later frames' labels are empty).
 
     Raises:
         CliError: ``data`` holds no ``video.mp4``; ``output_dir`` is a file or cannot be created,
-            or holds outputs of an earlier demo and ``overwrite`` is false (as ``sam2s track``).
+            or holds outputs of an earlier demo and ``overwrite`` is false (as ``sam2s track``);
+            the downloaded checkpoint fails verification (:func:`demo_checkpoint`).
     """
     from .metrics import evaluate
     from .outputs import OutputError, OutputSet, atomicFile
@@ -118,6 +186,7 @@ def run_demo(
         except OSError as err:
             raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
         print(f"demo clip: generated ({video}); pass --data DIR to use a clip of your own")
+    checkpoint = demo_checkpoint(model, engine, checkpoint_info, download_url, cache_dir)
     result = run_tracking(
         video,
         prompts,
@@ -125,9 +194,11 @@ def run_demo(
         png_dir=output_dir / "labels",
         overlay=output_dir / "overlay.mp4",
         model=model,
+        checkpoint=checkpoint,
         image_size=image_size,
-        engine=engine,
+        engine="sam2" if checkpoint else "flow",
         device=device,
+        end=end,
         overwrite=overwrite,
         streaming=False,  # the contact sheet below reads the Slicer scene
     )

@@ -268,6 +268,10 @@ class TrackingJob:
             segment or of a removed segmentation are not counted).
         warnings: messages about dropped results, one per deleted segment and one for a removed
             segmentation.
+        confidences: ``{objectId: {frame: (predicted_iou, object_score)}}`` of the propagated frames,
+            from an engine that gives them (``sam2s.VideoTracker.confidence``, in this process or
+            sent by a tracking server with each frame; none from the flow engine). Prompt results
+            computed in a server carry none.
     """
 
     def __init__(
@@ -288,6 +292,7 @@ class TrackingJob:
         self.finished = threading.Event()
         self.writtenFrames = 0
         self.warnings: list[str] = []
+        self.confidences: dict[int, dict[int, tuple[float, float]]] = {}
         self._pending: dict[int, dict[int, np.ndarray]] = {}
         self._wroteAny = False
         self._droppedSegments: set[str] = set()
@@ -379,6 +384,7 @@ class TrackingJob:
             masks = {o: sent[(o, plan.previewFrame)] > 0 for o in plan.writeObjects if (o, plan.previewFrame) in sent}
             if masks:
                 self.previewMask = next(iter(masks.values()))
+                self._noteConfidences(tracker, plan.previewFrame, masks)
                 self._emit(plan.previewFrame, masks, onFrame)
             return False
         if self.session.isRemote:
@@ -396,6 +402,7 @@ class TrackingJob:
             with contextlib.closing(tracker.propagate(start, end, reverse, obj_ids=objects)) as frames:
                 for frame, ids, logits in frames:
                     masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
+                    self._noteConfidences(tracker, frame, masks)
                     self._emit(frame, masks, onFrame)
                     if self.cancelEvent.is_set():
                         break
@@ -420,8 +427,13 @@ class TrackingJob:
             self._fail(error)
             self.finished.set()
             return 0
-        for frame, ids, masks in update.frames:
-            self._emit(int(frame), {o: masks[i] for i, o in enumerate(ids) if o in self.plan.writeObjects}, onFrame)
+        for k, (frame, ids, masks) in enumerate(update.frames):
+            written = {o: masks[i] for i, o in enumerate(ids) if o in self.plan.writeObjects}
+            scores = update.confidences[k] if k < len(update.confidences) else [None] * len(ids)
+            for o, value in zip(ids, scores):
+                if o in written and value is not None:
+                    self.confidences.setdefault(o, {})[int(frame)] = (float(value[0]), float(value[1]))
+            self._emit(int(frame), written, onFrame)
         if remote.finished:  # an ended job whose every frame was received (a poll brings at most 64)
             self.status = update.status
             if update.status == "failed":
@@ -447,6 +459,17 @@ class TrackingJob:
             )
         self.error = error
         self.status = "failed"
+
+    def _noteConfidences(self, tracker, frame: int, masks: dict[int, np.ndarray]) -> None:
+        """Keep the engine's ``confidence(objectId, frame)`` of each object of ``masks`` (before the
+        frame is queued, so ``applyTrackingResults`` finds it); engines without it give nothing."""
+        confidence = getattr(tracker, "confidence", None)
+        if confidence is None:
+            return
+        for objectId in masks:
+            value = confidence(objectId, frame)
+            if value is not None:
+                self.confidences.setdefault(objectId, {})[frame] = (float(value[0]), float(value[1]))
 
     def _emit(self, frame: int, masks: dict[int, np.ndarray], onFrame) -> None:
         self.results.put((frame, masks))
@@ -511,6 +534,9 @@ class SAM2STrackingLogic:
         self._session: TrackingSession | None = None
         self._activeJob: TrackingJob | None = None
         self.backend = backend if backend is not None else InProcessBackend()
+        # segmentId -> frame -> (predicted IoU, object score) of the written engine results (not saved in the scene)
+        self.segmentConfidences: dict[str, dict[int, tuple[float, float]]] = {}
+        self.statisticsNodes = None  # stats.StatisticsNodes of the last updateStatistics
 
     # ------------------------------------------------------------------ model
     def setModelSettings(self, settings: ModelSettings) -> None:
@@ -989,6 +1015,13 @@ class SAM2STrackingLogic:
                     masks = np.stack([frames[f] for f in range(begin, end + 1)])
                     _segments.writeSegmentFrames(segmentationNode, segmentId, plan.videoNode, begin, masks)
                     written.update(range(begin, end + 1))
+                known = job.confidences.get(objectId, {})
+                kept = self.segmentConfidences.setdefault(segmentId, {})
+                for frame in frames:  # a frame written without a confidence loses its old one
+                    if frame in known:
+                        kept[frame] = known[frame]
+                    else:
+                        kept.pop(frame, None)
                 objectPrompts = plan.prompts.get(objectId, {})
                 for frame, mask in frames.items():
                     prompt = objectPrompts.get(frame)
@@ -1059,6 +1092,57 @@ class SAM2STrackingLogic:
     def exportLabelPngs(self, folder: str, segmentIds: Iterable[str] | None = None, **options):
         """Write one label PNG per frame (DAVIS style, label = object id) (``export.exportLabelPngs``)."""
         return _export.exportLabelPngs(self._requireSegmentation(), self._requireVideo(), folder, segmentIds, **options)
+
+    def exportCoco(self, path: str, segmentIds: Iterable[str] | None = None, overwrite: bool = False) -> str:
+        """Write the segments as a COCO instance ``.json`` (one RLE annotation per object and frame
+        where it is present, ``track_id`` = object id; format in ``SAM2SSlicerLib.coco``); returns the path.
+
+        The path is checked before any mask is read (``outputs.OutputSet``: ``.json`` suffix, parent
+        folder exists and is writable, not a folder); the file is written atomically.
+
+        Raises:
+            coco.CocoUnavailableError: pycocotools is missing (``pip install "sam2s[coco]"``).
+            outputs.OutputError (a ValueError): bad path, or an existing file without ``overwrite``.
+            KeyError: unknown segments. RuntimeError: no video or segmentation selected.
+            OSError: writing failed (an existing file is left as it was).
+        """
+        from . import coco as _coco
+        from .outputs import OutputSet
+
+        _coco.requirePycocotools()
+        segmentation, video = self._requireSegmentation(), self._requireVideo()
+        outputs = OutputSet([], overwrite=overwrite, overwriteOption="overwrite=True")
+        target = outputs.addFile(path, "path", (".json",))
+        outputs.check()
+        _coco.segmentationCoco(segmentation, video, segmentIds).write(target)
+        return str(target)
+
+    def updateStatistics(self, segmentIds: Iterable[str] | None = None, **reviewOptions):
+        """Compute the masklet statistics of the segments (default: all) and show them in MRML: a
+        table node (one row per frame and segment), an area plot chart (one series per segment)
+        and a review table (``stats.createStatisticsNodes``; the nodes of the previous call are
+        refilled). Confidences are those of ``segmentConfidences``. ``reviewOptions`` go to
+        ``stats.reviewList``.
+
+        Returns:
+            ``stats.StatisticsNodes`` (also kept in ``statisticsNodes``).
+
+        Raises:
+            RuntimeError: no video or segmentation selected. KeyError: unknown segments.
+        """
+        from . import stats as _stats
+
+        segmentation, video = self._requireSegmentation(), self._requireVideo()
+        statistics, colors = _stats.segmentationStatistics(segmentation, video, segmentIds, self.segmentConfidences)
+        self.statisticsNodes = _stats.createStatisticsNodes(
+            self.scene,
+            statistics,
+            colors,
+            f"{segmentation.GetName()} statistics",
+            self.statisticsNodes,
+            **reviewOptions,
+        )
+        return self.statisticsNodes
 
     # ------------------------------------------------------------------ internals
     def _newJob(self, plan: TrackingPlan, progressCallback) -> TrackingJob:

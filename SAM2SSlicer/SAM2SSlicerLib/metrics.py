@@ -10,17 +10,35 @@ literal transcription of those formulas.
 Masks are ``(H, W)`` arrays indexed ``mask[y, x]`` (pixels, x right, y down); any nonzero value
 is "object". Label images are ``(H, W)`` uint8 with 0 = background, ``k`` = object id ``k`` and
 255 = void (pixels ignored by both measures, as in DAVIS).
+
+Besides J and F, ``evaluate(..., monai=True)`` adds Dice, the 95th-percentile Hausdorff distance
+(HD95, pixels) and the normalised surface Dice (NSD) at a tolerance in pixels, computed by MONAI's
+functions (``monai.metrics.compute_dice``, ``compute_hausdorff_distance(percentile=95)``,
+``compute_surface_dice``; see :func:`overlap_metrics`). MONAI (and SciPy, which its distance
+functions need) is imported only then: ``pip install "sam2s[metrics]"``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Collection
 from pathlib import Path
 
 import cv2
 import numpy as np
 from sam2s.frames import ImageSizeError, open_image
+
+METRICS_EXTRA_HINT = 'pip install "sam2s[metrics]"'
+"""How to install what Dice / HD95 / NSD and ``--plot`` need (MONAI, SciPy, matplotlib)."""
+
+DEFAULT_NSD_TOLERANCE = 2.0
+"""Default tolerance of the normalised surface Dice, in pixels (``sam2s eval --nsd-tolerance``)."""
+
+
+class MetricsDependencyError(ImportError):
+    """MONAI (or SciPy / matplotlib) is not installed; the message says how to install it."""
+
 
 VOID_LABEL = 255
 """Label of void pixels in ground-truth label images (DAVIS ``_VOID_LABEL``)."""
@@ -234,11 +252,101 @@ def _exclusions(exclude: Collection[str | int]) -> tuple[set[str], set[int]]:
     return names, numbers
 
 
+def import_monai():
+    """Import and return ``monai.metrics``, checking that SciPy (MONAI's distance transforms) is there too.
+
+    Raises:
+        MetricsDependencyError: MONAI or SciPy is missing; the message names ``pip install "sam2s[metrics]"``.
+    """
+    try:
+        import scipy.ndimage  # noqa: F401 - MONAI's surface distances import it lazily, later
+        from monai import metrics as monai_metrics
+    except ImportError as err:
+        raise MetricsDependencyError(
+            f"Dice, HD95 and NSD are computed with MONAI and SciPy, which are not installed ({err}); "
+            f"install them with: {METRICS_EXTRA_HINT}"
+        ) from None
+    return monai_metrics
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def overlap_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+    void: np.ndarray | None = None,
+) -> dict[str, float | None] | None:
+    """Dice, HD95 and NSD of one predicted mask against its ground truth, computed by MONAI.
+
+    The masks are passed to MONAI as ``(1, 1, H, W)`` float tensors (batch, one foreground
+    channel, ``include_background=True``) with unit spacing, so distances are in pixels:
+
+    - ``"Dice"``: ``monai.metrics.compute_dice(..., ignore_empty=False)``, ``2|P & G| / (|P| + |G|)``.
+    - ``"HD95"``: ``monai.metrics.compute_hausdorff_distance(..., percentile=95)``, the 95th
+      percentile of the symmetric Euclidean distances between the two masks' edge pixels
+      (``mask ^ erosion(mask)``, MONAI's ``get_mask_edges``), pixels.
+    - ``"NSD"``: ``monai.metrics.compute_surface_dice(..., class_thresholds=[nsd_tolerance])``,
+      the fraction of both edges lying within ``nsd_tolerance`` pixels of the other edge
+      (Nikolov et al. 2021, arXiv:1809.04430), in ``[0, 1]``.
+
+    Empty masks (MONAI returns NaN there): both empty -> ``None`` (the frame is skipped: nothing
+    to segment, nothing predicted); exactly one empty -> Dice 0.0 and NSD 0.0 (MONAI's values),
+    HD95 ``None`` (undefined: MONAI returns NaN, older versions inf); :func:`evaluate` counts those
+    frames in ``"HD95_undefined"``. Void pixels (``void``) are removed from both masks first.
+
+    Args:
+        pred: ``(H, W)`` predicted mask (nonzero = object).
+        gt: ``(H, W)`` ground-truth mask, same shape.
+        nsd_tolerance: NSD tolerance in pixels (> 0).
+        void: optional ``(H, W)`` mask of pixels to ignore.
+
+    Returns:
+        ``{"Dice": float, "HD95": float | None, "NSD": float}``, or ``None`` when both masks are empty.
+
+    Raises:
+        ValueError: masks that are not 2-D or whose shapes differ, a tolerance <= 0.
+        MetricsDependencyError: MONAI or SciPy is missing.
+    """
+    p, g, v = _check_pair(pred, gt, void)
+    if not nsd_tolerance > 0:
+        raise ValueError(f"nsd_tolerance must be > 0 pixels, got {nsd_tolerance}.")
+    if v is not None:
+        p, g = p & ~v, g & ~v
+    p_any, g_any = bool(p.any()), bool(g.any())
+    if not (p_any or g_any):
+        return None
+    mm = import_monai()
+    import torch
+
+    tp = torch.from_numpy(p.astype(np.float32)[None, None])
+    tg = torch.from_numpy(g.astype(np.float32)[None, None])
+    dice = float(mm.compute_dice(tp, tg, include_background=True, ignore_empty=False).item())
+    if p_any and g_any:
+        with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal use of a deprecated argument
+            warnings.simplefilter("ignore", FutureWarning)
+            hd = mm.compute_hausdorff_distance(tp, tg, include_background=True, percentile=95)
+            nsd = float(mm.compute_surface_dice(tp, tg, [float(nsd_tolerance)], include_background=True).item())
+        hd95 = _finite_or_none(float(hd.item()))
+    else:  # MONAI: HD undefined (NaN, warned), NSD 0; skip the calls and their warnings
+        hd95, nsd = None, 0.0
+    return {"Dice": dice, "HD95": hd95, "NSD": nsd}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def evaluate(
     pred_dir: str | Path,
     gt_dir: str | Path,
     bound_th: float = 0.008,
     exclude: Collection[str | int] = (),
+    monai: bool = False,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> dict:
     """DAVIS 2017 semi-supervised J&F of a folder of predicted label PNGs against ground truth.
 
@@ -257,6 +365,9 @@ def evaluate(
         gt_dir: folder of ground-truth label PNGs of the same size.
         bound_th: boundary tolerance of ``boundary_f``.
         exclude: frames not to evaluate: frame numbers (int or digit string), stems or file names.
+        monai: also compute Dice, HD95 and NSD per object and frame with MONAI
+            (:func:`overlap_metrics`; MONAI and SciPy are imported before any image is read).
+        nsd_tolerance: NSD tolerance in pixels (with ``monai``).
 
     Returns:
         ``{"J&F": float, "J": float, "F": float, "objects": {id: {"J", "F", "J&F", "per_frame":
@@ -265,14 +376,28 @@ def evaluate(
         object's ``"missing"`` lists the evaluated frames whose ground truth contains that object
         but that have no prediction file (the object scores 0 there), in frame order.
 
+        With ``monai=True``, also: top-level ``"Dice"``, ``"HD95"``, ``"NSD"`` (means over the
+        objects that have a value) and ``"nsd_tolerance"``; per object ``"Dice"``, ``"HD95"``,
+        ``"NSD"`` (means over its frames where the prediction or the ground truth is nonempty;
+        HD95 over the frames where both are), ``"frames_scored"`` (how many such frames),
+        ``"HD95_undefined"`` (frames where exactly one mask is empty) and ``"metrics_per_frame"``:
+        ``{name: {"J", "F", "J&F", "Dice", "HD95", "NSD"}}`` for every evaluated frame, with
+        ``None`` for the MONAI figures of frames skipped or undefined (see :func:`overlap_metrics`).
+        A value is ``None`` where nothing could be averaged.
+
     Raises:
         FileNotFoundError: a folder does not exist. TypeError: an ``exclude`` entry that is
         neither an int nor a string. ValueError: no ground-truth PNG (after ``exclude``), no
         object in the ground truth, a prediction whose size differs from its ground truth, or an
-        unreadable / non-label image (decompression bomb, labels outside 0..255).
+        unreadable / non-label image (decompression bomb, labels outside 0..255), an
+        ``nsd_tolerance`` <= 0. MetricsDependencyError: ``monai=True`` without MONAI or SciPy.
 
     Source: Pont-Tuset et al. 2017 (arXiv:1704.00675); ``davis2017/evaluation.py``.
     """
+    if monai:
+        import_monai()
+        if not nsd_tolerance > 0:
+            raise ValueError(f"The NSD tolerance must be > 0 pixels, got {nsd_tolerance}.")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not d.is_dir():
@@ -293,6 +418,7 @@ def evaluate(
     if not ids:
         raise ValueError(f"The ground truth in {gt_dir} contains no object (all pixels 0 or 255).")
     per_obj: dict[int, dict[str, tuple[float, float]]] = {k: {} for k in ids}
+    overlap: dict[int, dict[str, dict[str, float | None] | None]] = {k: {} for k in ids}
     missing: list[str] = []
     missing_per_obj: dict[int, list[str]] = {k: [] for k in ids}
     for name, gt in gts.items():
@@ -316,14 +442,34 @@ def evaluate(
         for k in ids:
             p, g = pred == k, gt == k
             per_obj[k][name] = (region_j(p, g, void), boundary_f(p, g, bound_th, void))
+            if monai:
+                overlap[k][name] = overlap_metrics(p, g, nsd_tolerance, void)
     objects = {}
     for k, frames in per_obj.items():
         j = float(np.mean([v[0] for v in frames.values()]))
         f = float(np.mean([v[1] for v in frames.values()]))
         objects[k] = {"J": j, "F": f, "J&F": (j + f) / 2, "per_frame": frames, "missing": missing_per_obj[k]}
+        if monai:
+            scored = [m for m in overlap[k].values() if m is not None]
+            objects[k].update(
+                Dice=_mean([m["Dice"] for m in scored]),
+                HD95=_mean([m["HD95"] for m in scored]),
+                NSD=_mean([m["NSD"] for m in scored]),
+                frames_scored=len(scored),
+                HD95_undefined=sum(m["HD95"] is None for m in scored),
+                metrics_per_frame={
+                    name: {
+                        "J": jf[0],
+                        "F": jf[1],
+                        "J&F": (jf[0] + jf[1]) / 2,
+                        **(overlap[k][name] or {"Dice": None, "HD95": None, "NSD": None}),
+                    }
+                    for name, jf in frames.items()
+                },
+            )
     j_mean = float(np.mean([o["J"] for o in objects.values()]))
     f_mean = float(np.mean([o["F"] for o in objects.values()]))
-    return {
+    result = {
         "J&F": (j_mean + f_mean) / 2,
         "J": j_mean,
         "F": f_mean,
@@ -331,3 +477,54 @@ def evaluate(
         "frames": list(gts),
         "missing": missing,
     }
+    if monai:
+        for key in ("Dice", "HD95", "NSD"):
+            result[key] = _mean([o[key] for o in objects.values()])
+        result["nsd_tolerance"] = float(nsd_tolerance)
+    return result
+
+
+def plot_per_frame(result: dict, path: str | Path) -> Path:
+    """Plot J&F per frame, one line per object, into a PNG (matplotlib, Agg backend).
+
+    Args:
+        result: the dictionary :func:`evaluate` returns (its ``"frames"`` and each object's
+            ``"per_frame"`` ``(J, F)``).
+        path: the PNG to write (its folder must exist).
+
+    Returns:
+        ``path`` as a ``Path``. The x axis is the frame number (the file stem when it is a
+        number, else the position among the evaluated frames), the y axis J&F in ``[0, 1]``.
+
+    Raises:
+        MetricsDependencyError: matplotlib is not installed. OSError: the file cannot be written.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise MetricsDependencyError(
+            f"--plot needs matplotlib ({err}); install it with: {METRICS_EXTRA_HINT}"
+        ) from None
+    path = Path(path)
+    names = list(result["frames"])
+    stems = [Path(n).stem for n in names]
+    xs = [int(st) for st in stems] if all(st.isdigit() for st in stems) else list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
+    try:
+        for obj_id, r in result["objects"].items():
+            ys = [(r["per_frame"][n][0] + r["per_frame"][n][1]) / 2 for n in names]
+            ax.plot(xs, ys, marker="." if len(xs) < 60 else None, label=f"object {obj_id} (J&F {r['J&F']:.3f})")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("J&F")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"J&F per frame (mean {result['J&F']:.3f})")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path

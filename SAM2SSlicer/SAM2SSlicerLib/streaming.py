@@ -430,10 +430,13 @@ def streamTracking(
     model=None,
     memory: str = "sam2",
     progress: Callable[[int, int, int], None] | None = None,
+    confidences: dict[tuple[int, int], tuple[float, float]] | None = None,
 ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
     """Track ``objects`` through ``source`` (a ``sam2s.frames.FrameSource``) over frames
     ``first .. last`` and yield ``(frame, {objectId: (H, W) bool mask})`` in tracking order
-    (:func:`trackPasses`). ``progress(done, total, frame)`` after each frame.
+    (:func:`trackPasses`). ``progress(done, total, frame)`` after each frame. ``confidences``:
+    a dict that gets ``{(frame, objectId): (predicted_iou, object_score)}`` of each yielded frame
+    where the engine gives them (``sam2s.VideoTracker.confidence``; the flow engine gives none).
 
     Raises:
         sam2s.PromptError: a prompt the engine refuses (e.g. the flow engine with nothing to start from).
@@ -450,6 +453,11 @@ def streamTracking(
         with contextlib.closing(tracker.propagate(begin, end, reverse, obj_ids=ids)) as frames:
             for frame, frameIds, logits in frames:
                 masks = {o: logits[i] > 0 for i, o in enumerate(frameIds)}
+                if confidences is not None:
+                    for o in frameIds:
+                        score = tracker.confidence(o, frame)
+                        if score is not None:
+                            confidences[(frame, o)] = score
                 done += 1
                 if progress is not None:
                     progress(done, total, frame)
@@ -495,6 +503,9 @@ def trackToOutputs(
     model=None,
     memory: str = "sam2",
     progress: Callable[[int, int, int], None] | None = None,
+    statsPath: Path | None = None,
+    cocoPath: Path | None = None,
+    videoName: str = "video",
 ) -> tuple[dict[str, str], list[dict]]:
     """Track and write the outputs of ``sam2s track`` frame by frame (see the module docstring).
 
@@ -506,9 +517,14 @@ def trackToOutputs(
             ``.seg.nrrd``, the label PNG folder (``{frame:05d}.png`` for every frame of the video)
             and the overlay video, or None.
         progress: ``(done, total, frame)`` after each tracked frame.
+        statsPath: a folder (declared in ``outputs``) for the files of ``stats.MaskletStatistics``
+            (``stats.STATS_FILES``, computed from the label images, as the PNGs), or None; only a few
+            numbers per frame and object are kept while tracking; ``"stats"`` in ``written``.
+        cocoPath: a COCO instance ``.json`` (``coco.CocoWriter``: each frame's masks are encoded to
+            RLE as they come, so no ``T x H x W`` array is held), or None. videoName: its video's name.
 
     Returns:
-        ``(written, summary)``: ``{"segmentation" | "png_dir" | "overlay": path}`` and one row per
+        ``(written, summary)``: ``{"segmentation" | "png_dir" | "overlay" | "coco": path}`` and one row per
         object ``{"id", "name", "frames_present", "frames", "mean_area_px"}``.
 
     Raises:
@@ -522,6 +538,12 @@ def trackToOutputs(
 
     frames, height, width = len(source), source.height, source.width
     written: dict[str, str] = {}
+    statistics = confidences = None
+    if statsPath is not None:
+        from .stats import MaskletStatistics
+
+        statistics = MaskletStatistics({o.id: o.name for o in objects}, frames)
+        confidences = {}
     areas = {o.id: np.zeros(frames, dtype=np.int64) for o in objects}
     palette = labelPalette(objects)
     colors = {o.id: o.color for o in objects}
@@ -534,6 +556,11 @@ def trackToOutputs(
     def failed(path: Path, error: OSError) -> OutputWriteError:
         return OutputWriteError(path, error, [Path(p) for p in written.values()])
 
+    cocoWriter = None
+    if cocoPath is not None:
+        from .coco import CocoWriter
+
+        cocoWriter = CocoWriter([(o.id, o.name) for o in objects], videoName, frames, height, width, source.fps)
     needMap = segPath is not None or overlayPath is not None
     with contextlib.ExitStack() as stack:
         labelmap = None
@@ -549,6 +576,10 @@ def trackToOutputs(
             seen[frame] = True
             for objectId, mask in masks.items():
                 areas[objectId][frame] = int(np.count_nonzero(mask))
+            if statistics is not None:
+                statistics.addLabels(frame, labelImage(masks, (height, width)))
+            if cocoWriter is not None:
+                cocoWriter.addFrame(frame, masks)
             if labelmap is not None:
                 try:
                     labelmap.writeFrame(frame, masks)
@@ -563,7 +594,8 @@ def trackToOutputs(
         def trackAll(staging: Path | None) -> None:
             for frame, masks in sorted(outside.items()):
                 store(frame, masks, staging)
-            for frame, masks in streamTracking(source, objects, first, last, engine, model, memory, progress):
+            stream = streamTracking(source, objects, first, last, engine, model, memory, progress, confidences)
+            for frame, masks in stream:
                 store(frame, masks, staging)
             if staging is not None:
                 empty = np.zeros((height, width), dtype=np.uint8)
@@ -604,6 +636,23 @@ def trackToOutputs(
             except OSError as error:
                 raise failed(overlayPath, error) from error
             written["overlay"] = str(overlayPath)
+        if statsPath is not None:
+            from .stats import writeStatisticsFolder
+
+            for (frame, objectId), score in confidences.items():
+                statistics.setConfidence(frame, objectId, score)
+            try:
+                with outputs.writeFolder(statsPath) as staging:  # the four files appear together
+                    writeStatisticsFolder(statistics, staging, colors)
+            except OSError as error:
+                raise failed(statsPath, error) from error
+            written["stats"] = str(statsPath)
+        if cocoWriter is not None:
+            try:
+                cocoWriter.write(cocoPath)
+            except OSError as error:
+                raise failed(cocoPath, error) from error
+            written["coco"] = str(cocoPath)
     summary = []
     for obj in objects:
         area = areas[obj.id]

@@ -129,9 +129,11 @@ def run_tracking(
     token: str | None = None,
     precision: str = "auto",
     streaming: bool | None = None,
+    coco: str | Path | None = None,
+    stats: str | Path | None = None,
 ) -> dict:
     """Track the objects of a prompts file through a video and write ``output`` (.seg.nrrd), label
-    PNGs and / or an overlay video (at least one of them).
+    PNGs, an overlay video and / or a COCO instance ``.json`` (at least one of them).
 
     Two paths give the same files: the Slicer-volume path imports the video into the headless Slicer
     logic (memory grows with the video: refused by ``videoimport.checkVideoMemory`` when it does
@@ -147,6 +149,11 @@ def run_tracking(
         video: video file or image folder. prompts_path: prompts JSON (see README).
         output: the ``.seg.nrrd`` to write, or None. png_dir: a folder for label PNGs (``00000.png`` ...).
         overlay: an overlay video (``.mp4``, ``.mkv`` or ``.mov``).
+        coco: a COCO instance ``.json`` (``SAM2SSlicerLib.coco``: RLE per object and frame, ``track_id``
+            = object id; needs pycocotools, checked first).
+        stats: a folder for the masklet statistics (``SAM2SSlicerLib.stats``: ``stats.csv``,
+            ``review.csv``, ``area.png``, ``presence.png``, of the label images as the PNGs; predicted
+            IoU and object score only with the sam2 engine in this process); needs matplotlib.
         start, end: inclusive frame range (default: whole video); tracking runs forward and backward
             from the earliest prompted frame.
         model_object: an already built ``sam2s`` model to use instead of building one (tests).
@@ -172,21 +179,31 @@ def run_tracking(
             ``.written`` lists the outputs written completely.
         Other exceptions: runtime failures.
     """
-    from sam2s.frames import FrameSourceError, open_frames
+    from sam2s.frames import FrameSourceError
 
+    from .dicomvideo import openVideo
     from .export import labelPngPattern
     from .outputs import OutputError, OutputSet, OutputWriteError, atomicFile
     from .promptsfile import PromptsFileError, load_prompts
 
-    if output is None and png_dir is None and overlay is None:
-        raise CliError("Nothing to write: give --output X.seg.nrrd, --png-dir DIR and/or --overlay OUT.mp4.")
+    if output is None and png_dir is None and overlay is None and coco is None and stats is None:
+        raise CliError(
+            "Nothing to write: give --output X.seg.nrrd, --png-dir DIR, --overlay OUT.mp4, --coco OUT.json and/or --stats DIR."
+        )
+    if coco is not None:
+        from .coco import CocoUnavailableError, requirePycocotools
+
+        try:
+            requirePycocotools()
+        except CocoUnavailableError as err:
+            raise CliError(f"--coco: {err}") from None
     if streaming and server:
         raise CliError("--server tracks on the Slicer-volume path, which does not stream; drop one of the two.")
     _check_model_options(model, image_size, device)
     if precision not in ("auto", "fp32", "bf16"):
         raise CliError(f"Unknown --precision {precision!r}; use auto, fp32 or bf16.")
     try:
-        source = open_frames(video)
+        source = openVideo(video)  # DICOM (SAM2SSlicerLib.dicomvideo) or sam2s.frames.open_frames
     except (FrameSourceError, FileNotFoundError, ValueError, TypeError, OSError) as err:
         raise CliError(f"Cannot read video {video}: {err}") from None
     num_frames, size = len(source), (source.height, source.width)
@@ -206,6 +223,18 @@ def run_tracking(
     seg_path = None if output is None else outputs.addFile(output, "--output", (".seg.nrrd",))
     png_path = None if png_dir is None else outputs.addFolder(png_dir, "--png-dir", labelPngPattern(), LABEL_PNGS)
     overlay_path = None if overlay is None else outputs.addFile(overlay, "--overlay", OVERLAY_SUFFIXES)
+    coco_path = None if coco is None else outputs.addFile(coco, "--coco", (".json",))
+    stats_path = None
+    if stats is not None:
+        from .stats import STATS_FILE_PATTERN, STATS_FILES, requireMatplotlib
+
+        try:
+            requireMatplotlib()
+        except ImportError as err:
+            raise CliError(f"--stats: {err}") from None
+        stats_path = outputs.addFolder(
+            stats, "--stats", STATS_FILE_PATTERN, f"statistics files ({', '.join(STATS_FILES)})"
+        )
     try:
         for note in outputs.check():
             say(f"note: {note}")
@@ -233,7 +262,7 @@ def run_tracking(
     if streaming:
         return _run_streaming(
             source, objects, first, last, engine_name, model_object, memory, outputs,
-            seg_path, png_path, overlay_path, progress,
+            seg_path, png_path, overlay_path, progress, coco_path, Path(str(video)).stem, stats_path=stats_path,
         )  # fmt: skip
 
     from . import export
@@ -317,6 +346,10 @@ def run_tracking(
                 write_video(tmp, (blend(source.get(t), labels[t], colors) for t in range(num_frames)), source.fps or 10)
 
         write("overlay", overlay_path, write_overlay)
+    if coco_path is not None:  # checked above; the OutputSet refused an existing file without --overwrite
+        write("coco", coco_path, lambda: logic.exportCoco(str(coco_path), list(segment_ids.values()), overwrite=True))
+    if stats_path is not None:
+        write("stats", stats_path, lambda: _write_stats(logic, list(segment_ids.values()), outputs, stats_path))
     names = {o.id: o.name for o in objects}
     return {
         "engine": engine_name,
@@ -329,8 +362,9 @@ def run_tracking(
 
 
 def _run_streaming(
-    source, objects, first, last, engine_name, model_object, memory, outputs, seg_path, png_path, overlay_path, progress
-) -> dict:
+    source, objects, first, last, engine_name, model_object, memory, outputs, seg_path, png_path, overlay_path, progress,
+    coco_path=None, video_name="video", stats_path=None,
+) -> dict:  # fmt: skip
     """The streaming path of ``run_tracking`` (``SAM2SSlicerLib.streaming.trackToOutputs``)."""
 
     from .streaming import MAX_STREAM_OBJECTS, objectsFromPrompts, trackToOutputs
@@ -343,8 +377,8 @@ def _run_streaming(
     with _progress_bar(last - first + 1, f"tracking ({engine_name}, streaming)", progress) as on_progress:
         written, summary = trackToOutputs(
             source, stream_objects, first, last, engine_name, outputs,
-            segPath=seg_path, pngPath=png_path, overlayPath=overlay_path,
-            model=model_object, memory=memory, progress=on_progress,
+            segPath=seg_path, pngPath=png_path, overlayPath=overlay_path, cocoPath=coco_path, videoName=video_name,
+            model=model_object, memory=memory, progress=on_progress, statsPath=stats_path,
         )  # fmt: skip
     return {
         "engine": engine_name,
@@ -354,6 +388,18 @@ def _run_streaming(
         "logic": None,
         "streaming": True,
     }
+
+
+def _write_stats(logic, segment_ids: list[str], outputs, path: Path) -> None:
+    """``--stats`` on the Slicer-volume path: the statistics of the label images (as the PNGs) with
+    the confidences the logic kept, written atomically as one folder."""
+    from .stats import segmentationStatistics, writeStatisticsFolder
+
+    statistics, colors = segmentationStatistics(
+        logic.segmentationNode, logic.videoNode, segment_ids, logic.segmentConfidences, labels=True
+    )
+    with outputs.writeFolder(path) as staging:
+        writeStatisticsFolder(statistics, staging, colors)
 
 
 def _track(logic, segment_ids: list[str], first: int, last: int, engine_name: str, progress: bool) -> None:

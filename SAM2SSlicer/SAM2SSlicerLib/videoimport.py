@@ -492,7 +492,8 @@ def importFrames(
     labelmaps: int = 2,
     availableMemory: int | None = None,
 ):
-    """Import a video file (mp4/avi/mov/mkv/webm/m4v), an image folder or frames into a new video volume.
+    """Import a video file (mp4/avi/mov/mkv/webm/m4v, or DICOM: ``dicomvideo``), an image folder or frames
+    into a new video volume.
 
     Args:
         scene: the MRML scene the node is added to.
@@ -522,14 +523,14 @@ def importFrames(
             allocation failed anyway.
     """
     _checkMemoryOptions(labelmaps, availableMemory)
-    from sam2s.frames import open_frames
+    from .dicomvideo import openVideo
 
     kind = "array" if isinstance(source, np.ndarray) else None
     path = None
     if isinstance(source, (str, os.PathLike)):
         path = os.path.abspath(os.fspath(source))
         kind = "folder" if os.path.isdir(path) else "video"
-    frames = open_frames(source)
+    frames = openVideo(source)  # DICOM files by content, else sam2s.frames.open_frames
     if kind is None:
         kind = "array"
     try:

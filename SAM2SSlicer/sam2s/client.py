@@ -118,6 +118,9 @@ class JobUpdate:
             ``(len(obj_ids), H, W)`` bool masks, or float32 logits if the job was started with
             ``logits=True``; ``obj_ids`` in session order. A poll returns a bounded batch: more
             may remain although the status is final (see ``RemoteJob.finished``).
+        confidences: per frame of ``frames``, per object: ``(predicted IoU, object score)`` of the
+            model (``sam2s.VideoTracker.confidence``), or None (the flow engine; a server that does
+            not send them gives an empty list).
     """
 
     status: str
@@ -125,6 +128,7 @@ class JobUpdate:
     total: int
     error: str | None
     frames: list[tuple[int, list[int], np.ndarray]] = field(default_factory=list)
+    confidences: list[list[tuple[float, float] | None]] = field(default_factory=list)
 
 
 class Client:
@@ -642,9 +646,13 @@ class RemoteJob:
         if not isinstance(listed, list) or len(listed) != len(arrays):
             raise ServerError(200, "bad_response", "a job poll answer lists one array per frame")
         frames = [(int(t), [int(k) for k in ids], a) for (t, ids), a in zip(listed, arrays)]
+        scores = header.get("confidences")
+        confidences = []
+        if isinstance(scores, list) and len(scores) == len(frames):
+            confidences = [[None if v is None else (float(v[0]), float(v[1])) for v in row] for row in scores]
         self.received += len(frames)
         self.status, self.done = str(header["status"]), int(header["done"])
-        return JobUpdate(self.status, self.done, int(header["total"]), header.get("error"), frames)
+        return JobUpdate(self.status, self.done, int(header["total"]), header.get("error"), frames, confidences)
 
     def cancel(self) -> None:
         """Ask the job to stop after its current frame; the frames done stay pollable (poll until

@@ -444,6 +444,8 @@ class _Job:
         self.lock = threading.Lock()
         self.cancel = threading.Event()
         self.results: list[tuple[int, list[int], np.ndarray, tuple[int, ...]]] = []
+        # per result, per object: [predicted IoU, object score] (``Tracker.confidence``) or None
+        self.confidences: list[list[list[float] | None]] = []
         self.status = "running"
         self.error: str | None = None
         self.thread: threading.Thread | None = None
@@ -455,11 +457,15 @@ class _Job:
                     break
                 gen = tracker.propagate(start=start, end=end, reverse=reverse, obj_ids=self.obj_ids)
                 try:
+                    confidence = getattr(tracker, "confidence", None)  # VideoTracker: (IoU, score)
                     for t, ids, logits in gen:
                         out = np.asarray(logits, dtype=np.float32)
                         stored = out if self.logits else np.packbits((out > 0).reshape(-1))
+                        values = [confidence(int(k), int(t)) if confidence else None for k in ids]
+                        scores = [None if v is None else [float(v[0]), float(v[1])] for v in values]
                         with self.lock:
                             self.results.append((int(t), [int(k) for k in ids], stored, out.shape))
+                            self.confidences.append(scores)
                         if self.cancel.is_set():
                             break
                 finally:
@@ -1335,8 +1341,10 @@ def create_app(
     def poll_job(request: Request, sid: str, jid: str, since: int = Query(0, ge=0)) -> Response:
         """Status and the results from ``since`` on, as a binary message: header ``{"status": "running" |
         "done" | "cancelled" | "failed", "done": frames produced, "total", "error": message or null,
-        "since", "frames": [[frame_idx, [obj ids]], ...]}`` and one array per listed frame, ``(n_obj,
-        H, W)`` bool masks (float32 logits for a job started with ``"logits": true``); at most
+        "since", "frames": [[frame_idx, [obj ids]], ...], "confidences": per listed frame, per object
+        ``[predicted IoU, object score]`` or null (engines without them, e.g. flow)}`` and one array per
+        listed frame, ``(n_obj, H, W)`` bool masks (float32 logits for a job started with
+        ``"logits": true``); at most
         ``POLL_MAX_FRAMES`` frames and about ``POLL_MAX_BYTES`` bytes: poll again while ``since`` +
         the frames returned < ``done``."""
         job = _job(request, sid, jid)
@@ -1344,15 +1352,17 @@ def create_app(
             status, error, done = job.status, job.error, len(job.results)
         if since > done:
             raise ApiError(422, "invalid_request", f"query field 'since' is {since} but only {done} frames are done")
-        frames, arrays, size = [], [], 0
+        frames, arrays, confidences, size = [], [], [], 0
         for i in range(since, min(done, since + POLL_MAX_FRAMES)):
             t, ids, array = job.frame(i)
             if arrays and size + array.nbytes > POLL_MAX_BYTES:
                 break
             frames.append([t, ids])
             arrays.append(array)
+            confidences.append(job.confidences[i])
             size += array.nbytes
         header = {"status": status, "done": done, "total": job.total, "error": error, "since": since, "frames": frames}
+        header["confidences"] = confidences
         return _binary(header, arrays)
 
     @app.delete("/sessions/{sid}/jobs/{jid}")

@@ -133,6 +133,9 @@ class VideoTracker(Tracker):
         self._frames_lock = threading.Lock()  # frame sources are not thread-safe
         # cross-attention keys / values per stored memory frame (None: recompute every frame)
         self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache()
+        # obj_id -> frame -> (predicted IoU, object score logit): two floats per frame and object,
+        # kept for every frame even after the memory bank dropped the frame's FrameMemory
+        self._confidences: dict[int, dict[int, tuple[float, float]]] = {}
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -228,6 +231,7 @@ class VideoTracker(Tracker):
         obj = self.objects.setdefault(obj_id, ObjectState())
         obj.pending[frame_idx] = mem
         obj.prompts[frame_idx] = MaskPrompt(m)
+        self._note_confidence(obj_id, frame_idx, mem)
         return self._to_video(mem.pred_masks)[0]
 
     @torch.inference_mode()
@@ -279,7 +283,37 @@ class VideoTracker(Tracker):
             for i, t in enumerate(order):
                 if i + 1 < len(order):
                     prefetch(order[i + 1])  # decoded while the model runs on frame t
-                yield t, list(ids), self._track_frame(t, reverse, objs)
+                logits = self._track_frame(t, reverse, objs)
+                for k, obj in zip(ids, objs):
+                    self._note_confidence(k, t, obj.cond[t] if t in obj.cond else obj.non_cond[t])
+                yield t, list(ids), logits
+
+    def confidence(self, obj_id: int, frame_idx: int) -> tuple[float, float] | None:
+        """The model's own confidence in ``obj_id``'s latest result on ``frame_idx``.
+
+        Returns:
+            ``(predicted_iou, object_score)``: the mask decoder's predicted IoU of the chosen mask
+            (float in about 0..1; 1.0 for a mask prompt, which is used as the output as is) and the
+            object-score logit (> 0: the model judges the object present; the output is empty
+            otherwise; +-10 for a mask prompt). None for an unknown object, or a frame it was
+            neither prompted nor tracked on. A new prompt or a new propagation over the frame
+            replaces the values; ``remove_object`` / ``reset`` forget them.
+
+        Only these two floats are kept per frame and object (about 100 bytes), for every frame,
+        even after the memory bank dropped the frame's features (long videos); reading is a dict
+        lookup, no model work.
+        """
+        return self._confidences.get(obj_id, {}).get(frame_idx)
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget ``obj_id``, its prompts, results and confidences (``Tracker.remove_object``)."""
+        super().remove_object(obj_id)
+        self._confidences.pop(obj_id, None)
+
+    def reset(self) -> None:
+        """Forget all objects, prompts, results and confidences (``Tracker.reset``)."""
+        super().reset()
+        self._confidences.clear()
 
     def attended_memory(self, obj_id: int, frame_idx: int | None = None, reverse: bool = False) -> dict:
         """Inspection of what ``obj_id`` attends to.
@@ -339,12 +373,19 @@ class VideoTracker(Tracker):
         self.objects[obj_id] = obj
         obj.pending[frame_idx] = mem
         obj.prompts[frame_idx] = prompt
+        self._note_confidence(obj_id, frame_idx, mem)
         return self._to_video(mem.pred_masks)[0]
 
     def _frame_memory(self, low_res: torch.Tensor, out, frame_idx: int) -> FrameMemory:
         return FrameMemory(
             low_res.float(), out.obj_ptr.float(), out.object_score.float(), out.iou.float(), frame_idx=frame_idx
         )
+
+    def _note_confidence(self, obj_id: int, frame_idx: int, mem: FrameMemory) -> None:
+        """Keep ``(predicted IoU of the chosen mask, object score)`` of ``mem`` (see ``confidence``);
+        the chosen mask is the one of highest predicted IoU, so its IoU is the row's maximum."""
+        iou = float(mem.iou.max())
+        self._confidences.setdefault(obj_id, {})[frame_idx] = (iou, float(mem.object_score.reshape(-1)[0]))
 
     def _load_image(self, frame_idx: int) -> torch.Tensor:
         """Decoded and preprocessed frame ``(3, S, S)`` float32 (``sam2s.frames.preprocess``)."""

@@ -103,6 +103,25 @@ def file_permissions_apply():
 
 
 # ------------------------------------------------------------------------------------------ a clip
+_BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):  # an environment without these packages
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {names!r}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_without(packages: list[str], args: list[str], folder: Path) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` in a process where ``packages`` (and their submodules) cannot be imported:
+    a ``sitecustomize.py`` written into ``folder`` and put first on ``PYTHONPATH`` installs an import
+    blocker (as if the optional extra were not installed). Returns the completed process (text)."""
+    (folder / "sitecustomize.py").write_text(_BLOCKER.format(names=set(packages)))
+    env = dict(os.environ, PYTHONPATH=str(folder) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+
+
 def moving_square(frames: int = 4, height: int = 32, width: int = 40) -> np.ndarray:
     """``(T, H, W, 3)`` uint8: a bright square moving right one pixel a frame on a textured background."""
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA, random_model
+from faultkit import run_without
 from PIL import Image
 from SAM2SSlicerLib import batch, cli
 from SAM2SSlicerLib.synthetic import SyntheticClip
@@ -327,23 +328,9 @@ def test_duplicate_output_folders_are_refused(data, capsys):
     assert "row 2: output_dir" in err and "row 1's (the same folder)" in err and "row 3" in err and "nested" in err
 
 
-BLOCK_RAY = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):  # an environment without Ray
-    def find_spec(self, name, path=None, target=None):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("blocked: " + name)
-sys.meta_path.insert(0, Block())
-"""
-
-
 def test_without_ray_says_how_to_install_it(data, tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(BLOCK_RAY)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     manifest = write_csv(data / "noray.csv", clip_rows(data, "noray")[:1])
-    proc = subprocess.run(
-        [sys.executable, "-m", "SAM2SSlicerLib", "batch", str(manifest)], env=env, capture_output=True, text=True
-    )
+    proc = run_without(["ray"], ["-m", "SAM2SSlicerLib", "batch", str(manifest)], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert 'pip install "sam2s[batch]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not (data / "noray").exists()

@@ -3,11 +3,13 @@ reference code as the oracle, and the folder evaluation."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
 import numpy as np
 import pytest
+from faultkit import run_without
 from PIL import Image
 from SAM2SSlicerLib.metrics import boundary_f, boundary_radius, disk, evaluate, read_labels, region_j, seg2bmap
 
@@ -236,3 +238,112 @@ def test_read_labels_16_bit(tmp_path):
     Image.fromarray(np.array([[0, 1], [2, 300]], np.uint16)).save(tmp_path / "big.png")
     with pytest.raises(ValueError, match=r"big\.png has labels 0\.\.300 outside the valid range 0\.\.255"):
         read_labels(tmp_path / "big.png")
+
+
+# ------------------------------------------------------------------- MONAI: Dice, HD95, NSD
+def squares(k: int, size: int = 40, side: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``side x side`` squares, the second shifted ``k`` pixels right."""
+    a = np.zeros((size, size), np.uint8)
+    b = np.zeros((size, size), np.uint8)
+    a[10 : 10 + side, 10 : 10 + side] = 1
+    b[10 : 10 + side, 10 + k : 10 + k + side] = 1
+    return a, b
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_monai_figures_on_shifted_squares(k):
+    pytest.importorskip("monai")
+    pytest.importorskip("scipy")
+    from SAM2SSlicerLib.metrics import overlap_metrics
+
+    a, b = squares(k)
+    m = overlap_metrics(a, b, nsd_tolerance=k - 0.5)
+    assert m["Dice"] == pytest.approx(2 * 10 * (10 - k) / 200)  # overlap 10 x (10 - k) of two 100-pixel squares
+    assert m["HD95"] == pytest.approx(k)  # every left / right edge pixel is k away
+    assert 0 < m["NSD"] < 1  # the shifted left and right edges lie beyond a tolerance below k
+    assert overlap_metrics(a, b, nsd_tolerance=k)["NSD"] == pytest.approx(1.0)
+    assert overlap_metrics(a, a)["Dice"] == pytest.approx(1.0) and overlap_metrics(a, a)["HD95"] == 0.0
+
+
+def test_monai_figures_with_empty_masks():
+    pytest.importorskip("monai")
+    pytest.importorskip("scipy")
+    from SAM2SSlicerLib.metrics import overlap_metrics
+
+    a, _ = squares(0)
+    z = np.zeros_like(a)
+    assert overlap_metrics(z, z) is None  # both empty: skipped
+    for p, g in ((a, z), (z, a)):
+        assert overlap_metrics(p, g) == {"Dice": 0.0, "HD95": None, "NSD": 0.0}
+    with pytest.raises(ValueError, match="nsd_tolerance"):
+        overlap_metrics(a, a, nsd_tolerance=0)
+
+
+@pytest.fixture
+def eval_dirs(tmp_path):
+    """Frames 00000..00003: object 1 = square shifted 2 px in the prediction; object 2 = present in
+    the ground truth of frame 1 only, predicted on frames 1 and 3 (a false positive there)."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    a, b = squares(2)
+    for i in range(4):
+        g, p = a.copy(), b.copy()
+        if i == 1:
+            g[30:36, 30:36] = 2
+            p[30:36, 30:36] = 2
+        if i == 3:
+            p[30:34, 30:34] = 2
+        Image.fromarray(g).save(gt / f"{i:05d}.png")
+        Image.fromarray(p).save(pred / f"{i:05d}.png")
+    return pred, gt
+
+
+def test_evaluate_with_monai(eval_dirs):
+    pytest.importorskip("monai")
+    pytest.importorskip("scipy")
+    pred, gt = eval_dirs
+    plain = evaluate(pred, gt)
+    res = evaluate(pred, gt, monai=True, nsd_tolerance=2)
+    for key in ("J", "F", "J&F"):  # J&F unchanged by the extra figures
+        assert res[key] == plain[key]
+    o1, o2 = res["objects"][1], res["objects"][2]
+    assert o1["Dice"] == pytest.approx(0.8) and o1["HD95"] == pytest.approx(2.0) and o1["NSD"] == pytest.approx(1.0)
+    assert o1["frames_scored"] == 4 and o1["HD95_undefined"] == 0
+    # object 2: frame 1 perfect, frame 3 a false positive (Dice 0, NSD 0, HD95 undefined), 0 and 2 skipped
+    assert o2["frames_scored"] == 2 and o2["HD95_undefined"] == 1
+    assert o2["Dice"] == pytest.approx(0.5) and o2["NSD"] == pytest.approx(0.5) and o2["HD95"] == 0.0
+    per = o2["metrics_per_frame"]
+    assert per["00000.png"] == {"J": 1.0, "F": 1.0, "J&F": 1.0, "Dice": None, "HD95": None, "NSD": None}
+    assert per["00003.png"]["Dice"] == 0.0 and per["00003.png"]["HD95"] is None and per["00003.png"]["J"] == 0.0
+    assert res["Dice"] == pytest.approx(0.65) and res["nsd_tolerance"] == 2.0
+
+
+def test_eval_cli_json_and_plot(eval_dirs, tmp_path, capsys):
+    pytest.importorskip("monai")
+    pytest.importorskip("matplotlib")
+    from SAM2SSlicerLib import cli
+
+    pred, gt = eval_dirs
+    plot = tmp_path / "jf.png"
+    assert cli.main(["eval", str(pred), str(gt), "--json", "--nsd-tolerance", "1", "--plot", str(plot)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["nsd_tolerance"] == 1.0
+    for key in ("J", "F", "J&F", "Dice", "HD95", "NSD"):
+        assert isinstance(res[key], float) and isinstance(res["objects"]["1"][key], float)
+        assert key in res["objects"]["1"]["metrics_per_frame"]["00002.png"]
+    assert res["objects"]["1"]["NSD"] < 1.0  # 2-pixel shift beyond the 1-pixel tolerance
+    with Image.open(plot) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    assert cli.main(["eval", str(pred), str(gt)]) == 0
+    out = capsys.readouterr().out
+    assert "Dice" in out and "HD95" in out and "NSD" in out and "tolerance 2 px" in out
+    assert cli.main(["eval", str(pred), str(gt), "--nsd-tolerance", "0"]) == 2
+
+
+def test_eval_without_monai_prints_jf_and_says_how_to_install(eval_dirs, tmp_path):
+    pred, gt = eval_dirs
+    proc = run_without(["monai"], ["-m", "SAM2SSlicerLib", "eval", str(pred), str(gt)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'pip install "sam2s[metrics]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert "J&F" in proc.stdout and "mean" in proc.stdout and "Dice" not in proc.stdout

@@ -83,14 +83,22 @@ def _session_flow(logic, ids):
 def test_server_tracking_equals_in_process(shared_data, checkpoint, server):
     local = _logic(InProcessBackend(), checkpoint)
     remote = _logic(ServerBackend(localServer=server), checkpoint)
-    expected = _session_flow(local, _prompted(local, shared_data))
-    got = _session_flow(remote, _prompted(remote, shared_data))
+    local_ids, remote_ids = _prompted(local, shared_data), _prompted(remote, shared_data)
+    expected = _session_flow(local, local_ids)
+    got = _session_flow(remote, remote_ids)
     for objectId in expected:
         for frame in range(FRAMES):
             np.testing.assert_array_equal(
                 got[objectId][frame], expected[objectId][frame], f"object {objectId}, frame {frame}"
             )
     assert all(0 < m.mean() < 1 for m in expected.values())  # informative masks, or equality proves little
+    # the model's confidence per propagated frame comes back from the server with each frame
+    for objectId in expected:
+        mine, theirs = local.segmentConfidences[local_ids[objectId]], remote.segmentConfidences[remote_ids[objectId]]
+        propagated = set(range(1, FRAMES))  # frame 0 holds the prompts (their answers carry no confidence)
+        assert propagated <= set(mine) and propagated <= set(theirs)
+        for frame in propagated:
+            np.testing.assert_allclose(theirs[frame], mine[frame], rtol=1e-6, atol=1e-6)
     remote.close()
 
 
