@@ -511,7 +511,10 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onImportVideoFile(self) -> None:
         path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), _("Import video"), "", _("Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v)")
+            slicer.util.mainWindow(),
+            _("Import video"),
+            "",
+            _("Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.dcm);;DICOM video (*.dcm);;All files (*)"),
         )
         if path:
             self._runImport(self.controller.importVideo, path, **self._importOptions())
