@@ -11,8 +11,9 @@ Conventions (every number is in pixels of the video's frames, frames are 0-based
   columns / rows spanned (so the last pixel is ``bbox_x + bbox_w - 1``); empty for an absent object.
 - ``predicted_iou``: the SAM 2 mask decoder's predicted IoU of the chosen mask (about 0..1) and
   ``object_score``: its object-score logit (> 0 = judged present), from
-  ``sam2s.VideoTracker.confidence``; empty where the engine gives none (the flow engine, a tracking
-  server, frames that were not tracked in this session).
+  ``sam2s.VideoTracker.confidence`` (in this process, or sent by a tracking server with each
+  propagated frame); empty where the engine gives none (the flow engine, prompt results computed
+  in a tracking server, frames that were not tracked in this session).
 
 Review list (:func:`reviewList`, one row per frame, object and reason), in frame order:
 
