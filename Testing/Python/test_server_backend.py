@@ -191,8 +191,9 @@ def test_an_expired_session_is_made_again_from_the_scene(shared_data, checkpoint
 def test_tracking_keeps_its_speed_while_the_main_thread_holds_the_gil(shared_data, checkpoint, server, capsys):
     """Slicer's main thread holds the GIL while Qt idles (PythonQt without thread support): here it
     holds it for 100 ms (a ctypes.PyDLL usleep keeps the GIL), then runs one tick (a poll of the
-    server and a bulk write). The server keeps >= 80% of its unobstructed frames per second and each
-    poll returns in < 50 ms; the old design (the engine in a Python thread) is measured beside it."""
+    server and a bulk write). The server keeps >= 80% of its unobstructed frames per second (best of
+    two interleaved runs each) and each poll returns in < 50 ms; the old design (the engine in a
+    Python thread) is measured beside it."""
     usleep = ctypes.PyDLL(None).usleep  # PyDLL: the GIL stays held during the call
 
     def run(backend, obstructed: bool) -> tuple[float, float]:
@@ -238,8 +239,13 @@ def test_tracking_keeps_its_speed_while_the_main_thread_holds_the_gil(shared_dat
         logic.close()
         return fps, max(polls, default=0.0)
 
-    server_free, _ = run(ServerBackend(localServer=server), obstructed=False)
-    server_held, worst_poll = run(ServerBackend(localServer=server), obstructed=True)
+    # interleaved A B A B, best of two each: one 1.5 s run swings by 10-20% on these shared 2 cores
+    runs = {False: [], True: []}
+    for obstructed in (False, True, False, True):
+        runs[obstructed].append(run(ServerBackend(localServer=server), obstructed=obstructed))
+    server_free = max(fps for fps, _ in runs[False])
+    server_held = max(fps for fps, _ in runs[True])
+    worst_poll = max(poll for _, poll in runs[True])
     thread_free, _ = run(InProcessBackend(), obstructed=False)
     thread_held, _ = run(InProcessBackend(), obstructed=True)
     with capsys.disabled():
