@@ -107,10 +107,20 @@ class LocalServer:
         python: the interpreter (default :func:`pythonForServer`).
         startTimeout: seconds to wait for the server to listen (it imports PyTorch first).
         extraArgs: more ``sam2s.server`` options (e.g. ``["--idle-timeout", "600"]``).
+        niceness: added to the server's scheduling niceness (POSIX ``setpriority``; 0: unchanged), so
+            that a user interface sharing the CPU answers first while the server tracks (``sam2s web``
+            uses 10; the server still gets every cycle the interface leaves).
     """
 
-    def __init__(self, python: str | None = None, startTimeout: float = 180.0, extraArgs: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        python: str | None = None,
+        startTimeout: float = 180.0,
+        extraArgs: Sequence[str] = (),
+        niceness: int = 0,
+    ) -> None:
         self.python = python or pythonForServer()
+        self.niceness = int(niceness)
         self.startTimeout = float(startTimeout)
         self.extraArgs = list(extraArgs)
         self.process: subprocess.Popen | None = None
@@ -147,6 +157,10 @@ class LocalServer:
         command = [self.python, "-m", "sam2s.server", "--host", "127.0.0.1", "--port", "0"]
         command += ["--ready-file", str(ready), "--allow-path", os.path.abspath(os.sep), *self.extraArgs]
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if self.niceness and hasattr(os, "setpriority"):
+            # Before the interpreter starts its threads (they inherit it); failures only lose the priority.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.niceness)
         deadline = time.monotonic() + self.startTimeout
         while time.monotonic() < deadline:
             if ready.is_file() and ready.read_text().strip():

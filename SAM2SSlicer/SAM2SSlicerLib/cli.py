@@ -165,6 +165,17 @@ def cmd_batch(a: argparse.Namespace) -> int:
     )
 
 
+def cmd_web(a: argparse.Namespace) -> int:
+    try:
+        from .web import app as web_app
+    except ImportError as err:
+        raise CliError(f'`sam2s web` needs the web extra: pip install "sam2s[web]" ({err}).') from None
+    try:
+        return web_app.run(a)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -296,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("args", nargs=argparse.REMAINDER, help="the options of python -m sam2s.server")
     serve.set_defaults(func=cmd_serve)
 
+    web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install "sam2s[web]")')
+    _add_web_arguments(web)
+    web.set_defaults(func=cmd_web)
+
     demo = sub.add_parser("demo", help="track the demo clip and write all outputs")
     demo.add_argument("--output-dir", default="demo_output")
     demo.add_argument(
@@ -311,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu")
     demo.set_defaults(func=cmd_demo)
     return p
+
+
+def _add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    """``sam2s web``'s options; without the web extra, its help says how to install it."""
+    try:
+        from .web.app import addWebArguments
+    except ImportError:  # trame is imported lazily by the app, so this is not expected
+        return
+    addWebArguments(parser)
 
 
 def _terminate(signum, frame) -> None:

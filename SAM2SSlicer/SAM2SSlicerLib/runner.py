@@ -9,11 +9,17 @@ server (``TrackingJob.poll``) and a bulk write of the finished frames into MRML
 
 This class has no Qt: the module ticks it from a QTimer (``SAM2SSlicer.getSharedController``),
 and the tests drive it with a plain loop (also under a simulated GIL-holding main thread).
+
+Where Python threads do run (``sam2s web``: trame's asyncio event loop), ``startInBackground``
+runs each job's ``start`` (sending the prompts, computing a preview, uploading frames for a new
+server session: requests that take seconds) in a worker thread, so that the loop keeps answering;
+``tick`` then polls and writes once that thread is done. MRML is still written only by ``tick``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +34,20 @@ Listener = Callable[[TrackingJob, bool], None]
 class JobRunner:
     """One job at a time for a ``SAM2STrackingLogic``; see the module docstring.
 
+    Args:
+        logic: the ``SAM2STrackingLogic`` whose ``applyTrackingResults`` writes the results.
+        startInBackground: run ``job.start()`` in a worker thread (see the module docstring); not
+            in Slicer, where such a thread would barely run.
+
     Attributes:
         job: the running job, or None. listeners: ``listener(job, finished)`` callables.
         startListeners: ``listener(job)`` callables, called when a job starts.
     """
 
-    def __init__(self, logic: Any) -> None:
+    def __init__(self, logic: Any, startInBackground: bool = False) -> None:
         self.logic = logic
+        self.startInBackground = bool(startInBackground)
+        self._starting: threading.Thread | None = None
         self.job: TrackingJob | None = None
         self.listeners: list[Listener] = []
         self.startListeners: list[Callable[[TrackingJob], None]] = []  # e.g. the GUI starts its timer
@@ -64,7 +77,12 @@ class JobRunner:
         if self.isRunning():
             raise TrackingBusyError("Tracking is running; press Cancel or wait for it to finish first.")
         self.job, self._beforeWrite, self._onFinished = job, beforeWrite, onFinished
-        job.start()
+        if self.startInBackground:
+            # job.start() stores its errors in the job (never raises): the thread needs no handler
+            self._starting = threading.Thread(target=job.start, name="sam2s-job-start", daemon=True)
+            self._starting.start()
+        else:
+            job.start()
         for listener in list(self.startListeners):
             _call(listener, job)
 
@@ -102,6 +120,10 @@ class JobRunner:
         job = self.job
         if job is None:
             return False
+        if self._starting is not None:
+            if self._starting.is_alive():
+                return False  # still sending prompts or computing the preview in its thread
+            self._starting = None
         job.poll()
         finished = job.finished.is_set()
         try:

@@ -1381,7 +1381,9 @@ def create_app(
 # ------------------------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (``127.0.0.0/8``, ``::1``, with or without
+    brackets); False for any other name or address (``0.0.0.0`` binds every interface)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -1435,7 +1437,7 @@ def serve(
         env = os.environ.get(ENV_TOKEN, "").strip()
         tokens, explicit = ([env], True) if env else ([], False)
     tokens = list(tokens)
-    loopback = _is_loopback(host)
+    loopback = is_loopback(host)
     if not loopback:
         if not explicit or not tokens:
             raise ValueError(
