@@ -403,48 +403,65 @@ def test_propagating_changed_segments_leaves_the_others_untouched(tmp_path, mode
 # ---------------------------------------------------------------------------------------------
 
 
+def _trackRecordingThreads(tmp_path, model, clip, background: bool):
+    """A click and a forward propagation with ``JobRunner(startInBackground=background)``, ticked 10 ms
+    apart as a GUI timer would (a busy loop would hold the GIL). Returns ``(mask, threads that ran
+    job.start, threads that wrote into MRML)``."""
+    logic = headless.createTrackingLogic()
+    logic.setModel(model)
+    runner = JobRunner(logic, startInBackground=background)
+    store = JsonSettingsStore(tmp_path / f"{background}.json")
+    controller = SAM2SController(logic, store, runner=runner, backendFactory=Backends())
+    editor = _editorNode(logic)
+    controller.importVideo(clip[0])
+    controller.createSegmentation(editor)
+    controller.effectActivated(editor)
+    starts, writes = [], []
+
+    def recording(create):
+        def createJob(*args, **kwargs):
+            job = create(*args, **kwargs)
+            start = job.start
+
+            def recordedStart(*startArgs):
+                starts.append(threading.current_thread())
+                return start(*startArgs)
+
+            job.start = recordedStart
+            return job
+
+        return createJob
+
+    logic.createPreviewJob = recording(logic.createPreviewJob)
+    logic.createTrackingJob = recording(logic.createTrackingJob)
+    apply = logic.applyTrackingResults
+
+    def recordedApply(*args, **kwargs):
+        writes.append(threading.current_thread())
+        return apply(*args, **kwargs)
+
+    logic.applyTrackingResults = recordedApply
+
+    def run():
+        while runner.isRunning():
+            if not runner.tick():
+                threading.Event().wait(0.01)
+
+    assert controller.click((*clip[1][0], 0), False, editor)
+    run()
+    assert controller.propagate("forward", 0, editor) is not None
+    run()
+    return logic.segmentMask(editor.GetSelectedSegmentID()), starts, writes
+
+
 def test_jobs_started_in_a_worker_thread_write_the_same_masks_from_ticks(tmp_path, model, clip):
     """``JobRunner(startInBackground=True)`` (``sam2s web``): each job's ``start`` (prompts, the
     preview's computation) runs in a worker thread, the masks are written into MRML only by
     ``tick`` in the calling thread, and the segmentation ends as with synchronous starts."""
+    main = threading.main_thread()
     results = {}
     for background in (False, True):
-        logic = headless.createTrackingLogic()
-        logic.setModel(model)
-        runner = JobRunner(logic, startInBackground=background)
-        controller = SAM2SController(
-            logic, JsonSettingsStore(tmp_path / f"{background}.json"), runner=runner, backendFactory=Backends()
-        )
-        editor = _editorNode(logic)
-        controller.importVideo(clip[0])
-        controller.createSegmentation(editor)
-        controller.effectActivated(editor)
-        starts, writes = [], []
-        for name in ("createPreviewJob", "createTrackingJob"):
-            create = getattr(logic, name)
-
-            def recorded(*args, _create=create, **kwargs):
-                job = _create(*args, **kwargs)
-                start = job.start
-                job.start = lambda *a: (starts.append(threading.current_thread()), start(*a))[1]
-                return job
-
-            setattr(logic, name, recorded)
-        apply = logic.applyTrackingResults
-        logic.applyTrackingResults = lambda *a, **k: (writes.append(threading.current_thread()), apply(*a, **k))[1]
-
-        def run():  # ticks 10 ms apart, as a GUI timer would (a busy loop would hold the GIL)
-            while controller.runner.isRunning():
-                if not controller.runner.tick():
-                    threading.Event().wait(0.01)
-
-        assert controller.click((*clip[1][0], 0), False, editor)
-        run()
-        assert controller.propagate("forward", 0, editor) is not None
-        run()
-        segmentId = editor.GetSelectedSegmentID()
-        results[background] = logic.segmentMask(segmentId)
-        main = threading.main_thread()
+        results[background], starts, writes = _trackRecordingThreads(tmp_path, model, clip, background)
         assert len(starts) == 2 and all((thread is not main) == background for thread in starts)
         assert writes and all(thread is main for thread in writes)
     assert results[True].any() and np.array_equal(results[True], results[False])

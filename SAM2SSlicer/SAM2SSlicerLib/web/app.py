@@ -319,9 +319,9 @@ class SAM2SWebApp:
     def _observeView(self) -> None:
         interactor = self.sliceView.interactor()
         # Before Slicer's interactor style (window/level drag on a left drag), which the abort flag skips.
+        self._commands = {}
         for event in ("LeftButtonPressEvent", "LeftButtonReleaseEvent", "MouseMoveEvent"):
             tag = interactor.AddObserver(event, self._onMouse, 100.0)
-            self._commands = getattr(self, "_commands", {})
             self._commands[event] = interactor.GetCommand(tag)
         self.sliceNode.AddObserver("ModifiedEvent", self._onSliceNodeModified)
 
@@ -548,6 +548,7 @@ class SAM2SWebApp:
             self.editorNode.SetSelectedSegmentID(selected_segment)
 
     def addSegment(self) -> None:
+        """Add a segment ("Object N", the next free object id) and select it (``controller.newSegment``)."""
         try:
             self.controller.newSegment(self.editorNode)
         except (RuntimeError, ValueError) as error:
@@ -555,12 +556,14 @@ class SAM2SWebApp:
         self._refreshSegments()
 
     def renameSegment(self, segmentId: str, name: str) -> None:
+        """Rename a segment (an empty name is ignored)."""
         segment = self._segment(segmentId)
         if segment is not None and str(name).strip():
             segment.SetName(str(name).strip())
         self._refreshSegments()
 
     def recolorSegment(self, segmentId: str, color: str) -> None:
+        """Set a segment's colour from ``#RRGGBB`` (a bad value becomes a status message)."""
         segment = self._segment(segmentId)
         try:
             if segment is not None:
@@ -570,6 +573,7 @@ class SAM2SWebApp:
         self._refreshSegments()
 
     def deleteSegment(self, segmentId: str) -> None:
+        """Remove a segment and its prompts (refused, with a message, while tracking runs)."""
         if self.controller.isBusy():
             self._onStatus(_("Tracking is running; cancel it before deleting a segment."))
             return
@@ -611,6 +615,7 @@ class SAM2SWebApp:
         self.state.prompt_summary = _("{points} points, {boxes} boxes on this frame").format(points=points, boxes=boxes)
 
     def clearFrame(self) -> None:
+        """Remove the selected segment's prompts on the shown frame (``controller.clearPrompts``)."""
         self.controller.clearPrompts(self.editorNode, int(self.state.frame))
         self._updatePromptSummary()
 
@@ -631,6 +636,7 @@ class SAM2SWebApp:
             self.state.progress_text = f"0 / {job.totalFrames}"
 
     def cancel(self) -> None:
+        """Stop the running job after its current frame; finished frames are kept."""
         self.controller.cancel()
 
     def _ensureTicking(self) -> None:
@@ -892,7 +898,7 @@ class SAM2SWebApp:
         with v3.VCard(flat=True, classes="pa-2", disabled=("!video_loaded || running",)):
             v3.VCardSubtitle(_("Review"))
             v3.VBtn(_("Find frames to review"), click=self.updateReview, size="small", id="sam2s-review")
-            with v3.VList(density="compact", max_height=200, style="overflow-y: auto;"):
+            with v3.VList(density="compact", max_height=200, style="overflow-y: auto;", id="sam2s-review-list"):
                 v3.VListItem(
                     v_for="(r, i) in review",
                     key="i",

@@ -178,19 +178,30 @@ def promptPixel(page, x: float, y: float, shift: bool = False, timeout: float = 
     waitState(page, "/^Frame \\d+ updated/.test(s.get('status'))", timeout)
 
 
-def overlayMask(page, width: int, height: int, settle: float = 0.8) -> np.ndarray:
+def overlayMask(page, width: int, height: int, settle: float = 0.3, timeout: float = 10.0) -> np.ndarray:
     """``(height, width)`` bool: pixels of the shown ``width`` x ``height`` frame that the view draws
     a mask over. The view is captured with the masks hidden and shown (the page's "Show masks"
-    switch, left on), ``settle`` seconds after each switch; both captures are sampled at each video
-    pixel's centre and compared (:data:`OVERLAY_DIFFERENCE`).
+    switch, left on), each time once a new image of the view arrived (at most ``timeout`` s) and
+    ``settle`` s more; both captures are sampled at each video pixel's centre and compared
+    (:data:`OVERLAY_DIFFERENCE`).
 
     Raises:
         ValueError: part of the frame is outside the view (zoomed in or panned).
     """
     shots = []
-    for show in ("false", "true"):
-        page.evaluate(f"window.trame.state.set('show_masks', {show})")
-        waitState(page, f"s.get('show_masks') === {show}")
+    for show in (False, True):
+        page.evaluate(
+            """async ([show, timeoutMs]) => {
+                const img = document.querySelector('#sam2s-view img');
+                const before = img.src;
+                const t0 = performance.now();
+                await window.trame.state.set('show_masks', show);
+                while (img.src === before && performance.now() - t0 < timeoutMs) {
+                    await new Promise((r) => setTimeout(r, 10));
+                }
+            }""",
+            [show, timeout * 1000],
+        )
         time.sleep(settle)
         shots.append(viewImage(page)[0])
     hidden, shown = shots

@@ -21,6 +21,8 @@ needs slicer-core 5.11). Skips only when Chromium or Playwright is missing, sayi
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 import re
 import secrets
@@ -32,10 +34,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip(
     "trame_slicer", reason='the web app needs pip install "sam2s[web]" (make test runs it in .venv-web)'
@@ -401,10 +405,41 @@ def test_upload_box_negative_point_and_clear_frame(browser, clip, tmp_path):
         (frames,) = prompts.values()
         assert frames["0"]["labels"] == [0] and frames["0"]["box"] is not None
 
-        # Clear frame removes the frame's prompts.
+        # Clear frame removes the frame's prompts (the mask stays, as in Slicer).
         page.click("#sam2s-clear-frame")
         waitState(page, "s.get('prompt_summary').startsWith('0 points, 0 boxes')")
         assert page.evaluate("window.trame.trigger('sam2s_prompts')") == {}
+
+        # Label PNGs (a zip) and COCO to download.
+        for button, suffix in (("#sam2s-export-png", "_labels.zip"), ("#sam2s-export-coco", "_coco.json")):
+            page.click(button)
+            waitState(page, f"s.get('downloads').some((d) => d.name.endsWith('{suffix}'))", timeout=120)
+            with page.expect_download() as info:
+                page.locator(".sam2s-download", has_text=suffix).first.click()
+            info.value.save_as(tmp_path / info.value.suggested_filename)
+        with zipfile.ZipFile(tmp_path / f"{clip.videoFile.stem}_labels.zip") as archive:
+            names = sorted(archive.namelist())
+            first = np.array(Image.open(io.BytesIO(archive.read(names[0]))))
+        assert names[0] == "labels/00000.png" and first.shape == (height, width) and (first > 0).sum() > 20
+        coco = json.loads((tmp_path / f"{clip.videoFile.stem}_coco.json").read_text())
+        assert coco["annotations"] and {a["image_id"] for a in coco["annotations"]} == {coco["images"][0]["id"]}
+
+        # The review list: the object disappears after frame 0 (only frame 0 was computed); a click shows it.
+        page.click("#sam2s-review")
+        waitState(page, "s.get('review').length > 0", timeout=120)
+        item = state(page, "review")[0]
+        assert item["reason"] == "disappears" and item["frame"] == 1
+        page.locator("#sam2s-review-list .v-list-item").first.click()
+        waitState(page, "s.get('shown_frame') === 1")
+
+        # Play and pause.
+        page.click("#sam2s-play")
+        waitState(page, "s.get('shown_frame') >= 4", timeout=30)
+        page.click("#sam2s-play")
+        waitState(page, "s.get('playing') === false")
+        paused = state(page, "frame")
+        time.sleep(0.5)
+        assert state(page, "frame") == paused
     finally:
         page.close()
         server.stop()
