@@ -283,6 +283,7 @@ class SAM2SWebApp:
                 "segments": [],
                 "selected_segment": None,
                 "tool": "point",
+                "tool_applied": "point",
                 "direction": "forward",
                 "scope": "selected",
                 "frame_range": [0, 0],
@@ -295,17 +296,23 @@ class SAM2SWebApp:
                 "review": [],
                 "upload": None,
                 "shown_frame": -1,
+                "finished_jobs": 0,
                 "prompt_summary": "",
                 "show_masks": True,
+                "masks_shown": True,
                 "allowed_roots": ", ".join(self.allowedRoots),
             }
         )
         s.change("frame")(self._onFrameChanged)
         s.change("selected_segment")(self._onSegmentSelected)
-        s.change("tool")(lambda tool, **_: self.controller.setTool(tool))
+        s.change("tool")(self._onToolChanged)
         s.change("upload")(self._onUpload)
         s.change("playing")(self._onPlaying)
         s.change("show_masks")(self._onShowMasks)
+
+    def _onToolChanged(self, tool, **_kwargs) -> None:
+        self.controller.setTool(tool)
+        self.state.tool_applied = self.controller.tool  # the server's confirmation (pages and tests wait on it)
 
     def _onStatus(self, text: str) -> None:
         with self.state:
@@ -420,6 +427,7 @@ class SAM2SWebApp:
         display = node.GetDisplayNode() if node is not None else None
         if display is not None:
             display.SetVisibility(bool(show_masks))
+        self.state.masks_shown = bool(show_masks)  # the server's confirmation (pages and tests wait on it)
 
     def stepFrame(self, delta: int) -> None:
         """Show the frame ``delta`` frames later (earlier when negative), clamped to the video."""
@@ -619,17 +627,20 @@ class SAM2SWebApp:
         self.controller.clearPrompts(self.editorNode, int(self.state.frame))
         self._updatePromptSummary()
 
-    def propagate(self) -> None:
-        """Propagate in ``state.direction`` within ``state.frame_range`` from the shown frame."""
-        first, last = (int(v) for v in self.state.frame_range)
+    def propagate(self, direction: str, scope: str, frameRange: Sequence[int], startFrame: int) -> None:
+        """Propagate the segments of ``scope`` (``controller.SCOPES``) in ``direction`` (forward,
+        backward, both) within the inclusive ``frameRange`` ``[first, last]`` from ``startFrame``
+        (frame indices). The page sends the values it shows with the click, so a change made just
+        before the click is never lost. Bad values become a status message."""
         try:
+            first, last = (int(v) for v in frameRange)
             self.controller.setFrameRange(first, last)
-        except ValueError as error:
+            job = self.controller.propagate(
+                str(direction), int(startFrame), self.editorNode, scope=str(scope), origin="panel"
+            )
+        except (TypeError, ValueError) as error:
             self._onStatus(str(error))
             return
-        job = self.controller.propagate(
-            self.state.direction, int(self.state.frame), self.editorNode, scope=self.state.scope, origin="panel"
-        )
         if job is not None:
             self.state.running = True
             self.state.progress = 0
@@ -656,6 +667,7 @@ class SAM2SWebApp:
             s.progress = round(100 * job.doneFrames / max(job.totalFrames, 1))
             s.progress_text = f"{job.doneFrames} / {job.totalFrames}"
         if finished:
+            s.finished_jobs += 1  # pages and tests wait on it (a status text may be an earlier one's)
             s.running = bool(self.controller.isBusy())
             self._refreshSegments()
             self._updatePromptSummary()
@@ -789,7 +801,8 @@ class SAM2SWebApp:
                 density="compact",
                 id="sam2s-path",
             )
-            v3.VBtn(_("Open"), click=lambda: self.openVideo(self.state.video_path), id="sam2s-open", size="small")
+            # The values shown go with the click (a v-model change may still be on its way to the server).
+            v3.VBtn(_("Open"), click=(self.openVideo, "[video_path]"), id="sam2s-open", size="small")
             v3.VFileInput(
                 v_model=("upload",),
                 label=_("or upload a video"),
@@ -873,7 +886,13 @@ class SAM2SWebApp:
                 thumb_label=True,
                 density="compact",
             )
-            v3.VBtn(_("Propagate"), click=self.propagate, disabled=("running",), id="sam2s-propagate", size="small")
+            v3.VBtn(
+                _("Propagate"),
+                click=(self.propagate, "[direction, scope, frame_range, frame]"),
+                disabled=("running",),
+                id="sam2s-propagate",
+                size="small",
+            )
             v3.VBtn(
                 _("Cancel"), click=self.cancel, disabled=("!running",), id="sam2s-cancel", size="small", classes="ml-2"
             )

@@ -36,6 +36,7 @@ __all__ = [
     "promptPixel",
     "state",
     "viewImage",
+    "waitViewQuiet",
     "waitState",
 ]
 
@@ -170,39 +171,47 @@ def clickPixel(page, x: float, y: float, shift: bool = False) -> None:
 
 
 def promptPixel(page, x: float, y: float, shift: bool = False, timeout: float = 120.0) -> None:
-    """:func:`clickPixel`, then wait until the app computed the frame's mask (its status "Frame N
-    updated."). Raises Playwright's ``TimeoutError`` (the status then says why, e.g. no segment)."""
-    page.evaluate("window.trame.state.set('status', '')")  # so that an earlier "updated" is not taken
-    waitState(page, "s.get('status') === ''")
+    """:func:`clickPixel`, then wait until the app finished the job it started (``finished_jobs``
+    grew) and computed the frame's mask (its status "Frame N updated."). Raises Playwright's
+    ``TimeoutError`` (the status then says why, e.g. no segment selected)."""
+    before = state(page, "finished_jobs")
     clickPixel(page, x, y, shift)
-    waitState(page, "/^Frame \\d+ updated/.test(s.get('status'))", timeout)
+    waitState(page, f"s.get('finished_jobs') > {before} && /^Frame \\d+ updated/.test(s.get('status'))", timeout)
 
 
-def overlayMask(page, width: int, height: int, settle: float = 0.3, timeout: float = 10.0) -> np.ndarray:
+def waitViewQuiet(page, quiet: float = 0.5, timeout: float = 10.0) -> None:
+    """Wait until the view got no new image for ``quiet`` seconds (at most ``timeout`` s): every
+    change the server made before is then on the page."""
+    page.evaluate(
+        """async ([quietMs, timeoutMs]) => {
+            const img = document.querySelector('#sam2s-view img');
+            const t0 = performance.now();
+            let src = img.src;
+            let since = performance.now();
+            while (performance.now() - since < quietMs && performance.now() - t0 < timeoutMs) {
+                await new Promise((r) => setTimeout(r, 20));
+                if (img.src !== src) { src = img.src; since = performance.now(); }
+            }
+        }""",
+        [quiet * 1000, timeout * 1000],
+    )
+
+
+def overlayMask(page, width: int, height: int, settle: float = 0.5, timeout: float = 10.0) -> np.ndarray:
     """``(height, width)`` bool: pixels of the shown ``width`` x ``height`` frame that the view draws
     a mask over. The view is captured with the masks hidden and shown (the page's "Show masks"
-    switch, left on), each time once a new image of the view arrived (at most ``timeout`` s) and
-    ``settle`` s more; both captures are sampled at each video pixel's centre and compared
-    (:data:`OVERLAY_DIFFERENCE`).
+    switch, left on), each time after the server confirmed the switch (``masks_shown``) and the view
+    then got no new image for ``settle`` s (:func:`waitViewQuiet`); both captures are sampled at each
+    video pixel's centre and compared (:data:`OVERLAY_DIFFERENCE`).
 
     Raises:
         ValueError: part of the frame is outside the view (zoomed in or panned).
     """
     shots = []
     for show in (False, True):
-        page.evaluate(
-            """async ([show, timeoutMs]) => {
-                const img = document.querySelector('#sam2s-view img');
-                const before = img.src;
-                const t0 = performance.now();
-                await window.trame.state.set('show_masks', show);
-                while (img.src === before && performance.now() - t0 < timeoutMs) {
-                    await new Promise((r) => setTimeout(r, 10));
-                }
-            }""",
-            [show, timeout * 1000],
-        )
-        time.sleep(settle)
+        page.evaluate(f"window.trame.state.set('show_masks', {str(show).lower()})")
+        waitState(page, f"s.get('masks_shown') === {str(show).lower()}", timeout)
+        waitViewQuiet(page, settle, timeout)
         shots.append(viewImage(page)[0])
     hidden, shown = shots
     (ax, ay), (bx, by) = (

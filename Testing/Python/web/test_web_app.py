@@ -375,20 +375,21 @@ def test_upload_box_negative_point_and_clear_frame(browser, clip, tmp_path):
 
         # The box tool: a drag around object 2.
         page.click("#sam2s-tool-box")
-        waitState(page, "s.get('tool') === 'box'")
+        waitState(page, "s.get('tool_applied') === 'box'")
         x0, y0, x1, y1 = clip.box2
         corners = [
             page.evaluate(f"window.trame.trigger('sam2s_view_of_pixel', [{x}, {y}])") for x, y in ((x0, y0), (x1, y1))
         ]
         box = page.locator("#sam2s-view img").first.bounding_box()
         (ax, ay), (bx, by) = ((box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in corners)
-        page.evaluate("window.trame.state.set('status', '')")
+        finished = state(page, "finished_jobs")
         page.mouse.move(ax, ay)
         page.mouse.down()
         page.mouse.move((ax + bx) / 2, (ay + by) / 2, steps=4)
         page.mouse.move(bx, by, steps=4)
         page.mouse.up()
-        waitState(page, "s.get('status').startsWith('Frame 0 updated')", timeout=120)
+        waitState(page, f"s.get('finished_jobs') > {finished}", timeout=120)
+        assert state(page, "status").startswith("Frame 0 updated")
         waitState(page, "s.get('prompt_summary').startsWith('0 points, 1 boxes')")
         drawn = overlayMask(page, width, height)
         inside = drawn[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1].sum()
@@ -398,7 +399,7 @@ def test_upload_box_negative_point_and_clear_frame(browser, clip, tmp_path):
 
         # Shift+click with the point tool: a negative point of the same segment.
         page.click("#sam2s-tool-point")
-        waitState(page, "s.get('tool') === 'point'")
+        waitState(page, "s.get('tool_applied') === 'point'")
         promptPixel(page, *clip.click1, shift=True)
         waitState(page, "s.get('prompt_summary').startsWith('1 points, 1 boxes')")
         prompts = page.evaluate("window.trame.trigger('sam2s_prompts')")
