@@ -135,6 +135,7 @@ def clean(ray_cluster, data):
     return {"code": code, "report": report, "rows": rows, "seconds": time.monotonic() - t0}
 
 
+@pytest.mark.slow  # a Ray cluster and real tracking: make test, not make test-fast
 def test_clean_run_writes_every_output(clean, data):
     assert clean["code"] == 0, clean["report"]
     report = clean["report"]
@@ -161,6 +162,7 @@ def test_clean_run_writes_every_output(clean, data):
     assert not staging_left(data / "clean")
 
 
+@pytest.mark.slow  # a Ray cluster and real tracking: make test, not make test-fast
 def test_killed_worker_is_retried_and_gives_the_same_outputs(clean, data):
     """SIGKILL from outside to the worker process tracking a video (found by the pid in its staging
     folder's name, and checked to be a Ray worker): Ray retries it, the outputs equal the clean run's."""
@@ -212,6 +214,7 @@ def test_killed_worker_is_retried_and_gives_the_same_outputs(clean, data):
         check_result(data / "killed" / name)
 
 
+@pytest.mark.slow  # a Ray cluster and real tracking: make test, not make test-fast
 def test_interrupted_run_resumes_and_skips_finished_videos(clean, data, ray_cluster, capsys):
     """Ctrl+C (SIGINT) of a `sam2s batch` process (connected with --address) once a video finished;
     the rerun skips the finished videos (files and mtimes untouched) and does the others."""
@@ -259,6 +262,7 @@ def test_interrupted_run_resumes_and_skips_finished_videos(clean, data, ray_clus
     assert not staging_left(data / "resume")
 
 
+@pytest.mark.slow  # a Ray cluster and real tracking: make test, not make test-fast
 def test_bad_prompts_fail_alone(clean, data, capsys):
     clips = json.loads((data / "clips.json").read_text())
     small = data / "bad" / "small.png"

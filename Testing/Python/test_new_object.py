@@ -43,6 +43,8 @@ from conftest import random_model  # noqa: E402
 from SAM2SSlicerLib import headless  # noqa: E402
 from SAM2SSlicerLib.backends import InProcessBackend  # noqa: E402
 
+pytestmark = pytest.mark.slow  # one engine story of several tracks (~20 s): make test, not make test-fast
+
 FRAMES, HEIGHT, WIDTH = 14, 96, 128
 IMAGE_SIZE = 128
 ALL = list(range(FRAMES))

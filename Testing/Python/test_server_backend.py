@@ -80,6 +80,7 @@ def _session_flow(logic, ids):
     return _masks(logic, ids)
 
 
+@pytest.mark.slow  # make test, not make test-fast
 def test_server_tracking_equals_in_process(shared_data, checkpoint, server):
     local = _logic(InProcessBackend(), checkpoint)
     remote = _logic(ServerBackend(localServer=server), checkpoint)
