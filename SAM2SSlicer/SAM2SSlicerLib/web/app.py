@@ -277,7 +277,6 @@ class SAM2SWebApp:
                 "video_loaded": False,
                 "frame": 0,
                 "frame_count": 1,
-                "fps": 0.0,
                 "time_label": "",
                 "playing": False,
                 "segments": [],
@@ -287,7 +286,6 @@ class SAM2SWebApp:
                 "direction": "forward",
                 "scope": "selected",
                 "frame_range": [0, 0],
-                "busy": False,
                 "running": False,
                 "progress": 0,
                 "progress_text": "",
@@ -490,13 +488,11 @@ class SAM2SWebApp:
         self.sliceView.set_background_volume_id(node.GetID())
         self.controller.createSegmentation(self.editorNode)
         frames = self.controller.frameCount()
-        from ..videoimport import frameRate
 
         with self.state:
             self.state.video_loaded = True
             self.state.video_name = name
             self.state.frame_count = frames
-            self.state.fps = float(frameRate(node) or 0.0)
             self.state.frame_range = [0, max(frames - 1, 0)]
             self.state.downloads = []
             self.state.review = []
@@ -671,7 +667,6 @@ class SAM2SWebApp:
             s.running = bool(self.controller.isBusy())
             self._refreshSegments()
             self._updatePromptSummary()
-        s.busy = bool(self.controller.isBusy())
 
     # ------------------------------------------------------------------------------------ exports
     def export(self, kind: str) -> str | None:
