@@ -235,6 +235,12 @@ def test_interrupted_run_resumes_and_skips_finished_videos(clean, data, ray_clus
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
+    # The driver's exit ended its running tasks: once the cluster's CPUs are free again, the long
+    # video (1.6 s of tracking) has no result, where a task left running would have written it.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 2
     report = json.loads((data / batch.REPORT_NAME).read_text())
     assert report["manifest"] == str(manifest)
     reported = {r["output_dir"] for r in report["rows"] if r["status"] == "done"}
