@@ -655,7 +655,7 @@ class _State:
         if not value or "\x00" in value or not os.path.isabs(value):
             raise ApiError(422, "invalid_request", f"{field} must be an absolute path on the server, got {value!r}")
         real = os.path.realpath(value)
-        if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots):
+        if not is_under(real, self.roots):
             raise ApiError(
                 403,
                 "path_not_allowed",
@@ -1379,6 +1379,14 @@ def create_app(
 # ------------------------------------------------------------------------------------------------
 # Running it
 # ------------------------------------------------------------------------------------------------
+
+
+def is_under(path: str | os.PathLike, roots: Sequence[str]) -> bool:
+    """True when ``path``, with its symbolic links and ``..`` resolved (``os.path.realpath``), is one
+    of ``roots`` or lies inside one. ``roots`` must be real paths already (``os.path.realpath``);
+    ``/data`` does not contain ``/data2``. Used for the server's and the web app's ``--allow-path``."""
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def is_loopback(host: str) -> bool:

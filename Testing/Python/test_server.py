@@ -41,6 +41,7 @@ from sam2s.client import (  # noqa: E402
 )
 from sam2s.flow import FlowTracker  # noqa: E402
 from sam2s.protocol import ProtocolError, decode, encode  # noqa: E402
+from sam2s.server import is_under  # noqa: E402
 
 SOURCE = ROOT / "SAM2SSlicer"
 TOKEN_A = "token-a-" + "a" * 40
@@ -553,6 +554,20 @@ def test_paths_outside_the_allowed_roots_are_refused(a, limited, folders):
         Client(limited.url, TOKEN_ENV).create_session({"path": str(allowed / "link.mp4")}, flow)
     assert error.value.status == 403 and "--allow-path" in error.value.detail
     a.request("DELETE", f"/uploads/{upload}")
+
+
+def test_is_under_resolves_links_and_dot_dot_and_keeps_sibling_folders_out(tmp_path):
+    """The root check shared by the server's and the web app's --allow-path."""
+    (tmp_path / "data" / "clips").mkdir(parents=True)
+    (tmp_path / "data2").mkdir()
+    (tmp_path / "data" / "out").symlink_to(tmp_path / "data2")
+    roots = [os.path.realpath(tmp_path / "data")]
+    assert is_under(tmp_path / "data", roots) and is_under(tmp_path / "data" / "clips" / "v.mp4", roots)
+    assert is_under(f"{tmp_path}/data2/../data/clips", roots)
+    assert not is_under(tmp_path / "data2" / "v.mp4", roots)  # a sibling sharing the prefix "data"
+    assert not is_under(tmp_path / "data" / "out" / "v.mp4", roots)  # a link pointing out
+    assert not is_under(f"{tmp_path}/data/../data2", roots)
+    assert not is_under(tmp_path / "data", [])
 
 
 def test_oversized_bodies_get_413(limited):

@@ -162,11 +162,6 @@ def checkAccess(host: str, token: str | None) -> str | None:
     return token
 
 
-def _isUnder(path: str, roots: Sequence[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
-
-
 def _timeLabel(seconds: float) -> str:
     minutes, rest = divmod(max(seconds, 0.0), 60.0)
     return f"{int(minutes):02d}:{rest:06.3f}"
@@ -451,11 +446,13 @@ class SAM2SWebApp:
     def openVideo(self, path: str) -> bool:
         """Open a video file or image folder on this computer, under an allowed root. Returns False
         with a status message when refused or unreadable (nothing changes then)."""
+        from sam2s.server import is_under
+
         path = os.path.expanduser(str(path).strip())
         if not path:
             self._onStatus(_("Type the path of a video file or image folder."))
             return False
-        if not _isUnder(path, self.allowedRoots):
+        if not is_under(path, self.allowedRoots):
             self._onStatus(
                 _("{path} is not under the folders this app may open ({roots}); restart with --allow-path.").format(
                     path=path, roots=", ".join(self.allowedRoots)
@@ -1011,6 +1008,7 @@ def _backendFactory(niceness: int):
 def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     """Build the app for the parsed ``sam2s web`` options (checks them first: ValueError or
     ``track.CliError`` name the bad option)."""
+    from sam2s.server import is_under
     from trame.app import get_server
     from trame_slicer import module as trameSlicerModule
     from trame_slicer.core import SlicerApp
@@ -1024,7 +1022,7 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     for root in roots:
         if not os.path.isdir(root):
             raise ValueError(f"--allow-path {root}: no such folder.")
-    if args.video and not _isUnder(args.video, roots):
+    if args.video and not is_under(args.video, roots):
         roots.append(os.path.realpath(os.path.dirname(os.path.abspath(args.video))))
     settings = _modelSettings(args)
     settings.validate()
