@@ -21,9 +21,11 @@ from reference import SHARED_DATA, build_reference, build_reference_uninitialise
 from sam2s.config import get_config  # noqa: E402
 from sam2s.modeling.sam2 import SAM2Model  # noqa: E402
 
-# 1024 px costs ~4x per frame on CPU: 3 frames (a click on frame 1, tracked forward and back) keep
-# make test under 10 minutes (the 512 px clip of 10 frames fills the memory bank of 7 and rolls it twice).
+# 1024 px costs ~4x per frame on CPU: 3 frames (a click on frame 1, frame 2 tracked) and the forward
+# pass alone keep make test under 10 minutes. The 512 px clip of 10 frames fills the memory bank of 7
+# and rolls it twice, forward and backward: the reverse pass does not depend on the image size.
 FRAMES_AT = {512: 10, 1024: 3}
+BACKWARD_AT = {512: True, 1024: False}
 
 
 @pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning")  # meta: names, shapes only
@@ -79,7 +81,7 @@ def _agree(ref: np.ndarray, ours: np.ndarray, where: str) -> None:
 @pytest.mark.parametrize("image_size", [512, 1024])
 def test_video_parity_with_reference(clip, image_size):
     """Two objects (a point, a box) on frame 0, a negative click in the middle of the clip, forward
-    then backward: logits within 1e-3 and mask IoU >= 0.999 on every frame and object."""
+    then (at 512 px) backward: logits within 1e-3 and mask IoU >= 0.999 on every frame and object."""
     n_frames = FRAMES_AT[image_size]
     clip = clip[n_frames]
     torch.set_num_threads(2)
@@ -110,12 +112,15 @@ def test_video_parity_with_reference(clip, image_size):
     _agree(r[0, 0].numpy(), o, f"frame {middle}, object 1 (correction)")
 
     forward = {t: m[:, 0].numpy() for t, _, m in ref.propagate_in_video(state)}
-    backward = {t: m[:, 0].numpy() for t, _, m in ref.propagate_in_video(state, n_frames - 1, reverse=True)}
     ours_fwd = list(tracker.propagate())
-    ours_bwd = list(tracker.propagate(start=n_frames - 1, reverse=True))
     assert [t for t, *_ in ours_fwd] == list(range(n_frames))
-    assert [t for t, *_ in ours_bwd] == list(range(n_frames - 1, -1, -1))
-    for name, ref_out, ours_out in (("forward", forward, ours_fwd), ("backward", backward, ours_bwd)):
+    passes = [("forward", forward, ours_fwd)]
+    if BACKWARD_AT[image_size]:
+        backward = {t: m[:, 0].numpy() for t, _, m in ref.propagate_in_video(state, n_frames - 1, reverse=True)}
+        ours_bwd = list(tracker.propagate(start=n_frames - 1, reverse=True))
+        assert [t for t, *_ in ours_bwd] == list(range(n_frames - 1, -1, -1))
+        passes.append(("backward", backward, ours_bwd))
+    for name, ref_out, ours_out in passes:
         for t, ids, logits in ours_out:
             assert ids == [1, 2] and logits.shape == (2, h, w) and logits.dtype == np.float32
             _agree(ref_out[t], logits, f"{name} frame {t}")
