@@ -63,6 +63,7 @@ def _comparable(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "info"}  # info.date_created differs
 
 
+@pytest.mark.slow  # the whole real clip (~4 s): make test, not make test-fast
 @pytest.mark.skipif(not (REAL / "frames").is_dir(), reason="the real clip (../shared/data/endoscapes_v4) is absent")
 def test_real_clip_coco_equals_label_pngs(tmp_path):
     """The real clip, streamed (the two paths' equality is checked on the overlapping clip below)."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 
@@ -28,6 +29,7 @@ def test_import_linter_contracts_hold():
     assert analyzed >= 40, r.stdout  # both packages were found, not an empty graph
 
 
+@pytest.mark.slow  # imports every benchmark in a fresh interpreter (~7 s): make test, not make test-fast
 def test_benchmarks_run_without_pytest():
     """Benchmarks are not tests: they import no pytest (nor the suite's conftest)."""
     for bench in sorted((ROOT / "benchmarks").glob("bench_*.py")):

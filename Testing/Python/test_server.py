@@ -364,6 +364,7 @@ def _assert_same(remote, local, exact_masks: bool = False):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=f"frame {t}")
 
 
+@pytest.mark.slow  # SAM 2 on the real clip through the server (~11 s): make test, not make test-fast
 def test_server_tracks_exactly_as_the_in_process_video_tracker(a, weights, one_thread, shared_data_or_none):
     """Acceptance: SAM 2 on the real clip (first 12 frames via frame_indices, random weights at 64 px
     saved as a checkpoint), a point and a box on frame 0, forward, a correction on frame 6, forward
@@ -948,6 +949,7 @@ def test_cancel_keeps_the_finished_frames(a, weights, one_thread):
     session.close()
 
 
+@pytest.mark.slow  # waits for sessions to expire (~8 s): make test, not make test-fast
 def test_idle_sessions_expire(tmp_path):
     srv = start_server(tmp_path, "--idle-timeout", "1.5", env_token=TOKEN_ENV, name="idle")
     try:

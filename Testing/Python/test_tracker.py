@@ -102,6 +102,7 @@ def test_every_public_name_resolves():
         sam2s.no_such_name  # noqa: B018
 
 
+@pytest.mark.slow  # 20 real frames tracked three times (~4 s): make test, not make test-fast
 def test_same_result_from_array_folder_and_mp4(model, shared_data):
     """Acceptance 4: the shared clip as an array, its JPEG folder and its H.264 video."""
     prompts = json.loads((shared_data / "prompts.json").read_text())["objects"]
