@@ -175,6 +175,17 @@ def _headlessExport(video: Path, prompts: dict, segments: list[dict], steps: lis
 
 
 # --------------------------------------------------------------------------------------------- tests
+def _brightFirstSegment(page) -> None:
+    """Give the first segment a fixed, bright colour. slicer-core's scene has no GenericAnatomyColors
+    table, so Slicer gives a new segment a random colour, and a dull one (a grey green, say) over this
+    tissue differs from the video by less than ``OVERLAY_DIFFERENCE`` in places (IoU 0.5 seen in CI)."""
+    waitState(page, "s.get('segments').length === 1")
+    page.locator("#sam2s-segments .sam2s-segment-color").nth(0).evaluate(
+        "(e) => { e.value = '#ffd000'; e.dispatchEvent(new Event('change')); }"
+    )
+    waitState(page, "s.get('segments')[0].color === '#ffd000'")
+
+
 def test_click_propagate_cancel_and_export_in_the_browser(browser, clip, tmp_path):
     video, firstMask, click1, click2 = clip.video, clip.firstMask, clip.click1, clip.click2
     previousFolders = set(Path(tempfile.gettempdir()).glob("sam2s-web-*"))
@@ -193,6 +204,7 @@ def test_click_propagate_cancel_and_export_in_the_browser(browser, clip, tmp_pat
         waitState(page, "s.get('video_loaded') === true", timeout=120)
         frameCount = state(page, "frame_count")
         height, width = firstMask.shape
+        _brightFirstSegment(page)
         time.sleep(1.0)
         assert overlayMask(page, width, height).mean() < 0.01, "no overlay before any prompt"
 
@@ -372,6 +384,7 @@ def test_upload_box_negative_point_and_clear_frame(browser, clip, tmp_path):
         waitState(page, "s.get('video_loaded') === true", timeout=120)
         assert state(page, "video_name") == clip.videoFile.name
         height, width = clip.firstMask.shape
+        _brightFirstSegment(page)
 
         # The box tool: a drag around object 2.
         page.click("#sam2s-tool-box")
