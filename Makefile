@@ -9,7 +9,7 @@ PY_WEB := $(VENV_WEB)/bin/python
 DEMO_DATA ?= ../shared/data/endoscapes_v4
 WEB_TESTS := Testing/Python/web
 
-.PHONY: test test-fast test-web demo web lint env env-web clean
+.PHONY: test test-fast test-web fuzz demo web lint env env-web clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ test: $(VENV)/.installed $(VENV_WEB)/.installed
 test-fast: $(VENV)/.installed
 	@start=$$(date +%s); $(PY) -m pytest -q -m "not slow" --ignore=$(WEB_TESTS); status=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start )) s wall time"; exit $$status
+
+# make fuzz: every fuzz property (Testing/Python/fuzzing.py) with 10,000 random examples each; prints the
+# counts per property and fails when one ran fewer (README "Fuzzing").
+fuzz: $(VENV)/.installed
+	@start=$$(date +%s); $(PY) -m pytest -q -m fuzz -p no:cacheprovider --hypothesis-profile=fuzz --ignore=$(WEB_TESTS); \
+	status=$$?; echo "make fuzz: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
 test-web: $(VENV_WEB)/.installed
 	$(PY_WEB) -m pytest -q -rs -s $(WEB_TESTS)

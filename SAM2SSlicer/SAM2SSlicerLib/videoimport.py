@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 import slicer
 import vtk
+from sam2s.resources import available_memory_bytes as availableMemoryBytes
 from vtk.util import numpy_support
 
 VIDEO_ATTRIBUTE = "SAM2S.Video"
@@ -130,90 +130,6 @@ class NotEnoughMemoryError(MemoryError):
         self.availableBytes = availableBytes
         self.usableBytes = usableBytes
         self.suggestions = suggestions
-
-
-def _physicalAvailableBytes() -> int | None:
-    """Physical memory available to new allocations without swapping, in bytes, or None when unknown.
-
-    ``psutil.virtual_memory().available`` when psutil is installed; else ``MemAvailable`` of
-    ``/proc/meminfo`` (Linux, kB); else ``os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")``;
-    else (Windows) ``GlobalMemoryStatusEx``'s ``ullAvailPhys``.
-    """
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform: try the next source
-        pass
-    available = _procBytes("/proc/meminfo", "MemAvailable:")
-    if available is not None:
-        return available
-    try:
-        pages, pageSize = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        if pages > 0 and pageSize > 0:
-            return int(pages) * int(pageSize)
-    except (AttributeError, ValueError, OSError):
-        pass
-    if sys.platform == "win32":  # GlobalMemoryStatusEx (Win32 API, sysinfoapi.h): ullAvailPhys
-        try:
-            import ctypes
-
-            class _MemoryStatus(ctypes.Structure):
-                _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong)] + [
-                    (name, ctypes.c_ulonglong)
-                    for name in ("total", "avail", "totalPage", "availPage", "totalVirtual", "availVirtual", "ext")
-                ]
-
-            status = _MemoryStatus()
-            status.dwLength = ctypes.sizeof(_MemoryStatus)
-            if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
-                return int(status.avail)
-        except Exception:  # noqa: BLE001 - unknown then
-            pass
-    return None
-
-
-def _procBytes(path: str, key: str) -> int | None:
-    """A ``key: <n> kB`` line of a Linux ``/proc`` file in bytes, or None (no such file or line)."""
-    try:
-        with open(path, encoding="ascii", errors="replace") as file:
-            for line in file:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _virtualSizeBytes() -> int | None:
-    """The process's current virtual size (``VmSize`` of ``/proc/self/status``) in bytes, or None."""
-    return _procBytes("/proc/self/status", "VmSize:")
-
-
-def _addressSpaceRoomBytes() -> int | None:
-    """Address space left under the soft ``RLIMIT_AS`` (limit minus the current virtual size), or
-    None when no limit is set (or on Windows). Without ``/proc/self/status`` the whole limit counts."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (AttributeError, ValueError, OSError):
-        return None
-    if soft == resource.RLIM_INFINITY or soft < 0:
-        return None
-    return max(0, int(soft) - (_virtualSizeBytes() or 0))
-
-
-def availableMemoryBytes() -> int | None:
-    """Bytes this process can still allocate: the minimum of the physical memory available
-    (psutil, ``/proc/meminfo`` ``MemAvailable`` or ``SC_AVPHYS_PAGES``) and, when a soft
-    ``RLIMIT_AS`` is set, the address space left under it (``VmSize`` of ``/proc/self/status``
-    subtracted). None when neither can be determined. No safety margin is subtracted here.
-    """
-    values = [v for v in (_physicalAvailableBytes(), _addressSpaceRoomBytes()) if v is not None]
-    return min(values) if values else None
 
 
 def _usableBytes(available: int) -> int:

@@ -28,7 +28,7 @@ import stat
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -287,6 +287,15 @@ def sort_frame_names(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: ([int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", n)], n))
 
 
+def frame_image_names(names: Iterable[str]) -> list[str]:
+    """The frame images among the file names of a folder, in frame order: names with an image
+    extension (``IMAGE_EXTENSIONS``, any case) that are not hidden (no leading dot), sorted by
+    ``sort_frame_names``. ``ImageFolderFrames`` reads exactly these files (and the path-access
+    rule of ``sam2s.access`` checks exactly these)."""
+    picked = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and not n.startswith(".")]
+    return sort_frame_names(picked)
+
+
 class ImageFolderFrames(FrameSource):
     """Frames stored as image files (jpg/jpeg/png/bmp/tif/tiff) in one folder, read with PIL per ``get``.
 
@@ -315,13 +324,13 @@ class ImageFolderFrames(FrameSource):
             ) from error
         except OSError as error:
             raise FrameSourceError(f"image folder {folder} cannot be listed ({error}); check the path") from error
-        names = [p.name for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != "."]
+        names = frame_image_names(p.name for p in entries)
         if not names:
             raise FrameSourceError(
                 f"no images found in {folder}; it must hold the frames as "
                 f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files, e.g. 00000.jpg, 00001.jpg ..."
             )
-        self._paths = [folder / n for n in sort_frame_names(names)]
+        self._paths = [folder / n for n in names]
         self._name = str(folder)
         sizes: dict[tuple[int, int], Path] = {}
         for path in self._paths:

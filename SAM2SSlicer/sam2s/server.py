@@ -96,8 +96,9 @@ except ImportError as _error:  # pragma: no cover - depends on the installation
     ) from _error
 
 from . import __version__, protocol
+from .access import PathNotAllowedError, check_readable, real_roots
 from .checkpoints import CheckpointError, get_info, resolve_checkpoint
-from .frames import IMAGE_EXTENSIONS, FrameSource, FrameSourceError, open_frames
+from .frames import FrameSource, FrameSourceError, open_frames
 from .session import PromptError, Tracker, TrackerBusyError
 
 __all__ = [
@@ -564,7 +565,7 @@ class _State:
         model_cache_size: int,
     ) -> None:
         self.tokens = [t.encode("utf-8") for t in tokens]
-        self.roots = [os.path.realpath(os.fspath(p)) for p in allow_paths]
+        self.roots = real_roots(allow_paths)
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_sessions = int(max_sessions_per_token)
         self.idle_timeout_s = float(idle_timeout_s)
@@ -644,7 +645,8 @@ class _State:
 
     # ---------------------------------------------------------------- paths
     def allowed_path(self, value: str, field: str) -> str:
-        """The real path of a server-side path under an allowed root; 403 otherwise."""
+        """The real path of a server-side path under an allowed root (for an image folder, every
+        frame image too: ``sam2s.access.check_readable``); 403 otherwise."""
         if not self.roots:
             raise ApiError(
                 403,
@@ -654,23 +656,10 @@ class _State:
             )
         if not value or "\x00" in value or not os.path.isabs(value):
             raise ApiError(422, "invalid_request", f"{field} must be an absolute path on the server, got {value!r}")
-        real = os.path.realpath(value)
-        if not is_under(real, self.roots):
-            raise ApiError(
-                403,
-                "path_not_allowed",
-                f"{field} {value!r} is outside the folders this server may read (symbolic links and '..' are "
-                f"resolved); allowed: {', '.join(self.roots)}. Move the file there or restart the server with "
-                "--allow-path for its folder",
-            )
-        return real
-
-    def check_folder_images(self, folder: str, field: str) -> None:
-        """403 when an image file of ``folder`` is a symbolic link to a file outside the roots."""
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_symlink():
-                    self.allowed_path(os.path.join(folder, entry.name), f"{field} (image {entry.name})")
+        try:
+            return check_readable(value, self.roots, field)
+        except PathNotAllowedError as error:
+            raise ApiError(403, "path_not_allowed", str(error)) from None
 
     # ---------------------------------------------------------------- models
     def model_key(self, spec: ModelSpec) -> tuple:
@@ -1153,8 +1142,6 @@ def create_app(
     def _session_frames(spec: FramesSpec, who: str) -> tuple[Any, Any, _Upload | None]:
         if spec.path is not None:
             real = state.allowed_path(spec.path, "frames.path")
-            if os.path.isdir(real):
-                state.check_folder_images(real, "frames.path")
             with _engine_errors():
                 source = open_frames(real)
                 if spec.frame_indices is not None or spec.size is not None:
@@ -1379,14 +1366,6 @@ def create_app(
 # ------------------------------------------------------------------------------------------------
 # Running it
 # ------------------------------------------------------------------------------------------------
-
-
-def is_under(path: str | os.PathLike, roots: Sequence[str]) -> bool:
-    """True when ``path``, with its symbolic links and ``..`` resolved (``os.path.realpath``), is one
-    of ``roots`` or lies inside one. ``roots`` must be real paths already (``os.path.realpath``);
-    ``/data`` does not contain ``/data2``. Used for the server's and the web app's ``--allow-path``."""
-    real = os.path.realpath(path)
-    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def is_loopback(host: str) -> bool:

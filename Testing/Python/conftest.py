@@ -18,3 +18,35 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "frames").is_dir():
         pytest.skip("../shared/data/endoscapes_v4 is not available")
     return SHARED_DATA
+
+
+# ------------------------------------------------------------------------------------------ fuzzing
+from fuzzing import EXAMPLES, FUZZ_EXAMPLES, register_profiles  # noqa: E402
+
+register_profiles()  # before the hypothesis plugin applies --hypothesis-profile
+
+
+def _short_properties(config) -> list[str]:
+    """Under ``--hypothesis-profile=fuzz``: the properties that ran fewer than ``FUZZ_EXAMPLES``."""
+    profile = config.getoption("hypothesis_profile", None) or "default"
+    return [k for k, n in sorted(EXAMPLES.items()) if n < FUZZ_EXAMPLES] if profile == "fuzz" else []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """``make fuzz`` fails when a property ran fewer than ``FUZZ_EXAMPLES`` examples."""
+    if _short_properties(session.config) and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The examples each fuzz property ran (``fuzzing.counted``)."""
+    if not EXAMPLES:
+        return
+    profile = config.getoption("hypothesis_profile", None) or "default"
+    terminalreporter.section(f"fuzz examples (hypothesis profile {profile})")
+    for key, count in sorted(EXAMPLES.items()):
+        terminalreporter.write_line(f"{count:>8,}  {key}")
+    terminalreporter.write_line(f"{sum(EXAMPLES.values()):>8,}  in all, {len(EXAMPLES)} properties")
+    short = _short_properties(config)
+    if short:
+        terminalreporter.write_line(f"FAILED: fewer than {FUZZ_EXAMPLES:,} examples: {', '.join(short)}", red=True)

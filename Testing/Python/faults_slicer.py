@@ -225,9 +225,10 @@ import json, resource, sys
 sys.path.insert(0, {module!r})
 from SAM2SSlicerLib import headless, videoimport
 import sam2s.frames  # imports torch before the limit is set
+from sam2s import resources
 logic = headless.createTrackingLogic()
 room = 768 * 2**20
-limit = videoimport._virtualSizeBytes() + room
+limit = resources.virtual_size_bytes() + room
 resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
 result = {{"available": videoimport.availableMemoryBytes(), "room": room}}
 try:

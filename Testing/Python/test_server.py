@@ -29,6 +29,7 @@ pytest.importorskip("uvicorn")
 import sam2s.client as client_module  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from sam2s import protocol  # noqa: E402
+from sam2s.access import is_under  # noqa: E402
 from sam2s.client import (  # noqa: E402
     AuthError,
     Client,
@@ -41,7 +42,6 @@ from sam2s.client import (  # noqa: E402
 )
 from sam2s.flow import FlowTracker  # noqa: E402
 from sam2s.protocol import ProtocolError, decode, encode  # noqa: E402
-from sam2s.server import is_under  # noqa: E402
 
 SOURCE = ROOT / "SAM2SSlicer"
 TOKEN_A = "token-a-" + "a" * 40

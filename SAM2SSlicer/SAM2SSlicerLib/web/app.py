@@ -446,7 +446,7 @@ class SAM2SWebApp:
     def openVideo(self, path: str) -> bool:
         """Open a video file or image folder on this computer, under an allowed root. Returns False
         with a status message when refused or unreadable (nothing changes then)."""
-        from sam2s.server import is_under
+        from sam2s.access import is_under
 
         path = os.path.expanduser(str(path).strip())
         if not path:
@@ -1008,7 +1008,7 @@ def _backendFactory(niceness: int):
 def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     """Build the app for the parsed ``sam2s web`` options (checks them first: ValueError or
     ``track.CliError`` name the bad option)."""
-    from sam2s.server import is_under
+    from sam2s.access import is_under
     from trame.app import get_server
     from trame_slicer import module as trameSlicerModule
     from trame_slicer.core import SlicerApp
