@@ -361,18 +361,16 @@ def _sourceFileSpec(videoNode, frames: np.ndarray) -> dict | None:
 
 
 def _sharedMemorySpec(frames: np.ndarray) -> tuple[dict, Callable[[], None]]:
-    """A shared-memory copy of ``frames`` for the local server: ``({"shm": name, "shape": ...},
+    """A shared-memory copy of ``frames`` for the local server (``sam2s.client.create_shared_frames``:
+    a block with a secret name, the only kind the server attaches): ``({"shm": name, "shape": ...},
     release)``; ``release()`` closes and unlinks the block (after the server session is closed)."""
-    from multiprocessing import shared_memory
+    from sam2s.client import create_shared_frames
 
-    block = shared_memory.SharedMemory(create=True, size=max(1, frames.nbytes))
-    view = np.ndarray(frames.shape, dtype=np.uint8, buffer=block.buf)
-    view[...] = frames
-    del view
+    block, spec = create_shared_frames(frames)
 
     def release() -> None:
         with contextlib.suppress(FileNotFoundError, BufferError):
             block.close()
             block.unlink()
 
-    return {"shm": block.name, "shape": list(frames.shape)}, release
+    return spec, release

@@ -6,7 +6,15 @@ required; the others are the options of ``sam2s track`` (``engine``, ``model``, 
 ``image_size``, ``precision``, ``memory``, ``device``, ``start``, ``end``) and ``png`` (label
 PNGs, default true) and ``overlay`` (an overlay video, default false). An empty cell takes the
 command line's value. Relative paths in the manifest are relative to the manifest's folder.
-The whole manifest is checked before any work starts (:func:`load_manifest`, :class:`BatchError`).
+The whole manifest is checked before any work starts (:func:`load_manifest`, :class:`BatchError`):
+a JSON manifest is read strictly (``sam2s.strictjson``), and every problem of every row is listed.
+
+The JSON report (``--report``, default ``batch-report.json`` next to the manifest) is checked before
+Ray starts too (:func:`checked_report`): it may not be an input (the manifest, a video or a frame of
+an image folder, a prompts file or its mask PNGs, a checkpoint) nor lie inside a row's
+``output_dir``; an existing file is replaced only when it is a batch report (format
+:data:`REPORT_FORMAT`, or an older one), so that re-running the same command resumes, or with
+``--overwrite``.
 
 Per video, ``output_dir`` receives (:data:`SEGMENTATION`, :data:`LABELS`, :data:`OVERLAY`, and
 last :data:`RESULT`): ``masklets.seg.nrrd``, ``labels/00000.png ...``, ``overlay.mp4`` and
@@ -25,15 +33,17 @@ one GPU when its device is CUDA, and ``max_retries`` retries when its worker pro
 (killed, out of memory). Errors of the video itself (bad prompts, unreadable video) are not
 retried: they fail their row only.
 
-Exit codes (as ``sam2s track``): 0 every row done or skipped; 1 some row failed; 2 a bad manifest
-or options, or Ray missing (nothing started); 130 interrupted.
+Exit codes (as ``sam2s track``): 0 every row done or skipped; 1 some row failed; 2 a bad manifest,
+options or report path, or Ray missing (nothing started); 130 interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import hashlib
+import io
 import json
 import os
 import re
@@ -41,10 +51,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sam2s import strictjson
 
 from .track import CliError, choose_engine, run_tracking, say
 
@@ -78,6 +90,16 @@ DEFAULTS: dict[str, Any] = {
     "overlay": False,
 }
 """The built-in option values, overridden by the command line, then by the manifest's cells."""
+MAX_IMAGE_SIZE = 4096
+MAX_FRAME = 2**31 - 1
+"""The largest ``image_size`` and frame index (``start``, ``end``) a manifest or the command line may give."""
+_RANGES = {"image_size": (32, MAX_IMAGE_SIZE), "start": (0, MAX_FRAME), "end": (0, MAX_FRAME)}
+_CHOICES = {
+    "engine": (("sam2", "flow"), " (or empty for automatic)"),
+    "precision": (("auto", "fp32", "bf16"), ""),
+    "memory": (("sam2", "divemem"), ""),
+    "device": (("cpu", "cuda"), " (Ray chooses the GPU; empty: cuda when the cluster has GPUs and the engine is sam2)"),
+}
 
 SEGMENTATION = "masklets.seg.nrrd"
 LABELS = "labels"
@@ -86,6 +108,8 @@ RESULT = "result.json"
 """The files of one ``output_dir``; ``result.json`` is written last."""
 RESULT_FORMAT = "sam2s-batch-result/1"
 REPORT_NAME = "batch-report.json"
+REPORT_FORMAT = "sam2s-batch-report/1"
+_OLD_REPORT_KEYS = {"manifest", "seconds", "counts", "rows"}  # a report written before REPORT_FORMAT
 STAGING_TAG = ".sam2s-batch-"
 _STAGING_RE = re.compile(r"^\.(?P<name>.+)\.sam2s-batch-(?P<host>.*)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)$")
 _LABEL_RE = re.compile(r"^\d{5}\.png$")
@@ -125,44 +149,59 @@ class BatchRow:
 
 # ----------------------------------------------------------------------------------- the manifest
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The manifest's rows as dicts (CSV: strings; JSON: any JSON values). BatchError when unreadable."""
+    """The manifest's rows as dicts (CSV: strings, cells beyond the header under the key None; JSON:
+    any JSON values). BatchError when unreadable."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise BatchError(f"Cannot read the manifest {path}: {err}") from None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise BatchError(f"{path}: not valid JSON ({err}).") from None
+            data = strictjson.loads(text)
+        except strictjson.StrictJSONError as err:
+            raise BatchError(
+                f'{path}: {err}; a JSON manifest is a list of objects, e.g. [{{"video": ..., ...}}].'
+            ) from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise BatchError(f'{path}: a JSON manifest is a list of objects, e.g. [{{"video": ..., ...}}].')
         return data
     if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
         raise BatchError(f"{path}: a manifest is a .csv or a .json file.")
-    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-    header = [h.strip() for h in reader.fieldnames or []]
-    if not header:
-        raise BatchError(f"{path}: empty; the first line names the columns, e.g. video,prompts,output_dir.")
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
-        raise BatchError(f"{path}: column {', '.join(duplicates)} appears twice in the header.")
-    rows = []
-    for n, raw in enumerate(reader, start=1):
-        if None in raw:
-            raise BatchError(f"{path}: row {n} (line {reader.line_num}) has more cells than the header has columns.")
-        rows.append({k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()})
-    return rows
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not any(header):
+            raise BatchError(f"{path}: empty; the first line names the columns, e.g. video,prompts,output_dir.")
+        duplicates = sorted({h for h in header if header.count(h) > 1})
+        if duplicates:
+            raise BatchError(f"{path}: column {', '.join(duplicates)} appears twice in the header.")
+        return [
+            {(k if k is None else k.strip()): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
+            for raw in reader
+        ]
+    except csv.Error as err:
+        raise BatchError(
+            f"{path} line {reader.reader.line_num}: not valid CSV ({err}); a cell holds at most "
+            f"{csv.field_size_limit()} characters, and a quote that opens a cell must close it."
+        ) from None
 
 
 def _given(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and value == "")
+    return value is not None and not (isinstance(value, str) and value.strip() == "")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a manifest cell can be of any size)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-        raise ValueError(f"{what} must be a whole number >= 0, not {value!r}")
-    return int(value)
+    low, high = _RANGES[what]
+    number = int(value) if isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value) else value
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ValueError(f"{what} must be a whole number from {low} to {high}, not {_short(value)}")
+    return number
 
 
 def _as_bool(value: Any, what: str) -> bool:
@@ -172,40 +211,77 @@ def _as_bool(value: Any, what: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
         return value.lower() in _TRUE
-    raise ValueError(f"{what} must be true or false, not {value!r}")
+    raise ValueError(f"{what} must be true or false, not {_short(value)}")
 
 
 def _resolve(base: Path, value: Any, what: str) -> Path:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a path (text), not {value!r}")
-    p = Path(value).expanduser()
+    if not isinstance(value, str) or "\0" in value:
+        raise ValueError(f"{what} must be a path (text without NUL characters), not {_short(value)}")
+    p = Path(os.path.expanduser(value))
     return Path(os.path.abspath(p if p.is_absolute() else base / p))
 
 
-def _check_options(o: dict[str, Any]) -> None:
-    """Option values of one row (ValueError with the fix)."""
-    import torch
-    from sam2s.config import CONFIGS, get_config
+def _option(key: str, value: Any, base: Path) -> Any:
+    """One option's value from a cell or the command line, converted and checked (ValueError with the
+    fix); a relative ``checkpoint`` is made absolute against ``base``."""
+    from sam2s.config import CONFIGS
 
-    if o["engine"] not in (None, "sam2", "flow"):
-        raise ValueError(f"engine must be sam2 or flow (or empty for automatic), not {o['engine']!r}")
-    if o["model"] not in CONFIGS:
-        raise ValueError(f"unknown model {o['model']!r}; choose one of {', '.join(CONFIGS)}")
-    try:
-        get_config(o["model"], o["image_size"])
-    except ValueError as err:
-        raise ValueError(f"image_size {o['image_size']}: {err}") from None
-    if o["precision"] not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {o['precision']!r}")
-    if o["memory"] not in ("sam2", "divemem"):
-        raise ValueError(f"memory must be sam2 or divemem, not {o['memory']!r}")
-    if o["device"] is not None:
-        try:
-            torch.device(o["device"])
-        except (RuntimeError, TypeError, ValueError):
-            raise ValueError(f"unknown device {o['device']!r}; use cpu or cuda (Ray chooses the GPU)") from None
+    if key in ("png", "overlay"):
+        return _as_bool(value, key)
+    if key in _RANGES:
+        number = _as_int(value, key)
+        if key == "image_size" and number % 32:
+            raise ValueError(
+                f"image_size {number} is not a multiple of 32; Meta's weights are trained at 1024 and also work at 512"
+            )
+        return number
+    if key == "checkpoint":
+        return str(_resolve(base, value, key))
+    if key == "model":
+        if not isinstance(value, str) or value not in CONFIGS:
+            raise ValueError(f"unknown model {_short(value)}; choose one of {', '.join(CONFIGS)}")
+        return value
+    choices, hint = _CHOICES[key]
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{key} must be {', '.join(choices[:-1])} or {choices[-1]}{hint}, not {_short(value)}")
+    return value
+
+
+def _check_together(o: Mapping[str, Any]) -> None:
+    """Options that are valid alone but not together (ValueError with the fix)."""
     if o["start"] is not None and o["end"] is not None and o["start"] > o["end"]:
         raise ValueError(f"start {o['start']} is after end {o['end']}")
+
+
+def _command_line(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:data:`DEFAULTS` overridden by the command line's options (None: not given), checked."""
+    options, problems = dict(DEFAULTS), []
+    for k in OPTIONS:
+        value = (defaults or {}).get(k)
+        if value is not None:
+            try:
+                options[k] = _option(k, value, Path.cwd())
+            except ValueError as err:
+                problems.append(f"--{k.replace('_', '-')}: {err}")
+    if not problems:
+        try:
+            _check_together(options)
+        except ValueError as err:
+            problems.append(f"--start/--end: {err}")
+    if problems:
+        raise BatchError("; ".join(problems) + ".")
+    return options
+
+
+def _missing(path: Path, what: str, file: bool, base: Path) -> str | None:
+    """The problem when ``path`` does not exist (or, with ``file``, is not a file), else None."""
+    try:
+        if path.is_file() if file else path.exists():
+            return None
+        why = "does not exist"
+    except OSError as err:
+        why = f"cannot be checked ({err.strerror})"
+    return f"{what} {path} {why}; fix the path (relative to {base})."
 
 
 def load_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = None) -> list[BatchRow]:
@@ -221,79 +297,102 @@ def load_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = 
         pinned with ``track.choose_engine`` (sam2 with a given or cached checkpoint, else flow).
 
     Raises:
-        BatchError: unreadable manifest, unknown or missing columns, missing video / prompts /
-            checkpoint files, bad option values, two rows writing the same (or a nested) folder, an
-            ``output_dir`` that is a file or holds files a batch does not write.
+        BatchError: bad options in ``defaults`` (one line, before the manifest is read); an
+            unreadable manifest (not UTF-8; JSON that is not strict JSON -- ``sam2s.strictjson``:
+            deeper than 64 levels, integers of more than 19 digits, NaN -- or not a list of objects;
+            CSV without a header, with a duplicate column or a cell beyond the CSV field limit); no
+            rows. Else every
+            problem of every row, one line each: unknown or missing columns, cells beyond the
+            header's columns, paths that are not text, each bad option value (a choice not offered,
+            ``image_size`` not a multiple of 32 in 32..4096, ``start`` / ``end`` not in 0..2**31-1
+            or ``start`` after ``end``, ``png`` / ``overlay`` not true or false, ``device`` other
+            than cpu or cuda), missing video / prompts / checkpoint files, an ``output_dir`` that is
+            a file or holds files a batch does not write, two rows writing the same (or a nested)
+            folder.
     """
     path = Path(path)
     base = Path(os.path.abspath(path)).parent
+    cli = _command_line(defaults)
     rows = _read_rows(path)
     if not rows:
         raise BatchError(f"{path}: no rows; add one line per video (video,prompts,output_dir).")
-    cli_defaults = {**DEFAULTS, **{k: v for k, v in (defaults or {}).items() if v is not None}}
-    if cli_defaults.get("checkpoint"):
-        cli_defaults["checkpoint"] = os.path.abspath(Path(cli_defaults["checkpoint"]).expanduser())
     problems: list[str] = []
     result: list[BatchRow] = []
+    outputs: list[tuple[int, Path]] = []
     engines: dict[tuple, tuple[str, str | None]] = {}
     for n, raw in enumerate(rows, start=1):
-        where = f"{path.name} row {n}"
+        errors: list[str] = []
+        extra = raw.pop(None, None)  # CSV cells beyond the header's columns
+        if extra is not None:
+            errors.append(f"{len(extra)} cell(s) more than the header has columns; quote a cell that holds a comma.")
         unknown = [k for k in raw if k not in COLUMNS]
         if unknown:
             hints = []
             for k in unknown:
-                close = difflib.get_close_matches(str(k), COLUMNS, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            problems.append(f"{where}: unknown column {', '.join(hints)}; the columns are {', '.join(COLUMNS)}.")
-            continue
+                close = difflib.get_close_matches(k, COLUMNS, n=1)
+                hints.append(_short(k) + (f" (did you mean {close[0]!r}?)" if close else ""))
+            errors.append(f"unknown column {', '.join(hints)}; the columns are {', '.join(COLUMNS)}.")
         missing = [k for k in REQUIRED if not _given(raw.get(k))]
         if missing:
-            problems.append(f"{where}: {', '.join(missing)} missing; every row needs video, prompts and output_dir.")
-            continue
-        try:
-            video = _resolve(base, raw["video"], "video")
-            prompts = _resolve(base, raw["prompts"], "prompts")
-            out = _resolve(base, raw["output_dir"], "output_dir")
-            o = dict(cli_defaults)
-            for k in OPTIONS:
-                if _given(raw.get(k)):
-                    o[k] = raw[k].strip() if isinstance(raw[k], str) else raw[k]
-            if _given(raw.get("checkpoint")):
-                o["checkpoint"] = str(_resolve(base, raw["checkpoint"], "checkpoint"))
-            o["image_size"] = _as_int(o["image_size"], "image_size")
-            for k in ("start", "end"):
-                o[k] = None if o[k] is None else _as_int(o[k], k)
-            for k in ("png", "overlay"):
-                o[k] = _as_bool(o[k], k)
-            _check_options(o)
-        except ValueError as err:
-            problems.append(f"{where}: {err}.")
-            continue
-        if not video.exists():
-            problems.append(f"{where}: video {video} does not exist; fix the path (relative to {base}).")
-        if not prompts.is_file():
-            problems.append(f"{where}: prompts file {prompts} does not exist; fix the path (relative to {base}).")
-        try:
+            errors.append(f"{', '.join(missing)} missing; every row needs video, prompts and output_dir.")
+        paths: dict[str, Path] = {}
+        for k in REQUIRED:
+            if _given(raw.get(k)):
+                try:
+                    paths[k] = _resolve(base, raw[k], k)
+                except ValueError as err:
+                    errors.append(f"{err}.")
+        o = dict(cli)
+        options_ok = True
+        for k in OPTIONS:
+            if _given(raw.get(k)):
+                try:
+                    o[k] = _option(k, raw[k].strip() if isinstance(raw[k], str) else raw[k], base)
+                except ValueError as err:
+                    errors.append(f"{err}.")
+                    options_ok = False
+        if options_ok:
+            try:
+                _check_together(o)
+            except ValueError as err:
+                errors.append(f"{err}.")
+                options_ok = False
+        for k, file in (("video", False), ("prompts", True)):
+            problem = _missing(paths[k], k, file, base) if k in paths else None
+            if problem:
+                errors.append(problem)
+        if options_ok:
             key = (o["engine"], o["model"], o["checkpoint"])
-            if key not in engines:
-                engines[key] = choose_engine(*key)
-            o["engine"], o["checkpoint"] = engines[key]
-        except CliError as err:
-            problems.append(f"{where}: {err}")
-        state, why = output_state(out)
-        if state == "foreign":
-            problems.append(f"{where}: output_dir {out} {why}; choose a new folder (nothing there is deleted).")
-        result.append(BatchRow(n, video, prompts, out, o))
+            try:
+                if key not in engines:
+                    engines[key] = choose_engine(*key)
+                o["engine"], o["checkpoint"] = engines[key]
+            except CliError as err:
+                errors.append(str(err))
+            except OSError as err:
+                errors.append(f"checkpoint {o['checkpoint']} cannot be checked ({err.strerror}); fix the path.")
+        out = paths.get("output_dir")
+        if out is not None:
+            outputs.append((n, out))
+            try:
+                state, why = output_state(out)
+            except OSError as err:
+                state, why = "foreign", f"cannot be checked ({err.strerror})"
+            if state == "foreign":
+                errors.append(f"output_dir {out} {why}; choose a new folder (nothing there is deleted).")
+        problems += [f"{path.name} row {n}: {e}" for e in errors]
+        if not errors:
+            result.append(BatchRow(n, paths["video"], paths["prompts"], out, o))
     seen: dict[Path, int] = {}
-    for r in result:
-        real = Path(os.path.realpath(r.output_dir))
+    for n, out in outputs:
+        real = Path(os.path.realpath(out))
         for other, m in seen.items():
             if real == other or other in real.parents or real in other.parents:
                 problems.append(
-                    f"{path.name} row {r.row}: output_dir {r.output_dir} is also row {m}'s "
+                    f"{path.name} row {n}: output_dir {out} is also row {m}'s "
                     f"({'the same folder' if real == other else 'nested'}); give each video its own folder."
                 )
-        seen[real] = r.row
+        seen[real] = n
     if problems:
         raise BatchError(f"{len(problems)} problem(s) in the manifest {path}:\n  " + "\n  ".join(problems))
     return result
@@ -326,7 +425,7 @@ def read_result(output_dir: str | os.PathLike) -> dict[str, Any] | None:
     lists exists with the listed size and SHA-256. Else None (absent, incomplete or changed)."""
     folder = Path(output_dir)
     try:
-        record = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+        record = strictjson.loads((folder / RESULT).read_text(encoding="utf-8"))
         files = record["files"]
         if record.get("format") != RESULT_FORMAT or not isinstance(files, list) or not files:
             return None
@@ -505,6 +604,113 @@ def import_ray():
     return ray
 
 
+def _prompt_masks(prompts: Path) -> list[Path]:
+    """The real paths of the mask PNGs that ``prompts`` names; [] when it cannot be read (its row's
+    task reports that)."""
+    try:
+        doc = strictjson.loads(prompts.read_bytes())
+        names = [p["mask"] for o in doc["objects"] for p in o["prompts"] if isinstance(p.get("mask"), str)]
+        return [Path(os.path.realpath(prompts.parent / name)) for name in names]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _report_clash(real: Path, manifest: Path, rows: Sequence[BatchRow]) -> str | None:
+    """What the report's real path would overwrite or spoil (an input, an output folder), else None."""
+
+    def real_of(p: str | os.PathLike) -> Path:
+        return Path(os.path.realpath(p))
+
+    if real == real_of(manifest):
+        return "is the manifest"
+    for r in rows:
+        video, out = real_of(r.video), real_of(r.output_dir)
+        if real == video:
+            return f"is row {r.row}'s video"
+        if video in real.parents:
+            return f"lies inside row {r.row}'s video folder {r.video}"
+        if real == real_of(r.prompts):
+            return f"is row {r.row}'s prompts file"
+        if r.options["checkpoint"] and real == real_of(r.options["checkpoint"]):
+            return f"is row {r.row}'s checkpoint"
+        if real == out:
+            return f"is row {r.row}'s output_dir"
+        if out in real.parents:
+            return f"lies inside row {r.row}'s output_dir {r.output_dir}, where a batch writes only its own files"
+        if real in out.parents:
+            return f"is a folder above row {r.row}'s output_dir {r.output_dir}"
+        staging = f".{out.name}{STAGING_TAG}"
+        if any(p.parent == out.parent and p.name.startswith(staging) for p in (real, *real.parents)):
+            return f"lies in a staging folder of row {r.row}'s output_dir {r.output_dir}"
+    if real.is_file():  # only an existing file can be a mask
+        for r in rows:
+            if real in _prompt_masks(r.prompts):
+                return f"is a mask PNG of row {r.row}'s prompts file {r.prompts}"
+    return None
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` holds a report a batch wrote: of :data:`REPORT_FORMAT`, or older (by its keys)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) != b"{":  # not JSON text: not read further
+                return False
+        record = strictjson.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (record.get("format") == REPORT_FORMAT or _OLD_REPORT_KEYS <= record.keys())
+
+
+@contextlib.contextmanager
+def checked_report(
+    report: str | os.PathLike | None, manifest: str | os.PathLike, rows: Sequence[BatchRow], overwrite: bool = False
+) -> Iterator[Path]:
+    """Check the report's path before anything starts, as ``sam2s track`` checks its outputs, and
+    hold its lock until the block ends (``outputs.OutputSet``: another run writing the same report
+    is refused; the temporaries of a report write that was killed are removed).
+
+    Args:
+        report: the report's path; None: :data:`REPORT_NAME` next to the manifest.
+        manifest: the manifest; rows: its rows (:func:`load_manifest`).
+        overwrite: replace an existing file that is not a batch report (a report a batch wrote is
+            always replaced, so that the same command resumes).
+
+    Yields:
+        The report's path.
+
+    Raises:
+        BatchError: (on entering the block) the path (symbolic links resolved) is the manifest, a
+            row's video, prompts file, mask PNG or checkpoint, or lies inside a row's video folder,
+            ``output_dir`` or staging folder (or is a folder above an ``output_dir``); it does not
+            end in ``.json``, is a folder or not a regular file; its folder is missing or not
+            writable; it is an existing file that is not a batch report and ``overwrite`` is false;
+            another running process writes it.
+    """
+    from .outputs import OutputError, OutputSet
+
+    path = Path(report) if report else Path(os.path.abspath(manifest)).parent / REPORT_NAME
+    try:
+        clash = _report_clash(Path(os.path.realpath(path)), Path(manifest), rows)
+        foreign = not overwrite and path.is_file() and not _is_report(path)
+    except (OSError, ValueError) as err:
+        raise BatchError(f"--report {path}: not a usable path ({err}).") from None
+    if clash:
+        raise BatchError(f"--report {path} {clash}; write the report elsewhere.")
+    if foreign:
+        raise BatchError(
+            f"--report {path} exists and is not a batch report; choose another path or pass --overwrite to replace it."
+        )
+    with OutputSet([], overwrite=True) as outputs:  # the inputs and an existing file are checked above
+        outputs.addFile(path, "--report", (".json",))
+        try:
+            notes = outputs.check()
+        except OutputError as err:
+            raise BatchError(str(err)) from None
+        for note in notes:
+            say(f"note: {note}")
+        yield path
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically (``outputs.atomicFile``)."""
     from .outputs import atomicFile
@@ -539,6 +745,7 @@ def run_batch(
     retries: int = 2,
     report: str | os.PathLike | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> int:
     """Track every row of ``manifest`` on Ray; print the summary table; write the JSON report.
 
@@ -548,120 +755,132 @@ def run_batch(
             ``num_cpus`` CPUs (default: all), unless this process already called ``ray.init``.
         cpus_per_task: Ray CPUs per video (also its PyTorch threads: Ray sets ``OMP_NUM_THREADS``).
         retries: ``max_retries`` of a task whose worker process died.
-        report: the JSON report's path (default ``batch-report.json`` next to the manifest).
+        report: the JSON report's path (default ``batch-report.json`` next to the manifest), checked
+            before Ray starts (:func:`checked_report`): never an input or inside a row's folders; an
+            existing file is replaced only when it is a batch report (re-running the same command
+            resumes) or with ``overwrite``.
         progress: a tqdm bar over the videos (stderr).
+        overwrite: replace an existing ``report`` that is not a batch report.
 
     Returns:
         0 when every row is done or skipped, 1 when some failed.
 
     Raises:
-        BatchError: Ray missing, bad manifest or options, CUDA rows on a cluster without GPUs.
+        BatchError: bad options, a bad manifest (:func:`load_manifest`) or report path
+            (:func:`checked_report`), all found before Ray is imported; Ray missing; CUDA rows on a
+            cluster without GPUs.
         KeyboardInterrupt: interrupted; the report lists the unfinished rows as "interrupted". When this
             call started Ray (or connected to ``address``), its shutdown ends the running tasks; on a Ray
             the caller initialised, they keep running.
     """
-    ray = import_ray()
     if cpus_per_task <= 0 or retries < 0 or (num_cpus is not None and num_cpus < 1):
         raise BatchError("--cpus-per-task must be > 0, --retries >= 0 and --num-cpus >= 1.")
     rows = load_manifest(manifest, defaults)
-    report_path = Path(report) if report else Path(os.path.abspath(manifest)).parent / REPORT_NAME
-    if not report_path.parent.is_dir():
-        raise BatchError(f"--report {report_path}: its folder does not exist.")
-    t0 = time.monotonic()
-    records: dict[int, dict[str, Any]] = {}
-    todo: list[BatchRow] = []
-    for r in rows:
-        done = read_result(r.output_dir)
-        if done is None:
-            todo.append(r)
-        else:
-            records[r.row] = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
-                              "status": "skipped", "frames": done.get("frames"),
-                              "objects": len(done.get("objects", [])), "seconds": done.get("seconds"), "error": None}  # fmt: skip
-
-    started_here = submitted = False
-    refs: dict[Any, BatchRow] = {}
-    try:
-        if todo:
-            if not ray.is_initialized():
-                import logging
-
-                ray.init(
-                    address=address,
-                    num_cpus=None if address else num_cpus,
-                    include_dashboard=False,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                )
-                started_here = True
-            gpus = ray.cluster_resources().get("GPU", 0)
-            for r in todo:
-                o = r.options
-                if o["device"] is None:
-                    o["device"] = "cuda" if gpus and o["engine"] == "sam2" else "cpu"
-                if o["device"].startswith("cuda") and not gpus:
-                    raise BatchError(f"row {r.row}: device {o['device']}, but the Ray cluster has no GPU; use cpu.")
-            task = ray.remote(track_video)
-            submitted = True
-            for r in todo:
-                needs_gpu = r.options["device"].startswith("cuda") and r.options["engine"] == "sam2"
-                ref = task.options(
-                    num_cpus=cpus_per_task, num_gpus=1 if needs_gpu else 0, max_retries=retries, retry_exceptions=False
-                ).remote(r.job())
-                refs[ref] = r
-            from tqdm import tqdm
-
-            pending = list(refs)
-            with tqdm(total=len(pending), desc="videos", unit="video", disable=not progress) as bar:
-                while pending:
-                    ready, pending = ray.wait(pending, num_returns=1)
-                    for ref in ready:
-                        r = refs[ref]
-                        try:
-                            rec = ray.get(ref)
-                        except ray.exceptions.RayError as err:  # the worker died more than `retries` times
-                            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                            rec = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
-                                   "status": "failed", "frames": None, "objects": None, "seconds": None,
-                                   "error": f"{type(err).__name__} after {retries + 1} attempt(s): {first}"}  # fmt: skip
-                        records[r.row] = rec
-                        bar.update(1)
-    except KeyboardInterrupt:
-        # The unfinished tasks are not ray.cancel()ed: a cancel that races with the task's completion
-        # aborts this process inside Ray ("Check failed: it != submissible_tasks_.end() Tried to
-        # complete task that was not pending", task_manager.cc, seen with Ray 2.60 in 2 of 8
-        # interrupts; ray-project/ray#54846). ray.shutdown() below ends them instead: Ray kills the
-        # workers leased by a driver that disconnects (its ownership model; test_batch's
-        # interrupted-run test checks that the cluster's CPUs come back with no late result). When
-        # the caller started Ray, its tasks are its own to cancel or wait for.
-        for r in refs.values():
-            if r.row not in records:
+    with checked_report(report, manifest, rows, overwrite) as report_path:
+        ray = import_ray()
+        t0 = time.monotonic()
+        records: dict[int, dict[str, Any]] = {}
+        todo: list[BatchRow] = []
+        for r in rows:
+            done = read_result(r.output_dir)
+            if done is None:
+                todo.append(r)
+            else:
                 records[r.row] = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
-                                  "status": "interrupted", "frames": None, "objects": None, "seconds": None,
-                                  "error": "interrupted"}  # fmt: skip
-        for r in todo:
-            records.setdefault(r.row, {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
-                                       "status": "interrupted", "frames": None, "objects": None, "seconds": None,
-                                       "error": "not started"})  # fmt: skip
-        raise
-    finally:
-        ordered = [records[r.row] for r in rows if r.row in records]
-        if submitted or not todo:
-            counts = {s: sum(x["status"] == s for x in ordered) for s in ("done", "skipped", "failed", "interrupted")}
-            try:
-                write_report(
-                    report_path,
-                    {
-                        "manifest": str(Path(os.path.abspath(manifest))),
-                        "seconds": round(time.monotonic() - t0, 3),
-                        "counts": counts,
-                        "rows": ordered,
-                    },  # fmt: skip
-                )
-            except OSError as err:
-                say(f"warning: cannot write the report {report_path}: {err}")
-            print_table(ordered)
-            print(f"report: {report_path}")
-        if started_here:
-            ray.shutdown()
-    return 1 if any(x["status"] == "failed" for x in records.values()) else 0
+                                  "status": "skipped", "frames": done.get("frames"),
+                                  "objects": len(done.get("objects", [])), "seconds": done.get("seconds"),
+                                  "error": None}  # fmt: skip
+
+        started_here = submitted = False
+        refs: dict[Any, BatchRow] = {}
+        try:
+            if todo:
+                if not ray.is_initialized():
+                    import logging
+
+                    ray.init(
+                        address=address,
+                        num_cpus=None if address else num_cpus,
+                        include_dashboard=False,
+                        logging_level=logging.WARNING,
+                        log_to_driver=False,
+                    )
+                    started_here = True
+                gpus = ray.cluster_resources().get("GPU", 0)
+                for r in todo:
+                    o = r.options
+                    if o["device"] is None:
+                        o["device"] = "cuda" if gpus and o["engine"] == "sam2" else "cpu"
+                    if o["device"].startswith("cuda") and not gpus:
+                        raise BatchError(f"row {r.row}: device {o['device']}, but the Ray cluster has no GPU; use cpu.")
+                task = ray.remote(track_video)
+                submitted = True
+                for r in todo:
+                    needs_gpu = r.options["device"].startswith("cuda") and r.options["engine"] == "sam2"
+                    ref = task.options(
+                        num_cpus=cpus_per_task,
+                        num_gpus=1 if needs_gpu else 0,
+                        max_retries=retries,
+                        retry_exceptions=False,
+                    ).remote(r.job())
+                    refs[ref] = r
+                from tqdm import tqdm
+
+                pending = list(refs)
+                with tqdm(total=len(pending), desc="videos", unit="video", disable=not progress) as bar:
+                    while pending:
+                        ready, pending = ray.wait(pending, num_returns=1)
+                        for ref in ready:
+                            r = refs[ref]
+                            try:
+                                rec = ray.get(ref)
+                            except ray.exceptions.RayError as err:  # the worker died more than `retries` times
+                                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                                error = f"{type(err).__name__} after {retries + 1} attempt(s): {first}"
+                                rec = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                                       "status": "failed", "frames": None, "objects": None, "seconds": None,
+                                       "error": error}  # fmt: skip
+                            records[r.row] = rec
+                            bar.update(1)
+        except KeyboardInterrupt:
+            # The unfinished tasks are not ray.cancel()ed: a cancel that races with the task's completion
+            # aborts this process inside Ray ("Check failed: it != submissible_tasks_.end() Tried to
+            # complete task that was not pending", task_manager.cc, seen with Ray 2.60 in 2 of 8
+            # interrupts; ray-project/ray#54846). ray.shutdown() below ends them instead: Ray kills the
+            # workers leased by a driver that disconnects (its ownership model; test_batch's
+            # interrupted-run test checks that the cluster's CPUs come back with no late result). When
+            # the caller started Ray, its tasks are its own to cancel or wait for.
+            for r in refs.values():
+                if r.row not in records:
+                    records[r.row] = {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                                      "status": "interrupted", "frames": None, "objects": None, "seconds": None,
+                                      "error": "interrupted"}  # fmt: skip
+            for r in todo:
+                records.setdefault(r.row, {"row": r.row, "video": str(r.video), "output_dir": str(r.output_dir),
+                                           "status": "interrupted", "frames": None, "objects": None, "seconds": None,
+                                           "error": "not started"})  # fmt: skip
+            raise
+        finally:
+            ordered = [records[r.row] for r in rows if r.row in records]
+            if submitted or not todo:
+                counts = {
+                    s: sum(x["status"] == s for x in ordered) for s in ("done", "skipped", "failed", "interrupted")
+                }
+                try:
+                    write_report(
+                        report_path,
+                        {
+                            "format": REPORT_FORMAT,
+                            "manifest": str(Path(os.path.abspath(manifest))),
+                            "seconds": round(time.monotonic() - t0, 3),
+                            "counts": counts,
+                            "rows": ordered,
+                        },  # fmt: skip
+                    )
+                except OSError as err:
+                    say(f"warning: cannot write the report {report_path}: {err}")
+                print_table(ordered)
+                print(f"report: {report_path}")
+            if started_here:
+                ray.shutdown()
+        return 1 if any(x["status"] == "failed" for x in records.values()) else 0

@@ -14,6 +14,7 @@ file or folder without ``--overwrite``, and are written to temporary names first
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -21,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam2s import checkpoints
+from sam2s.serveoptions import INSTALL_SERVER, add_server_arguments
 
-from .track import LABEL_PNGS, OVERLAY_SUFFIXES, CliError, print_summary, run_tracking, say
+from .track import LABEL_PNGS, OVERLAY_SUFFIXES, CliError, TrackingFailed, print_summary, run_tracking, say
 
-__all__ = ["LABEL_PNGS", "OVERLAY_SUFFIXES", "CliError", "build_parser", "main", "run_tracking"]
+__all__ = ["LABEL_PNGS", "OVERLAY_SUFFIXES", "CliError", "TrackingFailed", "build_parser", "main", "run_tracking"]
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -46,7 +48,7 @@ def cmd_track(a: argparse.Namespace) -> int:
         progress=not a.quiet,
         overwrite=a.overwrite,
         server=a.server,
-        token=a.token or os.environ.get("SAM2S_SERVER_TOKEN"),
+        token=_server_token(a),
         precision=a.precision,
         streaming={"auto": None, "on": True, "off": False}[a.streaming],
         coco=a.coco,
@@ -56,6 +58,18 @@ def cmd_track(a: argparse.Namespace) -> int:
     if result["logic"] is not None:  # None on the streaming path
         result["logic"].close()  # closes a server session (nothing to do in this process)
     return 0
+
+
+def _server_token(a: argparse.Namespace) -> str | None:
+    """``sam2s track``'s server token: ``--token-file``, else ``--token``, else ``$SAM2S_SERVER_TOKEN``."""
+    if a.token_file:
+        from sam2s.access import TokenFileError, read_token_file
+
+        try:
+            return read_token_file(a.token_file)
+        except TokenFileError as err:
+            raise CliError(str(err)) from None
+    return a.token or os.environ.get("SAM2S_SERVER_TOKEN")
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -140,17 +154,18 @@ def cmd_download(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    """``sam2s serve ...``: the engine's tracking server (``sam2s.server.main``, FastAPI + uvicorn)."""
+    """``sam2s serve``: the engine's tracking server (``sam2s.server.run``, FastAPI + uvicorn; its
+    options: ``sam2s.serveoptions``); 0 after SIGTERM or Ctrl+C, 2 for a refused configuration."""
     try:
-        from sam2s.server import main as serve
+        from sam2s.server import run
     except ImportError as err:
-        raise CliError(f"The tracking server needs FastAPI and uvicorn: pip install 'sam2s[server]' ({err}).") from None
-    return serve(a.args) or 0
+        raise CliError(f"The tracking server needs FastAPI and uvicorn ({err}): {INSTALL_SERVER}.") from None
+    return run(a)
 
 
 def cmd_batch(a: argparse.Namespace) -> int:
     """``sam2s batch MANIFEST``: many videos on Ray (``SAM2SSlicerLib.batch``); 0 all done or skipped,
-    1 some failed, 2 bad manifest or no Ray."""
+    1 some failed, 2 bad manifest, options or --report path, or no Ray."""
     from .batch import OPTIONS, run_batch
 
     return run_batch(
@@ -162,6 +177,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
         retries=a.retries,
         report=a.report,
         progress=not a.quiet,
+        overwrite=a.overwrite,
     )
 
 
@@ -243,7 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--server", help="track in this `sam2s serve` server (URL), e.g. on a GPU machine")
-    t.add_argument("--token", help="the server's token (default $SAM2S_SERVER_TOKEN)")
+    t.add_argument(
+        "--token",
+        help="the server's token (default $SAM2S_SERVER_TOKEN); visible to other users in `ps`: prefer --token-file",
+    )
+    t.add_argument("--token-file", metavar="FILE", help="read the server's token from this file (chmod 600)")
     t.set_defaults(func=cmd_track)
 
     b = sub.add_parser(
@@ -260,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     b.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs per video (default %(default)s)")
     b.add_argument("--retries", type=int, default=2, help="retries of a video whose worker process died (default 2)")
-    b.add_argument("--report", help="the JSON report (default batch-report.json next to the manifest)")
+    b.add_argument(
+        "--report",
+        help="the JSON report, a .json file (default batch-report.json next to the manifest); never an input or inside "
+        "a row's folders; an existing file is replaced only when it is a batch report (re-running resumes) or with "
+        "--overwrite",
+    )
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --report that is not a batch report")
     b.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
     b.add_argument("--model", help="model config (default sam2.1_hiera_t)")
     b.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt), the same path on every machine")
@@ -302,9 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run a tracking server (FastAPI) for the Slicer module or remote clients; see `sam2s serve --help`",
-        add_help=False,
     )
-    serve.add_argument("args", nargs=argparse.REMAINDER, help="the options of python -m sam2s.server")
+    add_server_arguments(serve)  # the options of python -m sam2s.server, defined once (no FastAPI needed)
     serve.set_defaults(func=cmd_serve)
 
     web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install "sam2s[web]")')
@@ -356,8 +381,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = "; written completely: " + ", ".join(map(str, err.written)) if err.written else ""
         say(f"error: {err.strerror}; it keeps its previous content{kept}.")
         return 1
+    except TrackingFailed as err:
+        say(f"error: {err}")
+        return 1
+    except BrokenPipeError:  # the reader of stdout left, e.g. `sam2s models | head -2`: stop quietly
+        _silenceStdout()
+        return 1  # as Python's documentation of SIGPIPE advises (signal module, "Note on SIGPIPE")
     except KeyboardInterrupt:
         say("interrupted: outputs not yet written keep their previous content; no partial file is left.")
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _silenceStdout() -> None:
+    """Point stdout at the null device, so that the interpreter's final flush of a closed pipe
+    raises nothing more."""
+    import sys
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -173,58 +173,64 @@ def run_demo(
     try:
         sheet_output.check()
     except OutputError as err:
+        sheet_output.release()
         raise CliError(str(err)) from None
-    if data is not None:
-        data = Path(data)
-        if not (data / "video.mp4").is_file():
-            raise CliError(f"--data {data}: no video.mp4 there; give a folder with video.mp4, prompts.json, masks/.")
-        video, prompts, gt_dir = data / "video.mp4", data / "prompts.json", data / "masks"
-        print(f"demo clip: {data} (read in place)")
-    else:
-        try:
-            video, prompts, gt_dir = _generated_clip_once(output_dir)
-        except OSError as err:
-            raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
-        print(f"demo clip: generated ({video}); pass --data DIR to use a clip of your own")
-    checkpoint = demo_checkpoint(model, engine, checkpoint_info, download_url, cache_dir)
-    result = run_tracking(
-        video,
-        prompts,
-        output_dir / "masklets.seg.nrrd",
-        png_dir=output_dir / "labels",
-        overlay=output_dir / "overlay.mp4",
-        model=model,
-        checkpoint=checkpoint,
-        image_size=image_size,
-        engine="sam2" if checkpoint else "flow",
-        device=device,
-        end=end,
-        overwrite=overwrite,
-        streaming=False,  # the contact sheet below reads the Slicer scene
-    )
-    logic = result["logic"]
-    from sam2s.frames import open_frames
+    try:
+        if data is not None:
+            data = Path(data)
+            if not (data / "video.mp4").is_file():
+                raise CliError(
+                    f"--data {data}: no video.mp4 there; give a folder with video.mp4, prompts.json, masks/."
+                )
+            video, prompts, gt_dir = data / "video.mp4", data / "prompts.json", data / "masks"
+            print(f"demo clip: {data} (read in place)")
+        else:
+            try:
+                video, prompts, gt_dir = _generated_clip_once(output_dir)
+            except OSError as err:
+                raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
+            print(f"demo clip: generated ({video}); pass --data DIR to use a clip of your own")
+        checkpoint = demo_checkpoint(model, engine, checkpoint_info, download_url, cache_dir)
+        result = run_tracking(
+            video,
+            prompts,
+            output_dir / "masklets.seg.nrrd",
+            png_dir=output_dir / "labels",
+            overlay=output_dir / "overlay.mp4",
+            model=model,
+            checkpoint=checkpoint,
+            image_size=image_size,
+            engine="sam2" if checkpoint else "flow",
+            device=device,
+            end=end,
+            overwrite=overwrite,
+            streaming=False,  # the contact sheet below reads the Slicer scene
+        )
+        logic = result["logic"]
+        from sam2s.frames import open_frames
 
-    source = open_frames(video)
-    labels_dir = output_dir / "labels"
-    picks = np.linspace(0, len(source) - 1, 12).round().astype(int)
-    images, captions = [], []
-    for t in picks:
-        lab = np.asarray(Image.open(labels_dir / f"{t:05d}.png"))
-        images.append(overlay(source.get(int(t)), lab))
-        captions.append(f"frame {t}")
-    with atomicFile(sheet_path) as tmp:
-        contact_sheet(images, captions).save(tmp, format="PNG")
-    result["outputs"]["contact_sheet"] = str(sheet)
-    print_summary(result)
-    if gt_dir.is_dir():
-        prompted = sorted({p for p in _prompted_frames(logic)})
-        res = evaluate(labels_dir, gt_dir, exclude=prompted)
-        frames = ", ".join(Path(f).stem.lstrip("0") or "0" for f in res["frames"])
-        print(f"DAVIS J&F on annotated frames {frames} (prompted frames excluded):")
-        for obj_id, r in res["objects"].items():
-            print(f"  object {obj_id}: J {r['J']:.3f}  F {r['F']:.3f}  J&F {r['J&F']:.3f}")
-        print(f"  mean: J {res['J']:.3f}  F {res['F']:.3f}  J&F {res['J&F']:.3f}")
+        source = open_frames(video)
+        labels_dir = output_dir / "labels"
+        picks = np.linspace(0, len(source) - 1, 12).round().astype(int)
+        images, captions = [], []
+        for t in picks:
+            lab = np.asarray(Image.open(labels_dir / f"{t:05d}.png"))
+            images.append(overlay(source.get(int(t)), lab))
+            captions.append(f"frame {t}")
+        with atomicFile(sheet_path) as tmp:
+            contact_sheet(images, captions).save(tmp, format="PNG")
+        result["outputs"]["contact_sheet"] = str(sheet)
+        print_summary(result)
+        if gt_dir.is_dir():
+            prompted = sorted({p for p in _prompted_frames(logic)})
+            res = evaluate(labels_dir, gt_dir, exclude=prompted)
+            frames = ", ".join(Path(f).stem.lstrip("0") or "0" for f in res["frames"])
+            print(f"DAVIS J&F on annotated frames {frames} (prompted frames excluded):")
+            for obj_id, r in res["objects"].items():
+                print(f"  object {obj_id}: J {r['J']:.3f}  F {r['F']:.3f}  J&F {r['J&F']:.3f}")
+            print(f"  mean: J {res['J']:.3f}  F {res['F']:.3f}  J&F {res['J&F']:.3f}")
+    finally:
+        sheet_output.release()
     return 0
 
 

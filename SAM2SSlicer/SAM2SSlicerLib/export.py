@@ -447,8 +447,8 @@ def exportLabelPngs(
     folder = os.fspath(folder)
     outputs = OutputSet([], overwrite=overwrite, overwriteOption="overwrite=True")
     target = outputs.addFolder(folder, "folder", labelPngPattern(fileNamePattern), "label PNGs")
-    outputs.check()
     try:
+        outputs.check()
         with outputs.writeFolder(target, removeStale=frames is None) as staging:
             for frame, name in zip(frameList, names):
                 image = Image.fromarray(labels[frame])  # mode "L": the pixel values are the object ids
@@ -460,6 +460,8 @@ def exportLabelPngs(
             f"Could not write label PNGs into {folder}: {error.strerror or error}; choose a writable folder "
             "with free space (its files were left as they were).",
         ) from error
+    finally:
+        outputs.release()
     return [os.path.join(str(target), name) for name in names]
 
 

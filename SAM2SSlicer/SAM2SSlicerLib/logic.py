@@ -30,7 +30,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "DIRECTIONS",
     "SAM2STrackingLogic",
     "TrackingBusyError",
+    "TrackingFailedError",
     "TrackingJob",
     "TrackingPlan",
     "TrackingSession",
@@ -76,6 +77,21 @@ def _isLostServer(error: BaseException) -> bool:
 class TrackingBusyError(TrackerBusyError):
     """A tracking job is running; cancel it or wait for it before starting another (a kind of the
     engine's ``TrackerBusyError``, so one ``except`` catches both)."""
+
+
+class TrackingFailedError(RuntimeError):
+    """Tracking stopped with an error after it had started (the tracking server stopped answering
+    or failed); the frames finished before it are kept.
+
+    Attributes:
+        reason: what failed, one line without advice (e.g. ``"the tracking server stopped
+            answering (...)"``), for front ends that say what to do in their own words.
+        trackedFrames: the frame indices finished before the failure, in tracking order.
+    """
+
+    def __init__(self, message: str, reason: str, trackedFrames: Sequence[int]) -> None:
+        super().__init__(message)
+        self.reason, self.trackedFrames = reason, list(trackedFrames)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +453,10 @@ class TrackingJob:
         if remote.finished:  # an ended job whose every frame was received (a poll brings at most 64)
             self.status = update.status
             if update.status == "failed":
-                self.error = RuntimeError(f"Tracking failed in the server: {update.error}")
+                reason = f"tracking failed in the server ({update.error})"
+                self.error = TrackingFailedError(
+                    f"Tracking failed in the server: {update.error}", reason, self.trackedFrames
+                )
             self.finished.set()
         return len(update.frames)
 
@@ -453,9 +472,11 @@ class TrackingJob:
         if self.session.isRemote and _isLostServer(error):
             self.session.broken = True
             last = f"frame {self.trackedFrames[-1]}" if self.trackedFrames else "no frame"
-            error = RuntimeError(
+            error = TrackingFailedError(
                 f"The tracking server stopped answering ({error}); {len(self.trackedFrames)} finished frames (up to "
-                f"{last}) were kept. Track again: a new server session is started and the prompts are sent again."
+                f"{last}) were kept. Track again: a new server session is started and the prompts are sent again.",
+                f"the tracking server stopped answering ({error}) after {len(self.trackedFrames)} frames",
+                self.trackedFrames,
             )
         self.error = error
         self.status = "failed"
@@ -1111,10 +1132,10 @@ class SAM2STrackingLogic:
 
         _coco.requirePycocotools()
         segmentation, video = self._requireSegmentation(), self._requireVideo()
-        outputs = OutputSet([], overwrite=overwrite, overwriteOption="overwrite=True")
-        target = outputs.addFile(path, "path", (".json",))
-        outputs.check()
-        _coco.segmentationCoco(segmentation, video, segmentIds).write(target)
+        with OutputSet([], overwrite=overwrite, overwriteOption="overwrite=True") as outputs:
+            target = outputs.addFile(path, "path", (".json",))
+            outputs.check()
+            _coco.segmentationCoco(segmentation, video, segmentIds).write(target)
         return str(target)
 
     def updateStatistics(self, segmentIds: Iterable[str] | None = None, **reviewOptions):

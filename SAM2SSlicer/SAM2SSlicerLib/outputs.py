@@ -32,6 +32,15 @@ complete (old or new) and the committed journal. The next :meth:`OutputSet.check
 target deletes the temporaries of processes that no longer run and completes committed
 journals. An interrupt (Ctrl+C, SIGTERM) cleans up at once.
 
+Concurrent runs. :meth:`OutputSet.check` first takes an exclusive lock per output
+(``fcntl.flock`` on ``.<name>.sam2s-lock`` beside it; ``msvcrt.locking`` on Windows), held until
+:meth:`OutputSet.release`. A second run on any of the same outputs is refused at once
+(``OutputBusyError``, naming the process that holds them), before any work, so two runs never
+mix their outputs. The kernel releases the lock of a process that dies, even by SIGKILL: a stale
+lock file is taken over by the next run. ``release`` deletes the lock files while still holding
+them; a run that opened a lock file just before it was deleted sees that the file it locked is
+no longer the one at the path, and tries again.
+
 Paths are compared after ``os.path.realpath`` (symbolic links resolved).
 """
 
@@ -45,10 +54,13 @@ import os
 import re
 import secrets
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+LOCK_SUFFIX = ".sam2s-lock"
+"""Ending of the lock file of an output (``.<name>.sam2s-lock`` in the output's folder)."""
 PARTIAL_TAG = ".sam2s-partial-"
 """Part of the name of every temporary file or folder (``.<name>.sam2s-partial-<pid>-<token>``)."""
 MANIFEST = "manifest.json"
@@ -57,8 +69,10 @@ _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.sam2s-partial-(?P<pid>\d+)-(?P<token>[0
 
 __all__ = [
     "COMMITTED",
+    "LOCK_SUFFIX",
     "MANIFEST",
     "PARTIAL_TAG",
+    "OutputBusyError",
     "OutputError",
     "OutputSet",
     "OutputWriteError",
@@ -72,6 +86,10 @@ __all__ = [
 
 class OutputError(ValueError):
     """An output path that cannot be used; found before any work, nothing was written."""
+
+
+class OutputBusyError(OutputError):
+    """Another process (still running) is writing one of the outputs; nothing was written."""
 
 
 class OutputWriteError(OSError):
@@ -186,6 +204,89 @@ def _inside(path: Path, folder: Path) -> bool:
     return path != folder and folder in path.parents
 
 
+def _lockPath(path: Path) -> Path:
+    return path.parent / f".{path.name}{LOCK_SUFFIX}"
+
+
+def _tryLock(fd: int) -> bool:
+    """Take an exclusive, non-blocking lock on the open file ``fd``; False when another holds it."""
+    if sys.platform == "win32":  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+_held: dict[Path, list[int]] = {}  # output -> [lock file descriptor, holders in this process]
+_heldGuard = threading.Lock()
+
+
+def _lockOutput(path: Path, option: str) -> bool:
+    """Lock ``path``'s lock file (see the module docstring), or count one more holder when this
+    process holds it already (e.g. an export inside a ``sam2s track`` run). False when the folder
+    cannot hold a lock file (missing or read-only: :meth:`OutputSet.check` reports that itself).
+
+    Raises:
+        OutputBusyError: another running process holds the lock.
+    """
+    with _heldGuard:
+        if path in _held:
+            _held[path][1] += 1
+            return True
+        lock = _lockPath(path)
+        for _attempt in range(100):  # another run deleting and re-creating the file each time: give up
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, defaultMode())
+            except OSError:
+                return False
+            if not _tryLock(fd):
+                try:
+                    holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise OutputBusyError(
+                    f"{option} {path} is being written by another sam2s run (process {holder}); wait until it has "
+                    "finished, or choose other outputs."
+                )
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            except OSError:
+                same = False
+            if same:
+                with contextlib.suppress(OSError):  # the process id only names the holder (a full disk)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+                _held[path] = [fd, 1]
+                return True
+            os.close(fd)  # the holder deleted this file as we opened it: lock the new one
+        return False
+
+
+def _unlockOutput(path: Path) -> None:
+    """One holder fewer; the last one deletes the lock file (while it is still locked), then releases it."""
+    with _heldGuard:
+        entry = _held.get(path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _held[path]
+        with contextlib.suppress(OSError):
+            os.unlink(_lockPath(path))
+        os.close(entry[0])
+
+
 @dataclass
 class _Target:
     path: Path  # absolute, symbolic links of the parent resolved
@@ -226,6 +327,7 @@ class OutputSet:
         self.overwriteOption = overwriteOption
         self.targets: list[_Target] = []
         self.written: list[Path] = []
+        self._locked: list[Path] = []
 
     # ------------------------------------------------------------------ declaring outputs
     def addFile(self, path: str | os.PathLike, option: str, suffixes: Iterable[str]) -> Path:
@@ -248,20 +350,48 @@ class OutputSet:
 
     # ------------------------------------------------------------------ checks
     def check(self) -> list[str]:
-        """Check every output (see the module docstring) and clean up after interrupted runs.
+        """Lock the outputs (see *Concurrent runs*), check every output (see the module docstring)
+        and clean up after interrupted runs. Call :meth:`release` when done (also after an error).
 
         Returns:
             Notes on what was cleaned up or completed (one line each).
 
         Raises:
+            OutputBusyError: another running process writes one of the outputs.
             OutputError: the first problem found; nothing was written or deleted then, except the
                 temporaries of interrupted runs.
         """
+        self.lock()
         notes = self.recover()
         for target in self.targets:
             self._checkOne(target)
         self._checkTogether()
         return notes
+
+    def lock(self) -> None:
+        """Take the lock of every output not locked yet (in path order), or none of them.
+
+        Raises:
+            OutputBusyError: another running process holds one; the locks taken here are released.
+        """
+        try:
+            for target in sorted(self.targets, key=lambda t: str(t.path)):
+                if target.path not in self._locked and _lockOutput(target.path, target.option):
+                    self._locked.append(target.path)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Release the outputs' locks and delete their lock files (see *Concurrent runs*); idempotent."""
+        while self._locked:
+            _unlockOutput(self._locked.pop())
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def recover(self) -> list[str]:
         """Clean up after interrupted runs (part of :meth:`check`): delete the temporaries that

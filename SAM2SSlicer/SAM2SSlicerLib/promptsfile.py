@@ -29,7 +29,9 @@ Format (pixels of the original frames, x right, y down; frame indices start at 0
 - Unknown keys are errors (they are usually typos).
 - Mask PNGs are checked before their pixels are decoded: an image above PIL's decompression-bomb
   limit (``PIL.Image.MAX_IMAGE_PIXELS``) or, when the frame size is known, of another size than
-  the frames is refused. JSON nested deeper than Python can parse is refused too.
+  the frames is refused. The JSON is read strictly (``sam2s.strictjson``): ``NaN`` / ``Infinity``,
+  numbers that overflow a float, integers of more than 19 digits and nesting deeper than 64
+  levels are refused.
 
 ``load_prompts`` reads and checks a file, ``validate`` checks objects against a video (frame
 count, frame size) once it is known, ``dump_prompts`` writes the format.
@@ -48,6 +50,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sam2s import strictjson
 from sam2s.frames import ImageSizeError, open_image
 from sam2s.session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError
 
@@ -101,6 +104,16 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_finite_number(v: Any) -> bool:
+    """A number that is finite as a float64 (an integer of 2**1024 or more is not: it overflows)."""
+    if not _is_number(v):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _short(v: Any, limit: int = 60) -> str:
@@ -197,9 +210,9 @@ def _parse_points(p: dict, err) -> tuple[np.ndarray | None, np.ndarray | None]:
     ok = (
         isinstance(pts, list)
         and len(pts) > 0
-        and all(isinstance(q, list) and len(q) == 2 and all(_is_number(c) for c in q) for q in pts)
+        and all(isinstance(q, list) and len(q) == 2 and all(_is_finite_number(c) for c in q) for q in pts)
     )
-    if not ok or not np.all(np.isfinite(np.asarray(pts, dtype=np.float64))):
+    if not ok:
         raise err(f"expected a non-empty list of [x, y] pixel pairs, shape (N, 2); got {_short(pts)}.", "points")
     points = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
     if not has_lab:
@@ -216,7 +229,7 @@ def _parse_box(p: dict, err) -> np.ndarray | None:
     if "box" not in p:
         return None
     b = p["box"]
-    if not (isinstance(b, list) and len(b) == 4 and all(_is_number(v) for v in b) and all(map(math.isfinite, b))):
+    if not (isinstance(b, list) and len(b) == 4 and all(_is_finite_number(v) for v in b)):
         raise err(f"expected 4 numbers [x0, y0, x1, y1] in pixels; got {_short(b)}.", "box")
     box = np.asarray(b, dtype=np.float64)
     if not (box[0] < box[2] and box[1] < box[3]):
@@ -233,7 +246,11 @@ def _parse_mask(
     if not isinstance(m, str) or not m:
         raise err(f"expected the path of a PNG mask (relative to the prompts file); got {_short(m)}.", "mask")
     path = Path(m) if os.path.isabs(m) else base / m
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as e:  # e.g. a name too long for the file system, a NUL character
+        raise err(f"mask file {_short(m)} cannot be used ({e}); give the path of a PNG file.", "mask") from None
+    if not found:
         raise err(f"mask file {path} does not exist (paths are relative to the prompts file's folder).", "mask")
     try:
         mask = _read_mask(path, frame_size)
@@ -478,8 +495,9 @@ def load_prompts(
         labels ``(N,)`` int64, box ``(4,)`` float64, mask ``(H, W)`` bool).
 
     Raises:
-        PromptsFileError (a ValueError): the file is missing or unreadable, not JSON (with line
-            and column), nested too deeply, or invalid -- see ``parse_prompts`` and ``validate``;
+        PromptsFileError (a ValueError): the file is missing or unreadable, not strict JSON (with
+            line and column; ``sam2s.strictjson``: no NaN / Infinity, no number beyond a float, no
+            integer of more than 19 digits, at most 64 levels of nesting), or invalid -- see ``parse_prompts`` and ``validate``;
             the message names the file, the object (index and id), the prompt (index) and the
             field. Mask PNGs above PIL's decompression-bomb limit or (with ``frame_size``) of the
             wrong size are refused before their pixels are decoded.
@@ -492,14 +510,11 @@ def load_prompts(
     except (OSError, UnicodeDecodeError) as e:
         raise PromptsFileError(f"{path}: cannot read the prompts file ({e}).") from e
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PromptsFileError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from e
-    except RecursionError:
+        data = strictjson.loads(text)
+    except strictjson.StrictJSONError as e:
         raise PromptsFileError(
-            f"{path}: the JSON is nested too deeply to be read (deeper than Python's recursion limit); a prompts "
-            'file needs 5 levels, {"objects": [{"prompts": [{"points": [[x, y]]}]}]}: check how the file was '
-            "written (see the format in the SAM2SSlicerLib.promptsfile documentation)."
+            f"{path}: {e}; a prompts file is JSON as in the SAM2SSlicerLib.promptsfile documentation "
+            '(e.g. {"objects": [{"id": 1, "prompts": [{"frame": 0, "points": [[x, y]], "labels": [1]}]}]}).'
         ) from None
     objects = parse_prompts(data, path.parent, str(path), frame_size)
     validate(objects, num_frames, frame_size, path)

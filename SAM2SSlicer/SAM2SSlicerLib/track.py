@@ -26,8 +26,28 @@ bytes are tracked on the streaming path (``SAM2SSlicerLib.streaming``), shorter 
 Slicer-volume path (both give the same results)."""
 
 
+VOLUME_WORK_BYTES_PER_PIXEL = 160
+"""Working memory of the Slicer-volume path per pixel of one frame, besides its volumes: decoding,
+the flow engine's optical flow and GrabCut or the sam2 engine's frame conversion, the PNG / NRRD /
+COCO writers. Measured as the peak virtual size after the memory check less the volumes, on 1 to
+40 frames of 3840x2160 with 1 and 2 objects and every output: 58 to 145 (flow), 89 (sam2)."""
+OVERLAY_LABELMAPS = 5
+"""Frame volumes (bytes per pixel and frame) the overlay video adds: its label volume (1) and
+x264's look-ahead frames (measured 2.8 to 4.4 on 20 and 40 frames of 3840x2160)."""
+SAM2_WORK_BYTES_1024 = 3 * 2**30 // 2
+"""The sam2 engine's working memory at 1024 px (activations, encoded-frame cache, memory bank),
+scaled by the image area at other sizes: measured 0.87 GiB (tiny, bf16, 2 objects), with room for
+fp32 and the larger configs."""
+
+
 class CliError(Exception):
     """A user error: printed without a traceback, exit code 2."""
+
+
+class TrackingFailed(Exception):
+    """Tracking or writing failed after the work started (the tracking server stopped answering,
+    memory ran out): printed as one line without a traceback, exit code 1; no output was written
+    or replaced by the failed step."""
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -236,129 +256,160 @@ def run_tracking(
             stats, "--stats", STATS_FILE_PATTERN, f"statistics files ({', '.join(STATS_FILES)})"
         )
     try:
-        for note in outputs.check():
-            say(f"note: {note}")
-    except OutputError as err:
-        raise CliError(str(err)) from None
-
-    if model_object is not None:
-        engine_name = "sam2"
-    elif server:
-        engine_name = engine or "sam2"  # the checkpoint is the server's (a path there, or its cache)
-        if not token:
-            raise CliError("--server needs --token (the token `sam2s serve` printed or was given).")
-    else:
-        engine_name, checkpoint = choose_engine(engine, model, checkpoint)
-        if engine_name == "sam2":
-            model_object = _build_model(model, checkpoint, device, image_size, precision)
-        elif device != "cpu":
-            say(f"note: --device {device} is not used by the flow engine (it runs on the CPU).")
-
-    if streaming is None:
-        from .streaming import MAX_STREAM_OBJECTS
-
-        volume_bytes = num_frames * size[0] * size[1] * (3 + len(objects) + 2)
-        streaming = not server and len(objects) <= MAX_STREAM_OBJECTS and volume_bytes > STREAMING_THRESHOLD_BYTES
-    if streaming:
-        return _run_streaming(
-            source, objects, first, last, engine_name, model_object, memory, outputs,
-            seg_path, png_path, overlay_path, progress, coco_path, Path(str(video)).stem, stats_path=stats_path,
-        )  # fmt: skip
-
-    from . import export
-    from .headless import createTrackingLogic
-    from .settings import ModelSettings
-    from .videoimport import NotEnoughMemoryError
-
-    backend = None
-    if server:
-        from .backends import ServerBackend
-
-        backend = ServerBackend(server, token)
         try:
-            backend.client()  # reachable, token accepted, same protocol: before the import
-        except Exception as err:  # noqa: BLE001 - sam2s.client errors carry the message and the fix
-            raise CliError(f"--server {server}: {err}") from None
-    logic = createTrackingLogic(backend=backend)
-    try:
-        logic.importVideo(str(video), labelmaps=len(objects) + 2)
-    except NotEnoughMemoryError as err:
-        raise CliError(
-            f"{err} On the command line, shorten or downscale the video first, e.g. "
-            "`ffmpeg -i IN.mp4 -vf scale=854:-2 OUT.mp4` (then give the prompts in the new pixels)."
-        ) from None
-    except (FrameSourceError, ValueError, OSError) as err:
-        raise CliError(f"Cannot read video {video}: {err}") from None
-    from .visualize import color_for
+            for note in outputs.check():
+                say(f"note: {note}")
+        except OutputError as err:
+            raise CliError(str(err)) from None
 
-    logic.createSegmentation(Path(str(video)).stem + " masklets")
-    segment_ids: dict[int, str] = {}
-    # One colour per object in every output: the prompts file's, else the overlay palette's.
-    colors = {o.id: o.color or tuple(c / 255 for c in color_for(o.id)) for o in objects}
-    for obj in objects:
-        sid = logic.addSegment(obj.name, colors[obj.id], objectId=obj.id)
-        segment_ids[obj.id] = sid
-        for p in obj.prompts:
-            if p.mask is not None:
-                logic.setMaskPrompt(sid, p.frame, p.mask)
-            if p.box is not None:
-                logic.setBoxPrompt(sid, p.frame, [float(v) for v in p.box])
-            if p.points is not None:
-                for (x, y), label in zip(p.points, p.labels):
-                    logic.addPointPrompt(sid, p.frame, float(x), float(y), positive=bool(label))
-    settings = ModelSettings(
-        configName=model,
-        checkpoint=checkpoint or "",
-        device=device,
-        imageSize=image_size,
-        precision=precision,
-        memory=memory,
-        engine=engine_name,
-    )
-    try:
-        logic.setModelSettings(settings)
-    except ValueError as err:
-        raise CliError(str(err)) from None
-    if model_object is not None:
-        logic.setModel(model_object)
-    _track(logic, list(segment_ids.values()), first, last, engine_name, progress)
+        if model_object is not None:
+            engine_name = "sam2"
+        elif server:
+            engine_name = engine or "sam2"  # the checkpoint is the server's (a path there, or its cache)
+            if not token:
+                raise CliError("--server needs --token (the token `sam2s serve` printed or was given).")
+        else:
+            engine_name, checkpoint = choose_engine(engine, model, checkpoint)
+            if engine_name == "sam2":
+                model_object = _build_model(model, checkpoint, device, image_size, precision)
+            elif device != "cpu":
+                say(f"note: --device {device} is not used by the flow engine (it runs on the CPU).")
 
-    written: dict[str, str] = {}
+        if streaming is None:
+            from .streaming import MAX_STREAM_OBJECTS
 
-    def write(what: str, path: Path, writer) -> None:
+            volume_bytes = num_frames * size[0] * size[1] * (3 + len(objects) + 2)
+            streaming = not server and len(objects) <= MAX_STREAM_OBJECTS and volume_bytes > STREAMING_THRESHOLD_BYTES
+        if streaming:
+            return _run_streaming(
+                source, objects, first, last, engine_name, model_object, memory, outputs,
+                seg_path, png_path, overlay_path, progress, coco_path, Path(str(video)).stem, stats_path=stats_path,
+            )  # fmt: skip
+
+        from . import export
+        from .headless import createTrackingLogic
+        from .settings import ModelSettings
+        from .videoimport import NotEnoughMemoryError
+
+        backend = None
+        if server:
+            from .backends import ServerBackend
+
+            backend = ServerBackend(server, token)
+            try:
+                backend.client()  # reachable, token accepted, same protocol: before the import
+            except Exception as err:  # noqa: BLE001 - sam2s.client errors carry the message and the fix
+                raise CliError(f"--server {server}: {err}") from None
+        logic = createTrackingLogic(backend=backend)
         try:
-            writer()
-        except OSError as err:
-            raise OutputWriteError(path, err, [Path(p) for p in written.values()]) from err
-        written[what] = str(path)
+            labelmaps, work = _volume_path_memory(len(objects), size, overlay_path is not None, engine_name, image_size)
+            logic.importVideo(str(video), labelmaps=labelmaps, workBytes=0 if server else work)
+        except NotEnoughMemoryError as err:
+            raise CliError(
+                f"{err} On the command line, track with --streaming on (memory independent of the video's length), "
+                "or shorten or downscale the video first, e.g. `ffmpeg -i IN.mp4 -vf scale=854:-2 OUT.mp4` (then "
+                "give the prompts in the new pixels)."
+            ) from None
+        except (FrameSourceError, ValueError, OSError) as err:
+            raise CliError(f"Cannot read video {video}: {err}") from None
+        from .visualize import color_for
 
-    if seg_path is not None:
-        write("segmentation", seg_path, lambda: logic.exportSegmentation(str(seg_path)))
-    if png_path is not None:
-        write("png_dir", png_path, lambda: logic.exportLabelPngs(str(png_path), overwrite=overwrite))
-    if overlay_path is not None:
-        from .visualize import overlay as blend
-        from .visualize import write_video
+        logic.createSegmentation(Path(str(video)).stem + " masklets")
+        segment_ids: dict[int, str] = {}
+        # One colour per object in every output: the prompts file's, else the overlay palette's.
+        colors = {o.id: o.color or tuple(c / 255 for c in color_for(o.id)) for o in objects}
+        for obj in objects:
+            sid = logic.addSegment(obj.name, colors[obj.id], objectId=obj.id)
+            segment_ids[obj.id] = sid
+            for p in obj.prompts:
+                if p.mask is not None:
+                    logic.setMaskPrompt(sid, p.frame, p.mask)
+                if p.box is not None:
+                    logic.setBoxPrompt(sid, p.frame, [float(v) for v in p.box])
+                if p.points is not None:
+                    for (x, y), label in zip(p.points, p.labels):
+                        logic.addPointPrompt(sid, p.frame, float(x), float(y), positive=bool(label))
+        settings = ModelSettings(
+            configName=model,
+            checkpoint=checkpoint or "",
+            device=device,
+            imageSize=image_size,
+            precision=precision,
+            memory=memory,
+            engine=engine_name,
+        )
+        try:
+            logic.setModelSettings(settings)
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        if model_object is not None:
+            logic.setModel(model_object)
+        _track(logic, list(segment_ids.values()), first, last, engine_name, progress)
 
-        def write_overlay() -> None:
-            labels = export.labelFrames(logic.segmentationNode, logic.videoNode, list(segment_ids.values()))
-            with atomicFile(overlay_path) as tmp:
-                write_video(tmp, (blend(source.get(t), labels[t], colors) for t in range(num_frames)), source.fps or 10)
+        written: dict[str, str] = {}
 
-        write("overlay", overlay_path, write_overlay)
-    if coco_path is not None:  # checked above; the OutputSet refused an existing file without --overwrite
-        write("coco", coco_path, lambda: logic.exportCoco(str(coco_path), list(segment_ids.values()), overwrite=True))
-    if stats_path is not None:
-        write("stats", stats_path, lambda: _write_stats(logic, list(segment_ids.values()), outputs, stats_path))
-    names = {o.id: o.name for o in objects}
-    return {
-        "engine": engine_name,
-        "frames": num_frames,
-        "objects": _summary(logic, segment_ids, names),
-        "outputs": written,
-        "logic": logic,
-        "streaming": False,
-    }
+        def write(what: str, path: Path, writer) -> None:
+            try:
+                writer()
+            except OSError as err:
+                raise OutputWriteError(path, err, [Path(p) for p in written.values()]) from err
+            written[what] = str(path)
+
+        if seg_path is not None:
+            write("segmentation", seg_path, lambda: logic.exportSegmentation(str(seg_path)))
+        if png_path is not None:
+            write("png_dir", png_path, lambda: logic.exportLabelPngs(str(png_path), overwrite=overwrite))
+        if overlay_path is not None:
+            from .visualize import overlay as blend
+            from .visualize import write_video
+
+            def write_overlay() -> None:
+                labels = export.labelFrames(logic.segmentationNode, logic.videoNode, list(segment_ids.values()))
+                with atomicFile(overlay_path) as tmp:
+                    write_video(
+                        tmp, (blend(source.get(t), labels[t], colors) for t in range(num_frames)), source.fps or 10
+                    )
+
+            write("overlay", overlay_path, write_overlay)
+        if coco_path is not None:  # checked above; the OutputSet refused an existing file without --overwrite
+            write(
+                "coco", coco_path, lambda: logic.exportCoco(str(coco_path), list(segment_ids.values()), overwrite=True)
+            )
+        if stats_path is not None:
+            write("stats", stats_path, lambda: _write_stats(logic, list(segment_ids.values()), outputs, stats_path))
+        names = {o.id: o.name for o in objects}
+        return {
+            "engine": engine_name,
+            "frames": num_frames,
+            "objects": _summary(logic, segment_ids, names),
+            "outputs": written,
+            "logic": logic,
+            "streaming": False,
+        }
+
+    finally:
+        outputs.release()  # the outputs' locks (see outputs.OutputSet.check)
+
+
+def _volume_path_memory(
+    objects: int, size: tuple[int, int], overlay: bool, engine: str, image_size: int
+) -> tuple[int, int]:
+    """``(labelmaps, workBytes)`` for ``videoimport.checkVideoMemory`` on the Slicer-volume path:
+    every copy it makes, measured (issue 21, item 6: a 4K clip passed the check with 2 label maps
+    counted, then ran out of memory in VTK, SIGABRT).
+
+    Label maps (uint8 ``T x H x W`` volumes): one layer of the segmentation per object (objects that
+    overlap need their own), a segment read back and an export's label volume (2), and with an
+    overlay ``OVERLAY_LABELMAPS`` more. Working memory: ``VOLUME_WORK_BYTES_PER_PIXEL`` per pixel
+    of one frame, and the sam2 engine's ``SAM2_WORK_BYTES_1024`` at 1024 px (scaled by the image
+    area; 0 for a tracking server, which tracks in its own process).
+    """
+    h, w = size
+    labelmaps = objects + 2 + (OVERLAY_LABELMAPS if overlay else 0)
+    work = VOLUME_WORK_BYTES_PER_PIXEL * h * w
+    if engine == "sam2":
+        work += int(SAM2_WORK_BYTES_1024 * (image_size / 1024) ** 2)
+    return labelmaps, work
 
 
 def _run_streaming(
@@ -405,8 +456,16 @@ def _write_stats(logic, segment_ids: list[str], outputs, path: Path) -> None:
 def _track(logic, segment_ids: list[str], first: int, last: int, engine_name: str, progress: bool) -> None:
     """Track forward and backward from the earliest prompted frame with a progress bar; a prompt
     the engine refuses before tracking (e.g. the flow engine with no mask to start from) is a CliError."""
+    from .logic import TrackingFailedError
+
     with _progress_bar(last - first + 1, f"tracking ({engine_name})", progress) as on_progress:
-        logic.track(segment_ids, firstFrame=first, lastFrame=last, direction="both", progressCallback=on_progress)
+        try:
+            logic.track(segment_ids, firstFrame=first, lastFrame=last, direction="both", progressCallback=on_progress)
+        except TrackingFailedError as err:
+            raise TrackingFailed(
+                f"{err.reason}; nothing was written (the outputs keep their previous content): check the server "
+                "and run the command again."
+            ) from None
 
 
 @contextlib.contextmanager

@@ -142,9 +142,10 @@ def _checkCount(value, what: str, minimum: int) -> int:
     return int(value)
 
 
-def _checkMemoryOptions(labelmaps, availableMemory) -> None:
+def _checkMemoryOptions(labelmaps, availableMemory, workBytes=0) -> None:
     """Validate the memory keywords of the import functions (before any work)."""
     _checkCount(labelmaps, "labelmaps (uint8 label volumes to plan memory for; 0 = only the video)", 0)
+    _checkCount(workBytes, "workBytes (working memory in bytes besides the volumes)", 0)
     if availableMemory is not None:
         _checkCount(availableMemory, "availableMemory (bytes; None measures it)", 0)
 
@@ -161,11 +162,13 @@ def checkVideoMemory(
     selectedFrames: Sequence[int] | None = None,
     frameStep: int = 1,
     times: Sequence[float] | None = None,
+    workBytes: int = 0,
 ) -> int:
     """Check that a video volume of ``frameCount`` frames of ``width x height`` pixels fits in memory.
 
     Needed: ``frameCount * height * width * 3`` bytes (RGB uint8 volume) plus
-    ``labelmaps * frameCount * height * width`` bytes (uint8 labelmaps the caller will need).
+    ``labelmaps * frameCount * height * width`` bytes (uint8 labelmaps the caller will need) plus
+    ``workBytes`` (the caller's working memory besides the volumes, e.g. a tracking engine's).
     Usable: ``availableBytes`` (default :func:`availableMemoryBytes`) less the safety margin
     ``MEMORY_MARGIN_FRACTION * available + MEMORY_MARGIN_BYTES``. Nothing is allocated.
 
@@ -182,6 +185,7 @@ def checkVideoMemory(
             range suggestions.
         frameStep: the frame step the ``frameCount`` frames were taken with.
         times: time in seconds of every source frame (or None), for the ``endTime`` suggestion.
+        workBytes: bytes needed besides the volumes, whatever the frame count (>= 0).
 
     Returns:
         The bytes needed.
@@ -195,21 +199,22 @@ def checkVideoMemory(
     width, height = _checkCount(width, "width", 1), _checkCount(height, "height", 1)
     frameCount = _checkCount(frameCount, "frameCount", 1)
     frameStep = _checkCount(frameStep, "frameStep", 1)
-    _checkMemoryOptions(labelmaps, availableBytes)
-    labelmaps = int(labelmaps)
+    _checkMemoryOptions(labelmaps, availableBytes, workBytes)
+    labelmaps, workBytes = int(labelmaps), int(workBytes)
     perFrame = width * height * (3 + labelmaps)
     videoBytes, labelmapBytes = frameCount * width * height * 3, frameCount * width * height * labelmaps
-    needed = videoBytes + labelmapBytes
+    needed = videoBytes + labelmapBytes + workBytes
     available = availableMemoryBytes() if availableBytes is None else int(availableBytes)
     if available is None:
         return needed
     usable = _usableBytes(available)
     if needed <= usable:
         return needed
+    volumeRoom = max(0, usable - workBytes)  # what the volumes may take
 
     suggestions: dict[str, Any] = {}
     advice: list[str] = []
-    fitFrames = usable // perFrame
+    fitFrames = volumeRoom // perFrame
     selected = list(selectedFrames) if selectedFrames is not None else list(range(frameCount * frameStep))
     if fitFrames >= 1:
         step = max(frameStep + 1, math.ceil(len(selected) / fitFrames))
@@ -218,10 +223,10 @@ def checkVideoMemory(
             suggestions["frameStep"] = step
             advice.append(f"frameStep={step} ({kept} frames)")
     srcWidth, srcHeight = sourceWidth or width, sourceHeight or height
-    candidate = min(width - 1, int(math.sqrt(usable / max(1, frameCount * (3 + labelmaps)) * width / height)))
+    candidate = min(width - 1, int(math.sqrt(volumeRoom / max(1, frameCount * (3 + labelmaps)) * width / height)))
     while candidate >= 16:
         w, h = _targetSize(srcWidth, srcHeight, candidate)
-        if frameCount * w * h * (3 + labelmaps) <= usable:
+        if frameCount * w * h * (3 + labelmaps) + workBytes * w * h / (width * height) <= usable:
             suggestions["maxWidth"] = candidate
             advice.append(f"maxWidth={candidate} ({w}x{h} pixels)")
             break
@@ -238,7 +243,9 @@ def checkVideoMemory(
     message = (
         f"Not enough memory to import {frameCount} frames of {width}x{height} pixels: it needs "
         f"{needed / _GIB:.2f} GiB (video {videoBytes / _GIB:.2f} GiB = frames x H x W x 3 bytes, plus labelmaps "
-        f"{labelmapBytes / _GIB:.2f} GiB = {labelmaps} x frames x H x W bytes) but only {usable / _GIB:.2f} GiB "
+        f"{labelmapBytes / _GIB:.2f} GiB = {labelmaps} x frames x H x W bytes"
+        + (f", plus working memory {workBytes / _GIB:.2f} GiB" if workBytes else "")
+        + f") but only {usable / _GIB:.2f} GiB "
         f"is usable ({available / _GIB:.2f} GiB available less a {MEMORY_MARGIN_FRACTION:.0%} + "
         f"{MEMORY_MARGIN_BYTES // 2**20} MiB safety margin). Import fewer or smaller frames: {options}; "
         "or free memory (close other volumes or applications) and import again. Nothing was imported."
@@ -407,6 +414,7 @@ def importFrames(
     cancelEvent: threading.Event | None = None,
     labelmaps: int = 2,
     availableMemory: int | None = None,
+    workBytes: int = 0,
 ):
     """Import a video file (mp4/avi/mov/mkv/webm/m4v, or DICOM: ``dicomvideo``), an image folder or frames
     into a new video volume.
@@ -427,6 +435,7 @@ def importFrames(
             the segmentation's labelmap layer and a label export). See :func:`checkVideoMemory`.
         availableMemory: bytes available to the import (an injected figure, before the safety
             margin); None measures it with :func:`availableMemoryBytes`.
+        workBytes: working memory the caller needs besides the volumes (see :func:`checkVideoMemory`).
 
     Returns:
         The new ``vtkMRMLVectorVolumeNode`` (see the module docstring for layout and attributes).
@@ -438,7 +447,7 @@ def importFrames(
             allocating; the message gives the sizes and options that fit). MemoryError: the
             allocation failed anyway.
     """
-    _checkMemoryOptions(labelmaps, availableMemory)
+    _checkMemoryOptions(labelmaps, availableMemory, workBytes)
     from .dicomvideo import openVideo
 
     kind = "array" if isinstance(source, np.ndarray) else None
@@ -471,6 +480,7 @@ def importFrames(
             selectedFrames=selectFrames(len(frames), times, 1, startTime, endTime, firstFrame, lastFrame),
             frameStep=int(frameStep),
             times=times,
+            workBytes=workBytes,
         )
         node, view = _allocateVideoVolume(scene, name, width, height, len(indices))
         for done, index in enumerate(indices):

@@ -63,8 +63,10 @@ def overlay(
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
-    """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (yuv420p, CRF 20) with PyAV into ``path``
-    (container from its suffix: .mp4, .mkv or .mov). Odd widths / heights lose their last column / row.
+    """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (yuv420p, CRF 20, x264 preset medium) with PyAV
+    into ``path`` (container from its suffix: .mp4, .mkv or .mov). Odd widths / heights lose their
+    last column / row. Reproducible: one encoder thread, fixed settings, so the same frames give the
+    same file, byte for byte, with the same PyAV / x264 build (x264 with several threads did not).
 
     The file is written in place: to replace an existing video safely, write to a temporary name
     and rename it (as ``sam2s track`` does with ``SAM2SSlicerLib.outputs.OutputSet.writeFile``).
@@ -82,7 +84,10 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.
                 stream = container.add_stream("libx264", rate=max(1, round(fps)))
                 stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "20"}
+                # One encoder thread: with x264's threads (PyAV's default slice threads here) the same
+                # frames gave different files in some runs (issue 21: pixels up to 42/255 apart).
+                stream.options = {"crf": "20", "preset": "medium", "threads": "1"}
+                stream.codec_context.thread_count = 1
             img = np.ascontiguousarray(frame[: stream.height, : stream.width])
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)

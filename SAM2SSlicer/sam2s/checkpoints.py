@@ -758,7 +758,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: the file is empty, truncated or not a PyTorch checkpoint; it contains
+        CheckpointError: the file cannot be read (e.g. no permission); it is empty, truncated or not a PyTorch checkpoint; it contains
             code or objects other than tensors (refused, naming the first such global, e.g.
             ``posix.system``, since unpickling it could run code; the message says how to
             re-save a clean state dict); or it holds no dict of tensors.
@@ -768,8 +768,14 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:  # e.g. no read permission, or a folder of another user
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read ({exc.strerror or exc}); give this user read access to it "
+            f"(e.g. chmod a+r {path}) or copy it somewhere readable."
+        ) from None
     if not head:
         raise CheckpointError(
             f"Checkpoint {path} is empty (0 bytes): truncated or not a PyTorch checkpoint. Delete it and download "

@@ -23,8 +23,13 @@ missing token), ``ProtocolMismatchError`` (426, or ``/version`` of another proto
 ``SessionNotFound`` (404 ``session_not_found``: closed, expired or another token's),
 ``ServerBusy`` (409: a job runs, or the tracker is busy), ``ServerUnavailable`` (no connection:
 not running, unreachable, reset, timed out). Other statuses keep the server's ``code``
-(``invalid_prompt`` 400, ``object_not_found`` 404, ``path_not_allowed`` 403, ``too_large`` 413,
-``invalid_request`` 422, ``too_many_sessions`` 429, ``internal_error`` 500 ...).
+(``invalid_prompt`` 400, ``object_not_found`` 404, ``path_not_allowed`` / ``shm_not_allowed`` 403,
+``too_large`` / ``quota_exceeded`` 413, ``invalid_request`` / ``limit_exceeded`` 422,
+``too_many_sessions`` 429, ``internal_error`` 500, ``insufficient_memory`` 507 ...).
+
+Frames reach a server on the same machine without HTTP through shared memory:
+``create_shared_frames`` copies them into a block whose name is ``SHARED_FRAMES_PREFIX`` plus a
+random secret, the only names a server attaches.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import http.client
 import io
 import json
 import math
+import re
+import secrets
 import socket
 import ssl
 import urllib.parse
@@ -46,6 +53,7 @@ from . import protocol
 from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
 
 __all__ = [
+    "SHARED_FRAMES_PREFIX",
     "AuthError",
     "Client",
     "JobUpdate",
@@ -56,10 +64,18 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "SessionNotFound",
+    "create_shared_frames",
+    "is_shared_frames_name",
 ]
 
 TERMINAL_STATUSES = ("done", "cancelled", "failed")
 """Job statuses after which nothing more is produced."""
+
+SHARED_FRAMES_PREFIX = "sam2s_"
+"""Name prefix of the shared-memory blocks a tracking server attaches (``create_shared_frames``)."""
+
+_SHARED_SECRET_BYTES = 11  # 22 hex digits: 28-character names, within macOS's 31 (with the leading '/')
+_SHARED_NAME = re.compile(re.escape(SHARED_FRAMES_PREFIX) + f"[0-9a-f]{{{2 * _SHARED_SECRET_BYTES}}}")
 
 _MESSAGE_OVERHEAD = 4096  # bytes of a chunk's message besides the frames (prefix, JSON header)
 _EXPECT_CONTINUE_BYTES = 64 * 2**10  # larger bodies wait for "100 Continue" (see _send_expecting_continue)
@@ -319,15 +335,7 @@ class Client:
             ValueError: not a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1.
             ServerError: e.g. 413 ``too_large`` (the clip exceeds the server's limit), 429.
         """
-        if (
-            not isinstance(frames, np.ndarray)
-            or frames.dtype != np.uint8
-            or frames.ndim != 4
-            or frames.shape[3] != 3
-            or min(frames.shape) == 0
-        ):
-            found = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-            raise ValueError(f"frames must be a (T, H, W, 3) uint8 RGB array with T, H, W >= 1, got {found}")
+        _check_frames(frames)
         limit = (self._version or self.version()).get("max_upload_bytes") or chunk_bytes
         frame_bytes = math.prod(frames.shape[1:])
         per_chunk = max(1, (min(int(chunk_bytes), int(limit)) - _MESSAGE_OVERHEAD) // frame_bytes)
@@ -452,6 +460,61 @@ def _send_expecting_continue(
     response = http.client.HTTPResponse(_ReplaySocket(bytes(head), sock), method=method)
     response.begin()
     return response
+
+
+def _check_frames(frames: Any) -> None:
+    """Raise ``ValueError`` unless ``frames`` is a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1."""
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[3] != 3
+        or min(frames.shape) == 0
+    ):
+        found = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise ValueError(f"frames must be a (T, H, W, 3) uint8 RGB array with T, H, W >= 1, got {found}")
+
+
+def is_shared_frames_name(name: str) -> bool:
+    """True when ``name`` is a name ``create_shared_frames`` gives: ``SHARED_FRAMES_PREFIX`` followed
+    by 22 lowercase hexadecimal digits (the only shared-memory names a tracking server attaches)."""
+    return isinstance(name, str) and _SHARED_NAME.fullmatch(name) is not None
+
+
+def create_shared_frames(frames: np.ndarray) -> tuple[Any, dict]:
+    """A shared-memory copy of ``frames`` for a tracking server on this machine
+    (``create_session(spec, ...)``), without HTTP.
+
+    The block is named ``SHARED_FRAMES_PREFIX`` plus a secret of 88 random bits
+    (``secrets.token_hex``): a server attaches no other name, so a client cannot make it read
+    another program's shared memory, and cannot guess the name of another client's block (on
+    POSIX systems local users can still list ``/dev/shm``; the block itself is readable only by
+    its owner).
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 RGB array (any memory layout; copied in C order).
+
+    Returns:
+        ``(block, spec)``: the ``multiprocessing.shared_memory.SharedMemory`` (keep it open while
+        the session lives, then ``block.close()`` and ``block.unlink()``) and the session's
+        frames spec ``{"shm": name, "shape": [T, H, W, 3]}``.
+
+    Raises:
+        ValueError: ``frames`` is not a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1.
+        OSError: the block cannot be created (e.g. ``/dev/shm`` is full).
+    """
+    from multiprocessing import shared_memory
+
+    _check_frames(frames)
+    name = SHARED_FRAMES_PREFIX + secrets.token_hex(_SHARED_SECRET_BYTES)
+    block = shared_memory.SharedMemory(name=name, create=True, size=frames.nbytes)
+    try:
+        np.ndarray(frames.shape, dtype=np.uint8, buffer=block.buf)[...] = frames
+    except BaseException:
+        block.close()
+        block.unlink()
+        raise
+    return block, {"shm": name, "shape": [int(n) for n in frames.shape]}
 
 
 def _quote(value: str) -> str:

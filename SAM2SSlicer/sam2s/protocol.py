@@ -15,7 +15,8 @@ The header is the sender's own fields plus the reserved key ``"arrays"``: one sp
 ``{"dtype": name, "shape": [d0, d1, ...], "encoding": "packbits" | "raw"}``, with
 
 * ``dtype`` from the allow-list ``bool``, ``uint8``, ``float32`` (nothing else is accepted);
-* ``shape`` a list of at most ``MAX_NDIM`` non-negative integers (C order: the last index varies
+* ``shape`` a list of at most ``MAX_NDIM`` non-negative integers, each at most ``MAX_DIMENSION``,
+  whose non-zero ones multiply to at most ``MAX_ELEMENTS`` (C order: the last index varies
   fastest);
 * ``encoding`` ``"packbits"`` for bool arrays: ``numpy.packbits`` of the flattened array (8 values
   per byte, the first value in the most significant bit, the last byte zero-padded), i.e.
@@ -23,9 +24,10 @@ The header is the sender's own fields plus the reserved key ``"arrays"``: one sp
   ``prod(shape) * itemsize`` bytes (1 for uint8, 4 for float32).
 
 Images and masks are ``(H, W)`` / ``(n, H, W)`` / ``(T, H, W, 3)`` arrays, row y (down) then
-column x (right). ``decode`` checks everything (magic, lengths, JSON, the dtype allow-list,
-encodings, shapes against payload sizes, padding bits, no trailing bytes) and raises
-``ProtocolError`` (a ``ValueError``) with a message naming the problem.
+column x (right). ``decode`` checks everything (magic, lengths, the header with
+``sam2s.strictjson.loads``, the dtype allow-list, encodings, shapes and their bounds, shapes
+against payload sizes, padding bits, no trailing bytes) and raises ``ProtocolError`` (a
+``ValueError``) with a message naming the problem: for any bytes, nothing else leaves it.
 
 ``PROTOCOL_VERSION`` is the version of the whole client / server protocol (these messages, the
 endpoints and their fields); every request carries it in the ``X-SAM2S-Protocol`` header and the
@@ -41,9 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from . import strictjson
+
 __all__ = [
     "DTYPES",
     "MAGIC",
+    "MAX_DIMENSION",
+    "MAX_ELEMENTS",
     "MAX_HEADER_BYTES",
     "MAX_NDIM",
     "PROTOCOL_HEADER",
@@ -69,6 +75,13 @@ MAX_HEADER_BYTES = 64 * 2**20
 
 MAX_NDIM = 8
 """Most dimensions of one array."""
+
+MAX_DIMENSION = 2**31 - 1
+"""Largest length of one dimension of an array."""
+
+MAX_ELEMENTS = 2**40
+"""Largest product of an array's non-zero dimensions (its values; for a zero-size array, what its
+shape would hold without the zeros, so that no shape is absurd)."""
 
 DTYPES: dict[str, np.dtype] = {
     "bool": np.dtype(bool),
@@ -139,10 +152,6 @@ def encode(header: dict, arrays: Sequence[np.ndarray] = ()) -> bytes:
     return b"".join([MAGIC, struct.pack("<I", len(head)), head, *payloads])
 
 
-def _reject_constant(name: str) -> Any:
-    raise ProtocolError(f"the message header holds {name}, which strict JSON does not allow")
-
-
 def _check_spec(i: int, spec: Any) -> tuple[str, tuple[int, ...], int]:
     """The dtype name, shape and value count of array spec ``i``; raises ``ProtocolError``."""
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "encoding"}:
@@ -159,14 +168,21 @@ def _check_spec(i: int, spec: Any) -> tuple[str, tuple[int, ...], int]:
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_NDIM
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_DIMENSION for n in shape)
     ):
         raise ProtocolError(
-            f"array {i} has shape {shape!r:.200}; a shape is a list of at most {MAX_NDIM} non-negative integers"
+            f"array {i} has shape {shape!r:.200}; a shape is a list of at most {MAX_NDIM} non-negative integers "
+            f"of at most {MAX_DIMENSION}"
         )
-    count = 1
+    count = extent = 1
     for n in shape:
         count *= n
+        extent *= max(n, 1)
+    if extent > MAX_ELEMENTS:
+        raise ProtocolError(
+            f"array {i} has shape {shape}, whose non-zero dimensions hold {extent:.3g} values, more than the "
+            f"{MAX_ELEMENTS:,} allowed (corrupt message)"
+        )
     return dtype, tuple(shape), count
 
 
@@ -185,13 +201,19 @@ def decode(data: bytes | bytearray | memoryview, copy: bool = False) -> tuple[di
     Raises:
         ProtocolError: not bytes; shorter than 9 bytes; wrong magic (not a SAM2S message, e.g. an
             HTML error page); a header length beyond the data or ``MAX_HEADER_BYTES``; a header
-            that is not UTF-8 strict JSON object or lacks a valid ``"arrays"`` list; a dtype outside
-            the allow-list, a wrong encoding or shape; payloads shorter or longer than the shapes
+            that is not a UTF-8 strict JSON object within ``sam2s.strictjson``'s limits (integers
+            of at most 19 digits, nesting at most 64 deep) or lacks a valid ``"arrays"`` list; a
+            dtype outside the allow-list, a wrong encoding, a shape beyond ``MAX_NDIM``,
+            ``MAX_DIMENSION`` or ``MAX_ELEMENTS``; payloads shorter or longer than the shapes
             need (truncated message or trailing bytes); non-zero padding bits of a bool array.
+            Nothing else, for any bytes.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"a message is bytes, got {type(data).__name__}")
-    view = memoryview(data).cast("B")
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as error:  # e.g. a memoryview of a non-contiguous array
+        raise ProtocolError(f"a message is a contiguous run of bytes ({error})") from None
     if len(view) < _PREFIX:
         raise ProtocolError(
             f"the message is {len(view)} bytes long, shorter than its {_PREFIX}-byte prefix (truncated)"
@@ -211,11 +233,9 @@ def decode(data: bytes | bytearray | memoryview, copy: bool = False) -> tuple[di
             f"the header length {length} runs past the end of the {len(view)}-byte message (truncated message)"
         )
     try:
-        header = json.loads(bytes(view[_PREFIX : _PREFIX + length]).decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as error:
-        raise ProtocolError(f"the message header is not UTF-8 ({error})") from None
-    except json.JSONDecodeError as error:
-        raise ProtocolError(f"the message header is not valid JSON ({error})") from None
+        header = strictjson.loads(bytes(view[_PREFIX : _PREFIX + length]))
+    except strictjson.StrictJSONError as error:
+        raise ProtocolError(f"the message header is not strict JSON: {error}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"the message header must be a JSON object, got {type(header).__name__}")
     specs = header.pop("arrays", None)

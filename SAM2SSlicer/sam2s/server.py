@@ -1,43 +1,67 @@
 """The sam2s tracking server: tracking sessions over HTTP (FastAPI + uvicorn), for clients that cannot
 track in their own process (3D Slicer's GUI Python cannot run worker threads) or that use a remote GPU.
 
-Optional: it needs ``pip install 'sam2s[server]'`` (FastAPI, uvicorn; the ``flow`` engine and the
-resizing of server-side frames also need OpenCV); its client (``sam2s.client``) needs only the
-standard library and numpy. Start it with::
+Optional: it needs FastAPI and uvicorn (``pip install -e ".[server]"`` in a clone of the repository;
+the ``flow`` engine and the resizing of server-side frames also need OpenCV); its client
+(``sam2s.client``) needs only the standard library and numpy. Start it with::
 
-    SAM2S_SERVER_TOKEN=... python -m sam2s.server --port 0 --allow-path /data/videos
+    python -m sam2s.server --token-file TOKEN_FILE --port 0 --allow-path /data/videos
 
-It prints one line on stdout, ``SAM2S server listening on http://127.0.0.1:PORT`` (``https://``
+or ``sam2s serve`` with the same options (``sam2s.serveoptions``, one definition for both). It
+prints one line on stdout, ``SAM2S server listening on http://127.0.0.1:PORT`` (``https://``
 with ``--ssl-certfile``; followed by `` token=TOKEN`` when it generated the token itself),
-flushed, once it accepts connections, and writes the same line to ``--ready-file``.
+flushed, once it accepts connections, and writes the same line to ``--ready-file``. SIGTERM or
+Ctrl+C shut it down gracefully (jobs cancelled, sessions closed) with exit status 0.
 
 Rules (the details are in the docstrings below):
 
-* Authentication: every endpoint except ``GET /health`` needs ``Authorization: Bearer TOKEN``
+* Authentication: every endpoint except ``GET`` / ``HEAD /health`` needs ``Authorization: Bearer TOKEN``
   with one of the server's tokens (compared with ``hmac.compare_digest``); a missing or wrong
   token gets 401 before the body is read. A server on a non-loopback address needs explicit
   tokens of at least ``MIN_REMOTE_TOKEN_LENGTH`` characters. Sessions and uploads belong to the
-  token that created them: for any other token they do not exist (404).
+  token that created them: for any other token they do not exist (404). Tokens come from
+  ``--token-file`` (readable only by its owner), ``$SAM2S_SERVER_TOKEN`` or ``--token`` (which
+  every user sees in ``ps``).
 * Protocol: every request except ``GET /health`` and ``GET /version`` carries
   ``X-SAM2S-Protocol: 1`` (``sam2s.protocol.PROTOCOL_VERSION``); another value gets 426 naming
   both versions and what to upgrade.
 * Server-side paths (video files, frame folders, checkpoints) are used only under the
   ``allow_paths`` roots (symbolic links and ``..`` resolved first), else 403; without roots, no
   server-side path is accepted (clients upload frames or share memory instead).
-* Limits: request bodies (and an upload's frames in all) over ``max_upload_bytes`` get 413; more
+* Shared memory: only blocks named by ``sam2s.client.create_shared_frames``
+  (``SHARED_FRAMES_PREFIX`` and a random secret) are attached; any other name gets 403
+  ``shm_not_allowed`` before anything is opened.
+* Limits (``ServerLimits``: defaults, command-line options; all listed in ``GET /version``):
+  every size, count and index a request carries is checked before anything is allocated, and
+  one beyond its limit gets 422 ``"limit_exceeded"`` naming the value, the limit and its option:
+  the frame width and height of every source (``max_frame_side``: a path's ``size`` and its
+  file's own size, a shared block's or an upload's ``shape``, each uploaded chunk),
+  ``model.image_size`` (``max_image_size``), frames per session and ``frame_indices`` entries
+  (``max_frames``), objects per session (``max_objects``, when a prompt would add one), passes
+  per job (``max_passes``) and frames per job (``JOB_FRAMES_PER_SESSION_FRAME`` times the
+  session's), clicks per prompt (``MAX_PROMPT_POINTS``). Memory: before a session is created
+  (before its model is built) its bytes are estimated (``estimate_session_bytes``), and before
+  an upload or a job its frames' or results' bytes; more than
+  ``sam2s.resources.available_memory_bytes()`` gets 507 ``"insufficient_memory"`` with both
+  figures (``needed_bytes``, ``available_bytes``). Bytes: an upload over ``max_upload_bytes``
+  gets 413 ``"too_large"``, as does any other request body over ``request_body_limit`` (room
+  for the largest mask or frame list, at least 16 MiB); a token whose uploads and sessions made from
+  uploads would hold more than ``max_token_bytes`` gets 413 ``"quota_exceeded"``. Counts: more
   than ``max_sessions_per_token`` sessions (or uploads) per token get 429; a session or upload
   without a request for ``idle_timeout_s`` seconds is closed, and its id then gets 404 with
   ``"code": "session_not_found"`` (``"upload_not_found"``).
 * Errors are JSON ``{"detail": message, "code": short_code}``, never a bare 500: malformed
-  bodies 422 (the message names the field), invalid prompts 400, unknown objects 404, changes
-  while a job runs 409, unexpected errors 500 with the message.
+  bodies 422 (the message names the field), values beyond a limit 422, invalid prompts 400,
+  unknown objects 404, changes while a job runs 409, not enough memory 507, unexpected errors
+  500 with the message.
 
 Endpoints (JSON bodies unless "binary": a ``sam2s.protocol`` message, ``application/octet-stream``):
 
 ==========================================================  ==================================================
-``GET /health``                                             ``{"status": "ok"}`` (no token needed)
+``GET /health`` (or ``HEAD``)                               ``{"status": "ok"}`` (no token needed)
 ``GET /version``                                            ``{"protocol", "sam2s", "torch", "devices",
                                                             "precisions", "max_upload_bytes", ...}``
+                                                            (every limit of ``ServerLimits``)
 ``POST /uploads`` ``{"shape": [T, H, W, 3]}`` (optional)    ``{"upload": id}``
 ``PUT /uploads/{id}?start=K`` binary: uint8 (n, H, W, 3)    frames K..K+n-1; ``{"upload", "received", ...}``
 ``DELETE /uploads/{id}``                                    drops the upload
@@ -62,6 +86,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -81,6 +106,15 @@ from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
 
+from .serveoptions import (
+    ENV_TOKEN,
+    INSTALL_SERVER,
+    JOB_FRAMES_PER_SESSION_FRAME,
+    ServerLimits,
+    add_server_arguments,
+    limits_from_args,
+)
+
 try:
     import uvicorn
     from fastapi import FastAPI, Query, Request, Response
@@ -91,30 +125,36 @@ try:
     from starlette.exceptions import HTTPException
 except ImportError as _error:  # pragma: no cover - depends on the installation
     raise ImportError(
-        f"sam2s.server needs FastAPI and uvicorn ({_error}); install them with `pip install 'sam2s[server]'` "
+        f"sam2s.server needs FastAPI and uvicorn ({_error}); install them with {INSTALL_SERVER} "
         "(fastapi>=0.110, uvicorn>=0.29). The client, sam2s.client, needs neither."
     ) from _error
 
 from . import __version__, protocol
-from .access import PathNotAllowedError, check_readable, real_roots
+from .access import PathNotAllowedError, check_readable, read_token_file, real_roots
 from .checkpoints import CheckpointError, get_info, resolve_checkpoint
+from .client import is_shared_frames_name
 from .frames import FrameSource, FrameSourceError, open_frames
-from .session import PromptError, Tracker, TrackerBusyError
+from .resources import available_memory_bytes
+from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError
 
 __all__ = [
     "ENV_TOKEN",
+    "FRAME_BYTES_PER_PIXEL",
+    "MAX_PROMPT_POINTS",
     "MIN_REMOTE_TOKEN_LENGTH",
     "POLL_MAX_BYTES",
     "POLL_MAX_FRAMES",
+    "SAM2_BYTES_PER_INPUT_PIXEL",
     "ApiError",
     "SelectedFrames",
+    "ServerLimits",
     "create_app",
+    "estimate_session_bytes",
     "main",
+    "request_body_limit",
+    "run",
     "serve",
 ]
-
-ENV_TOKEN = "SAM2S_SERVER_TOKEN"
-"""Environment variable holding the server's token when ``serve(tokens=None)`` / no ``--token``."""
 
 MIN_REMOTE_TOKEN_LENGTH = 32
 """Shortest token accepted on a non-loopback address (``secrets.token_urlsafe(32)`` gives 43)."""
@@ -127,6 +167,24 @@ POLL_MAX_BYTES = 32 * 2**20
 
 READY_PREFIX = "SAM2S server listening on"
 """Start of the line ``serve`` prints once it accepts connections."""
+
+MAX_PROMPT_POINTS = 1024
+"""Most clicks in one points or box request."""
+
+SAM2_BYTES_PER_INPUT_PIXEL = 1024
+"""Working memory of a SAM 2 session per pixel of the model's input (``image_size ** 2``), for its
+first object (about 1 GiB at 1024 px, 4 GiB at 2048). Measured as the growth of the peak
+resident memory (``VmHWM``) over a click and a 6-frame propagation, ``sam2.1_hiera_t`` with
+random weights, fp32 on a CPU, 320x240 frames: 105 MiB at 256 px, 310 MiB at 512 px, 999 MiB at
+1024 px; a second object added 23, 172 and 461 MiB. A lower bound for the larger configs."""
+
+FRAME_BYTES_PER_PIXEL = 16
+"""Working memory per pixel of a session's frames (float32 logits at the frames' resolution,
+resizing), measured as above: 3840x2160 frames needed 107 MiB more than 320x240 ones at 256 px."""
+
+_FRAME_CACHE = 4  # resized frames a SelectedFrames keeps
+_MIN_BODY_LIMIT = 16 * 2**20  # request_body_limit's floor
+_GIB = float(2**30)
 
 _JOBS_KEPT = 2  # finished jobs kept per session (with their results), besides the running one
 _JOIN_TIMEOUT_S = 60.0  # how long closing a session waits for its job thread to stop
@@ -206,7 +264,7 @@ class SelectedFrames(FrameSource):
         source: FrameSource,
         indices: Sequence[int] | None = None,
         size: tuple[int, int] | None = None,
-        cache_size: int = 4,
+        cache_size: int = _FRAME_CACHE,
     ) -> None:
         n = len(source)
         picked = list(range(n)) if indices is None else [operator.index(i) for i in indices]
@@ -384,8 +442,8 @@ class PointsRequest(_Body):
     1 / 0, ``clear_old_points``, and ``logits`` (answer float32 logits instead of a bool mask)."""
 
     frame: SInt
-    points: list[list[SFloat]]
-    labels: list[SInt]
+    points: list[list[SFloat]] = Field(max_length=MAX_PROMPT_POINTS)
+    labels: list[SInt] = Field(max_length=MAX_PROMPT_POINTS)
     clear_old_points: SBool = True
     logits: SBool = False
 
@@ -395,18 +453,19 @@ class BoxRequest(_Body):
 
     frame: SInt
     box: list[SFloat]
-    points: Optional[list[list[SFloat]]] = None  # noqa: UP045
-    labels: Optional[list[SInt]] = None  # noqa: UP045
+    points: Optional[list[list[SFloat]]] = Field(None, max_length=MAX_PROMPT_POINTS)  # noqa: UP045
+    labels: Optional[list[SInt]] = Field(None, max_length=MAX_PROMPT_POINTS)  # noqa: UP045
     logits: SBool = False
 
 
 class JobRequest(_Body):
     """``POST /sessions/{sid}/jobs``: ``passes`` ``[[start, end, reverse], ...]`` (start / end: frame
     indices, both included, or null for the engine's default), each one ``propagate`` call in
-    order; ``obj_ids`` to track (null: all); ``logits``: keep float32 logits instead of masks."""
+    order (at most ``max_passes``); ``obj_ids`` to track (null: all); ``logits``: keep float32
+    logits instead of masks."""
 
-    passes: list[tuple[Optional[SInt], Optional[SInt], SBool]] = Field(min_length=1, max_length=10_000)  # noqa: UP045
-    obj_ids: Optional[list[SInt]] = None  # noqa: UP045
+    passes: list[tuple[Optional[SInt], Optional[SInt], SBool]] = Field(min_length=1)  # noqa: UP045
+    obj_ids: Optional[list[SInt]] = Field(None, max_length=MAX_OBJECT_ID)  # noqa: UP045
     logits: SBool = False
 
 
@@ -488,10 +547,14 @@ class _Job:
 
 
 class _Session:
-    """One tracking session: its tracker, owner, lock and jobs."""
+    """One tracking session: its tracker, owner, lock and jobs; ``held_bytes``: the bytes of the
+    frames it took from an upload (counted in its token's quota)."""
 
-    def __init__(self, sid: str, owner: str, tracker: Tracker, engine: str, shm: Any = None) -> None:
+    def __init__(
+        self, sid: str, owner: str, tracker: Tracker, engine: str, shm: Any = None, held_bytes: int = 0
+    ) -> None:
         self.id, self.owner, self.tracker, self.engine, self.shm = sid, owner, tracker, engine, shm
+        self.held_bytes = int(held_bytes)
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
         self.jobs: OrderedDict[str, _Job] = OrderedDict()
@@ -555,21 +618,10 @@ class _Session:
 class _State:
     """Everything a server holds: sessions, uploads, cached models, limits."""
 
-    def __init__(
-        self,
-        tokens: Sequence[str],
-        allow_paths: Sequence[str | Path],
-        max_upload_bytes: int,
-        max_sessions_per_token: int,
-        idle_timeout_s: float,
-        model_cache_size: int,
-    ) -> None:
+    def __init__(self, tokens: Sequence[str], allow_paths: Sequence[str | Path], limits: ServerLimits) -> None:
         self.tokens = [t.encode("utf-8") for t in tokens]
         self.roots = real_roots(allow_paths)
-        self.max_upload_bytes = int(max_upload_bytes)
-        self.max_sessions = int(max_sessions_per_token)
-        self.idle_timeout_s = float(idle_timeout_s)
-        self.model_cache_size = int(model_cache_size)
+        self.limits = limits
         self.lock = threading.Lock()
         self.sessions: dict[str, _Session] = {}
         self.uploads: dict[str, _Upload] = {}
@@ -600,10 +652,14 @@ class _State:
         now = time.monotonic()
         with self.lock:
             # a session inside a request (its lock held) is in use; a job nobody polls does not keep it
-            old = [s for s in self.sessions.values() if now - s.last_used > self.idle_timeout_s and not s.lock.locked()]
+            old = [
+                s
+                for s in self.sessions.values()
+                if now - s.last_used > self.limits.idle_timeout_s and not s.lock.locked()
+            ]
             for s in old:
                 del self.sessions[s.id]
-            for u in [u for u in self.uploads.values() if now - u.last_used > self.idle_timeout_s]:
+            for u in [u for u in self.uploads.values() if now - u.last_used > self.limits.idle_timeout_s]:
                 del self.uploads[u.id]
         for s in old:
             threading.Thread(target=s.close, name=f"sam2s-close-{s.id}", daemon=True).start()
@@ -617,7 +673,7 @@ class _State:
                 raise ApiError(
                     404,
                     "session_not_found",
-                    f"session {sid!r} does not exist: it was closed, it expired after {self.idle_timeout_s:g} s "
+                    f"session {sid!r} does not exist: it was closed, it expired after {self.limits.idle_timeout_s:g} s "
                     "without requests, the server restarted, or it belongs to another token; create a new session",
                 )
             s.last_used = time.monotonic()
@@ -633,7 +689,7 @@ class _State:
                     404,
                     "upload_not_found",
                     f"upload {uid!r} does not exist: it was used by a session, deleted, expired after "
-                    f"{self.idle_timeout_s:g} s without requests, or belongs to another token; upload the frames again",
+                    f"{self.limits.idle_timeout_s:g} s without requests, or belongs to another token; upload the frames again",
                 )
             u.last_used = time.monotonic()
             return u
@@ -642,6 +698,73 @@ class _State:
         """(sessions incl. pending, uploads) of ``owner``; call with ``self.lock`` held."""
         sessions = sum(1 for s in self.sessions.values() if s.owner == owner) + self.pending.get(owner, 0)
         return sessions, sum(1 for u in self.uploads.values() if u.owner == owner)
+
+    # ---------------------------------------------------------------- limits
+    def check_quota(self, owner: str, adding: int) -> None:
+        """413 ``quota_exceeded`` when ``owner``'s uploads and sessions made from uploads, with
+        ``adding`` more bytes, would hold more than ``max_token_bytes``; call with ``self.lock`` held."""
+        held = sum(u.nbytes() for u in self.uploads.values() if u.owner == owner)
+        held += sum(s.held_bytes for s in self.sessions.values() if s.owner == owner)
+        quota = self.limits.max_token_bytes
+        if held + adding > quota:
+            raise ApiError(
+                413,
+                "quota_exceeded",
+                f"this token's uploads and sessions made from uploads hold {held:,} bytes; {adding:,} more would pass "
+                f"its quota of {quota:,} bytes (the server's --max-token-gb): delete uploads (DELETE /uploads/ID) or "
+                "close sessions you no longer need, or send fewer or smaller frames",
+                held_bytes=held,
+                quota_bytes=quota,
+            )
+
+    def check_frames(self, count: int, width: int, height: int, what: str) -> None:
+        """422 ``limit_exceeded`` for more than ``max_frames`` frames or a side over ``max_frame_side``."""
+        limits = self.limits
+        if max(width, height) > limits.max_frame_side:
+            raise ApiError(
+                422,
+                "limit_exceeded",
+                f"{what}: frames of {width}x{height} pixels (W x H) are larger than this server's {limits.max_frame_side} "
+                "pixels per side (--max-frame-side): send smaller frames (resize them), or restart the server with a "
+                "larger --max-frame-side",
+            )
+        if count > limits.max_frames:
+            raise ApiError(
+                422,
+                "limit_exceeded",
+                f"{what}: {count:,} frames are more than this server's {limits.max_frames:,} per session "
+                "(--max-frames): use fewer frames (a range or a frame step), or restart the server with a larger "
+                "--max-frames",
+            )
+
+    def check_new_object(self, tracker: Tracker, obj_id: int) -> None:
+        """422 ``limit_exceeded`` when a prompt for ``obj_id`` would add an object beyond ``max_objects``
+        (ids outside 1..254 are left to the engine's ``PromptError``)."""
+        most = self.limits.max_objects
+        if MIN_OBJECT_ID <= obj_id <= MAX_OBJECT_ID and obj_id not in tracker.objects and len(tracker.objects) >= most:
+            raise ApiError(
+                422,
+                "limit_exceeded",
+                f"object {obj_id} would be this session's object number {len(tracker.objects) + 1}, but this server "
+                f"allows {most} per session (--max-objects): prompt an existing object, remove one "
+                "(DELETE /sessions/ID/objects/OID), or track the others in another session",
+            )
+
+    @staticmethod
+    def check_memory(needed: int, what: str) -> None:
+        """507 ``insufficient_memory`` when ``needed`` bytes exceed ``available_memory_bytes()``
+        (nothing is checked when it is unknown)."""
+        available = available_memory_bytes()
+        if available is not None and needed > available:
+            raise ApiError(
+                507,
+                "insufficient_memory",
+                f"{what} needs about {needed / _GIB:.2f} GiB ({needed:,} bytes) but this server has only "
+                f"{available / _GIB:.2f} GiB ({available:,} bytes) of memory available: use fewer or smaller frames "
+                "(or a smaller model.image_size), close sessions you no longer need, or try again later",
+                needed_bytes=needed,
+                available_bytes=available,
+            )
 
     # ---------------------------------------------------------------- paths
     def allowed_path(self, value: str, field: str) -> str:
@@ -682,6 +805,12 @@ class _State:
             precision = resolve_precision(spec.precision, device)
         return (spec.config, ckpt, stat.st_mtime_ns, stat.st_size, spec.image_size, device, precision)
 
+    def unbuilt_model_bytes(self, key: tuple) -> int:
+        """The checkpoint's size in bytes (about its weights' memory) of the model of ``key``
+        (``model_key``) when it is not built yet, else 0."""
+        with self.models_lock:
+            return 0 if key in self.models else int(key[3])
+
     def model(self, spec: ModelSpec) -> Any:
         """The SAM 2 model of ``spec``, built once and kept in an LRU cache of ``model_cache_size``."""
         from .build import build_model
@@ -700,7 +829,7 @@ class _State:
             model = build_model(config, checkpoint=ckpt, device=device, image_size=image_size, precision=precision)
             with self.models_lock:
                 self.models[key] = model
-                while len(self.models) > max(1, self.model_cache_size):
+                while len(self.models) > max(1, self.limits.model_cache_size):
                     self.models.popitem(last=False)
                 self.model_locks.pop(key, None)
             return model
@@ -737,9 +866,20 @@ def _devices() -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
+def request_body_limit(limits: ServerLimits) -> int:
+    """Largest body, in bytes, of a request other than an upload's frames (``PUT /uploads/{id}``,
+    limited by ``max_upload_bytes``): room for a bit-packed mask of the largest frame
+    (``max_frame_side ** 2 / 8``) plus 1 MiB, and for a JSON list of ``max_frames`` frame indices
+    (12 bytes each), at least 16 MiB, at most ``max_upload_bytes``. A JSON body is parsed into
+    Python objects many times its size, so it gets no more room than it can need."""
+    need = max(_MIN_BODY_LIMIT, limits.max_frame_side**2 // 8 + 2**20, 12 * limits.max_frames)
+    return min(limits.max_upload_bytes, need)
+
+
 class _Guard:
     """Checks every request before the application sees it: the token (401, before the body is
-    read), the protocol header (426), ``Content-Length`` and the streamed body size (413)."""
+    read), the protocol header (426), ``Content-Length`` and the streamed body size (413:
+    ``max_upload_bytes`` for an upload's frames, ``request_body_limit`` for the others)."""
 
     def __init__(self, app: Any, state: _State) -> None:
         self.app, self.state = app, state
@@ -771,7 +911,8 @@ class _Guard:
                     426, "protocol_mismatch", problem[0], headers={"Connection": "close"}, **problem[1]
                 )
                 return await response(scope, receive, send)
-        limit = self.state.max_upload_bytes
+        upload = method == "PUT" and path.startswith("/uploads/")
+        limit = self.state.limits.max_upload_bytes if upload else request_body_limit(self.state.limits)
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -784,7 +925,9 @@ class _Guard:
                 )
                 return await response(scope, receive, send)
             if declared > limit:
-                response = _json_error(413, "too_large", _too_large(declared, limit), headers={"Connection": "close"})
+                response = _json_error(
+                    413, "too_large", _too_large(declared, limit, upload), headers={"Connection": "close"}
+                )
                 return await response(scope, receive, send)
         scope.setdefault("state", {})["sam2s_owner"] = owner
         received = 0
@@ -795,13 +938,21 @@ class _Guard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise ApiError(413, "too_large", _too_large(received, limit), headers={"Connection": "close"})
+                    raise ApiError(
+                        413, "too_large", _too_large(received, limit, upload), headers={"Connection": "close"}
+                    )
             return message
 
         return await self.app(scope, counted_receive, send)
 
 
-def _too_large(size: int, limit: int) -> str:
+def _too_large(size: int, limit: int, upload: bool = True) -> str:
+    if not upload:
+        return (
+            f"the request body is larger than this server's limit of {limit:,} bytes for requests other than an "
+            f"upload's frames (at least {size:,} bytes): send frames by PUT /uploads/ID, and prompts and "
+            "frame lists within the server's limits (GET /version)"
+        )
     return (
         f"the request body is larger than this server's limit of {limit:,} bytes (at least {size:,} bytes): "
         "send the frames in smaller chunks (Client.upload_frames does), or restart the server with a larger "
@@ -888,30 +1039,45 @@ def _validation_message(errors: Sequence[dict]) -> str:
     return "invalid request: " + "; ".join(parts) + more
 
 
+def estimate_session_bytes(
+    width: int, height: int, frame_bytes: int = 0, image_size: int | None = None, model_bytes: int = 0
+) -> int:
+    """Rough bytes a new session will allocate (compared with the available memory before it is
+    created): ``FRAME_BYTES_PER_PIXEL * width * height`` plus ``frame_bytes``, and for SAM 2
+    (``image_size`` given) ``SAM2_BYTES_PER_INPUT_PIXEL * image_size ** 2`` plus ``model_bytes``.
+
+    Args:
+        width, height: the session's frame size in pixels.
+        frame_bytes: frame buffers the session will allocate (decoded and resized frames it keeps,
+            the frames of an upload sent in several chunks, joined), in bytes.
+        image_size: the SAM 2 model's input side in pixels; None for the flow engine.
+        model_bytes: the weights of a model not built yet (its checkpoint's size), in bytes.
+
+    Returns:
+        The estimate in bytes: a lower bound of the peak for one object (more objects need more).
+    """
+    needed = FRAME_BYTES_PER_PIXEL * width * height + frame_bytes
+    if image_size is not None:
+        needed += SAM2_BYTES_PER_INPUT_PIXEL * image_size**2 + model_bytes
+    return int(needed)
+
+
 def create_app(
-    tokens: Sequence[str],
-    allow_paths: Sequence[str | Path] = (),
-    max_upload_bytes: int = 8 * 2**30,
-    max_sessions_per_token: int = 8,
-    idle_timeout_s: float = 3600,
-    model_cache_size: int = 2,
+    tokens: Sequence[str], allow_paths: Sequence[str | Path] = (), limits: ServerLimits | None = None
 ) -> FastAPI:
     """The tracking server as a FastAPI application (endpoints and rules: module docstring).
 
     Args:
         tokens: accepted bearer tokens (non-empty strings of printable ASCII without spaces).
         allow_paths: existing folders (or files) under which server-side paths may be read.
-        max_upload_bytes: largest request body, and largest upload in all, in bytes.
-        max_sessions_per_token: most open sessions (and, separately, uploads) per token.
-        idle_timeout_s: seconds without a request after which a session or upload is closed.
-        model_cache_size: SAM 2 models kept built (least recently used dropped).
+        limits: the server's limits (``ServerLimits``: sizes, counts, bytes, idle time, model
+            cache); None: the defaults.
 
     Returns:
         The application; run it with uvicorn (``serve`` does).
 
     Raises:
-        ValueError: no token, an invalid token, a root that does not exist, or a limit that is
-            not positive.
+        ValueError: no token, an invalid token, or a root that does not exist.
     """
     tokens = list(tokens)
     if not tokens:
@@ -925,16 +1091,12 @@ def create_app(
     for root in allow_paths:
         if not os.path.exists(root):
             raise ValueError(f"allowed path {str(root)!r} does not exist; pass existing folders as allow_paths")
-    if min(max_upload_bytes, max_sessions_per_token, model_cache_size) <= 0 or not idle_timeout_s > 0:
-        raise ValueError(
-            "max_upload_bytes, max_sessions_per_token, idle_timeout_s and model_cache_size must be positive"
-        )
-    state = _State(tokens, allow_paths, max_upload_bytes, max_sessions_per_token, idle_timeout_s, model_cache_size)
+    state = _State(tokens, allow_paths, ServerLimits() if limits is None else limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         def reap() -> None:
-            period = min(max(state.idle_timeout_s / 4, 0.05), 30.0)
+            period = min(max(state.limits.idle_timeout_s / 4, 0.05), 30.0)
             while not state.stop.wait(period):
                 with contextlib.suppress(Exception):
                     state.expire()
@@ -988,7 +1150,7 @@ def create_app(
         return request.scope["state"]["sam2s_owner"]
 
     # ------------------------------------------------------------ info
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict:  # on the event loop: answers even while every worker thread is busy
         """Liveness, without a token: ``{"status": "ok"}``."""
         return {"status": "ok"}
@@ -1005,33 +1167,40 @@ def create_app(
             "devices": _devices(),
             "precisions": ["auto", "fp32", "bf16"],
             "engines": ["sam2", "flow"],
-            "max_upload_bytes": state.max_upload_bytes,
-            "max_sessions_per_token": state.max_sessions,
-            "idle_timeout_s": state.idle_timeout_s,
+            **dataclasses.asdict(state.limits),
+            "max_job_frames_per_session_frame": JOB_FRAMES_PER_SESSION_FRAME,
+            "max_prompt_points": MAX_PROMPT_POINTS,
+            "max_request_bytes": request_body_limit(state.limits),
             "server_paths": bool(state.roots),
         }
 
     # ------------------------------------------------------------ uploads
     @app.post("/uploads")
     def create_upload(request: Request, body: Optional[UploadRequest] = None) -> dict:  # noqa: UP045
-        """A new upload, optionally of a known ``shape`` [T, H, W, 3]; 413 over the limit, 429 over the count."""
+        """A new upload, optionally of a known ``shape`` [T, H, W, 3] (preallocated): 422 beyond the
+        frame limits, 413 over the upload size or the token's quota, 507 beyond the available
+        memory, 429 over the count."""
         who = owner(request)
         shape = None if body is None else body.shape
+        nbytes = 0
         if shape is not None:
             if shape[3] != 3 or min(shape) <= 0:
                 raise ApiError(422, "invalid_request", f"body field 'shape' must be [T, H, W, 3], got {list(shape)}")
+            state.check_frames(shape[0], shape[2], shape[1], "body field 'shape'")
             nbytes = math.prod(shape)
-            if nbytes > state.max_upload_bytes:
-                raise ApiError(413, "too_large", _too_large(nbytes, state.max_upload_bytes))
+            if nbytes > state.limits.max_upload_bytes:
+                raise ApiError(413, "too_large", _too_large(nbytes, state.limits.max_upload_bytes))
+            state.check_memory(nbytes, f"an upload of {shape[0]} frames of {shape[2]}x{shape[1]} pixels")
         state.expire()
         with state.lock:
-            if state.count(who)[1] >= state.max_sessions:
+            if state.count(who)[1] >= state.limits.max_sessions_per_token:
                 raise ApiError(
                     429,
                     "too_many_uploads",
-                    f"this token already has {state.max_sessions} uploads; create sessions from them or delete them "
+                    f"this token already has {state.limits.max_sessions_per_token} uploads; create sessions from them or delete them "
                     "(DELETE /uploads/ID)",
                 )
+            state.check_quota(who, nbytes)
             uid = uuid.uuid4().hex
             state.uploads[uid] = _Upload(uid, who, None if shape is None else tuple(shape))
         return {"upload": uid}
@@ -1055,6 +1224,8 @@ def create_app(
                 f"body: frames must be a uint8 (n, H, W, 3) RGB array with n, H, W >= 1, got {frames.dtype} "
                 f"{list(frames.shape)}",
             )
+        n, height, width = frames.shape[:3]
+        state.check_frames(start + n, width, height, "body")
         with upload.lock:
             hw = upload.frame_hw
             if hw is not None and frames.shape[1:3] != hw:
@@ -1064,7 +1235,6 @@ def create_app(
                     f"body: frames are {frames.shape[2]}x{frames.shape[1]} (W x H) but this upload's frames are "
                     f"{hw[1]}x{hw[0]}; all frames of an upload have one size",
                 )
-            n = len(frames)
             if upload.buffer is not None:
                 if start > upload.count or start + n > len(upload.buffer):
                     raise ApiError(
@@ -1083,10 +1253,13 @@ def create_app(
                         f"query field 'start' is {start} but this upload holds {upload.count} frames; send frames "
                         f"from start={upload.count}",
                     )
-                if upload.nbytes() + frames.nbytes > state.max_upload_bytes:
+                if upload.nbytes() + frames.nbytes > state.limits.max_upload_bytes:
                     raise ApiError(
-                        413, "too_large", _too_large(upload.nbytes() + frames.nbytes, state.max_upload_bytes)
+                        413, "too_large", _too_large(upload.nbytes() + frames.nbytes, state.limits.max_upload_bytes)
                     )
+                with state.lock:
+                    state.check_quota(upload.owner, frames.nbytes)
+                state.check_memory(frames.nbytes, f"a chunk of {n} frames of {width}x{height} pixels")
                 upload.chunks.append(np.array(frames))
             upload.count = max(upload.count, start + n)
             upload.last_used = time.monotonic()
@@ -1104,32 +1277,48 @@ def create_app(
     # ------------------------------------------------------------ sessions
     @app.post("/sessions")
     def create_session(request: Request, body: SessionRequest) -> dict:
-        """A tracking session on the frames and tracker of ``body`` (``SessionRequest``)."""
+        """A tracking session on the frames and tracker of ``body`` (``SessionRequest``). Checked in
+        this order, each before anything is allocated: the request's sizes and counts (422), the
+        sessions of the token (429), the model's device and checkpoint, the frames (opened, not
+        decoded: 403 / 400 / 422), and the memory the session needs (507); then the model is built."""
         who = owner(request)
+        _check_session_request(body)
         state.expire()
         with state.lock:
-            if state.count(who)[0] >= state.max_sessions:
+            if state.count(who)[0] >= state.limits.max_sessions_per_token:
                 raise ApiError(
                     429,
                     "too_many_sessions",
-                    f"this token already has {state.max_sessions} open sessions (the server's "
+                    f"this token already has {state.limits.max_sessions_per_token} open sessions (the server's "
                     "--max-sessions); close sessions you no longer need (DELETE /sessions/ID) and try again",
                 )
             state.pending[who] = state.pending.get(who, 0) + 1
         try:
-            if body.model.engine == "sam2":
-                state.model_key(body.model)  # a bad device or checkpoint is refused before the frames are read
-            frames, shm, upload = _session_frames(body.frames, who)
+            sam2 = body.model.engine == "sam2"
+            model_bytes = 0
+            if sam2:  # a bad device or checkpoint is refused before the frames are read
+                model_bytes = state.unbuilt_model_bytes(state.model_key(body.model))
+            image_size = body.model.image_size if sam2 else None
+
+            def check_memory(count: int, width: int, height: int, frame_bytes: int) -> None:
+                needed = estimate_session_bytes(width, height, frame_bytes, image_size, model_bytes)
+                model = f" with a SAM 2 model at image_size {image_size}" if sam2 else ""
+                state.check_memory(needed, f"a session on {count:,} frames of {width}x{height} pixels{model}")
+
+            frames, shm, upload = _session_frames(body.frames, who, check_memory)
             try:
                 tracker = _make_tracker(body, frames)
             except BaseException:
+                if isinstance(frames, FrameSource):
+                    frames.close()
                 if shm is not None:
                     frames = None
                     with contextlib.suppress(BufferError, OSError):
                         shm.close()
                 raise
             sid = uuid.uuid4().hex
-            session = _Session(sid, who, tracker, body.model.engine, shm)
+            held = 0 if upload is None else frames.nbytes
+            session = _Session(sid, who, tracker, body.model.engine, shm, held_bytes=held)
             with state.lock:
                 state.sessions[sid] = session
                 if upload is not None:
@@ -1139,17 +1328,55 @@ def create_app(
                 state.pending[who] -= 1
         return {"session": sid, "num_frames": tracker.num_frames, "height": tracker.height, "width": tracker.width}
 
-    def _session_frames(spec: FramesSpec, who: str) -> tuple[Any, Any, _Upload | None]:
+    def _check_session_request(body: SessionRequest) -> None:
+        """422 ``limit_exceeded`` for sizes and counts of the request beyond the limits, and 403
+        ``shm_not_allowed`` for a shared-memory name that ``create_shared_frames`` did not make."""
+        limits, spec = state.limits, body.frames
+        if body.model.image_size > limits.max_image_size:
+            raise ApiError(
+                422,
+                "limit_exceeded",
+                f"model.image_size is {body.model.image_size} but this server allows at most {limits.max_image_size} "
+                "(--max-image-size; SAM 2 was trained at 1024): choose a smaller image size",
+            )
+        if spec.frame_indices is not None:
+            state.check_frames(len(spec.frame_indices), 1, 1, "frames.frame_indices")
+        if spec.size is not None:
+            state.check_frames(1, spec.size[0], spec.size[1], "frames.size")
+        if spec.shm is not None:
+            if not is_shared_frames_name(spec.shm):
+                raise ApiError(
+                    403,
+                    "shm_not_allowed",
+                    f"frames.shm: {spec.shm[:80]!r} is not a block made by sam2s.client.create_shared_frames (a name "
+                    f"of its prefix and a random secret); this server attaches no other shared memory: create the "
+                    "block with create_shared_frames, or upload the frames",
+                )
+            state.check_frames(spec.shape[0], spec.shape[2], spec.shape[1], "frames.shape")
+
+    def _session_frames(
+        spec: FramesSpec, who: str, check_memory: Callable[[int, int, int, int], None]
+    ) -> tuple[Any, Any, _Upload | None]:
+        """``(frames, shared memory or None, upload or None)`` of a session; calls
+        ``check_memory(count, width, height, frame_bytes)`` once the frames' size is known, before
+        they are decoded or joined."""
         if spec.path is not None:
             real = state.allowed_path(spec.path, "frames.path")
             with _engine_errors():
                 source = open_frames(real)
+            try:
+                native = source.width * source.height * 3
+                count = len(source) if spec.frame_indices is None else len(spec.frame_indices)
+                state.check_frames(count, source.width, source.height, f"frames.path {spec.path!r}")
                 if spec.frame_indices is not None or spec.size is not None:
-                    try:
+                    with _engine_errors():
                         source = SelectedFrames(source, spec.frame_indices, spec.size)
-                    except BaseException:
-                        source.close()
-                        raise
+                check_memory(
+                    len(source), source.width, source.height, _FRAME_CACHE * source.width * source.height * 3 + native
+                )
+            except BaseException:
+                source.close()
+                raise
             return source, None, None
         if spec.shm is not None:
             try:
@@ -1161,15 +1388,19 @@ def create_app(
                     f"frames.shm: shared memory {spec.shm!r} cannot be opened ({error}); it must be created by "
                     "a client on the same machine as the server and stay open while the session lives",
                 ) from None
-            need = math.prod(spec.shape)
-            if shm.size < need:
+            try:
+                need = math.prod(spec.shape)
+                if shm.size < need:
+                    raise ApiError(
+                        400,
+                        "invalid_request",
+                        f"frames.shm: shared memory {spec.shm!r} holds {shm.size:,} bytes, fewer than the "
+                        f"{need:,} of shape {list(spec.shape)} uint8",
+                    )
+                check_memory(spec.shape[0], spec.shape[2], spec.shape[1], 0)
+            except BaseException:
                 shm.close()
-                raise ApiError(
-                    400,
-                    "invalid_request",
-                    f"frames.shm: shared memory {spec.shm!r} holds {shm.size:,} bytes, fewer than the "
-                    f"{need:,} of shape {list(spec.shape)} uint8",
-                )
+                raise
             return np.ndarray(spec.shape, dtype=np.uint8, buffer=shm.buf), shm, None
         upload = state.upload(who, spec.upload)
         with upload.lock:
@@ -1181,8 +1412,11 @@ def create_app(
                     f"frames.upload: upload {upload.id} holds {upload.count} of {expected or 'its'} frames; "
                     "send the remaining frames first (PUT /uploads/ID?start=K)",
                 )
+            height, width = upload.frame_hw
+            joined = upload.buffer is None and len(upload.chunks) > 1
+            check_memory(upload.count, width, height, upload.nbytes() if joined else 0)
             if upload.buffer is None:
-                frames = upload.chunks[0] if len(upload.chunks) == 1 else np.concatenate(upload.chunks)
+                frames = np.concatenate(upload.chunks) if joined else upload.chunks[0]
                 upload.chunks = [frames]
             else:
                 frames = upload.buffer
@@ -1234,6 +1468,7 @@ def create_app(
     def add_points(request: Request, sid: str, oid: int, body: PointsRequest) -> Response:
         """Clicks for object ``oid`` (``PointsRequest``); answers its mask or logits on the frame."""
         with state.session(owner(request), sid).changing() as tracker:
+            state.check_new_object(tracker, oid)
             logits = tracker.add_points(
                 body.frame, oid, body.points, body.labels, clear_old_points=body.clear_old_points
             )
@@ -1247,6 +1482,7 @@ def create_app(
                 422, "invalid_request", "body fields 'points' and 'labels' go together: give both or neither"
             )
         with state.session(owner(request), sid).changing() as tracker:
+            state.check_new_object(tracker, oid)
             logits = tracker.add_box(body.frame, oid, body.box, points=body.points, labels=body.labels)
         return _prompt_answer(body.frame, oid, logits, body.logits)
 
@@ -1263,6 +1499,7 @@ def create_app(
 
         def run() -> np.ndarray:
             with session.changing() as tracker:
+                state.check_new_object(tracker, oid)
                 return tracker.add_mask(frame, oid, arrays[0])
 
         logits = await run_in_threadpool(run)
@@ -1285,8 +1522,17 @@ def create_app(
     # ------------------------------------------------------------ jobs
     @app.post("/sessions/{sid}/jobs")
     def start_job(request: Request, sid: str, body: JobRequest) -> dict:
-        """Start tracking ``body.passes`` in a background thread (409 while another job runs)."""
+        """Start tracking ``body.passes`` in a background thread (409 while another job runs; 422
+        for more than ``max_passes`` passes or ``JOB_FRAMES_PER_SESSION_FRAME`` times the session's
+        frames in all; 507 when the results would not fit in the available memory)."""
         session = state.session(owner(request), sid)
+        if len(body.passes) > state.limits.max_passes:
+            raise ApiError(
+                422,
+                "limit_exceeded",
+                f"body field 'passes' has {len(body.passes)} passes but this server runs at most "
+                f"{state.limits.max_passes} per job (--max-passes): start several jobs one after the other",
+            )
         with session.changing() as tracker:
             if not tracker.objects:
                 raise ApiError(400, "invalid_request", "no object has a prompt yet: add points, a box or a mask first")
@@ -1296,6 +1542,21 @@ def create_app(
                 order = tracker.frame_order(start, end, reverse, ids)
                 passes.append((order[0], order[-1], reverse))
             job = _Job(uuid.uuid4().hex, passes, None if body.obj_ids is None else ids, body.logits)
+            most = JOB_FRAMES_PER_SESSION_FRAME * tracker.num_frames
+            if job.total > most:
+                raise ApiError(
+                    422,
+                    "limit_exceeded",
+                    f"body field 'passes' tracks {job.total:,} frames in all, more than {JOB_FRAMES_PER_SESSION_FRAME} "
+                    f"times the session's {tracker.num_frames} frames ({most:,}): track each frame once or twice",
+                )
+            pixels = tracker.height * tracker.width
+            per_frame = len(ids) * (4 * pixels if body.logits else (pixels + 7) // 8)
+            state.check_memory(
+                job.total * per_frame,
+                f"this job's results ({job.total:,} frames x {len(ids)} objects of {tracker.width}x{tracker.height} "
+                f"{'float32 logits' if body.logits else 'bit-packed masks'})",
+            )
             finished = [j for j in session.jobs.values() if j is not session.running]
             for old in finished[: max(0, len(finished) - _JOBS_KEPT + 1)]:
                 session.jobs.pop(old.id, None)
@@ -1388,9 +1649,10 @@ def serve(
     ssl_keyfile: str | Path | None = None,
     ready_file: str | Path | None = None,
     log_level: str = "warning",
-    **limits: Any,
+    limits: ServerLimits | None = None,
 ) -> None:
-    """Run the tracking server with uvicorn until interrupted (Ctrl+C / SIGTERM).
+    """Run the tracking server with uvicorn until interrupted (Ctrl+C / SIGTERM: a graceful
+    shutdown, after which this returns normally).
 
     The socket is bound here (``port=0``: a free port chosen by the system); once uvicorn accepts
     connections, one line ``SAM2S server listening on http(s)://HOST:PORT`` is printed on stdout
@@ -1407,12 +1669,11 @@ def serve(
         ssl_certfile, ssl_keyfile: PEM certificate and key for HTTPS (both or neither).
         ready_file: a new file to write the ready line to (refused if it exists).
         log_level: uvicorn's log level (logs go to stderr; access logs are off).
-        limits: ``max_upload_bytes``, ``max_sessions_per_token``, ``idle_timeout_s``,
-            ``model_cache_size`` of ``create_app``.
+        limits: the server's ``ServerLimits`` (None: the defaults).
 
     Raises:
         ValueError: no or short tokens on a non-loopback address, only one of the TLS files,
-            bad limits or roots (before anything is bound).
+            an existing ready file, a root that does not exist (before anything is bound).
         OSError: the address cannot be bound (e.g. the port is in use).
     """
     if ready_file is not None and (Path(ready_file).exists() or not Path(ready_file).parent.is_dir()):
@@ -1428,7 +1689,7 @@ def serve(
     if not loopback:
         if not explicit or not tokens:
             raise ValueError(
-                f"binding to the non-loopback address {host!r} needs an explicit token: pass --token or set "
+                f"binding to the non-loopback address {host!r} needs an explicit token: pass --token-file or set "
                 f"{ENV_TOKEN} to a secret of at least {MIN_REMOTE_TOKEN_LENGTH} characters (e.g. python -c "
                 "'import secrets; print(secrets.token_urlsafe(32))'); use TLS (--ssl-certfile/--ssl-keyfile) too"
             )
@@ -1445,7 +1706,7 @@ def serve(
         tokens = [generated]
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ValueError("HTTPS needs both ssl_certfile and ssl_keyfile (PEM files); pass both or neither")
-    app = create_app(tokens, allow_paths, **limits)
+    app = create_app(tokens, allow_paths, limits)
 
     info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(info[0], socket.SOCK_STREAM)
@@ -1478,6 +1739,15 @@ def serve(
             if self.started:
                 _announce(line, ready_file)
 
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn (>= 0.29) raises the SIGTERM / SIGINT it caught again after its graceful
+            # shutdown, which ends the process with -15 (or KeyboardInterrupt): forget them once the
+            # shutdown finished, so that the process exits with 0.
+            with super().capture_signals():
+                yield
+                self._captured_signals = []
+
     try:
         _Server(config).run(sockets=[sock])
     finally:
@@ -1493,43 +1763,27 @@ def _announce(line: str, ready_file: str | Path | None) -> None:
         os.replace(tmp, path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sam2s.server``: parse the command line and ``serve``; returns the exit status
-    (2 with a message on stderr for a refused configuration, e.g. a public address without token)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sam2s.server",
-        description="Run the sam2s tracking server (FastAPI + uvicorn). The token comes from --token, else "
-        f"${ENV_TOKEN}, else (loopback only) is generated and printed on the ready line.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 (default) picks a free one")
-    parser.add_argument("--token", action="append", default=None, help="an accepted token (repeatable)")
-    parser.add_argument(
-        "--allow-path", action="append", default=[], help="a folder clients may read files under (repeatable)"
-    )
-    parser.add_argument("--ssl-certfile", default=None, help="PEM certificate for HTTPS")
-    parser.add_argument("--ssl-keyfile", default=None, help="PEM private key for HTTPS")
-    parser.add_argument("--max-upload-gb", type=float, default=8.0, help="largest request body / upload, GiB (8)")
-    parser.add_argument("--max-sessions", type=int, default=8, help="open sessions per token (8)")
-    parser.add_argument("--idle-timeout", type=float, default=3600.0, help="seconds before idle sessions close")
-    parser.add_argument("--model-cache", type=int, default=2, help="SAM 2 models kept built (2)")
-    parser.add_argument("--ready-file", default=None, help="file to write the ready line to")
-    parser.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Serve with options parsed by ``sam2s.serveoptions.add_server_arguments`` (``sam2s serve``,
+    ``python -m sam2s.server``) until SIGTERM or Ctrl+C.
+
+    Returns:
+        The exit status: 0 after a graceful shutdown; 2 with a message on stderr for a refused
+        configuration (a public address without a long token, a bad token file or limit, a
+        missing root); 1 when the address cannot be bound.
+    """
     try:
+        tokens = list(args.token or []) + [read_token_file(path) for path in args.token_file or []]
         serve(
             host=args.host,
             port=args.port,
-            tokens=args.token,
+            tokens=tokens or None,
             allow_paths=args.allow_path,
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
             ready_file=args.ready_file,
             log_level=args.log_level,
-            max_upload_bytes=max(1, int(args.max_upload_gb * 2**30)),
-            max_sessions_per_token=args.max_sessions,
-            idle_timeout_s=args.idle_timeout,
-            model_cache_size=args.model_cache,
+            limits=limits_from_args(args),
         )
     except ValueError as error:
         print(f"sam2s server: error: {error}", file=sys.stderr, flush=True)
@@ -1540,6 +1794,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sam2s.server``: parse the command line (``sam2s.serveoptions``) and ``run``."""
+    parser = argparse.ArgumentParser(prog="python -m sam2s.server")
+    add_server_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -458,12 +458,12 @@ ID_WORDS = ('"id"', "integer id in 1..254", "0 is the background", "255 marks vo
 BOX = {"frame": 1, "box": [1, 1, 20, 20]}
 
 PROMPT_CASES = [
-    Case("prompts-json-nested-array", prompts_file("[" * 100_000), PromptsFileError, ("nested too deeply", "5 levels")),
+    Case("prompts-json-nested-array", prompts_file("[" * 100_000), PromptsFileError, ("nested more than 64 levels", '{"objects"')),
     Case(
         "prompts-json-nested-in-objects",
         prompts_file('{"objects": ' + "[" * 50_000),
         PromptsFileError,
-        ("prompts.json", "nested too deeply", "check how the file was written"),
+        ("prompts.json", "nested more than 64 levels", "check how the file was written"),
     ),
     Case(
         "prompts-mask-decompression-bomb",

@@ -16,6 +16,7 @@ the examples each property ran; ``conftest.py`` prints the counts at the end and
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import json
 from datetime import timedelta
@@ -115,7 +116,8 @@ def mutated_json(draw, document: Any, max_mutations: int = 3) -> Any:
         places = _paths(doc)
         path = draw(st.sampled_from(places))
         action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
-        doc = _apply(doc, path, action, draw(_replacements), draw(st.text(max_size=8)))
+        value = copy.deepcopy(draw(_replacements))  # never the strategy's own object: later edits change it
+        doc = _apply(doc, path, action, value, draw(st.text(max_size=8)))
     return doc
 
 

@@ -139,6 +139,7 @@ def clean(ray_cluster, data):
 def test_clean_run_writes_every_output(clean, data):
     assert clean["code"] == 0, clean["report"]
     report = clean["report"]
+    assert report["format"] == batch.REPORT_FORMAT
     assert [r["status"] for r in report["rows"]] == ["done"] * len(clean["rows"])
     assert report["counts"]["done"] == len(clean["rows"])
     for row in clean["rows"]:

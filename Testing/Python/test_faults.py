@@ -380,7 +380,7 @@ def _unreadable_folder(case) -> list[str]:
 
 
 INPUT_CASES = {
-    "deeply nested prompts JSON": (_nested, ["nested too deeply"]),
+    "deeply nested prompts JSON": (_nested, ["nested more than 64 levels"]),
     "decompression-bomb mask PNG": (_bomb_mask, ["bomb.png"]),
     "object id 300": (
         lambda c: _prompts(c, [{"id": 300, "prompts": [{"frame": 0, "box": [7, 7, 21, 21]}]}]),
@@ -389,7 +389,7 @@ INPUT_CASES = {
     "object id 0": (lambda c: _prompts(c, [{"id": 0, "prompts": [{"frame": 0, "box": [7, 7, 21, 21]}]}]), ["id"]),
     "object id 1e20": (
         lambda c: _prompts(c, [{"id": 10**20, "prompts": [{"frame": 0, "box": [7, 7, 21, 21]}]}]),
-        ["1..254"],
+        ["21 digits", "at most 19"],
     ),
     "two boxes on one frame": (
         lambda c: _prompts(
@@ -480,6 +480,32 @@ def test_not_enough_memory_is_refused_before_allocation(tmp_path, fork_server):
     assert result["exit"] == 2, result["stderr"]
     assert "GiB" in result["stderr"] and "maxWidth" in result["stderr"] and "ffmpeg" in result["stderr"]
     assert "Traceback" not in result["stderr"]
+    assert changed(before, tmp_path) == [] and added(before, tmp_path) == []
+
+
+def test_every_copy_of_the_volume_path_is_counted_before_allocation(tmp_path, fork_server):
+    """Issue 21, item 6: 40 frames of 3840x2160 with ``--streaming off`` and an overlay passed the
+    import check (video and 3 label maps: 1.9 GiB) with 2.8 GiB of address space left, then ran
+    out of memory in the overlay or in VTK (a traceback, or std::bad_alloc and SIGABRT, rc 134).
+    Now every copy of the path is counted: refused before anything is allocated, exit 2."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = np.zeros((2160, 3840, 3), np.uint8)
+    image[600:1500, 1000:2000] = (200, 60, 50)
+    Image.fromarray(image).save(frames / "00000.jpg", quality=50)
+    for t in range(1, 40):
+        os.link(frames / "00000.jpg", frames / f"{t:05d}.jpg")
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [1000, 600, 2000, 1500]}]}]}))
+    out = tmp_path / "out"
+    out.mkdir()
+    before = snapshot(tmp_path)
+    argv = ["track", str(frames), "--prompts", str(prompts), "--output", str(out / "o.seg.nrrd")]
+    argv += ["--png-dir", str(out / "png"), "--overlay", str(out / "o.mp4"), "--engine", "flow", "--quiet"]
+    result = fork_server.run([*argv, "--streaming", "off"], watch=out, rlimit_as_extra=2800 * 2**20, timeout=600)
+    assert result["exit"] == 2, result["stderr"][-2000:]
+    err = result["stderr"].strip()
+    assert len(err.splitlines()) == 1 and "working memory" in err and "--streaming on" in err, err
     assert changed(before, tmp_path) == [] and added(before, tmp_path) == []
 
 
@@ -624,7 +650,7 @@ def _fill(folder: Path, leave: int) -> None:
 
 
 def test_disk_full_while_writing_label_pngs(case, capsys, small_disk):
-    _fill(small_disk, 2 * 4096)  # room for the .seg.nrrd (one page), not for it and 4 PNGs
+    _fill(small_disk, 4 * 4096)  # room for the .seg.nrrd and the 2 lock files (a page each), not for 4 PNGs too
     (small_disk / "keep.txt").write_text("mine")
     before = snapshot(case.root)
     code, err = case.run(case.track("--png-dir", str(small_disk / "png"), output=small_disk / "o.seg.nrrd"), capsys)

@@ -14,6 +14,7 @@ from SAM2SSlicerLib.promptsfile import (
     PromptsFileError,
     dump_prompts,
     load_prompts,
+    parse_prompts,
     validate,
 )
 
@@ -181,7 +182,13 @@ BAD = [
         {},
         ["prompts[1]", '"mask"', 'a second "mask" for frame 0', "one mask per object and frame"],
     ),
-    ("[" * 100_000, {}, ["nested too deeply", "5 levels"]),
+    ("[" * 100_000, {}, ["nested more than 64 levels deep", '{"objects": [{"id": 1, "prompts"']),
+    # issue 21 item 7: numbers that crashed the reader with a traceback
+    (obj(box=[0, 0, 2**1024, 5]), {}, ["the integer 1797", "309 digits", "line 1", "at most 19"]),
+    (obj(points=[[2**1024, 1]], labels=[1]), {}, ["the integer 1797", "309 digits"]),
+    ('{"objects": [{"id": 1, "prompts": [{"frame": ' + "7" * 4301 + "}]}]}", {}, ["4301 digits", "line 1"]),
+    ('{"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [0, 0, NaN, 5]}]}]}', {}, ["NaN is not a JSON number"]),
+    ('{"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [0, 0, 1e999, 5]}]}]}', {}, ["1e999", "too large"]),
     ({"objects": [{"id": 1, "prompts": [{"frame": 0, "box": [0, 0, 5, 5]}]}], "extra": 1}, {}, ['unknown key "extra"']),
 ]
 
@@ -267,3 +274,12 @@ def test_mask_png_of_another_size_is_refused_from_its_header(tmp_path):
     with pytest.raises(PromptsFileError, match=r"small\.png is 5x4 \(W x H\) but the frames are 8x6; save the mask"):
         load_prompts(path, frame_size=(6, 8))
     assert load_prompts(path)[0].prompts[0].mask.shape == (4, 5)  # size unknown: read, checked later
+
+
+@pytest.mark.parametrize("prompt", [{"box": [0, 0, 2**1024, 5]}, {"points": [[1, -(2**1024)]], "labels": [1]}])
+def test_decoded_documents_with_integers_beyond_a_float_are_refused_not_crashed(prompt):
+    """Issue 21 item 7: a document built in code (not read by strictjson) with an integer of
+    2**1024 or more gave an OverflowError traceback; it is a PromptsFileError naming the field."""
+    key = next(iter(prompt))
+    with pytest.raises(PromptsFileError, match=rf'prompts\[0\]: "{key}"'):
+        parse_prompts(obj(**prompt))

@@ -19,7 +19,13 @@ and keys to it.
 * Access: bound to 127.0.0.1 by default. On any other address a token is required (the tracking
   server's rule, ``sam2s.server.MIN_REMOTE_TOKEN_LENGTH`` characters or more): every HTTP and
   websocket request must carry it, as ``Authorization: Bearer TOKEN``, as ``?token=TOKEN`` (the
-  page then keeps it in an HttpOnly cookie) or in that cookie; other requests get 401.
+  page then keeps it in an HttpOnly cookie) or in that cookie; other requests get 401. The token
+  comes from ``--token-file`` (a file only its owner can read), ``$SAM2S_WEB_TOKEN`` or
+  ``--token`` (visible to other users in ``ps``).
+* Open by path: only under the ``--allow-path`` folders, by the tracking server's rule
+  (``sam2s.access.check_readable``: real paths, and for an image folder every frame image it
+  would read; :func:`checkOpenPath`). A ``VIDEO`` given on the command line outside them is
+  allowed alone (not its folder), and the terminal says so.
 
 Slicer code this follows: ``Modules/Scripted/SegmentEditor`` and ``qMRMLSegmentEditorWidget`` for
 the selected segment (a ``vtkMRMLSegmentEditorNode``), ``vtkMRMLSliceNode::GetXYToRAS`` for the
@@ -41,6 +47,8 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from sam2s.access import PathNotAllowedError, check_readable, is_under, read_token_file, real_roots
 
 __all__ = ["TICK_SECONDS", "MemorySettingsStore", "SAM2SWebApp", "addWebArguments", "run"]
 
@@ -81,7 +89,10 @@ def addWebArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         help=f"access token, needed on any address but loopback (default ${TOKEN_ENV}); open "
-        "http://HOST:PORT/?token=TOKEN in the browser",
+        "http://HOST:PORT/?token=TOKEN in the browser. Visible to other users in `ps`: prefer --token-file",
+    )
+    parser.add_argument(
+        "--token-file", metavar="FILE", help="read the access token from this file (chmod 600), instead of --token"
     )
     parser.add_argument(
         "--allow-path",
@@ -99,7 +110,10 @@ def addWebArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--server", help="track in this `sam2s serve` server (URL) instead of a local one")
-    parser.add_argument("--server-token", help="that server's token (default $SAM2S_SERVER_TOKEN)")
+    parser.add_argument(
+        "--server-token", help="that server's token (default $SAM2S_SERVER_TOKEN; visible in `ps`: prefer the file)"
+    )
+    parser.add_argument("--server-token-file", metavar="FILE", help="read that server's token from this file")
     parser.add_argument(
         "--tracking-niceness",
         type=int,
@@ -162,6 +176,40 @@ def checkAccess(host: str, token: str | None) -> str | None:
     return token
 
 
+def checkOpenPath(text: str, roots: Sequence[str]) -> str:
+    """The real path of a video file or image folder the page asks to open by path (the text the
+    user typed), when the app may read it.
+
+    Args:
+        text: the typed path (``~`` expanded, surrounding white space ignored).
+        roots: the allowed folders, real paths (``sam2s.access.real_roots``).
+
+    Returns:
+        ``os.path.realpath`` of the path: it exists, and it and (for a folder) each of its frame
+        images lie under ``roots`` (``sam2s.access.check_readable``, the tracking server's rule).
+
+    Raises:
+        ValueError: an empty path, a NUL character, a path outside ``roots`` (the message names the
+            file and the folders allowed), or a path that does not exist. Nothing is read.
+    """
+    path = os.path.expanduser(str(text).strip())
+    if not path:
+        raise ValueError(_("Type the path of a video file or image folder."))
+    if "\x00" in path:
+        raise ValueError(_("The path holds a NUL character; type the path of a video file or image folder."))
+    try:
+        real = check_readable(path, roots, _("The video"))
+    except (PathNotAllowedError, OSError, ValueError) as error:
+        raise ValueError(
+            _("{error}. This app may open only files under {roots} (restart it with --allow-path).").format(
+                error=error, roots=", ".join(roots) or _("no folder")
+            )
+        ) from None
+    if not os.path.exists(real):
+        raise ValueError(_("{path} does not exist.").format(path=path))
+    return real
+
+
 def _timeLabel(seconds: float) -> str:
     minutes, rest = divmod(max(seconds, 0.0), 60.0)
     return f"{int(minutes):02d}:{rest:06.3f}"
@@ -216,7 +264,7 @@ class SAM2SWebApp:
         self.controller = controller
         self.logic = controller.logic
         self.slicerApp = slicerApp
-        self.allowedRoots = [os.path.realpath(r) for r in allowedRoots]
+        self.allowedRoots = real_roots(allowedRoots)
         self.workFolder = workFolder
         self.maxUploadBytes = int(maxUploadBytes)
         self.requiredToken = requiredToken
@@ -444,25 +492,14 @@ class SAM2SWebApp:
 
     # ------------------------------------------------------------------------------------ video
     def openVideo(self, path: str) -> bool:
-        """Open a video file or image folder on this computer, under an allowed root. Returns False
-        with a status message when refused or unreadable (nothing changes then)."""
-        from sam2s.access import is_under
-
-        path = os.path.expanduser(str(path).strip())
-        if not path:
-            self._onStatus(_("Type the path of a video file or image folder."))
+        """Open a video file or image folder on this computer, under an allowed root (:func:`checkOpenPath`).
+        Returns False with a status message when refused or unreadable (nothing changes then)."""
+        try:
+            real = checkOpenPath(path, self.allowedRoots)
+        except ValueError as error:
+            self._onStatus(str(error))
             return False
-        if not is_under(path, self.allowedRoots):
-            self._onStatus(
-                _("{path} is not under the folders this app may open ({roots}); restart with --allow-path.").format(
-                    path=path, roots=", ".join(self.allowedRoots)
-                )
-            )
-            return False
-        if not os.path.exists(path):
-            self._onStatus(_("{path} does not exist.").format(path=path))
-            return False
-        return self._import(path, os.path.basename(path.rstrip(os.sep)))
+        return self._import(real, os.path.basename(os.path.expanduser(str(path).strip()).rstrip(os.sep)))
 
     def _import(self, path: str, name: str) -> bool:
         from ..logic import TrackingBusyError
@@ -1008,7 +1045,6 @@ def _backendFactory(niceness: int):
 def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     """Build the app for the parsed ``sam2s web`` options (checks them first: ValueError or
     ``track.CliError`` name the bad option)."""
-    from sam2s.access import is_under
     from trame.app import get_server
     from trame_slicer import module as trameSlicerModule
     from trame_slicer.core import SlicerApp
@@ -1017,13 +1053,20 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     from ..logic import SAM2STrackingLogic
     from ..runner import JobRunner
 
-    token = checkAccess(args.host, args.token)
-    roots = [os.path.realpath(os.path.expanduser(p)) for p in (args.allow_path or [os.getcwd()])]
+    token = checkAccess(args.host, read_token_file(args.token_file) if args.token_file else args.token)
+    roots = real_roots(args.allow_path or [os.getcwd()])
     for root in roots:
         if not os.path.isdir(root):
             raise ValueError(f"--allow-path {root}: no such folder.")
     if args.video and not is_under(args.video, roots):
-        roots.append(os.path.realpath(os.path.dirname(os.path.abspath(args.video))))
+        video = os.path.realpath(os.path.expanduser(args.video))
+        roots.append(video)  # this video alone, not the other files of its folder
+        print(
+            f"sam2s web: note: {args.video} is outside the --allow-path folders ({', '.join(roots[:-1])}); the page "
+            "may open this video, but not the other files of its folder (add --allow-path for those).",
+            file=sys.stderr,
+            flush=True,
+        )
     settings = _modelSettings(args)
     settings.validate()
 
@@ -1045,7 +1088,11 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     )
     controller.setModelSettings(settings)
     if args.server:
-        serverToken = args.server_token or os.environ.get("SAM2S_SERVER_TOKEN") or ""
+        serverToken = (
+            read_token_file(args.server_token_file, "--server-token-file")
+            if args.server_token_file
+            else args.server_token or os.environ.get("SAM2S_SERVER_TOKEN") or ""
+        )
         controller.setCompute(COMPUTE_SERVER, args.server, serverToken)
     else:
         controller.setCompute(COMPUTE_LOCAL)
