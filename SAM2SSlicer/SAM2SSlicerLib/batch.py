@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from sam2s import strictjson
+from sam2s.extras import install_hint
 
 from .track import CliError, choose_engine, run_tracking, say
 
@@ -114,8 +115,9 @@ STAGING_TAG = ".sam2s-batch-"
 _STAGING_RE = re.compile(r"^\.(?P<name>.+)\.sam2s-batch-(?P<host>.*)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)$")
 _LABEL_RE = re.compile(r"^\d{5}\.png$")
 RAY_MISSING = (
-    'sam2s batch needs Ray: pip install "sam2s[batch]" (or pip install "ray>=2.9") in this environment '
-    "and on every machine of the cluster."
+    "sam2s batch needs Ray: "
+    + install_hint("batch", '"ray>=2.9"')
+    + " in this environment and on every machine of the cluster."
 )
 _TRUE, _FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
 

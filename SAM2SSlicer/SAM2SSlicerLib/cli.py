@@ -185,7 +185,10 @@ def cmd_web(a: argparse.Namespace) -> int:
     try:
         from .web import app as web_app
     except ImportError as err:
-        raise CliError(f'`sam2s web` needs the web extra: pip install "sam2s[web]" ({err}).') from None
+        from sam2s.extras import install_hint
+
+        hint = install_hint("web", '"trame-slicer[standalone]==2.0.0" "slicer-core>=5.11.0.6,<5.12"')
+        raise CliError(f"`sam2s web` needs the web extra: {hint} ({err}).") from None
     try:
         return web_app.run(a)
     except ValueError as err:
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("track", help="track the objects of a prompts file through a video")
     t.add_argument(
         "video",
-        help='video file (mp4/avi/mov/mkv), DICOM video or multi-frame file (pip install "sam2s[dicom]") or image folder',
+        help='video file (mp4/avi/mov/mkv), DICOM video or multi-frame file (pip install -e ".[dicom]") or image folder',
     )
     t.add_argument("--prompts", required=True, help="prompts JSON (see README)")
     t.add_argument(
@@ -226,13 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--coco",
         help="also write a COCO instance .json (RLE per object and frame, track_id = object id; "
-        'needs pip install "sam2s[coco]")',
+        'needs pip install -e ".[coco]")',
     )
     t.add_argument(
         "--stats",
         metavar="DIR",
         help="also write masklet statistics into this folder: stats.csv (area, centroid, bbox, predicted IoU and "
-        'object score per frame and object), review.csv, area.png, presence.png (needs pip install "sam2s[plots]")',
+        'object score per frame and object), review.csv, area.png, presence.png (needs pip install -e ".[plots]")',
     )
     t.add_argument("--overwrite", action="store_true", help=overwrite_help)
     t.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
@@ -312,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="PX",
         help="tolerance of the normalised surface Dice in pixels (default 2); Dice, HD95 and NSD need MONAI: "
-        'pip install "sam2s[metrics]"',
+        'pip install -e ".[metrics]"',
     )
     e.add_argument("--plot", metavar="OUT.png", help="write a PNG of J&F per frame, one line per object")
     e.set_defaults(func=cmd_eval)
@@ -332,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_arguments(serve)  # the options of python -m sam2s.server, defined once (no FastAPI needed)
     serve.set_defaults(func=cmd_serve)
 
-    web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install "sam2s[web]")')
+    web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install -e ".[web]")')
     _add_web_arguments(web)
     web.set_defaults(func=cmd_web)
 

@@ -25,7 +25,7 @@ module imported downscaled is scaled back with nearest-neighbour interpolation).
 objects: each annotation holds the object's own mask, so pixels may belong to several
 annotations of one image -- unlike the label PNGs, where the larger object id wins.
 
-``pycocotools`` is an optional dependency (``pip install "sam2s[coco]"``), imported only when a
+``pycocotools`` is an optional dependency (``pip install -e ".[coco]"``), imported only when a
 COCO file is written: :func:`requirePycocotools` says how to install it.
 """
 
@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from sam2s.extras import install_hint
 
 __all__ = [
     "COCO_INSTALL_HINT",
@@ -47,7 +48,7 @@ __all__ = [
     "segmentationCoco",
 ]
 
-COCO_INSTALL_HINT = 'pip install "sam2s[coco]"'
+COCO_INSTALL_HINT = install_hint("coco", "pycocotools")
 """The command that installs the optional COCO dependency (``pycocotools``)."""
 LABEL_PNG_NAME = "{frame:05d}.png"
 """``file_name`` of each image: the name of the frame's label PNG (``export.exportLabelPngs``'s default)."""
@@ -62,7 +63,7 @@ def requirePycocotools():
 
     Raises:
         CocoUnavailableError: pycocotools is missing (or broken); the message names
-            ``pip install "sam2s[coco]"``.
+            ``pip install -e ".[coco]"``.
     """
     try:
         from pycocotools import mask

@@ -939,7 +939,7 @@ class SAM2SController:
     def exportCoco(self, path: str, overwrite: bool = False) -> str | None:
         """Export > COCO: write all segments as a COCO instance ``.json`` (``logic.exportCoco``; a
         ``.json`` suffix is added when missing) and say where. Returns the path, or None when
-        pycocotools is missing (the status says ``pip install "sam2s[coco]"``; nothing written).
+        pycocotools is missing (the status says how to install it; nothing written).
 
         Raises:
             TrackingBusyError: tracking runs. outputs.OutputError (a ValueError): bad path, or an

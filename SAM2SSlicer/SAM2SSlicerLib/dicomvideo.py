@@ -6,7 +6,7 @@ whatever its suffix) becomes a :class:`DicomFrames`; anything else goes to the e
 ``sam2s.frames.open_frames``. The engine never imports pydicom: DICOM is the application's
 file format (``pyproject.toml``'s import-linter contracts).
 
-Two kinds of DICOM pixel data are read (pydicom, ``pip install "sam2s[dicom]"``):
+Two kinds of DICOM pixel data are read (pydicom, ``pip install -e ".[dicom]"``):
 
 - Video (e.g. Video Endoscopic Image Storage, SOP Class UID 1.2.840.10008.5.1.4.1.1.77.1.1.1):
   the Pixel Data is one encapsulated elementary stream (PS3.5 Sections 8.2.5 - 8.2.8 and A.4.5 -
@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sam2s.extras import install_hint
 from sam2s.frames import FrameSource, FrameSourceError, open_frames
 
 __all__ = [
@@ -55,7 +56,7 @@ __all__ = [
     "openVideo",
 ]
 
-DICOM_EXTRA_HINT = 'pip install "sam2s[dicom]"'
+DICOM_EXTRA_HINT = install_hint("dicom", '"pydicom>=2.4"')
 """How to install DICOM support (pydicom)."""
 
 VIDEO_ENDOSCOPIC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.1.1"

@@ -1122,7 +1122,7 @@ class SAM2STrackingLogic:
         folder exists and is writable, not a folder); the file is written atomically.
 
         Raises:
-            coco.CocoUnavailableError: pycocotools is missing (``pip install "sam2s[coco]"``).
+            coco.CocoUnavailableError: pycocotools is missing (``coco.COCO_INSTALL_HINT``).
             outputs.OutputError (a ValueError): bad path, or an existing file without ``overwrite``.
             KeyError: unknown segments. RuntimeError: no video or segmentation selected.
             OSError: writing failed (an existing file is left as it was).

@@ -15,7 +15,7 @@ Besides J and F, ``evaluate(..., monai=True)`` adds Dice, the 95th-percentile Ha
 (HD95, pixels) and the normalised surface Dice (NSD) at a tolerance in pixels, computed by MONAI's
 functions (``monai.metrics.compute_dice``, ``compute_hausdorff_distance(percentile=95)``,
 ``compute_surface_dice``; see :func:`overlap_metrics`). MONAI (and SciPy, which its distance
-functions need) is imported only then: ``pip install "sam2s[metrics]"``.
+functions need) is imported only then: ``pip install -e ".[metrics]"``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from sam2s.extras import install_hint
 from sam2s.frames import ImageSizeError, open_image
 
-METRICS_EXTRA_HINT = 'pip install "sam2s[metrics]"'
+METRICS_EXTRA_HINT = install_hint("metrics", '"monai>=1.3" scipy matplotlib')
 """How to install what Dice / HD95 / NSD and ``--plot`` need (MONAI, SciPy, matplotlib)."""
 
 DEFAULT_NSD_TOLERANCE = 2.0
@@ -256,7 +257,7 @@ def import_monai():
     """Import and return ``monai.metrics``, checking that SciPy (MONAI's distance transforms) is there too.
 
     Raises:
-        MetricsDependencyError: MONAI or SciPy is missing; the message names ``pip install "sam2s[metrics]"``.
+        MetricsDependencyError: MONAI or SciPy is missing; the message names ``pip install -e ".[metrics]"``.
     """
     try:
         import scipy.ndimage  # noqa: F401 - MONAI's surface distances import it lazily, later

@@ -26,7 +26,7 @@ Review list (:func:`reviewList`, one row per frame, object and reason), in frame
 
 Only small per-frame numbers are kept (:class:`MaskletStatistics`: a few values per frame and
 object), never the masks, so streaming a long video through it costs little memory. Plots need
-matplotlib (``pip install "sam2s[plots]"`` or ``pip install matplotlib``), imported when a
+matplotlib (``pip install -e ".[plots]"`` or ``pip install matplotlib``), imported when a
 plot is written, drawn by its Agg canvas without pyplot (no display, no global backend change).
 """
 
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sam2s.extras import install_hint
 
 __all__ = [
     "MaskletStatistics",
@@ -301,9 +302,7 @@ def _figure():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError(
-            'The statistics plots need matplotlib: pip install matplotlib (or pip install "sam2s[plots]").'
-        ) from None
+        raise ImportError(f"The statistics plots need matplotlib: {install_hint('plots', 'matplotlib')}.") from None
     width, height = PLOT_SIZE_PX
     fig = Figure(figsize=(width / 100, height / 100), dpi=100)
     FigureCanvasAgg(fig)

@@ -34,10 +34,6 @@ COCO writers. Measured as the peak virtual size after the memory check less the 
 OVERLAY_LABELMAPS = 5
 """Frame volumes (bytes per pixel and frame) the overlay video adds: its label volume (1) and
 x264's look-ahead frames (measured 2.8 to 4.4 on 20 and 40 frames of 3840x2160)."""
-SAM2_WORK_BYTES_1024 = 3 * 2**30 // 2
-"""The sam2 engine's working memory at 1024 px (activations, encoded-frame cache, memory bank),
-scaled by the image area at other sizes: measured 0.87 GiB (tiny, bf16, 2 objects), with room for
-fp32 and the larger configs."""
 
 
 class CliError(Exception):
@@ -302,8 +298,9 @@ def run_tracking(
                 raise CliError(f"--server {server}: {err}") from None
         logic = createTrackingLogic(backend=backend)
         try:
-            labelmaps, work = _volume_path_memory(len(objects), size, overlay_path is not None, engine_name, image_size)
-            logic.importVideo(str(video), labelmaps=labelmaps, workBytes=0 if server else work)
+            engine_here = "server" if server else engine_name  # a server tracks in its own process
+            labelmaps, work = _volume_path_memory(len(objects), size, overlay_path is not None, engine_here, image_size)
+            logic.importVideo(str(video), labelmaps=labelmaps, workBytes=work)
         except NotEnoughMemoryError as err:
             raise CliError(
                 f"{err} On the command line, track with --streaming on (memory independent of the video's length), "
@@ -401,14 +398,15 @@ def _volume_path_memory(
     Label maps (uint8 ``T x H x W`` volumes): one layer of the segmentation per object (objects that
     overlap need their own), a segment read back and an export's label volume (2), and with an
     overlay ``OVERLAY_LABELMAPS`` more. Working memory: ``VOLUME_WORK_BYTES_PER_PIXEL`` per pixel
-    of one frame, and the sam2 engine's ``SAM2_WORK_BYTES_1024`` at 1024 px (scaled by the image
-    area; 0 for a tracking server, which tracks in its own process).
+    of one frame, and the sam2 engine's ``sam2s.resources.sam2_work_bytes(image_size)``.
     """
     h, w = size
     labelmaps = objects + 2 + (OVERLAY_LABELMAPS if overlay else 0)
     work = VOLUME_WORK_BYTES_PER_PIXEL * h * w
     if engine == "sam2":
-        work += int(SAM2_WORK_BYTES_1024 * (image_size / 1024) ** 2)
+        from sam2s.resources import sam2_work_bytes
+
+        work += sam2_work_bytes(image_size)
     return labelmaps, work
 
 

@@ -118,7 +118,8 @@ class FlowTracker(Tracker):
     ``objects`` maps object ids to their ``FlowObjectState``.
 
     Raises:
-        FrameSourceError / FileNotFoundError / ValueError: unreadable frames or bad parameters.
+        FrameSourceError / FileNotFoundError / ValueError: unreadable frames or bad parameters
+            (outside the bounds the message lists). TypeError: a parameter that is not a number.
     """
 
     def __init__(
@@ -138,12 +139,14 @@ class FlowTracker(Tracker):
     ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"Unknown DIS preset {preset!r}; use one of {sorted(PRESETS)}.")
-        ok = flow_size >= 16 and refine_every >= 0 and grabcut_iters >= 1 and grabcut_pixels >= 1024
-        ok = ok and band > 0 and 0 <= min_agreement <= 1 and colour_check >= 0
-        if not (ok and 0 < point_margin <= 1 and clean_radius >= 0):
+        ok = 16 <= flow_size <= 8192 and refine_every >= 0 and 1 <= grabcut_iters <= 20
+        ok = ok and 1024 <= grabcut_pixels <= 16_000_000 and 0 < band <= 1 and 0 <= min_agreement <= 1
+        if not (ok and colour_check >= 0 and 0 < point_margin <= 1 and 0 <= clean_radius <= 64):
             raise ValueError(
-                "FlowTracker needs flow_size >= 16, refine_every >= 0, grabcut_iters >= 1, grabcut_pixels >= 1024, "
-                "band > 0, 0 <= min_agreement <= 1, colour_check >= 0, 0 < point_margin <= 1 and clean_radius >= 0."
+                "FlowTracker needs 16 <= flow_size <= 8192, refine_every >= 0, 1 <= grabcut_iters <= 20, "
+                "1024 <= grabcut_pixels <= 16,000,000, 0 < band <= 1, 0 <= min_agreement <= 1, colour_check >= 0, "
+                "0 < point_margin <= 1 and 0 <= clean_radius <= 64 (the upper bounds keep a parameter from "
+                "costing unbounded memory or time)."
             )
         super().__init__(frames)
         self.preset = preset

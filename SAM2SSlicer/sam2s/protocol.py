@@ -70,8 +70,10 @@ PROTOCOL_HEADER = "X-SAM2S-Protocol"
 MAGIC = b"SAM2S"
 """First 5 bytes of every message."""
 
-MAX_HEADER_BYTES = 64 * 2**20
-"""Largest accepted JSON header (64 MiB); a larger length field means a corrupt message."""
+MAX_HEADER_BYTES = 4 * 2**20
+"""Largest accepted JSON header (4 MiB; parsed, JSON takes several times its size in memory). The
+largest a server sends, a job poll of 64 frames with 254 objects each, is under 1 MiB; a larger
+length field means a corrupt or hostile message."""
 
 MAX_NDIM = 8
 """Most dimensions of one array."""

@@ -31,6 +31,8 @@ import dataclasses
 import math
 from typing import Any
 
+from .extras import install_hint
+
 __all__ = [
     "ENV_TOKEN",
     "INSTALL_SERVER",
@@ -43,7 +45,7 @@ __all__ = [
 ENV_TOKEN = "SAM2S_SERVER_TOKEN"
 """Environment variable holding the server's token when no ``--token`` / ``--token-file`` is given."""
 
-INSTALL_SERVER = 'pip install -e ".[server]" in a clone of the SAM2SSlicer repository (sam2s is not on PyPI)'
+INSTALL_SERVER = install_hint("server", '"fastapi>=0.110" "uvicorn>=0.29"')
 """How to install the server's packages (FastAPI, uvicorn), for error messages."""
 
 JOB_FRAMES_PER_SESSION_FRAME = 2

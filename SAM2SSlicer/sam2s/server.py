@@ -134,7 +134,7 @@ from .access import PathNotAllowedError, check_readable, read_token_file, real_r
 from .checkpoints import CheckpointError, get_info, resolve_checkpoint
 from .client import is_shared_frames_name
 from .frames import FrameSource, FrameSourceError, open_frames
-from .resources import available_memory_bytes
+from .resources import available_memory_bytes, sam2_work_bytes
 from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError
 
 __all__ = [
@@ -144,7 +144,6 @@ __all__ = [
     "MIN_REMOTE_TOKEN_LENGTH",
     "POLL_MAX_BYTES",
     "POLL_MAX_FRAMES",
-    "SAM2_BYTES_PER_INPUT_PIXEL",
     "ApiError",
     "SelectedFrames",
     "ServerLimits",
@@ -170,13 +169,6 @@ READY_PREFIX = "SAM2S server listening on"
 
 MAX_PROMPT_POINTS = 1024
 """Most clicks in one points or box request."""
-
-SAM2_BYTES_PER_INPUT_PIXEL = 1024
-"""Working memory of a SAM 2 session per pixel of the model's input (``image_size ** 2``), for its
-first object (about 1 GiB at 1024 px, 4 GiB at 2048). Measured as the growth of the peak
-resident memory (``VmHWM``) over a click and a 6-frame propagation, ``sam2.1_hiera_t`` with
-random weights, fp32 on a CPU, 320x240 frames: 105 MiB at 256 px, 310 MiB at 512 px, 999 MiB at
-1024 px; a second object added 23, 172 and 461 MiB. A lower bound for the larger configs."""
 
 FRAME_BYTES_PER_PIXEL = 16
 """Working memory per pixel of a session's frames (float32 logits at the frames' resolution,
@@ -1044,7 +1036,7 @@ def estimate_session_bytes(
 ) -> int:
     """Rough bytes a new session will allocate (compared with the available memory before it is
     created): ``FRAME_BYTES_PER_PIXEL * width * height`` plus ``frame_bytes``, and for SAM 2
-    (``image_size`` given) ``SAM2_BYTES_PER_INPUT_PIXEL * image_size ** 2`` plus ``model_bytes``.
+    (``image_size`` given) ``sam2s.resources.sam2_work_bytes(image_size)`` plus ``model_bytes``.
 
     Args:
         width, height: the session's frame size in pixels.
@@ -1058,7 +1050,7 @@ def estimate_session_bytes(
     """
     needed = FRAME_BYTES_PER_PIXEL * width * height + frame_bytes
     if image_size is not None:
-        needed += SAM2_BYTES_PER_INPUT_PIXEL * image_size**2 + model_bytes
+        needed += sam2_work_bytes(image_size) + model_bytes
     return int(needed)
 
 

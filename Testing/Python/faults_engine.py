@@ -458,7 +458,12 @@ ID_WORDS = ('"id"', "integer id in 1..254", "0 is the background", "255 marks vo
 BOX = {"frame": 1, "box": [1, 1, 20, 20]}
 
 PROMPT_CASES = [
-    Case("prompts-json-nested-array", prompts_file("[" * 100_000), PromptsFileError, ("nested more than 64 levels", '{"objects"')),
+    Case(
+        "prompts-json-nested-array",
+        prompts_file("[" * 100_000),
+        PromptsFileError,
+        ("nested more than 64 levels", '{"objects"'),
+    ),
     Case(
         "prompts-json-nested-in-objects",
         prompts_file('{"objects": ' + "[" * 50_000),

@@ -343,5 +343,5 @@ def test_without_ray_says_how_to_install_it(data, tmp_path):
     manifest = write_csv(data / "noray.csv", clip_rows(data, "noray")[:1])
     proc = run_without(["ray"], ["-m", "SAM2SSlicerLib", "batch", str(manifest)], tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert 'pip install "sam2s[batch]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert 'pip install -e ".[batch]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not (data / "noray").exists()

@@ -178,5 +178,5 @@ def test_without_pycocotools_says_how_to_install_it(overlapping, tmp_path):
     command += ["--engine", "flow", "--png-dir", str(out), "--coco", str(tmp_path / "c.json")]
     proc = run_without(["pycocotools"], command, tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert 'pip install "sam2s[coco]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert 'pip install -e ".[coco]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and not (tmp_path / "c.json").exists()  # refused before any work

@@ -206,5 +206,5 @@ def test_without_pydicom_says_how_to_install_it(files, clip, tmp_path):
     command = ["-m", "SAM2SSlicerLib", "track", str(files["h264"]), "--prompts", str(prompts)]
     proc = run_without(["pydicom"], command + ["--png-dir", str(out), "--engine", "flow"], tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert 'pip install "sam2s[dicom]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert 'pip install -e ".[dicom]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()

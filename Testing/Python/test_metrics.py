@@ -345,5 +345,5 @@ def test_eval_without_monai_prints_jf_and_says_how_to_install(eval_dirs, tmp_pat
     pred, gt = eval_dirs
     proc = run_without(["monai"], ["-m", "SAM2SSlicerLib", "eval", str(pred), str(gt)], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert 'pip install "sam2s[metrics]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert 'pip install -e ".[metrics]"' in proc.stderr and "Traceback" not in proc.stderr
     assert "J&F" in proc.stdout and "mean" in proc.stdout and "Dice" not in proc.stdout

@@ -234,7 +234,8 @@ def test_what_does_not_fit_in_the_available_memory_gets_507(api, folders, monkey
 
 
 def test_session_memory_estimate_scales_with_the_image_size():
-    from sam2s.server import SAM2_BYTES_PER_INPUT_PIXEL, estimate_session_bytes
+    from sam2s.resources import SAM2_BYTES_PER_INPUT_PIXEL
+    from sam2s.server import estimate_session_bytes
 
     flow = estimate_session_bytes(1920, 1080)
     assert estimate_session_bytes(1920, 1080, image_size=1024) - flow == SAM2_BYTES_PER_INPUT_PIXEL * 1024**2

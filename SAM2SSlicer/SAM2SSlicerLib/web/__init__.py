@@ -6,5 +6,5 @@ this process and streams its views to the page. The page drives the same
 as the Slicer module; tracking runs in a tracking server process (``backends.ServerBackend``),
 never on trame's event loop. Only the view binding (:mod:`.app`) is new.
 
-Needs ``pip install "sam2s[web]"`` (trame-slicer 2.0.0, which runs on slicer-core 5.11).
+Needs ``pip install -e ".[web]"`` (trame-slicer 2.0.0, which runs on slicer-core 5.11).
 """

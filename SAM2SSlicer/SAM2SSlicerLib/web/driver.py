@@ -2,7 +2,7 @@
 on video pixels, read what the view shows, time frame changes.
 
 Used by the browser tests (``Testing/Python/web/``) and by ``benchmarks/bench_web.py`` (the README's
-figures and screenshot); useful for scripted demos too. Needs ``pip install "sam2s[web,webtest]"``
+figures and screenshot); useful for scripted demos too. Needs ``pip install -e ".[web,webtest]"``
 and a Chromium (Debian: ``apt-get install chromium``; Playwright's own browser download also works).
 
 Page coordinates come from the app itself (its ``sam2s_view_of_pixel`` trigger), so clicks land on
