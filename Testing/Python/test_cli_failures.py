@@ -87,11 +87,9 @@ def test_server_killed_mid_propagation_fails_in_one_line(tmp_path):
     try:
         url, token = local.ensureRunning()
         argv = [sys.executable, "-m", "SAM2SSlicerLib", "track", str(clip), "--prompts", str(prompts)]
-        token_file = tmp_path / "token"
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)  # --token-file (issue 21, item 5): the token stays out of `ps`
-        argv += ["--png-dir", str(tmp_path / "png"), "--server", url, "--token-file", str(token_file)]
-        child = subprocess.Popen([*argv, "--engine", "flow", "--quiet"], stderr=subprocess.PIPE, text=True, env=ENV)
+        argv += ["--png-dir", str(tmp_path / "png"), "--server", url, "--engine", "flow", "--quiet"]
+        env = dict(ENV, SAM2S_SERVER_TOKEN=token)
+        child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 120
         while not _running_job(url, token):
             assert child.poll() is None and time.monotonic() < deadline, child.communicate()
@@ -103,4 +101,18 @@ def test_server_killed_mid_propagation_fails_in_one_line(tmp_path):
     lines = err.strip().splitlines()
     assert child.returncode == 1 and len(lines) == 1, err
     assert lines[0].startswith("error: the tracking server stopped answering") and "nothing was written" in lines[0]
+    assert not (tmp_path / "png").exists()
+
+
+def test_track_reads_the_server_token_from_a_private_file_only(tmp_path, capsys):
+    """Item 5: ``--token`` shows the token to every user in ``ps``; ``sam2s track --token-file``
+    reads it from a file, which must be private (before anything else runs)."""
+    clip, prompts = _clip(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text("a-token-of-the-server\n")
+    token_file.chmod(0o644)
+    argv = ["track", str(clip), "--prompts", str(prompts), "--png-dir", str(tmp_path / "png")]
+    code = cli.main([*argv, "--server", "http://127.0.0.1:9", "--token-file", str(token_file), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"chmod 600 {token_file}" in err[0], err
     assert not (tmp_path / "png").exists()
