@@ -6,6 +6,8 @@ Frames are ``(H, W, 3)`` uint8 RGB (x right, y down); label images ``(H, W)`` in
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -62,11 +64,44 @@ def overlay(
     return out
 
 
+_X264_SIMD = (  # x264's name of each SIMD extension (common/cpu.c) and the Linux /proc/cpuinfo flag for it
+    ("MMX2", "sse"), ("SSE", "sse"), ("SSE2", "sse2"), ("SSE3", "pni"), ("SSSE3", "ssse3"), ("SSE4.1", "sse4_1"),
+    ("SSE4.2", "sse4_2"), ("LZCNT", "abm"), ("AVX", "avx"), ("XOP", "xop"), ("FMA4", "fma4"), ("FMA3", "fma"),
+    ("BMI1", "bmi1"), ("BMI2", "bmi2"), ("AVX2", "avx2"),
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def x264_simd() -> str | None:
+    """x264's ``asm`` parameter for reproducible files: this CPU's SIMD extensions up to AVX2, on an
+    x86 CPU with AVX-512 under Linux; None elsewhere (x264 detects the CPU itself).
+
+    With its AVX-512 code (x264 core 164, on an AMD EPYC with avx512f / avx512bw) the same frames
+    gave different files in 1 to 5 of 12 single-threaded encodes in one process; up to AVX2, and
+    without assembly, 24 of 24 were identical. The flags come from ``/proc/cpuinfo`` (x264's
+    ``asm`` list is not masked by its own detection, so only extensions the CPU has may be named).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return None
+    if "avx512f" not in flags:
+        return None
+    return ",".join(name for name, flag in _X264_SIMD if flag in flags)
+
+
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
     """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (yuv420p, CRF 20, x264 preset medium) with PyAV
     into ``path`` (container from its suffix: .mp4, .mkv or .mov). Odd widths / heights lose their
-    last column / row. Reproducible: one encoder thread, fixed settings, so the same frames give the
-    same file, byte for byte, with the same PyAV / x264 build (x264 with several threads did not).
+    last column / row. Reproducible: the same frames give the same file, byte for byte, on the same
+    machine with the same PyAV / x264 build (x264's output depends on the CPU's SIMD extensions).
+    Three sources of differences are removed: PyAV's RGB to YUV conversion (libswscale gave
+    different pixels for the same frame in some calls; OpenCV's BT.601 limited-range conversion,
+    FFmpeg's default, is used instead), x264's threads (one thread), and x264's AVX-512 code
+    (:func:`x264_simd`).
 
     The file is written in place: to replace an existing video safely, write to a temporary name
     and rename it (as ``sam2s track`` does with ``SAM2SSlicerLib.outputs.OutputSet.writeFile``).
@@ -84,12 +119,19 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.
                 stream = container.add_stream("libx264", rate=max(1, round(fps)))
                 stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
                 stream.pix_fmt = "yuv420p"
-                # One encoder thread: with x264's threads (PyAV's default slice threads here) the same
-                # frames gave different files in some runs (issue 21: pixels up to 42/255 apart).
-                stream.options = {"crf": "20", "preset": "medium", "threads": "1"}
+                # Reproducible (issue 21: the same frames gave files whose pixels differed by up to
+                # 42/255): the colour conversion below; fixed settings; one encoder thread; no AVX-512
+                # code in x264 (x264_simd).
+                options = {"crf": "20", "preset": "medium", "threads": "1"}
+                if x264_simd():
+                    options["x264-params"] = f"asm={x264_simd()}"
+                stream.options = options
                 stream.codec_context.thread_count = 1
             img = np.ascontiguousarray(frame[: stream.height, : stream.width])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            # RGB to YUV 4:2:0 by OpenCV (BT.601, limited range, as FFmpeg's default), not by PyAV's
+            # libswscale, whose conversion of the same frame differed between calls (FFmpeg 8).
+            yuv = cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
                 container.mux(packet)
             count += 1
         if stream is None:
