@@ -4,9 +4,11 @@
 on a ``slicer-core`` MRML scene) and writes the same files.
 
 Exit codes: 0 success; 2 bad input, found before any long work (video, prompts, model,
-checkpoint, device, output paths, not enough memory); 1 a failure after the work started, e.g.
-a full disk while writing (outputs written completely are kept, the others keep their old
-content); 130 interrupted (Ctrl+C or SIGTERM). Outputs never replace an input or an existing
+checkpoint, device, output paths, outputs another run is writing, not enough memory); 1 a failure
+after the work started, e.g. a full disk while writing (outputs written completely are kept, the
+others keep their old content), a tracking server that stopped answering, memory that ran out, or
+a closed standard output (``sam2s models | head``: quietly); 130 interrupted (Ctrl+C or SIGTERM).
+Every error is one line ``error: ...`` on stderr, never a traceback. Outputs never replace an input or an existing
 file or folder without ``--overwrite``, and are written to temporary names first
 (``SAM2SSlicerLib.outputs``), so nothing the user had is deleted or half-overwritten.
 """
@@ -18,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -387,8 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackingFailed as err:
         say(f"error: {err}")
         return 1
+    except MemoryError as err:  # what the memory checks before the work did not foresee
+        say(
+            f"error: out of memory ({err or 'an allocation failed'}); outputs not yet written keep their previous "
+            "content: free memory, or track with --streaming on (memory independent of the video's length)."
+        )
+        return 1
     except BrokenPipeError:  # the reader of stdout left, e.g. `sam2s models | head -2`: stop quietly
-        _silenceStdout()
+        _silence_stdout()
         return 1  # as Python's documentation of SIGPIPE advises (signal module, "Note on SIGPIPE")
     except KeyboardInterrupt:
         say("interrupted: outputs not yet written keep their previous content; no partial file is left.")
@@ -397,11 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _silenceStdout() -> None:
+def _silence_stdout() -> None:
     """Point stdout at the null device, so that the interpreter's final flush of a closed pipe
     raises nothing more."""
-    import sys
-
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
