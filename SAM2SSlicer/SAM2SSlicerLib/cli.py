@@ -8,9 +8,9 @@ checkpoint, device, output paths, outputs another run is writing, not enough mem
 after the work started, e.g. a full disk while writing (outputs written completely are kept, the
 others keep their old content), a tracking server that stopped answering, memory that ran out, or
 a closed standard output (``sam2s models | head``: quietly); 130 interrupted (Ctrl+C or SIGTERM).
-Every error is one line ``error: ...`` on stderr, never a traceback. Outputs never replace an input or an existing
-file or folder without ``--overwrite``, and are written to temporary names first
-(``SAM2SSlicerLib.outputs``), so nothing the user had is deleted or half-overwritten.
+Each of these is one line ``error: ...`` on stderr, without a traceback. Outputs never replace an
+input or an existing file or folder without ``--overwrite``, and are written to temporary names
+first (``SAM2SSlicerLib.outputs``), so nothing the user had is deleted or half-overwritten.
 """
 
 from __future__ import annotations
