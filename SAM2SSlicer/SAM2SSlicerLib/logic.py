@@ -595,9 +595,6 @@ class SAM2STrackingLogic:
                 self._model = self.modelFactory(self.settings)
             return self._model
 
-    def isModelLoaded(self) -> bool:
-        return self._model is not None
-
     # ------------------------------------------------------------------ nodes
     def setVideoNode(self, videoNode) -> None:
         """Track on ``videoNode`` (``(T, H, W, 3)`` uint8 vector volume, or a uint8 scalar volume).

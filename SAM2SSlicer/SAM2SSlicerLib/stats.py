@@ -160,12 +160,6 @@ class MaskletStatistics:
             self.centroid[t, i] = (cx, cy)
             self.bbox[t, i] = box
 
-    def addMasks(self, frame: int, masks: Mapping[int, np.ndarray]) -> None:
-        """:meth:`addMask` for each ``{objectId: (H, W) mask}`` (unknown ids are ignored)."""
-        for objectId, mask in masks.items():
-            if objectId in self._column:
-                self.addMask(frame, objectId, mask)
-
     def addLabels(self, frame: int, labels: np.ndarray) -> None:
         """Set every object's statistics on ``frame`` from a ``(H, W)`` label image (pixel value =
         object id, 0 = background; as the label PNGs)."""

@@ -280,11 +280,6 @@ class SelectedFrames(FrameSource):
     def __len__(self) -> int:
         return len(self._indices)
 
-    @property
-    def source_indices(self) -> list[int]:
-        """The index in the source of each frame (a copy)."""
-        return list(self._indices)
-
     def _read(self, index: int) -> np.ndarray:
         if index in self._cache:
             self._cache.move_to_end(index)

@@ -452,7 +452,9 @@ class VideoTracker(Tracker):
             if todo:
                 low = torch.cat([m.pred_masks for m in todo]).to(self.model.device)
                 score = torch.cat([m.object_score for m in todo]).to(self.model.device)
-                feats = self._encode_memory(t, low, score, binarize=True)
+                # prompted outputs count as masks from clicks (reference: is_mask_from_pts=True here)
+                binarize = self.model.config.binarize_mask_from_pts_for_mem_enc
+                feats = self._encode_memory(t, low, score, binarize=binarize)
                 for m, f in zip(todo, feats):
                     m.maskmem = f[None]
         for obj in objs:

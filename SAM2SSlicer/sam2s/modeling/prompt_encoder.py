@@ -72,11 +72,6 @@ class PromptEncoder(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
-    @property
-    def mask_input_size(self) -> int:
-        """Side of the mask prompt the encoder expects (4x the feature map: 256 at 1024 px)."""
-        return 4 * self.feat_size
-
     def dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image tokens: ``(1, embed_dim, feat_size, feat_size)``,
         computed in float32 and returned in the model's dtype."""
