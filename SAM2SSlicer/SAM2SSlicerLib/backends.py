@@ -2,14 +2,14 @@
 
 Inside 3D Slicer, Python threads barely run (PythonQt holds the GIL while Qt's event loop idles),
 so the module never runs the engine in Slicer's process: it talks to a tracking server
-(``sam2s.server``, FastAPI + uvicorn) and a QTimer polls it without blocking. Three backends give
+(``sam2s.serving.server``, FastAPI + uvicorn) and a QTimer polls it without blocking. Three backends give
 ``SAM2STrackingLogic`` its engine sessions; all have the engine session API the logic uses
 (``add_points`` / ``add_box`` / ``add_mask`` / ``remove_object`` / ``objects``), and the server
 ones add ``start_job`` (a propagation that runs in the server, polled with ``poll()``):
 
 * :class:`InProcessBackend` -- ``sam2s.VideoTracker`` / ``sam2s.flow.FlowTracker`` in this process
   (command line, tests, scripts).
-* :class:`ServerBackend` without a URL -- a :class:`LocalServer`: ``python -m sam2s.server`` started
+* :class:`ServerBackend` without a URL -- a :class:`LocalServer`: ``python -m sam2s.serving.server`` started
   with Slicer's own Python (``PythonSlicer``, as SlicerTotalSegmentator runs its model) on
   127.0.0.1, a free port and a random token; restarted on the next action if it died, stopped by
   :meth:`ServerBackend.close` (the module calls it when Slicer quits). Frames reach it without
@@ -18,7 +18,7 @@ ones add ``start_job`` (a propagation that runs in the server, polled with ``pol
 * :class:`ServerBackend` with a URL and a token -- a remote server (e.g. a lab GPU machine): the
   frames are uploaded once (with progress); prompts go there and masks come back (bit-packed).
 
-Nothing received from a server is unpickled (``sam2s.protocol`` is a plain binary format).
+Nothing received from a server is unpickled (``sam2s.serving.protocol`` is a plain binary format).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def pythonForServer() -> str:
 
 
 class LocalServer:
-    """A ``sam2s.server`` process on 127.0.0.1 for this application only.
+    """A ``sam2s.serving.server`` process on 127.0.0.1 for this application only.
 
     It listens on a free port with a random token (given through the environment, never on the
     command line), may read any path of this user (``--allow-path /``: the same user's files), and
@@ -106,7 +106,7 @@ class LocalServer:
     Args:
         python: the interpreter (default :func:`pythonForServer`).
         startTimeout: seconds to wait for the server to listen (it imports PyTorch first).
-        extraArgs: more ``sam2s.server`` options (e.g. ``["--idle-timeout", "600"]``).
+        extraArgs: more ``sam2s.serving.server`` options (e.g. ``["--idle-timeout", "600"]``).
         niceness: added to the server's scheduling niceness (POSIX ``setpriority``; 0: unchanged), so
             that a user interface sharing the CPU answers first while the server tracks (``sam2s web``
             uses 10; the server still gets every cycle the interface leaves).
@@ -154,7 +154,7 @@ class LocalServer:
         self._log = open(folder / "server.log", "w+b")  # noqa: SIM115 - kept open for the process's life
         env = dict(os.environ, SAM2S_SERVER_TOKEN=token, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
-        command = [self.python, "-m", "sam2s.server", "--host", "127.0.0.1", "--port", "0"]
+        command = [self.python, "-m", "sam2s.serving.server", "--host", "127.0.0.1", "--port", "0"]
         command += ["--ready-file", str(ready), "--allow-path", os.path.abspath(os.sep), *self.extraArgs]
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if self.niceness and hasattr(os, "setpriority"):
@@ -174,7 +174,7 @@ class LocalServer:
         tail = self.logTail()
         self.stop()
         raise ServerStartError(
-            f"The local tracking server did not start ({self.python} -m sam2s.server): {tail or 'no output'}. "
+            f"The local tracking server did not start ({self.python} -m sam2s.serving.server): {tail or 'no output'}. "
             "Check that PyTorch, FastAPI and uvicorn are installed in that Python (the module installs them)."
         )
 
@@ -210,10 +210,10 @@ class RemoteTracker:
 
     ``add_points`` / ``add_box`` / ``add_mask`` return the ``(H, W)`` bool mask of the prompted frame
     (``> 0`` works on it as on logits); ``objects`` holds the ids prompted through it;
-    ``start_job(passes, obj_ids)`` starts a propagation in the server (``sam2s.client.RemoteJob``).
+    ``start_job(passes, obj_ids)`` starts a propagation in the server (``sam2s.serving.client.RemoteJob``).
 
     Args:
-        session: the ``sam2s.client.RemoteSession``.
+        session: the ``sam2s.serving.client.RemoteSession``.
         release: called by :meth:`close` after the session is closed (e.g. to free shared memory).
     """
 
@@ -247,7 +247,7 @@ class RemoteTracker:
 
     def start_job(self, passes: Sequence[tuple[int, int, bool]], obj_ids=None):
         """Start the propagation ``passes`` (``[(start, end, reverse)]``) in the server; returns a
-        ``sam2s.client.RemoteJob`` to ``poll()``."""
+        ``sam2s.serving.client.RemoteJob`` to ``poll()``."""
         return self.session.start_job([(int(s), int(e), bool(r)) for s, e, r in passes], obj_ids=obj_ids)
 
     def close(self) -> None:
@@ -299,9 +299,9 @@ class ServerBackend:
         return self.localServer.starts if self.localServer is not None else 0
 
     def client(self):
-        """A ``sam2s.client.Client`` for the server (starting the local one if needed); checks the
+        """A ``sam2s.serving.client.Client`` for the server (starting the local one if needed); checks the
         protocol version (``ProtocolMismatchError`` names both versions)."""
-        from sam2s.client import Client
+        from sam2s.serving.client import Client
 
         if self.localServer is not None:
             url, token = self.localServer.ensureRunning()
@@ -361,10 +361,10 @@ def _sourceFileSpec(videoNode, frames: np.ndarray) -> dict | None:
 
 
 def _sharedMemorySpec(frames: np.ndarray) -> tuple[dict, Callable[[], None]]:
-    """A shared-memory copy of ``frames`` for the local server (``sam2s.client.create_shared_frames``:
+    """A shared-memory copy of ``frames`` for the local server (``sam2s.serving.client.create_shared_frames``:
     a block with a secret name, the only kind the server attaches): ``({"shm": name, "shape": ...},
     release)``; ``release()`` closes and unlinks the block (after the server session is closed)."""
-    from sam2s.client import create_shared_frames
+    from sam2s.serving.client import create_shared_frames
 
     block, spec = create_shared_frames(frames)
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam2s import checkpoints
-from sam2s.serveoptions import INSTALL_SERVER, add_server_arguments
+from sam2s.serving.options import INSTALL_SERVER, add_server_arguments
 
 from .track import LABEL_PNGS, OVERLAY_SUFFIXES, CliError, TrackingFailed, print_summary, run_tracking, say
 
@@ -66,7 +66,7 @@ def cmd_track(a: argparse.Namespace) -> int:
 def _server_token(a: argparse.Namespace) -> str | None:
     """``sam2s track``'s server token: ``--token-file``, else ``--token``, else ``$SAM2S_SERVER_TOKEN``."""
     if a.token_file:
-        from sam2s.access import TokenFileError, read_token_file
+        from sam2s.serving.access import TokenFileError, read_token_file
 
         try:
             return read_token_file(a.token_file)
@@ -157,10 +157,10 @@ def cmd_download(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    """``sam2s serve``: the engine's tracking server (``sam2s.server.run``, FastAPI + uvicorn; its
-    options: ``sam2s.serveoptions``); 0 after SIGTERM or Ctrl+C, 2 for a refused configuration."""
+    """``sam2s serve``: the engine's tracking server (``sam2s.serving.server.run``, FastAPI + uvicorn; its
+    options: ``sam2s.serving.options``); 0 after SIGTERM or Ctrl+C, 2 for a refused configuration."""
     try:
-        from sam2s.server import run
+        from sam2s.serving.server import run
     except ImportError as err:
         raise CliError(f"The tracking server needs FastAPI and uvicorn ({err}): {INSTALL_SERVER}.") from None
     return run(a)
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a tracking server (FastAPI) for the Slicer module or remote clients; see `sam2s serve --help`",
     )
-    add_server_arguments(serve)  # the options of python -m sam2s.server, defined once (no FastAPI needed)
+    add_server_arguments(serve)  # the options of python -m sam2s.serving.server, defined once (no FastAPI needed)
     serve.set_defaults(func=cmd_serve)
 
     web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install -e ".[web]")')

@@ -68,8 +68,8 @@ def maskDigest(mask: np.ndarray) -> str:
 
 
 def _isLostServer(error: BaseException) -> bool:
-    """True for the client errors of a server that is gone or forgot the session (``sam2s.client``)."""
-    from sam2s.client import ServerUnavailable, SessionNotFound
+    """True for the client errors of a server that is gone or forgot the session (``sam2s.serving.client``)."""
+    from sam2s.serving.client import ServerUnavailable, SessionNotFound
 
     return isinstance(error, (ServerUnavailable, SessionNotFound))
 
@@ -313,7 +313,7 @@ class TrackingJob:
         self._wroteAny = False
         self._droppedSegments: set[str] = set()
         self._droppedSegmentation = False
-        self._remote = None  # a sam2s.client.RemoteJob while a propagation runs in a server
+        self._remote = None  # a sam2s.serving.client.RemoteJob while a propagation runs in a server
         self._remoteCancelled = False
 
     @property
@@ -373,7 +373,7 @@ class TrackingJob:
                     if self._begin(onFrame):
                         return False  # running in the server
                 except Exception as error:
-                    from sam2s.client import SessionNotFound
+                    from sam2s.serving.client import SessionNotFound
 
                     if not isinstance(error, SessionNotFound):
                         raise

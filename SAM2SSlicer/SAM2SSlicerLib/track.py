@@ -294,7 +294,7 @@ def run_tracking(
             backend = ServerBackend(server, token)
             try:
                 backend.client()  # reachable, token accepted, same protocol: before the import
-            except Exception as err:  # noqa: BLE001 - sam2s.client errors carry the message and the fix
+            except Exception as err:  # noqa: BLE001 - sam2s.serving.client errors carry the message and the fix
                 raise CliError(f"--server {server}: {err}") from None
         logic = createTrackingLogic(backend=backend)
         try:

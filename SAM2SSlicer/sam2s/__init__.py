@@ -17,7 +17,8 @@ Importing the package is cheap: the public names below (and the submodules, e.g.
 Modules: ``session`` (the ``Tracker`` contract, prompt records, errors; numpy only), ``tracker``
 (``VideoTracker``), ``flow`` (``FlowTracker``, no weights, no torch), ``memory`` / ``divemem``
 (memory policies), ``frames`` (frame sources), ``checkpoints`` (registry, download, safe
-loading), ``build`` / ``config`` (models), ``modeling`` (the network).
+loading), ``build`` / ``config`` (models), ``modeling`` (the network), ``serving`` (tracking over
+HTTP: the server, its client and protocol, the path-access rule).
 """
 
 from __future__ import annotations
@@ -63,15 +64,13 @@ _EXPORTS = {
 _SUBMODULES = (
     "build",
     "checkpoints",
-    "client",
     "config",
     "divemem",
     "flow",
     "frames",
     "memory",
     "modeling",
-    "protocol",
-    "server",
+    "serving",
     "session",
     "tracker",
 )

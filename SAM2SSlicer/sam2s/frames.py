@@ -291,7 +291,7 @@ def frame_image_names(names: Iterable[str]) -> list[str]:
     """The frame images among the file names of a folder, in frame order: names with an image
     extension (``IMAGE_EXTENSIONS``, any case) that are not hidden (no leading dot), sorted by
     ``sort_frame_names``. ``ImageFolderFrames`` reads exactly these files (and the path-access
-    rule of ``sam2s.access`` checks exactly these)."""
+    rule of ``sam2s.serving.access`` checks exactly these)."""
     picked = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and not n.startswith(".")]
     return sort_frame_names(picked)
 

@@ -1,7 +1,7 @@
 """What this machine can still give a process: available memory (engine side, standard library only).
 
 Used before large allocations, which must be refused with a message instead of failing halfway:
-the tracking server's session limits (``sam2s.server``) and the Slicer video import's memory guard
+the tracking server's session limits (``sam2s.serving.server``) and the Slicer video import's memory guard
 (``SAM2SSlicerLib.videoimport.checkVideoMemory``, which re-exports :func:`available_memory_bytes`
 as ``availableMemoryBytes``), with the engine's working memory (:func:`sam2_work_bytes`).
 """

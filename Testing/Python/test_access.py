@@ -1,4 +1,4 @@
-"""``sam2s.access``: the ``--allow-path`` rule on every frame file read (issue 21, item 4) and
+"""``sam2s.serving.access``: the ``--allow-path`` rule on every frame file read (issue 21, item 4) and
 token files (item 5), shared by the tracking server and the web app."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from sam2s.access import PathNotAllowedError, TokenFileError, check_readable, read_token_file, real_roots
+from sam2s.serving.access import PathNotAllowedError, TokenFileError, check_readable, read_token_file, real_roots
 
 
 def test_a_folder_is_readable_only_when_every_frame_image_is(tmp_path):

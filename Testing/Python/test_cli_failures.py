@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from faultkit import file_permissions_apply
 from PIL import Image
-from sam2s import protocol
+from sam2s.serving import protocol
 from SAM2SSlicerLib import cli
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "SAM2SSlicer"), OMP_NUM_THREADS="1")

@@ -23,9 +23,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from sam2s.client import create_shared_frames  # noqa: E402
-from sam2s.protocol import ProtocolError, decode, encode  # noqa: E402
-from sam2s.server import create_app  # noqa: E402
+from sam2s.serving.client import create_shared_frames  # noqa: E402
+from sam2s.serving.protocol import ProtocolError, decode, encode  # noqa: E402
+from sam2s.serving.server import create_app  # noqa: E402
 from test_server_limits import release_shared_frames  # noqa: E402
 
 pytestmark = pytest.mark.fuzz

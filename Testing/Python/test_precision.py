@@ -123,7 +123,7 @@ def test_cli_precision_option():
 def test_server_model_spec_precision():
     pytest.importorskip("fastapi")
     from pydantic import ValidationError
-    from sam2s.server import ModelSpec
+    from sam2s.serving.server import ModelSpec
 
     assert ModelSpec(config="sam2.1_hiera_t").precision is None  # protocol-1 clients: the old behaviour
     assert ModelSpec(config="sam2.1_hiera_t", precision="bf16").precision == "bf16"

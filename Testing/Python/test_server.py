@@ -1,7 +1,7 @@
-"""The tracking server (``sam2s.server``) and its client (``sam2s.client``), against real server
+"""The tracking server (``sam2s.serving.server``) and its client (``sam2s.serving.client``), against real server
 subprocesses on 127.0.0.1: the same results as the in-process trackers, security (tokens, paths,
 sizes, malformed bodies, other tokens' sessions, public binding), 20 concurrent clients, protocol
-versions, cancel, idle expiry, HTTPS, and the binary message format (``sam2s.protocol``)."""
+versions, cancel, idle expiry, HTTPS, and the binary message format (``sam2s.serving.protocol``)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import sam2s.client as client_module  # noqa: E402
+import sam2s.serving.client as client_module  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from sam2s import protocol  # noqa: E402
-from sam2s.access import is_under  # noqa: E402
-from sam2s.client import (  # noqa: E402
+from sam2s.flow import FlowTracker  # noqa: E402
+from sam2s.serving import protocol  # noqa: E402
+from sam2s.serving.access import is_under  # noqa: E402
+from sam2s.serving.client import (  # noqa: E402
     AuthError,
     Client,
     ProtocolMismatchError,
@@ -40,8 +41,7 @@ from sam2s.client import (  # noqa: E402
     ServerUnavailable,
     SessionNotFound,
 )
-from sam2s.flow import FlowTracker  # noqa: E402
-from sam2s.protocol import ProtocolError, decode, encode  # noqa: E402
+from sam2s.serving.protocol import ProtocolError, decode, encode  # noqa: E402
 
 SOURCE = ROOT / "SAM2SSlicer"
 TOKEN_A = "token-a-" + "a" * 40
@@ -75,11 +75,11 @@ def _env(token: str | None) -> dict[str, str]:
 
 
 def start_server(folder: Path, *args: str, env_token: str | None = None, name: str = "server") -> Server:
-    """``python -m sam2s.server --port 0 --ready-file ...`` in a subprocess; waits for its ready line."""
+    """``python -m sam2s.serving.server --port 0 --ready-file ...`` in a subprocess; waits for its ready line."""
     ready, out, err = folder / f"{name}.ready", folder / f"{name}.out", folder / f"{name}.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sam2s.server", "--port", "0", "--ready-file", str(ready), *args],
+            [sys.executable, "-m", "sam2s.serving.server", "--port", "0", "--ready-file", str(ready), *args],
             env=_env(env_token),
             stdout=stdout,
             stderr=stderr,
@@ -438,7 +438,7 @@ def test_selected_and_resized_frames_are_those_of_the_slicer_import(a, shared_da
 def test_shared_memory_frames_are_used_and_left_to_the_client(a):
     from multiprocessing import shared_memory
 
-    from sam2s.client import create_shared_frames
+    from sam2s.serving.client import create_shared_frames
 
     video, box = clip(7, frames=5)
     shm, spec = create_shared_frames(video)  # a secret name: the only kind the server attaches
@@ -475,7 +475,7 @@ def _snapshot(client: Client, session, job, upload: str):
 
 
 def test_every_endpoint_needs_the_token_and_changes_nothing_without_it(server, a):
-    from sam2s.server import create_app
+    from sam2s.serving.server import create_app
 
     session, video, box = flow_session(a, seed=1)
     session.add_box(0, 1, box)
@@ -711,7 +711,7 @@ def test_unexpected_errors_are_json_500_with_the_message():
     """An exception the server does not expect becomes a JSON 500 naming it (an application from
     ``create_app`` with one failing route, served by uvicorn in a thread)."""
     import uvicorn
-    from sam2s.server import create_app
+    from sam2s.serving.server import create_app
 
     app = create_app(["t"])
 
@@ -796,7 +796,18 @@ def test_other_tokens_cannot_reach_a_session(server, a, b):
 def test_public_binding_needs_a_long_explicit_token(tmp_path, args, env, message):
     ready = tmp_path / "ready"
     proc = subprocess.run(
-        [sys.executable, "-m", "sam2s.server", "--host", "0.0.0.0", "--port", "0", "--ready-file", str(ready), *args],
+        [
+            sys.executable,
+            "-m",
+            "sam2s.serving.server",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            *args,
+        ],
         env=_env(env),
         capture_output=True,
         text=True,
@@ -808,7 +819,7 @@ def test_public_binding_needs_a_long_explicit_token(tmp_path, args, env, message
 
 
 def test_serve_refuses_before_binding(monkeypatch):
-    from sam2s.server import serve
+    from sam2s.serving.server import serve
 
     monkeypatch.delenv("SAM2S_SERVER_TOKEN", raising=False)
     with pytest.raises(ValueError, match="needs an explicit token"):
@@ -1036,7 +1047,7 @@ def test_unreachable_server_is_reported_with_its_url():
 
 def test_client_imports_without_torch_or_fastapi():
     code = (
-        "import sys, sam2s.client, sam2s.protocol; "
+        "import sys, sam2s.serving.client, sam2s.serving.protocol; "
         "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'starlette', 'cv2', 'av') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True, timeout=120)

@@ -25,14 +25,14 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-import sam2s.server as server_module  # noqa: E402
+import sam2s.serving.server as server_module  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
-from sam2s import protocol  # noqa: E402
-from sam2s.client import Client  # noqa: E402
-from sam2s.protocol import ProtocolError, decode, encode  # noqa: E402
-from sam2s.server import create_app  # noqa: E402
+from sam2s.serving import protocol  # noqa: E402
+from sam2s.serving.client import Client  # noqa: E402
+from sam2s.serving.protocol import ProtocolError, decode, encode  # noqa: E402
+from sam2s.serving.server import create_app  # noqa: E402
 
 TOKEN = "token-limits-" + "l" * 40
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "X-SAM2S-Protocol": "1"}
@@ -235,7 +235,7 @@ def test_what_does_not_fit_in_the_available_memory_gets_507(api, folders, monkey
 
 def test_session_memory_estimate_scales_with_the_image_size():
     from sam2s.resources import SAM2_BYTES_PER_INPUT_PIXEL
-    from sam2s.server import estimate_session_bytes
+    from sam2s.serving.server import estimate_session_bytes
 
     flow = estimate_session_bytes(1920, 1080)
     assert estimate_session_bytes(1920, 1080, image_size=1024) - flow == SAM2_BYTES_PER_INPUT_PIXEL * 1024**2
@@ -283,7 +283,7 @@ def test_shared_memory_is_attached_only_under_the_clients_secret_names(api):
         other.close()
         other.unlink()
 
-    from sam2s.client import SHARED_FRAMES_PREFIX, create_shared_frames, is_shared_frames_name
+    from sam2s.serving.client import SHARED_FRAMES_PREFIX, create_shared_frames, is_shared_frames_name
 
     block, spec = create_shared_frames(frames)
     try:
@@ -299,7 +299,7 @@ def test_shared_memory_is_attached_only_under_the_clients_secret_names(api):
 
 
 def test_each_token_has_a_byte_quota_over_its_uploads_and_sessions():
-    from sam2s.server import ServerLimits
+    from sam2s.serving.server import ServerLimits
 
     frame_bytes = H * W * 3
     limits = ServerLimits(max_upload_bytes=6 * frame_bytes, max_token_bytes=10 * frame_bytes)
@@ -326,7 +326,7 @@ def test_each_token_has_a_byte_quota_over_its_uploads_and_sessions():
 
 
 def test_limits_that_are_not_positive_are_refused():
-    from sam2s.server import ServerLimits
+    from sam2s.serving.server import ServerLimits
 
     for field, value, option in [
         ("max_upload_bytes", -5 * 2**30, "--max-upload-gb"),
@@ -442,7 +442,7 @@ def _stop(proc: subprocess.Popen) -> int:
         pytest.fail("the server did not stop within 30 s of SIGTERM")
 
 
-SERVER = [sys.executable, "-m", "sam2s.server", "--port", "0"]
+SERVER = [sys.executable, "-m", "sam2s.serving.server", "--port", "0"]
 
 
 @pytest.mark.parametrize(

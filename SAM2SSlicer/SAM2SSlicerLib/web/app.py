@@ -17,13 +17,13 @@ and keys to it.
   poll and a bulk write of the finished frames, every :data:`TICK_SECONDS`), so frame changes
   answer while a propagation runs.
 * Access: bound to 127.0.0.1 by default. On any other address a token is required (the tracking
-  server's rule, ``sam2s.server.MIN_REMOTE_TOKEN_LENGTH`` characters or more): every HTTP and
+  server's rule, ``sam2s.serving.access.MIN_REMOTE_TOKEN_LENGTH`` characters or more): every HTTP and
   websocket request must carry it, as ``Authorization: Bearer TOKEN``, as ``?token=TOKEN`` (the
   page then keeps it in an HttpOnly cookie) or in that cookie; other requests get 401. The token
   comes from ``--token-file`` (a file only its owner can read), ``$SAM2S_WEB_TOKEN`` or
   ``--token`` (visible to other users in ``ps``).
 * Open by path: only under the ``--allow-path`` folders, by the tracking server's rule
-  (``sam2s.access.check_readable``: real paths, and for an image folder every frame image it
+  (``sam2s.serving.access.check_readable``: real paths, and for an image folder every frame image it
   would read; :func:`checkOpenPath`). A ``VIDEO`` given on the command line outside them is
   allowed alone (not its folder), and the terminal says so.
 
@@ -48,7 +48,15 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam2s.access import PathNotAllowedError, check_readable, is_under, read_token_file, real_roots
+from sam2s.serving.access import (
+    MIN_REMOTE_TOKEN_LENGTH,
+    PathNotAllowedError,
+    check_readable,
+    is_loopback,
+    is_under,
+    read_token_file,
+    real_roots,
+)
 
 __all__ = ["TICK_SECONDS", "MemorySettingsStore", "SAM2SWebApp", "addWebArguments", "run"]
 
@@ -160,10 +168,8 @@ def checkAccess(host: str, token: str | None) -> str | None:
 
     Raises:
         ValueError: a non-loopback ``host`` without a token of at least
-            ``sam2s.server.MIN_REMOTE_TOKEN_LENGTH`` characters (the message says how to make one).
+            ``MIN_REMOTE_TOKEN_LENGTH`` characters (the message says how to make one).
     """
-    from sam2s.server import MIN_REMOTE_TOKEN_LENGTH, is_loopback
-
     token = token or os.environ.get(TOKEN_ENV) or None
     if is_loopback(host):
         return token
@@ -182,11 +188,11 @@ def checkOpenPath(text: str, roots: Sequence[str]) -> str:
 
     Args:
         text: the typed path (``~`` expanded, surrounding white space ignored).
-        roots: the allowed folders, real paths (``sam2s.access.real_roots``).
+        roots: the allowed folders, real paths (``sam2s.serving.access.real_roots``).
 
     Returns:
         ``os.path.realpath`` of the path: it exists, and it and (for a folder) each of its frame
-        images lie under ``roots`` (``sam2s.access.check_readable``, the tracking server's rule).
+        images lie under ``roots`` (``sam2s.serving.access.check_readable``, the tracking server's rule).
 
     Raises:
         ValueError: an empty path, a NUL character, a path outside ``roots`` (the message names the

@@ -1,9 +1,9 @@
-"""The tracking server's options and limits (``sam2s serve`` = ``python -m sam2s.server``), standard
+"""The tracking server's options and limits (``sam2s serve`` = ``python -m sam2s.serving.server``), standard
 library only: ``sam2s serve --help`` works where FastAPI is missing.
 
 Each option is defined once, here: :func:`add_server_arguments` adds them to an ``argparse``
 parser (both entry points use it) and :func:`limits_from_args` turns the parsed limits into a
-:class:`ServerLimits`, the object ``sam2s.server.create_app`` and ``sam2s.server.serve`` take.
+:class:`ServerLimits`, the object ``sam2s.serving.server.create_app`` and ``sam2s.serving.server.serve`` take.
 
 Limits (defaults; ``GET /version`` lists them):
 
@@ -31,7 +31,7 @@ import dataclasses
 import math
 from typing import Any
 
-from .extras import install_hint
+from ..extras import install_hint
 
 __all__ = [
     "ENV_TOKEN",
@@ -150,7 +150,7 @@ def _port(text: str) -> int:
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the tracking server's options to ``parser`` (``python -m sam2s.server`` and ``sam2s serve``).
+    """Add the tracking server's options to ``parser`` (``python -m sam2s.serving.server`` and ``sam2s serve``).
 
     Options: ``--host``, ``--port``, ``--token`` and ``--token-file`` (repeatable), ``--allow-path``
     (repeatable), ``--ssl-certfile``, ``--ssl-keyfile``, ``--ready-file``, ``--log-level`` and one

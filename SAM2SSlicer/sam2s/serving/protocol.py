@@ -1,4 +1,4 @@
-"""The binary message format of the tracking server (``sam2s.server``) and its client (``sam2s.client``).
+"""The binary message format of the tracking server (``sam2s.serving.server``) and its client (``sam2s.serving.client``).
 
 numpy only: no torch, and never pickle (a message holds JSON and raw numbers, nothing that runs
 code when read). Every binary request and response body (media type
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import strictjson
+from .. import strictjson
 
 __all__ = [
     "DTYPES",

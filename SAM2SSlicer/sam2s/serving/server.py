@@ -3,11 +3,11 @@ track in their own process (3D Slicer's GUI Python cannot run worker threads) or
 
 Optional: it needs FastAPI and uvicorn (``pip install -e ".[server]"`` in a clone of the repository;
 the ``flow`` engine and the resizing of server-side frames also need OpenCV); its client
-(``sam2s.client``) needs only the standard library and numpy. Start it with::
+(``sam2s.serving.client``) needs only the standard library and numpy. Start it with::
 
-    python -m sam2s.server --token-file TOKEN_FILE --port 0 --allow-path /data/videos
+    python -m sam2s.serving.server --token-file TOKEN_FILE --port 0 --allow-path /data/videos
 
-or ``sam2s serve`` with the same options (``sam2s.serveoptions``, one definition for both). It
+or ``sam2s serve`` with the same options (``sam2s.serving.options``, one definition for both). It
 prints one line on stdout, ``SAM2S server listening on http://127.0.0.1:PORT`` (``https://``
 with ``--ssl-certfile``; followed by `` token=TOKEN`` when it generated the token itself),
 flushed, once it accepts connections, and writes the same line to ``--ready-file``. SIGTERM or
@@ -23,12 +23,12 @@ Rules (the details are in the docstrings below):
   ``--token-file`` (readable only by its owner), ``$SAM2S_SERVER_TOKEN`` or ``--token`` (which
   every user sees in ``ps``).
 * Protocol: every request except ``GET /health`` and ``GET /version`` carries
-  ``X-SAM2S-Protocol: 1`` (``sam2s.protocol.PROTOCOL_VERSION``); another value gets 426 naming
+  ``X-SAM2S-Protocol: 1`` (``sam2s.serving.protocol.PROTOCOL_VERSION``); another value gets 426 naming
   both versions and what to upgrade.
 * Server-side paths (video files, frame folders, checkpoints) are used only under the
   ``allow_paths`` roots (symbolic links and ``..`` resolved first), else 403; without roots, no
   server-side path is accepted (clients upload frames or share memory instead).
-* Shared memory: only blocks named by ``sam2s.client.create_shared_frames``
+* Shared memory: only blocks named by ``sam2s.serving.client.create_shared_frames``
   (``SHARED_FRAMES_PREFIX`` and a random secret) are attached; any other name gets 403
   ``shm_not_allowed`` before anything is opened.
 * Limits (``ServerLimits``: defaults, command-line options; all listed in ``GET /version``):
@@ -55,7 +55,7 @@ Rules (the details are in the docstrings below):
   unknown objects 404, changes while a job runs 409, not enough memory 507, unexpected errors
   500 with the message.
 
-Endpoints (JSON bodies unless "binary": a ``sam2s.protocol`` message, ``application/octet-stream``):
+Endpoints (JSON bodies unless "binary": a ``sam2s.serving.protocol`` message, ``application/octet-stream``):
 
 ==========================================================  ==================================================
 ``GET /health`` (or ``HEAD``)                               ``{"status": "ok"}`` (no token needed)
@@ -89,7 +89,6 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import math
 import operator
 import os
@@ -106,7 +105,7 @@ from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
 
-from .serveoptions import (
+from .options import (
     ENV_TOKEN,
     INSTALL_SERVER,
     JOB_FRAMES_PER_SESSION_FRAME,
@@ -125,23 +124,30 @@ try:
     from starlette.exceptions import HTTPException
 except ImportError as _error:  # pragma: no cover - depends on the installation
     raise ImportError(
-        f"sam2s.server needs FastAPI and uvicorn ({_error}); install them with {INSTALL_SERVER} "
-        "(fastapi>=0.110, uvicorn>=0.29). The client, sam2s.client, needs neither."
+        f"sam2s.serving.server needs FastAPI and uvicorn ({_error}); install them with {INSTALL_SERVER} "
+        "(fastapi>=0.110, uvicorn>=0.29). The client, sam2s.serving.client, needs neither."
     ) from _error
 
-from . import __version__, protocol
-from .access import PathNotAllowedError, check_readable, read_token_file, real_roots
-from .checkpoints import CheckpointError, get_info, resolve_checkpoint
+from .. import __version__
+from ..checkpoints import CheckpointError, get_info, resolve_checkpoint
+from ..frames import FrameSource, FrameSourceError, open_frames
+from ..resources import available_memory_bytes, sam2_work_bytes
+from ..session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError
+from . import protocol
+from .access import (
+    MIN_REMOTE_TOKEN_LENGTH,
+    PathNotAllowedError,
+    check_readable,
+    is_loopback,
+    read_token_file,
+    real_roots,
+)
 from .client import is_shared_frames_name
-from .frames import FrameSource, FrameSourceError, open_frames
-from .resources import available_memory_bytes, sam2_work_bytes
-from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError
 
 __all__ = [
     "ENV_TOKEN",
     "FRAME_BYTES_PER_PIXEL",
     "MAX_PROMPT_POINTS",
-    "MIN_REMOTE_TOKEN_LENGTH",
     "POLL_MAX_BYTES",
     "POLL_MAX_FRAMES",
     "ApiError",
@@ -154,9 +160,6 @@ __all__ = [
     "run",
     "serve",
 ]
-
-MIN_REMOTE_TOKEN_LENGTH = 32
-"""Shortest token accepted on a non-loopback address (``secrets.token_urlsafe(32)`` gives 43)."""
 
 POLL_MAX_FRAMES = 64
 """Most frames one job poll returns."""
@@ -756,7 +759,7 @@ class _State:
     # ---------------------------------------------------------------- paths
     def allowed_path(self, value: str, field: str) -> str:
         """The real path of a server-side path under an allowed root (for an image folder, every
-        frame image too: ``sam2s.access.check_readable``); 403 otherwise."""
+        frame image too: ``sam2s.serving.access.check_readable``); 403 otherwise."""
         if not self.roots:
             raise ApiError(
                 403,
@@ -776,7 +779,7 @@ class _State:
         """``(config, checkpoint file, mtime, size, image_size, device, precision)`` of a SAM 2 spec:
         the device and checkpoint checked (cheap; done before the frames are opened); ``"auto"``
         device and precision resolved, so that equal models share a cache entry."""
-        from .build import auto_device, resolve_device, resolve_precision
+        from ..build import auto_device, resolve_device, resolve_precision
 
         device = auto_device(spec.device)
         try:
@@ -800,7 +803,7 @@ class _State:
 
     def model(self, spec: ModelSpec) -> Any:
         """The SAM 2 model of ``spec``, built once and kept in an LRU cache of ``model_cache_size``."""
-        from .build import build_model
+        from ..build import build_model
 
         key = self.model_key(spec)
         config, ckpt, _, _, image_size, device, precision = key
@@ -953,7 +956,7 @@ def _protocol_problem(value: bytes | None) -> tuple[str, dict[str, Any]] | None:
     if value is None:
         return (
             f"the request has no {protocol.PROTOCOL_HEADER} header; this server speaks SAM2S protocol {server}: "
-            "use a sam2s client (sam2s.client.Client) of the same sam2s version as the server",
+            "use a sam2s client (sam2s.serving.client.Client) of the same sam2s version as the server",
             {"server_protocol": server, "client_protocol": None},
         )
     try:
@@ -1335,7 +1338,7 @@ def create_app(
                 raise ApiError(
                     403,
                     "shm_not_allowed",
-                    f"frames.shm: {spec.shm[:80]!r} is not a block made by sam2s.client.create_shared_frames (a name "
+                    f"frames.shm: {spec.shm[:80]!r} is not a block made by sam2s.serving.client.create_shared_frames (a name "
                     f"of its prefix and a random secret); this server attaches no other shared memory: create the "
                     "block with create_shared_frames, or upload the frames",
                 )
@@ -1419,10 +1422,10 @@ def create_app(
                         "invalid_request",
                         "the flow engine has no memory policy: leave out memory and memory_params",
                     )
-                from .flow import FlowTracker
+                from ..flow import FlowTracker
 
                 return FlowTracker(frames, **spec.params)
-            from .tracker import VideoTracker
+            from ..tracker import VideoTracker
 
             model = state.model(spec)
             return VideoTracker(model, frames, memory=body.memory, **body.memory_params)
@@ -1616,17 +1619,6 @@ def create_app(
 # ------------------------------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (``127.0.0.0/8``, ``::1``, with or without
-    brackets); False for any other name or address (``0.0.0.0`` binds every interface)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -1751,8 +1743,8 @@ def _announce(line: str, ready_file: str | Path | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve with options parsed by ``sam2s.serveoptions.add_server_arguments`` (``sam2s serve``,
-    ``python -m sam2s.server``) until SIGTERM or Ctrl+C.
+    """Serve with options parsed by ``sam2s.serving.options.add_server_arguments`` (``sam2s serve``,
+    ``python -m sam2s.serving.server``) until SIGTERM or Ctrl+C.
 
     Returns:
         The exit status: 0 after a graceful shutdown; 2 with a message on stderr for a refused
@@ -1784,8 +1776,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sam2s.server``: parse the command line (``sam2s.serveoptions``) and ``run``."""
-    parser = argparse.ArgumentParser(prog="python -m sam2s.server")
+    """``python -m sam2s.serving.server``: parse the command line (``sam2s.serving.options``) and ``run``."""
+    parser = argparse.ArgumentParser(prog="python -m sam2s.serving.server")
     add_server_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -10,18 +10,35 @@ folder outside. The check runs on the files the reader will open; a local user w
 files in an allowed folder between the check and the read could still redirect a read, so allow
 only folders that other users cannot write to.
 
+Who may connect: on a non-loopback address (:func:`is_loopback`) both need a token of at least
+``MIN_REMOTE_TOKEN_LENGTH`` characters.
+
 Tokens (:func:`read_token_file`): a token given on a command line is visible to every user of
 the machine in ``ps``; ``--token-file`` reads it from a file that only its owner can read.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import sys
 from collections.abc import Sequence
 
-__all__ = ["PathNotAllowedError", "TokenFileError", "check_readable", "is_under", "read_token_file", "real_roots"]
+__all__ = [
+    "MIN_REMOTE_TOKEN_LENGTH",
+    "PathNotAllowedError",
+    "TokenFileError",
+    "check_readable",
+    "is_loopback",
+    "is_under",
+    "read_token_file",
+    "real_roots",
+]
+
+MIN_REMOTE_TOKEN_LENGTH = 32
+"""Shortest token the tracking server and the web app accept on a non-loopback address
+(``secrets.token_urlsafe(32)`` gives 43 characters)."""
 
 
 class PathNotAllowedError(PermissionError):
@@ -31,6 +48,17 @@ class PathNotAllowedError(PermissionError):
 
 class TokenFileError(ValueError):
     """A token file that is missing, unreadable, empty, or readable by other users (POSIX)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (``127.0.0.0/8``, ``::1``, with or without
+    brackets); False for any other name or address (``0.0.0.0`` binds every interface)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def real_roots(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -69,7 +97,7 @@ def check_readable(path: str | os.PathLike, roots: Sequence[str], what: str = "p
             (the message names it and the roots). An unreadable folder is not an error here: the
             reader reports it.
     """
-    from .frames import frame_image_names
+    from ..frames import frame_image_names
 
     shown = ", ".join(roots) if roots else "none"
     real = os.path.realpath(path)

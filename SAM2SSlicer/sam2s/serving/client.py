@@ -1,4 +1,4 @@
-"""Client of the sam2s tracking server (``sam2s.server``): standard library (``http.client``, ``ssl``)
+"""Client of the sam2s tracking server (``sam2s.serving.server``): standard library (``http.client``, ``ssl``)
 and numpy only, so it imports without torch, FastAPI or uvicorn (e.g. in 3D Slicer's GUI Python).
 
 Typical use::
@@ -201,7 +201,7 @@ class Client:
             method: ``"GET"``, ``"POST"``, ``"PUT"``, ``"DELETE"``.
             path: the endpoint path, e.g. ``"/sessions"`` (after the URL's prefix).
             json_body: a JSON body (sent as ``application/json``), or None.
-            body: a binary body (a ``sam2s.protocol`` message), or None.
+            body: a binary body (a ``sam2s.serving.protocol`` message), or None.
             query: query parameters.
             binary: the answer is a protocol message: return ``(header, arrays)``.
 
@@ -246,7 +246,7 @@ class Client:
                 None,
                 "unavailable",
                 f"the sam2s server at {self.url} is not running or unreachable ({type(error).__name__}: {error}); "
-                "start it (python -m sam2s.server) or check the URL, the network and the firewall",
+                "start it (python -m sam2s.serving.server) or check the URL, the network and the firewall",
             ) from error
         finally:
             conn.close()
