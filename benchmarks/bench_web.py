@@ -6,7 +6,7 @@ README's screenshot, from the generated clip only (never from a licensed clip).
     python benchmarks/bench_web.py --data ../shared/data/endoscapes_v4
     python benchmarks/bench_web.py --screenshot docs/web.png
 
-Needs the web environment (``make env-web``; run it with ``.venv-web/bin/python``) and Debian's
+Needs the project's environment (``make env``; run it with ``.venv/bin/python``) and Debian's
 Chromium (``apt-get install chromium``). Tracking uses the weight-free flow engine in the app's
 local tracking server, so no checkpoint is needed. Frame changes are timed alternately forward and
 back through the clip, from setting the page's frame until the server confirmed it and the next

@@ -14,7 +14,7 @@ own frames, decoded here with PyAV):
 * the downloaded .seg.nrrd equals what the headless logic writes for the same prompts;
 * on a non-loopback bind, requests without the token are refused (401), HTTP and websocket.
 
-Runs in the ``[web]`` environment (``make test`` runs it with ``.venv-web``: trame-slicer 2.0.0
+Runs in the project's environment (``make test``, ``.venv``, with the ``[web]`` extra: trame-slicer 2.0.0
 needs slicer-core 5.11). Skips only when Chromium or Playwright is missing, saying how to install them.
 """
 
@@ -42,7 +42,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip(
-    "trame_slicer", reason='the web app needs pip install "sam2s[web]" (make test runs it in .venv-web)'
+    "trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)'
 )
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (sam2s[webtest])")
 

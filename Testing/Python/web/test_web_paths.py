@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip(
-    "trame_slicer", reason='the web app needs pip install "sam2s[web]" (make test runs it in .venv-web)'
+    "trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)'
 )
 
 from SAM2SSlicerLib.cli import build_parser  # noqa: E402
