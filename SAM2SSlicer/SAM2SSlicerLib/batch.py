@@ -58,6 +58,7 @@ from typing import Any
 
 from sam2s import strictjson
 from sam2s.extras import install_hint
+from sam2s.spec import ENGINES, MEMORY_POLICIES, check_image_size, check_precision
 
 from .track import CliError, choose_engine, run_tracking, say
 
@@ -91,14 +92,12 @@ DEFAULTS: dict[str, Any] = {
     "overlay": False,
 }
 """The built-in option values, overridden by the command line, then by the manifest's cells."""
-MAX_IMAGE_SIZE = 4096
 MAX_FRAME = 2**31 - 1
-"""The largest ``image_size`` and frame index (``start``, ``end``) a manifest or the command line may give."""
-_RANGES = {"image_size": (32, MAX_IMAGE_SIZE), "start": (0, MAX_FRAME), "end": (0, MAX_FRAME)}
+"""The largest frame index (``start``, ``end``) a manifest or the command line may give."""
+_RANGES = {"start": (0, MAX_FRAME), "end": (0, MAX_FRAME)}
 _CHOICES = {
-    "engine": (("sam2", "flow"), " (or empty for automatic)"),
-    "precision": (("auto", "fp32", "bf16"), ""),
-    "memory": (("sam2", "divemem"), ""),
+    "engine": (ENGINES, " (or empty for automatic)"),
+    "memory": (MEMORY_POLICIES, ""),
     "device": (("cpu", "cuda"), " (Ray chooses the GPU; empty: cuda when the cluster has GPUs and the engine is sam2)"),
 }
 
@@ -230,13 +229,12 @@ def _option(key: str, value: Any, base: Path) -> Any:
 
     if key in ("png", "overlay"):
         return _as_bool(value, key)
+    if key == "image_size":
+        return check_image_size(value)
+    if key == "precision":
+        return check_precision(value)
     if key in _RANGES:
-        number = _as_int(value, key)
-        if key == "image_size" and number % 32:
-            raise ValueError(
-                f"image_size {number} is not a multiple of 32; Meta's weights are trained at 1024 and also work at 512"
-            )
-        return number
+        return _as_int(value, key)
     if key == "checkpoint":
         return str(_resolve(base, value, key))
     if key == "model":
@@ -306,7 +304,7 @@ def load_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = 
             rows. Else every
             problem of every row, one line each: unknown or missing columns, cells beyond the
             header's columns, paths that are not text, each bad option value (a choice not offered,
-            ``image_size`` not a multiple of 32 in 32..4096, ``start`` / ``end`` not in 0..2**31-1
+            ``image_size`` or ``precision`` refused by ``sam2s.spec`` (a multiple of 32 in 64..4096; auto, fp32, bf16), ``start`` / ``end`` not in 0..2**31-1
             or ``start`` after ``end``, ``png`` / ``overlay`` not true or false, ``device`` other
             than cpu or cuda), missing video / prompts / checkpoint files, an ``output_dir`` that is
             a file or holds files a batch does not write, two rows writing the same (or a nested)

@@ -245,11 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
     t.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
     t.add_argument("--memory", choices=["sam2", "divemem"], default="sam2")
-    t.add_argument("--image-size", type=int, default=1024, help="model input size, multiple of 32")
+    t.add_argument("--image-size", type=int, default=1024, help="model input size, a multiple of 32 from 64 to 4096")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     t.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
         default="auto",
         help="auto (default): bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32; "
         "fp32: Meta's reference numerics",
@@ -296,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
     b.add_argument("--model", help="model config (default sam2.1_hiera_t)")
     b.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt), the same path on every machine")
-    b.add_argument("--image-size", type=int, help="model input size, multiple of 32 (default 1024)")
-    b.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto")
+    b.add_argument("--image-size", type=int, help="model input size, a multiple of 32 from 64 to 4096 (default 1024)")
+    b.add_argument("--precision", help="auto (default), fp32 or bf16")
     b.add_argument("--memory", choices=["sam2", "divemem"], help="default sam2")
     b.add_argument("--device", help="cpu or cuda (default: cuda when the cluster has GPUs and the engine is sam2)")
     b.add_argument("--start", type=int, help="first frame to track (default 0)")

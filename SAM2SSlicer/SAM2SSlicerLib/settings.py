@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sam2s.spec import ENGINES, MEMORY_POLICIES, PRECISIONS, check_image_size, check_precision
+
 DEFAULT_CONFIG = "sam2.1_hiera_t"
 CONFIG_NAMES = (
     "sam2.1_hiera_t",
@@ -27,10 +29,7 @@ CONFIG_NAMES = (
 )
 """The engine's config names (``sam2s.CONFIGS``), listed here so that settings can be checked
 without importing torch."""
-MEMORY_POLICIES = ("sam2", "divemem")
-ENGINES = ("sam2", "flow")  # flow: the weight-free optical-flow tracker (sam2s.flow), no checkpoint needed
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")  # sam2s.build.PRECISIONS, listed here without importing torch
 
 __all__ = [
     "CONFIG_NAMES",
@@ -57,7 +56,8 @@ class ModelSettings:
         checkpoint: path of a local ``.pt`` file; empty = the registry checkpoint of ``configName``
             from the cache (downloaded by :func:`downloadCheckpoint`).
         device: ``auto`` (CUDA, else Apple MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        imageSize: model input side in pixels, a multiple of 32 (1024 as trained; 512 is ~4x faster).
+        imageSize: model input side in pixels (``sam2s.spec.check_image_size``: a multiple of 32 from 64
+            to 4096; 1024 as trained, 512 is ~4x faster).
         precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, AVX512-BF16 / AMX; else
             fp32: ``sam2s.build.auto_precision``), ``fp32`` (Meta's reference numerics) or ``bf16``.
         memory: memory policy, ``sam2`` (Meta's) or ``divemem`` (SAM2S's diverse long-term memory).
@@ -80,10 +80,8 @@ class ModelSettings:
         names = configNames()
         if self.configName not in names:
             raise ValueError(f"Unknown model config {self.configName!r}; choose one of {', '.join(names)}.")
-        if int(self.imageSize) != self.imageSize or self.imageSize < 64 or self.imageSize % 32:
-            raise ValueError(f"Image size must be a multiple of 32 of at least 64 pixels; got {self.imageSize}.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
+        check_image_size(self.imageSize)  # sam2s.spec: the one rule of every front end
+        check_precision(self.precision)
         if self.engine not in ENGINES:
             raise ValueError(f"Unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}.")
         if self.memory not in MEMORY_POLICIES:

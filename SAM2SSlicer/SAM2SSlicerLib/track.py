@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sam2s import checkpoints
 from sam2s.config import CONFIGS
+from sam2s.spec import check_precision
 
 LABEL_PNGS = "label PNGs (00000.png, 00001.png ...)"
 """What ``--png-dir`` holds: ``{frame:05d}.png`` (``SAM2SSlicerLib.export.labelPngPattern()``); with
@@ -87,7 +88,7 @@ def _check_model_options(model: str, image_size: int, device: str) -> None:
     try:
         get_config(model, image_size)
     except ValueError as err:
-        raise CliError(f"--image-size {image_size}: {err}") from None
+        raise CliError(f"--image-size: {err}.") from None
     try:
         torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -216,8 +217,10 @@ def run_tracking(
     if streaming and server:
         raise CliError("--server tracks on the Slicer-volume path, which does not stream; drop one of the two.")
     _check_model_options(model, image_size, device)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise CliError(f"Unknown --precision {precision!r}; use auto, fp32 or bf16.")
+    try:
+        check_precision(precision)
+    except ValueError as err:
+        raise CliError(f"--precision: {err}.") from None
     try:
         source = openVideo(video)  # DICOM (SAM2SSlicerLib.dicomvideo) or sam2s.frames.open_frames
     except (FrameSourceError, FileNotFoundError, ValueError, TypeError, OSError) as err:

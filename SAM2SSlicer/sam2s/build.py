@@ -12,9 +12,9 @@ import torch
 from .checkpoints import CheckpointError, load_state_dict, resolve_checkpoint
 from .config import CONFIGS, get_config
 from .modeling.sam2 import SAM2Model
+from .spec import check_precision
 
 LONG_TERM_KEY = "long_term_tpos_enc"  # optional key of SAM2S checkpoints (see SAM2Model.memory_tpos)
-PRECISIONS = ("auto", "fp32", "bf16")  # the ``precision`` settings of build_model / VideoTracker / the CLI
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,8 +68,7 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     Raises:
         ValueError: not one of ``"auto"``, ``"fp32"``, ``"bf16"`` (the message lists them).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; use 'auto', 'fp32' or 'bf16'.")
+    check_precision(precision)
     return auto_precision(device) if precision == "auto" else precision
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .spec import check_image_size
+
 
 @dataclass(frozen=True)
 class TrunkConfig:
@@ -102,14 +104,11 @@ def get_config(name: str, image_size: int = 1024) -> ModelConfig:
 
     Raises:
         ValueError: unknown name (the message lists the known ones) or an image size that
-            is not a positive multiple of 32.
+            ``sam2s.spec.check_image_size`` refuses (a multiple of 32 from 64 to 4096).
     """
     stem = name.removesuffix(".yaml").rsplit("/", 1)[-1]
     if stem not in CONFIGS:
         raise ValueError(f"Unknown model config {name!r}; choose one of: {', '.join(CONFIGS)}.")
-    if not isinstance(image_size, int) or image_size <= 0 or image_size % 32:
-        raise ValueError(
-            f"image_size must be a positive multiple of 32 (got {image_size!r}); "
-            "Meta's weights are trained at 1024 and also work at 512."
-        )
-    return CONFIGS[stem].with_image_size(image_size)
+    if isinstance(image_size, str):
+        raise ValueError(f"image size {image_size!r:.40}: give an integer")
+    return CONFIGS[stem].with_image_size(check_image_size(image_size))

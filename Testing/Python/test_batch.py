@@ -306,7 +306,7 @@ def test_bad_prompts_fail_alone(clean, data, capsys):
         ({"vidoe": "x"}, "unknown column 'vidoe' (did you mean 'video'?)"),
         ({"video": "missing.mp4"}, "video"),
         ({"engine": "magic"}, "engine must be sam2 or flow"),
-        ({"image_size": "65"}, "image_size 65"),
+        ({"image_size": "65"}, "image size 65: give a multiple of 32 from 64 to 4096"),
         ({"png": "maybe"}, "png must be true or false"),
         ({"start": "5", "end": "2"}, "start 5 is after end 2"),
         ({"checkpoint": "nope.pt"}, "no such file"),

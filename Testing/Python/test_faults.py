@@ -327,7 +327,7 @@ MODEL_CASES = {
         ["CUDA", "cpu"],
     ),
     "unknown device": (lambda c, ck: ["--checkpoint", str(ck), "--device", "tpu9"], ["Unknown --device"]),
-    "image size not a multiple of 32": (lambda c, ck: ["--image-size", "100"], ["--image-size 100"]),
+    "image size not a multiple of 32": (lambda c, ck: ["--image-size", "100"], ["--image-size: image size 100"]),
     "unknown model": (lambda c, ck: ["--model", "sam3_huge"], ["Unknown --model", "sam2.1_hiera_t"]),
     "missing checkpoint file": (lambda c, ck: ["--checkpoint", str(c.root / "none.pt")], ["no such file"]),
     "engine sam2 without a checkpoint": (lambda c, ck: ["--engine", "sam2"], ["sam2s download sam2.1_hiera_t"]),

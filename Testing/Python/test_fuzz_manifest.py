@@ -17,6 +17,7 @@ from fuzzing import counted, json_values, mutated_json, mutated_text
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from sam2s import spec
 from SAM2SSlicerLib import batch
 
 pytestmark = pytest.mark.fuzz
@@ -73,7 +74,7 @@ def _load(text: str, suffix: str) -> None:
         assert set(o) == set(batch.OPTIONS)
         assert o["engine"] in ("sam2", "flow") and o["device"] in (None, "cpu", "cuda")
         assert isinstance(o["png"], bool) and isinstance(o["overlay"], bool)
-        assert o["image_size"] % 32 == 0 and 32 <= o["image_size"] <= batch.MAX_IMAGE_SIZE
+        assert o["image_size"] % 32 == 0 and spec.MIN_IMAGE_SIZE <= o["image_size"] <= spec.MAX_IMAGE_SIZE
         for k in ("start", "end"):
             assert o[k] is None or (type(o[k]) is int and 0 <= o[k] <= batch.MAX_FRAME)
         assert o["start"] is None or o["end"] is None or o["start"] <= o["end"]

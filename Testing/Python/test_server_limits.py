@@ -151,11 +151,14 @@ def test_frame_sides_beyond_the_limit_get_422_from_every_source(api, folders):
 
 def test_image_size_beyond_the_limit_gets_422_before_the_model(api, folders, monkeypatch):
     """``image_size`` 32000 (7.5 GB on the first prompt) is refused before the checkpoint is even
-    looked up (here it is missing: a 400 would mean the size was not checked first)."""
+    looked up (here it is missing: a 400 would mean the size was not checked first): by the one
+    rule of every front end (``sam2s.spec``, at most 4096), and below that by the server's limit."""
     monkeypatch.setenv("SAM2S_CACHE_DIR", str(folders / "empty"))
     model = {"engine": "sam2", "config": "sam2.1_hiera_t", "device": "cpu"}
     frames = {"path": str(folders / "frames")}
-    for size in (32000, 2080):
+    answer = api("POST", "/sessions", json={"frames": frames, "model": {**model, "image_size": 32000}})
+    refused(answer, 422, "invalid_request", "image size 32000: give a multiple of 32 from 64 to 4096")
+    for size in (4096, 2080):
         answer = api("POST", "/sessions", json={"frames": frames, "model": {**model, "image_size": size}})
         refused(answer, 422, "limit_exceeded", f"model.image_size is {size}", "--max-image-size")
     status, answer = api("POST", "/sessions", json={"frames": frames, "model": {**model, "image_size": 2048}})

@@ -114,9 +114,11 @@ def addWebArguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
     parser.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
-    parser.add_argument("--image-size", type=int, default=1024, help="model input size, multiple of 32")
+    parser.add_argument(
+        "--image-size", type=int, default=1024, help="model input size, a multiple of 32 from 64 to 4096"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--precision", default="auto", help="auto (default), fp32 or bf16")
     parser.add_argument("--server", help="track in this `sam2s serve` server (URL) instead of a local one")
     parser.add_argument(
         "--server-token", help="that server's token (default $SAM2S_SERVER_TOKEN; visible in `ps`: prefer the file)"
@@ -1016,18 +1018,15 @@ class SAM2SWebApp:
 
 # ---------------------------------------------------------------------------------------------- entry point
 def _modelSettings(args: argparse.Namespace):
+    """The model settings of the options, checked (``ModelSettings.validate``: ValueError) before the
+    engine is chosen (which may say on the terminal that it falls back to the flow engine)."""
     from ..settings import ModelSettings
     from ..track import choose_engine
 
+    options = {"configName": args.model, "device": args.device, "imageSize": args.image_size}
+    ModelSettings(**options, precision=args.precision).validate()
     engine, checkpoint = choose_engine(args.engine, args.model, args.checkpoint)
-    return ModelSettings(
-        configName=args.model,
-        checkpoint=checkpoint or "",
-        device=args.device,
-        imageSize=args.image_size,
-        precision=args.precision,
-        engine=engine,
-    )
+    return ModelSettings(**options, checkpoint=checkpoint or "", precision=args.precision, engine=engine)
 
 
 LOCAL_SERVER_NICENESS = 19

@@ -119,7 +119,7 @@ try:
     from fastapi import FastAPI, Query, Request, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 except ImportError as _error:  # pragma: no cover - depends on the installation
@@ -133,6 +133,7 @@ from ..checkpoints import CheckpointError, get_info, resolve_checkpoint
 from ..frames import FrameSource, FrameSourceError, open_frames
 from ..resources import available_memory_bytes, sam2_work_bytes
 from ..session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError
+from ..spec import PRECISIONS, check_image_size, check_precision
 from . import protocol
 from .access import (
     MIN_REMOTE_TOKEN_LENGTH,
@@ -382,7 +383,8 @@ class ModelSpec(_Body):
         checkpoint: a checkpoint file on the server (absolute, under an allowed root), a registry
             name (``sam2s.checkpoints.REGISTRY``) in the engine's cache, or None: the official
             checkpoint of ``config`` from the cache (never downloaded by the server).
-        image_size: model input side in pixels, a multiple of 32.
+        image_size: model input side in pixels (``sam2s.spec.check_image_size``: a multiple of 32
+            from 64 to 4096), and at most the server's ``max_image_size``.
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         precision: ``"auto"`` (``sam2s.build.auto_precision`` of the device: bf16 on CUDA and on
             CPUs with native bf16, else fp32), ``"fp32"`` or ``"bf16"`` (``sam2s.build_model``),
@@ -396,10 +398,20 @@ class ModelSpec(_Body):
     engine: Literal["sam2", "flow"] = "sam2"
     config: Optional[SStr] = None  # noqa: UP045
     checkpoint: Optional[SStr] = None  # noqa: UP045
-    image_size: SInt = Field(1024, gt=0)
+    image_size: SInt = 1024
     device: SStr = "auto"
-    precision: Optional[Literal["auto", "fp32", "bf16"]] = None  # noqa: UP045
+    precision: Optional[SStr] = None  # noqa: UP045
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: int) -> int:
+        return check_image_size(value)  # sam2s.spec: the one rule (and message) of every front end
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str | None) -> str | None:
+        return None if value is None else check_precision(value)
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelSpec:
@@ -1155,7 +1167,7 @@ def create_app(
             "sam2s": __version__,
             "torch": torch.__version__,
             "devices": _devices(),
-            "precisions": ["auto", "fp32", "bf16"],
+            "precisions": list(PRECISIONS),
             "engines": ["sam2", "flow"],
             **dataclasses.asdict(state.limits),
             "max_job_frames_per_session_frame": JOB_FRAMES_PER_SESSION_FRAME,

@@ -41,9 +41,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip(
-    "trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)'
-)
+pytest.importorskip("trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)')
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (sam2s[webtest])")
 
 from SAM2SSlicerLib.web.driver import (  # noqa: E402 - after the skips above

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip(
-    "trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)'
-)
+pytest.importorskip("trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)')
 
 from SAM2SSlicerLib.cli import build_parser  # noqa: E402
 from SAM2SSlicerLib.web import app as webApp  # noqa: E402
