@@ -301,8 +301,8 @@ def run_tracking(
                 raise CliError(f"--server {server}: {err}") from None
         logic = createTrackingLogic(backend=backend)
         try:
-            engine_here = "server" if server else engine_name  # a server tracks in its own process
-            labelmaps, work = _volume_path_memory(len(objects), size, overlay_path is not None, engine_here, image_size)
+            here = image_size if engine_name == "sam2" and not server else None  # a server tracks in its own process
+            labelmaps, work = _volume_path_memory(len(objects), size, overlay_path is not None, here)
             logic.importVideo(str(video), labelmaps=labelmaps, workBytes=work)
         except NotEnoughMemoryError as err:
             raise CliError(
@@ -392,7 +392,7 @@ def run_tracking(
 
 
 def _volume_path_memory(
-    objects: int, size: tuple[int, int], overlay: bool, engine: str, image_size: int
+    objects: int, size: tuple[int, int], overlay: bool, sam2_image_size: int | None
 ) -> tuple[int, int]:
     """``(labelmaps, workBytes)`` for ``videoimport.checkVideoMemory`` on the Slicer-volume path:
     every copy it makes, measured (issue 21, item 6: a 4K clip passed the check with 2 label maps
@@ -401,15 +401,16 @@ def _volume_path_memory(
     Label maps (uint8 ``T x H x W`` volumes): one layer of the segmentation per object (objects that
     overlap need their own), a segment read back and an export's label volume (2), and with an
     overlay ``OVERLAY_LABELMAPS`` more. Working memory: ``VOLUME_WORK_BYTES_PER_PIXEL`` per pixel
-    of one frame, and the sam2 engine's ``sam2s.resources.sam2_work_bytes(image_size)``.
+    of one frame, and, when a SAM 2 model tracks in this process at ``sam2_image_size`` pixels,
+    its ``sam2s.resources.sam2_work_bytes``.
     """
     h, w = size
     labelmaps = objects + 2 + (OVERLAY_LABELMAPS if overlay else 0)
     work = VOLUME_WORK_BYTES_PER_PIXEL * h * w
-    if engine == "sam2":
+    if sam2_image_size is not None:
         from sam2s.resources import sam2_work_bytes
 
-        work += sam2_work_bytes(image_size)
+        work += sam2_work_bytes(sam2_image_size)
     return labelmaps, work
 
 

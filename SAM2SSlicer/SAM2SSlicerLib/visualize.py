@@ -6,8 +6,6 @@ Frames are ``(H, W, 3)`` uint8 RGB (x right, y down); label images ``(H, W)`` in
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import av
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
+from sam2s.resources import cpu_flags
 
 # Distinct colours for object ids without a colour of their own (RGB 0..1, Slicer-like palette).
 DEFAULT_COLORS = [
@@ -71,7 +70,6 @@ _X264_SIMD = (  # x264's name of each SIMD extension (common/cpu.c) and the Linu
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=1)
 def x264_simd() -> str | None:
     """x264's ``asm`` parameter for reproducible files: this CPU's SIMD extensions up to AVX2, on an
     x86 CPU with AVX-512 under Linux; None elsewhere (x264 detects the CPU itself).
@@ -79,16 +77,11 @@ def x264_simd() -> str | None:
     With its AVX-512 code (x264 core 164, on an AMD EPYC with avx512f / avx512bw) the same frames
     gave different files in 1 to 5 of 12 single-threaded encodes in one process; up to AVX2, and
     without assembly, 24 of 24 were identical. The flags come from ``/proc/cpuinfo`` (x264's
-    ``asm`` list is not masked by its own detection, so only extensions the CPU has may be named).
+    ``asm`` list is not masked by its own detection, so only extensions the CPU has may be named;
+    ``sam2s.resources.cpu_flags``).
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return None
-    if "avx512f" not in flags:
+    flags = cpu_flags()
+    if flags is None or "avx512f" not in flags:
         return None
     return ",".join(name for name, flag in _X264_SIMD if flag in flags)
 
@@ -123,8 +116,9 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 10.
                 # 42/255): the colour conversion below; fixed settings; one encoder thread; no AVX-512
                 # code in x264 (x264_simd).
                 options = {"crf": "20", "preset": "medium", "threads": "1"}
-                if x264_simd():
-                    options["x264-params"] = f"asm={x264_simd()}"
+                simd = x264_simd()
+                if simd:
+                    options["x264-params"] = f"asm={simd}"
                 stream.options = options
                 stream.codec_context.thread_count = 1
             img = np.ascontiguousarray(frame[: stream.height, : stream.width])

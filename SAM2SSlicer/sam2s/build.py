@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ import torch
 from .checkpoints import CheckpointError, load_state_dict, resolve_checkpoint
 from .config import CONFIGS, get_config
 from .modeling.sam2 import SAM2Model
+from .resources import cpu_flags
 from .spec import check_precision
 
 LONG_TERM_KEY = "long_term_tpos_enc"  # optional key of SAM2S checkpoints (see SAM2Model.memory_tpos)
@@ -28,15 +28,9 @@ def cpu_has_native_bf16() -> bool:
     most machines: conservative). False elsewhere (Arm, Apple silicon, older x86), where bf16
     matrix products are emulated and slower than float32.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if line.startswith("flags"):
-                        flags = set(line.split(":", 1)[1].split())
-                        return bool(flags & {"avx512_bf16", "amx_bf16"})
-        except OSError:
-            pass
+    flags = cpu_flags()
+    if flags is not None:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     try:
         capability = str(torch.backends.cpu.get_cpu_capability()).upper()
     except (AttributeError, RuntimeError):

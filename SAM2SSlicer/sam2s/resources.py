@@ -8,10 +8,17 @@ as ``availableMemoryBytes``), with the engine's working memory (:func:`sam2_work
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
-__all__ = ["SAM2_BYTES_PER_INPUT_PIXEL", "available_memory_bytes", "sam2_work_bytes", "virtual_size_bytes"]
+__all__ = [
+    "SAM2_BYTES_PER_INPUT_PIXEL",
+    "available_memory_bytes",
+    "cpu_flags",
+    "sam2_work_bytes",
+    "virtual_size_bytes",
+]
 
 SAM2_BYTES_PER_INPUT_PIXEL = 1024
 """Working memory of a SAM 2 session per pixel of the model's input (``image_size ** 2``), for its
@@ -19,6 +26,20 @@ first object (about 1 GiB at 1024 px, 4 GiB at 2048). Measured as the growth of 
 resident memory (``VmHWM``) over a click and a 6-frame propagation, ``sam2.1_hiera_t`` with
 random weights, fp32 on a CPU, 320x240 frames: 105 MiB at 256 px, 310 MiB at 512 px, 999 MiB at
 1024 px; a second object added 23, 172 and 461 MiB. A lower bound for the larger configs."""
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as Linux lists them (the ``flags`` line of ``/proc/cpuinfo``, e.g.
+    ``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_bf16``), or None where that file does not exist
+    or cannot be read (other systems)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return next((frozenset(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
 
 
 def sam2_work_bytes(image_size: int) -> int:
