@@ -65,14 +65,12 @@ def cmd_track(a: argparse.Namespace) -> int:
 
 def _server_token(a: argparse.Namespace) -> str | None:
     """``sam2s track``'s server token: ``--token-file``, else ``--token``, else ``$SAM2S_SERVER_TOKEN``."""
-    if a.token_file:
-        from sam2s.serving.access import TokenFileError, read_token_file
+    from sam2s.serving.access import TokenFileError, server_token
 
-        try:
-            return read_token_file(a.token_file)
-        except TokenFileError as err:
-            raise CliError(str(err)) from None
-    return a.token or os.environ.get("SAM2S_SERVER_TOKEN")
+    try:
+        return server_token(a.token_file, a.token)
+    except TokenFileError as err:
+        raise CliError(str(err)) from None
 
 
 def cmd_eval(a: argparse.Namespace) -> int:

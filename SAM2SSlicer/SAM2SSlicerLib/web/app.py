@@ -56,6 +56,7 @@ from sam2s.serving.access import (
     is_under,
     read_token_file,
     real_roots,
+    server_token,
 )
 
 __all__ = ["TICK_SECONDS", "MemorySettingsStore", "SAM2SWebApp", "addWebArguments", "run"]
@@ -1093,11 +1094,7 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     )
     controller.setModelSettings(settings)
     if args.server:
-        serverToken = (
-            read_token_file(args.server_token_file, "--server-token-file")
-            if args.server_token_file
-            else args.server_token or os.environ.get("SAM2S_SERVER_TOKEN") or ""
-        )
+        serverToken = server_token(args.server_token_file, args.server_token, "--server-token-file") or ""
         controller.setCompute(COMPUTE_SERVER, args.server, serverToken)
     else:
         controller.setCompute(COMPUTE_LOCAL)

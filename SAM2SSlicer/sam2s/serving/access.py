@@ -25,6 +25,8 @@ import stat
 import sys
 from collections.abc import Sequence
 
+from .options import ENV_TOKEN
+
 __all__ = [
     "MIN_REMOTE_TOKEN_LENGTH",
     "PathNotAllowedError",
@@ -34,6 +36,7 @@ __all__ = [
     "is_under",
     "read_token_file",
     "real_roots",
+    "server_token",
 ]
 
 MIN_REMOTE_TOKEN_LENGTH = 32
@@ -156,3 +159,15 @@ def read_token_file(path: str | os.PathLike, what: str = "--token-file") -> str:
             "e.g. written by: python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE"
         )
     return token
+
+
+def server_token(token_file: str | os.PathLike | None, token: str | None, what: str = "--token-file") -> str | None:
+    """A client's token for a tracking server: the token file's (:func:`read_token_file`), else
+    ``token`` (given on a command line), else ``$SAM2S_SERVER_TOKEN`` (``options.ENV_TOKEN``), else None.
+
+    Raises:
+        TokenFileError: the token file is refused (see :func:`read_token_file`; ``what`` names it).
+    """
+    if token_file:
+        return read_token_file(token_file, what)
+    return token or os.environ.get(ENV_TOKEN) or None
