@@ -847,7 +847,8 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         for objectId in (1, 2):
             ys, xs = np.nonzero(clip.mask(0, objectId - 1))
             tracker.add_points(0, objectId, [[float(xs.mean()), float(ys.mean())]], [1])
-        expected = {f: {o: logits[i] > 0 for i, o in enumerate(oids)} for f, oids, logits in tracker.propagate(0, 9)}
+        stream = tracker.run(sam2s.session.TrackingPlan(((0, 9, False),)))
+        expected = {tracked.frame_idx: tracked.masks() for tracked in stream}
         for objectId, segmentId in ids.items():
             mask = logic.segmentMask(segmentId)
             for frame in range(10):

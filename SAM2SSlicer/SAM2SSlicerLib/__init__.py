@@ -31,13 +31,14 @@ engine only its torch-free ``sam2s.session`` is imported).
 """
 
 from .export import readSegmentation
-from .logic import DIRECTIONS, SAM2STrackingLogic, TrackingBusyError, TrackingJob, TrackingPlan, TrackingSession
+from .logic import DIRECTIONS, JobPlan, SAM2STrackingLogic, TrackingBusyError, TrackingJob, TrackingSession
 from .prompts import FramePrompts, PromptError, PromptStore
 from .segments import MAX_OBJECT_ID, MIN_OBJECT_ID
 from .settings import ModelSettings
 from .videoimport import NotEnoughMemoryError, availableMemoryBytes, checkVideoMemory
 
 __all__ = [
+    "JobPlan",
     "DIRECTIONS",
     "MAX_OBJECT_ID",
     "MIN_OBJECT_ID",
@@ -49,7 +50,6 @@ __all__ = [
     "SAM2STrackingLogic",
     "TrackingBusyError",
     "TrackingJob",
-    "TrackingPlan",
     "TrackingSession",
     "availableMemoryBytes",
     "checkVideoMemory",

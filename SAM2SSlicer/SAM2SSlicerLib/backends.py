@@ -3,9 +3,8 @@
 Inside 3D Slicer, Python threads barely run (PythonQt holds the GIL while Qt's event loop idles),
 so the module never runs the engine in Slicer's process: it talks to a tracking server
 (``sam2s.serving.server``, FastAPI + uvicorn) and a QTimer polls it without blocking. Three backends give
-``SAM2STrackingLogic`` its engine sessions; all have the engine session API the logic uses
-(``add_points`` / ``add_box`` / ``add_mask`` / ``remove_object`` / ``objects``), and the server
-ones add ``start_job`` (a propagation that runs in the server, polled with ``poll()``):
+``SAM2STrackingLogic`` its engine sessions, each a ``sam2s.Tracker`` (the server ones a
+``sam2s.serving.client.RemoteSession``, whose ``run`` stream the GUI polls with ``ready()``):
 
 * :class:`InProcessBackend` -- ``sam2s.VideoTracker`` / ``sam2s.flow.FlowTracker`` in this process
   (command line, tests, scripts).
@@ -41,7 +40,7 @@ import numpy as np
 
 from . import videoimport as _videoimport
 
-__all__ = ["InProcessBackend", "LocalServer", "RemoteTracker", "ServerBackend", "ServerStartError"]
+__all__ = ["InProcessBackend", "LocalServer", "ServerBackend", "ServerStartError"]
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
 """The folder that holds the ``sam2s`` and ``SAM2SSlicerLib`` packages (on the server's PYTHONPATH)."""
@@ -64,14 +63,10 @@ class InProcessBackend:
 
     def createTracker(self, frames: np.ndarray, videoNode, settings, modelProvider: Callable[[], Any]):
         """A ``sam2s.VideoTracker`` (or ``FlowTracker`` for ``settings.engine == "flow"``) over ``frames``
-        (``(T, H, W, 3)`` uint8 view of the video volume, not copied); ``modelProvider()`` gives the model."""
-        if settings.engine == "flow":
-            from sam2s.flow import FlowTracker
-
-            return FlowTracker(frames)
-        from sam2s import VideoTracker
-
-        return VideoTracker(modelProvider(), frames, memory=settings.memory, **settings.memoryParams)
+        (``(T, H, W, 3)`` uint8 view of the video volume, not copied); ``modelProvider()`` gives the
+        model (``sam2s.spec.ModelSpec.tracker``)."""
+        spec = settings.toSpec()
+        return spec.tracker(frames, modelProvider() if spec.engine == "sam2" else None)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -205,62 +200,6 @@ class LocalServer:
 # ---------------------------------------------------------------------------------------------
 
 
-class RemoteTracker:
-    """A server-side engine session with the engine session API the logic uses.
-
-    ``add_points`` / ``add_box`` / ``add_mask`` return the ``(H, W)`` bool mask of the prompted frame
-    (``> 0`` works on it as on logits); ``objects`` holds the ids prompted through it;
-    ``start_job(passes, obj_ids)`` starts a propagation in the server (``sam2s.serving.client.RemoteJob``).
-
-    Args:
-        session: the ``sam2s.serving.client.RemoteSession``.
-        release: called by :meth:`close` after the session is closed (e.g. to free shared memory).
-    """
-
-    def __init__(self, session, release: Callable[[], None] | None = None) -> None:
-        self.session = session
-        self.objects: dict[int, None] = {}
-        self._release = release
-
-    @property
-    def obj_ids(self) -> list[int]:
-        return list(self.objects)
-
-    def add_points(self, frame_idx, obj_id, points, labels, clear_old_points=True) -> np.ndarray:
-        mask = self.session.add_points(frame_idx, obj_id, points, labels, clear_old_points=clear_old_points)
-        self.objects.setdefault(int(obj_id))
-        return mask
-
-    def add_box(self, frame_idx, obj_id, box, points=None, labels=None) -> np.ndarray:
-        mask = self.session.add_box(frame_idx, obj_id, box, points, labels)
-        self.objects.setdefault(int(obj_id))
-        return mask
-
-    def add_mask(self, frame_idx, obj_id, mask) -> np.ndarray:
-        result = self.session.add_mask(frame_idx, obj_id, np.asarray(mask, dtype=bool))
-        self.objects.setdefault(int(obj_id))
-        return result
-
-    def remove_object(self, obj_id) -> None:
-        self.session.remove_object(obj_id)
-        self.objects.pop(int(obj_id), None)
-
-    def start_job(self, passes: Sequence[tuple[int, int, bool]], obj_ids=None):
-        """Start the propagation ``passes`` (``[(start, end, reverse)]``) in the server; returns a
-        ``sam2s.serving.client.RemoteJob`` to ``poll()``."""
-        return self.session.start_job([(int(s), int(e), bool(r)) for s, e, r in passes], obj_ids=obj_ids)
-
-    def close(self) -> None:
-        """Close the server session (errors ignored: the server may be gone) and release resources."""
-        try:
-            with contextlib.suppress(Exception):
-                self.session.close()
-        finally:
-            if self._release is not None:
-                self._release()
-                self._release = None
-
-
 class ServerBackend:
     """Engine sessions in a tracking server: a :class:`LocalServer` (``url`` None) or a remote one.
 
@@ -311,7 +250,7 @@ class ServerBackend:
         self.serverInfo = client.version()
         return client
 
-    def createTracker(self, frames: np.ndarray, videoNode, settings, modelProvider=None) -> RemoteTracker:
+    def createTracker(self, frames: np.ndarray, videoNode, settings, modelProvider=None):
         """A server session over the video volume's frames (``(T, H, W, 3)`` uint8), for ``settings``
         (engine, model config, checkpoint path on the server or empty for its cache, image size,
         device, memory policy). ``modelProvider`` is not used: the server builds the model."""
@@ -338,7 +277,8 @@ class ServerBackend:
             if release is not None:
                 release()
             raise
-        return RemoteTracker(session, release)
+        session.on_close = release
+        return session
 
     def close(self) -> None:
         """Stop the local server (a remote one keeps running)."""

@@ -58,9 +58,10 @@ from typing import Any
 
 from sam2s import strictjson
 from sam2s.extras import install_hint
+from sam2s.modelspec import ModelSpec
 from sam2s.spec import ENGINES, MEMORY_POLICIES, check_image_size, check_precision
 
-from .track import CliError, choose_engine, run_tracking, say
+from .track import CliError, TrackRequest, choose_engine, run_tracking, say
 
 REQUIRED = ("video", "prompts", "output_dir")
 OPTIONS = (
@@ -365,7 +366,9 @@ def load_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = 
             key = (o["engine"], o["model"], o["checkpoint"])
             try:
                 if key not in engines:
-                    engines[key] = choose_engine(*key)
+                    spec = ModelSpec(engine=o["engine"] or "sam2", config=o["model"], checkpoint=o["checkpoint"])
+                    settled = choose_engine(spec, auto=o["engine"] is None)
+                    engines[key] = settled.engine, settled.checkpoint
                 o["engine"], o["checkpoint"] = engines[key]
             except CliError as err:
                 errors.append(str(err))
@@ -539,26 +542,27 @@ def track_video(job: dict[str, Any]) -> dict[str, Any]:
         staging = out.parent / f".{out.name}{STAGING_TAG}{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
         staging.mkdir()
         try:
-            result = run_tracking(
-                job["video"],
-                job["prompts"],
-                staging / SEGMENTATION,
-                png_dir=staging / LABELS if job["png"] else None,
-                overlay=staging / OVERLAY if job["overlay"] else None,
-                model=job["model"],
-                checkpoint=job["checkpoint"],
+            model = ModelSpec(
                 engine=job["engine"],
+                config=job["model"],
+                checkpoint=job["checkpoint"],
                 image_size=job["image_size"],
                 precision=job["precision"],
-                memory=job["memory"],
                 device=job["device"],
+                memory=job["memory"],
+            )
+            request = TrackRequest(
+                job["video"],
+                job["prompts"],
+                output=staging / SEGMENTATION,
+                png_dir=staging / LABELS if job["png"] else None,
+                overlay=staging / OVERLAY if job["overlay"] else None,
+                model=model,
                 start=job["start"],
                 end=job["end"],
                 progress=False,
-                overwrite=False,
             )
-            if result.get("logic") is not None:  # None when run_tracking streamed (no Slicer scene)
-                result["logic"].close()
+            result = run_tracking(request)
             seconds = round(time.monotonic() - t0, 3)
             outputs = {"segmentation": SEGMENTATION}
             if job["png"]:

@@ -1,7 +1,8 @@
 """The ``sam2s`` command line: track, batch, eval, models, download, demo.
 
-``sam2s track`` runs the very same headless Slicer logic as the Slicer module (``SAM2SSlicerLib``,
-on a ``slicer-core`` MRML scene) and writes the same files.
+``sam2s track`` streams the video through the tracker into one sink per output (``track``,
+``streaming``), with the same tracking stream (``sam2s.Tracker.run``) and the same files as the
+Slicer module.
 
 Exit codes: 0 success; 2 bad input, found before any long work (video, prompts, model,
 checkpoint, device, output paths, outputs another run is writing, not enough memory); 1 a failure
@@ -25,41 +26,47 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam2s import checkpoints
+from sam2s.modelspec import ModelSpec, add_model_arguments
 from sam2s.serving.options import INSTALL_SERVER, add_server_arguments
 
-from .track import LABEL_PNGS, OVERLAY_SUFFIXES, CliError, TrackingFailed, print_summary, run_tracking, say
+from .track import (
+    LABEL_PNGS,
+    OVERLAY_SUFFIXES,
+    CliError,
+    TrackingFailed,
+    TrackRequest,
+    print_summary,
+    run_tracking,
+    say,
+)
+
+TRACK_MODEL = ModelSpec(device="cpu")
+"""``sam2s track``'s model defaults (the CPU unless ``--device`` says otherwise)."""
 
 __all__ = ["LABEL_PNGS", "OVERLAY_SUFFIXES", "CliError", "TrackingFailed", "build_parser", "main", "run_tracking"]
 
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_track(a: argparse.Namespace) -> int:
-    result = run_tracking(
+    request = TrackRequest(
         a.video,
         a.prompts,
-        a.output,
-        a.png_dir,
-        a.overlay,
-        a.model,
-        a.checkpoint,
-        a.engine,
-        a.memory,
-        a.image_size,
-        a.device,
-        a.start,
-        a.end,
-        progress=not a.quiet,
+        output=a.output,
+        png_dir=a.png_dir,
+        overlay=a.overlay,
+        coco=a.coco,
+        stats=a.stats,
+        contact_sheet=a.contact_sheet,
+        model=ModelSpec.from_arguments(a, TRACK_MODEL),
+        auto_engine=a.engine is None,
+        start=a.start,
+        end=a.end,
         overwrite=a.overwrite,
         server=a.server,
         token=_server_token(a),
-        precision=a.precision,
-        streaming={"auto": None, "on": True, "off": False}[a.streaming],
-        coco=a.coco,
-        stats=a.stats,
+        progress=not a.quiet,
     )
-    print_summary(result)
-    if result["logic"] is not None:  # None on the streaming path
-        result["logic"].close()  # closes a server session (nothing to do in this process)
+    print_summary(run_tracking(request))
     return 0
 
 
@@ -238,28 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write masklet statistics into this folder: stats.csv (area, centroid, bbox, predicted IoU and "
         'object score per frame and object), review.csv, area.png, presence.png (needs pip install -e ".[plots]")',
     )
-    t.add_argument("--overwrite", action="store_true", help=overwrite_help)
-    t.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
-    t.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
-    t.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
-    t.add_argument("--memory", choices=["sam2", "divemem"], default="sam2")
-    t.add_argument("--image-size", type=int, default=1024, help="model input size, a multiple of 32 from 64 to 4096")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     t.add_argument(
-        "--precision",
-        default="auto",
-        help="auto (default): bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32; "
-        "fp32: Meta's reference numerics",
+        "--contact-sheet", metavar="OUT.png", help="also write a PNG of 12 frames spread over the video with the masks"
     )
+    t.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    add_model_arguments(t, TRACK_MODEL)  # sam2s.spec: one definition of the model options
     t.add_argument("--start", type=int, help="first frame to track (default 0)")
     t.add_argument("--end", type=int, help="last frame to track (default: the last)")
-    t.add_argument(
-        "--streaming",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="on: decode, track and write frame by frame (memory independent of the video's length); off: import "
-        "the video into a Slicer volume first; auto (default): on for long videos without --server",
-    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--server", help="track in this `sam2s serve` server (URL), e.g. on a GPU machine")
     t.add_argument(
@@ -390,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError as err:  # what the memory checks before the work did not foresee
         say(
             f"error: out of memory ({err or 'an allocation failed'}); outputs not yet written keep their previous "
-            "content: free memory, or track with --streaming on (memory independent of the video's length)."
+            "content: free memory, or track a shorter range (--start / --end) or a downscaled video."
         )
         return 1
     except BrokenPipeError:  # the reader of stdout left, e.g. `sam2s models | head -2`: stop quietly

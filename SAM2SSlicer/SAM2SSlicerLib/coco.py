@@ -3,8 +3,9 @@
 The file is a COCO *instance segmentation* document with the video extension used by surgical
 data sets such as Endoscapes and CholecInstanceSeg:
 
-* ``info``: ``description``, ``version`` (this package's), ``date_created`` (UTC, ISO 8601);
-  ``licenses``: ``[]``.
+* ``info``: ``description``, ``version`` (this package's), ``date_created`` (UTC, ISO 8601) and,
+  when given, ``provenance`` (``provenance.Provenance.toDict()``: model, checkpoint and prompts
+  SHA-256, settings, frames and passes); ``licenses``: ``[]``.
 * ``categories``: one per distinct segment name, ``{"id": 1.., "name"}``, in order of the
   objects' ids (two objects with the same name share a category).
 * ``videos``: ``[{"id": 1, "name": video stem, "frames": T, "width": W, "height": H, "fps"}]``
@@ -39,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 from sam2s.extras import install_hint
+
+from .provenance import Provenance, cocoInfo, nodeProvenance
 
 __all__ = [
     "COCO_INSTALL_HINT",
@@ -84,6 +87,7 @@ class CocoWriter:
         videoName: the ``videos[0].name`` (e.g. the video file's stem).
         frames: the number of frames ``T``. height, width: the frame size in pixels.
         fps: frames per second, or None when unknown.
+        provenance: what made the masks, written into ``info["provenance"]``; None: not recorded.
 
     Raises:
         CocoUnavailableError: pycocotools is missing. ValueError: repeated object ids, or
@@ -98,8 +102,10 @@ class CocoWriter:
         height: int,
         width: int,
         fps: float | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
         self._mask = requirePycocotools()
+        self.provenance = provenance
         ids = [int(i) for i, _ in objects]
         if len(set(ids)) != len(ids):
             raise ValueError(f"COCO export: object ids {ids} repeat; every object needs its own id.")
@@ -191,6 +197,7 @@ class CocoWriter:
                 "description": f"SAM2S masklets of {self.videoName}",
                 "version": _version(),
                 "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                **(cocoInfo(self.provenance) if self.provenance is not None else {}),
             },
             "licenses": [],
             "categories": [dict(c) for c in self.categories],
@@ -234,7 +241,11 @@ def _version() -> str:
 
 
 def segmentationCoco(
-    segmentationNode, videoNode, segmentIds: Iterable[str] | None = None, videoName: str | None = None
+    segmentationNode,
+    videoNode,
+    segmentIds: Iterable[str] | None = None,
+    videoName: str | None = None,
+    provenance: Provenance | None = None,
 ) -> CocoWriter:
     """The COCO writer holding the segments of a Slicer segmentation over a video volume.
 
@@ -245,11 +256,13 @@ def segmentationCoco(
 
     Args:
         segmentIds: the segments (default: all). videoName: default the stem of the video's source
-            (``SAM2S.Source``), else the volume node's name.
+            (``SAM2S.Source``), else the volume node's name. provenance: for ``info["provenance"]``
+            (default: the segmentation node's, ``provenance.nodeProvenance``; None if it has none).
 
     Raises:
         CocoUnavailableError: pycocotools is missing. KeyError: unknown segments.
-        ValueError: a segment's object id tag is invalid, or all ids are used.
+        ValueError: a segment's object id tag is invalid, or all ids are used (``provenance.ProvenanceError``:
+            the node's provenance attribute cannot be read).
     """
     from . import segments as _segments
     from . import videoimport as _videoimport
@@ -276,6 +289,7 @@ def segmentationCoco(
         sourceHeight,
         sourceWidth,
         _videoimport.frameRate(videoNode),
+        provenance if provenance is not None else nodeProvenance(segmentationNode),
     )
     resize = (sourceWidth, sourceHeight) != (width, height)
     for segmentId in ids:

@@ -28,10 +28,9 @@ import secrets
 import shutil
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from .track import CliError, print_summary, run_tracking, say
+from .track import CliError, TrackRequest, print_summary, run_tracking, say
 
 
 def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path]:
@@ -156,9 +155,9 @@ def run_demo(
             or holds outputs of an earlier demo and ``overwrite`` is false (as ``sam2s track``);
             the downloaded checkpoint fails verification (:func:`demo_checkpoint`).
     """
+    from sam2s.modelspec import ModelSpec
+
     from .metrics import evaluate
-    from .outputs import OutputError, OutputSet, atomicFile
-    from .visualize import contact_sheet, overlay
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -167,14 +166,6 @@ def run_demo(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CliError(f"--output-dir {output_dir}: cannot create it ({err.strerror}).") from None
-    sheet = output_dir / "contact_sheet.png"
-    sheet_output = OutputSet([], overwrite=overwrite)
-    sheet_path = sheet_output.addFile(sheet, "contact sheet", (".png",))
-    try:
-        sheet_output.check()
-    except OutputError as err:
-        sheet_output.release()
-        raise CliError(str(err)) from None
     try:
         if data is not None:
             data = Path(data)
@@ -185,57 +176,30 @@ def run_demo(
             video, prompts, gt_dir = data / "video.mp4", data / "prompts.json", data / "masks"
             print(f"demo clip: {data} (read in place)")
         else:
-            try:
-                video, prompts, gt_dir = _generated_clip_once(output_dir)
-            except OSError as err:
-                raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
+            video, prompts, gt_dir = _generated_clip_once(output_dir)
             print(f"demo clip: generated ({video}); pass --data DIR to use a clip of your own")
-        checkpoint = demo_checkpoint(model, engine, checkpoint_info, download_url, cache_dir)
-        result = run_tracking(
-            video,
-            prompts,
-            output_dir / "masklets.seg.nrrd",
-            png_dir=output_dir / "labels",
-            overlay=output_dir / "overlay.mp4",
-            model=model,
-            checkpoint=checkpoint,
-            image_size=image_size,
-            engine="sam2" if checkpoint else "flow",
-            device=device,
-            end=end,
-            overwrite=overwrite,
-            streaming=False,  # the contact sheet below reads the Slicer scene
-        )
-        logic = result["logic"]
-        from sam2s.frames import open_frames
-
-        source = open_frames(video)
-        labels_dir = output_dir / "labels"
-        picks = np.linspace(0, len(source) - 1, 12).round().astype(int)
-        images, captions = [], []
-        for t in picks:
-            lab = np.asarray(Image.open(labels_dir / f"{t:05d}.png"))
-            images.append(overlay(source.get(int(t)), lab))
-            captions.append(f"frame {t}")
-        with atomicFile(sheet_path) as tmp:
-            contact_sheet(images, captions).save(tmp, format="PNG")
-        result["outputs"]["contact_sheet"] = str(sheet)
-        print_summary(result)
-        if gt_dir.is_dir():
-            prompted = sorted({p for p in _prompted_frames(logic)})
-            res = evaluate(labels_dir, gt_dir, exclude=prompted)
-            frames = ", ".join(Path(f).stem.lstrip("0") or "0" for f in res["frames"])
-            print(f"DAVIS J&F on annotated frames {frames} (prompted frames excluded):")
-            for obj_id, r in res["objects"].items():
-                print(f"  object {obj_id}: J {r['J']:.3f}  F {r['F']:.3f}  J&F {r['J&F']:.3f}")
-            print(f"  mean: J {res['J']:.3f}  F {res['F']:.3f}  J&F {res['J&F']:.3f}")
-    finally:
-        sheet_output.release()
+    except OSError as err:
+        raise CliError(f"Cannot write the generated demo clip into {output_dir} ({err}).") from None
+    checkpoint = demo_checkpoint(model, engine, checkpoint_info, download_url, cache_dir)
+    spec = ModelSpec(engine="sam2" if checkpoint else "flow", config=model, checkpoint=checkpoint)
+    request = TrackRequest(
+        video,
+        prompts,
+        output=output_dir / "masklets.seg.nrrd",
+        png_dir=output_dir / "labels",
+        overlay=output_dir / "overlay.mp4",
+        contact_sheet=output_dir / "contact_sheet.png",
+        model=spec.replace(image_size=image_size, device=device),
+        end=end,
+        overwrite=overwrite,
+    )
+    result = run_tracking(request)
+    print_summary(result)
+    if gt_dir.is_dir():
+        res = evaluate(output_dir / "labels", gt_dir, exclude=[str(t) for t in result["prompted_frames"]])
+        frames = ", ".join(Path(f).stem.lstrip("0") or "0" for f in res["frames"])
+        print(f"DAVIS J&F on annotated frames {frames} (prompted frames excluded):")
+        for obj_id, r in res["objects"].items():
+            print(f"  object {obj_id}: J {r['J']:.3f}  F {r['F']:.3f}  J&F {r['J&F']:.3f}")
+        print(f"  mean: J {res['J']:.3f}  F {res['F']:.3f}  J&F {res['J&F']:.3f}")
     return 0
-
-
-def _prompted_frames(logic) -> set[int]:
-    frames: set[int] = set()
-    for sid in logic.promptedSegmentIds():
-        frames.update(logic.getPrompts(sid).keys())
-    return frames

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import slicer
@@ -43,6 +44,7 @@ __all__ = [
     "labelFrames",
     "labelPngPattern",
     "readSegmentation",
+    "segmentHeaderFields",
     "verifyNrrdFile",
 ]
 
@@ -254,11 +256,15 @@ def _unescape(value: str) -> str:
     return "".join(out)
 
 
-def _segmentHeaderFields(path: str) -> dict[int, dict[str, str | None]]:
-    """``{segmentIndex: {field: value}}`` of the ``Segment<N>_<field>:=value`` header lines, decoded as
-    UTF-8 with teem's escapes undone; a line that is not valid UTF-8 gives None (keep slicerio's value)."""
-    import re
+def segmentHeaderFields(path: str) -> dict[int, dict[str, str | None]]:
+    """``{segmentIndex: {field: value}}`` of the ``Segment<N>_<field>:=value`` header lines of a
+    ``.seg.nrrd`` (e.g. ``{0: {"ID": "Segment_1", "Tags": "SAM2S.ObjectId:1|...", ...}}``), decoded as
+    UTF-8 with teem's escapes undone; a line that is not valid UTF-8 gives None (keep slicerio's value).
+    Only the header is read (at most ``MAX_HEADER_BYTES``).
 
+    Raises:
+        OSError: the file cannot be read. ValueError: not a NRRD file, or a header without an end.
+    """
     fields: dict[int, dict[str, str | None]] = {}
     pattern = re.compile(r"^Segment([0-9]+)_([^:]+):=(.*)$")
     for raw in _readHeaderBytes(path).splitlines():
@@ -271,6 +277,9 @@ def _segmentHeaderFields(path: str) -> dict[int, dict[str, str | None]]:
             value = _unescape(match.group(3)) if valid else None
             fields.setdefault(int(match.group(1)), {})[match.group(2)] = value
     return fields
+
+
+_segmentHeaderFields = segmentHeaderFields  # the name the tests used before it was public
 
 
 def readSegmentation(path: str, skipVoxels: bool = False) -> dict:
@@ -298,7 +307,7 @@ def readSegmentation(path: str, skipVoxels: bool = False) -> dict:
 
     path = os.fspath(path)
     data = slicerio.read_segmentation(path, skip_voxels=bool(skipVoxels))
-    fields = _segmentHeaderFields(path)
+    fields = segmentHeaderFields(path)
     for entry, index in zip(data.get("segments", []), sorted(fields)):
         segmentFields = {k: v for k, v in fields[index].items() if v is not None}
         if "ID" in segmentFields:
@@ -396,6 +405,7 @@ def exportLabelPngs(
     frames: Iterable[int] | None = None,
     fileNamePattern: str = "{frame:05d}.png",
     overwrite: bool = False,
+    extraFiles: Mapping[str, bytes] | None = None,
 ) -> list[str]:
     """Write one label PNG per frame into ``folder`` (created if missing; its parent must exist);
     returns the paths.
@@ -411,6 +421,8 @@ def exportLabelPngs(
         overwrite: write into an existing non-empty folder: files named by the pattern
             (:func:`labelPngPattern`) are replaced, and, when every frame is exported, those of
             frames not written are removed; other files stay. Without it a non-empty folder is refused.
+        extraFiles: ``{file name: bytes}`` written with the PNGs (e.g. ``provenance.PROVENANCE_FILE``);
+            plain names that no frame uses. With ``overwrite`` they replace files of the same names.
 
     Each PNG is ``H x W`` (the video's frames): an 8-bit palette (``P``) image whose value is the
     object id (1..254) and 0 the background; see the module docstring. All names, frames, segments
@@ -437,6 +449,11 @@ def exportLabelPngs(
         )
     sourceIndices = _videoimport.sourceFrameIndices(videoNode)
     names = _labelPngNames(fileNamePattern, frameList, sourceIndices)
+    extras = dict(extraFiles or {})
+    pattern = labelPngPattern(fileNamePattern)
+    for name in extras:
+        if os.path.basename(name) != name or name in ("", ".", "..") or re.fullmatch(pattern, name):
+            raise ValueError(f"extraFiles: {name!r} is not a plain file name apart from the label PNGs' names.")
     labels = labelFrames(segmentationNode, videoNode, ids)
     palette = np.zeros((256, 3), dtype=np.uint8)
     segmentation = segmentationNode.GetSegmentation()
@@ -446,7 +463,8 @@ def exportLabelPngs(
             palette[objectId] = np.round(np.asarray(segmentation.GetSegment(segmentId).GetColor()) * 255)
     folder = os.fspath(folder)
     outputs = OutputSet([], overwrite=overwrite, overwriteOption="overwrite=True")
-    target = outputs.addFolder(folder, "folder", labelPngPattern(fileNamePattern), "label PNGs")
+    pattern = "|".join([f"(?:{pattern})", *(re.escape(name) for name in extras)])
+    target = outputs.addFolder(folder, "folder", pattern, "label PNGs")
     try:
         outputs.check()
         with outputs.writeFolder(target, removeStale=frames is None) as staging:
@@ -454,6 +472,8 @@ def exportLabelPngs(
                 image = Image.fromarray(labels[frame])  # mode "L": the pixel values are the object ids
                 image.putpalette(palette.reshape(-1).tolist())  # becomes mode "P" with the same values
                 image.save(staging / name, format="PNG")
+            for name, data in extras.items():
+                (staging / name).write_bytes(data)
     except OSError as error:
         raise OSError(
             error.errno,

@@ -10,7 +10,7 @@ or a remote GPU server). Tracking is split in three steps so that MRML is only t
 caller (Slicer's main thread), which never waits for the engine:
 
 1. ``createTrackingJob`` / ``createPreviewJob`` read the prompts and the object / segment mapping
-   from MRML into a plain :class:`TrackingPlan`;
+   from MRML into a plain :class:`JobPlan`;
 2. ``TrackingJob.start`` hands the prompts to the reused engine session and, in a server, starts
    the propagation there (``TrackingJob.poll`` then fetches finished frames without blocking;
    ``runner.JobRunner`` does both from a GUI timer); in this process ``TrackingJob.run`` loads the
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import slicer
-from sam2s.session import TrackerBusyError
+from sam2s.session import DIRECTIONS, TrackerBusyError, TrackingPlan, plan_passes
 
 from . import export as _export
 from . import segments as _segments
@@ -43,8 +43,6 @@ from . import videoimport as _videoimport
 from .backends import InProcessBackend
 from .prompts import FramePrompts, PromptError, PromptStore
 from .settings import ModelSettings, buildModel
-
-DIRECTIONS = ("forward", "backward", "both")
 
 ProgressCallback = Callable[[int, int, int], None]
 """``(doneFrames, totalFrames, frameIndex)``, called in the thread that runs or polls the job."""
@@ -55,7 +53,7 @@ __all__ = [
     "TrackingBusyError",
     "TrackingFailedError",
     "TrackingJob",
-    "TrackingPlan",
+    "JobPlan",
     "TrackingSession",
     "maskDigest",
 ]
@@ -119,7 +117,8 @@ class TrackingSession:
 
     Args:
         createTracker: makes the engine session on first use (``backends``: a ``sam2s.VideoTracker`` /
-            ``FlowTracker`` in this process, or a ``backends.RemoteTracker`` in a tracking server).
+            ``FlowTracker`` in this process, or a ``sam2s.serving.client.RemoteSession`` in a
+            tracking server): a ``sam2s.Tracker``.
         key: identifies what the session was built for (video data, segmentation, model, memory,
             backend).
     """
@@ -146,8 +145,10 @@ class TrackingSession:
 
     @property
     def isRemote(self) -> bool:
-        """True when the engine session lives in a tracking server (jobs are started and polled)."""
-        return self._tracker is not None and hasattr(self._tracker, "start_job")
+        """True when the engine session lives in a tracking server (its stream is polled)."""
+        from sam2s.serving.client import RemoteSession
+
+        return isinstance(self._tracker, RemoteSession)
 
     @property
     def tracker(self):
@@ -160,7 +161,7 @@ class TrackingSession:
     def close(self) -> None:
         """Release the engine session (a server session is closed; errors are ignored)."""
         tracker, self._tracker = self._tracker, None
-        if tracker is not None and hasattr(tracker, "close"):
+        if tracker is not None:
             tracker.close()
 
     def renew(self) -> None:
@@ -248,7 +249,7 @@ class TrackingSession:
 
 
 @dataclasses.dataclass
-class TrackingPlan:
+class JobPlan:
     """Everything a job needs, read from MRML on the main thread.
 
     Attributes:
@@ -291,7 +292,7 @@ class TrackingJob:
     """
 
     def __init__(
-        self, session: TrackingSession, plan: TrackingPlan, progressCallback: ProgressCallback | None = None
+        self, session: TrackingSession, plan: JobPlan, progressCallback: ProgressCallback | None = None
     ) -> None:
         self.session = session
         self.plan = plan
@@ -313,8 +314,7 @@ class TrackingJob:
         self._wroteAny = False
         self._droppedSegments: set[str] = set()
         self._droppedSegmentation = False
-        self._remote = None  # a sam2s.serving.client.RemoteJob while a propagation runs in a server
-        self._remoteCancelled = False
+        self._stream = None  # a sam2s.serving.client.RemoteRun while a propagation runs in a server
 
     @property
     def isPreview(self) -> bool:
@@ -353,8 +353,6 @@ class TrackingJob:
         """
         if not self.start(onFrame):
             while not self.finished.is_set():
-                if self.cancelEvent.is_set():
-                    self._cancelRemote()
                 if not self.poll(onFrame):
                     time.sleep(0.02)
 
@@ -403,28 +401,28 @@ class TrackingJob:
                 self._noteConfidences(tracker, plan.previewFrame, masks)
                 self._emit(plan.previewFrame, masks, onFrame)
             return False
+        if self.cancelEvent.is_set():  # cancelled before it started
+            return False
+        # only the written objects: the others are not re-tracked (engine state kept)
+        stream = tracker.run(TrackingPlan(tuple(plan.passes), tuple(plan.writeObjects)), cancel=self.cancelEvent)
         if self.session.isRemote:
-            if self.cancelEvent.is_set():
-                return False
-            # only the written objects: the others keep their engine state (memory, pointers)
-            self._remote = tracker.start_job(plan.passes, obj_ids=list(plan.writeObjects))
+            self._stream = stream  # polled by poll()
             return True
-        for start, end, reverse in plan.passes:
-            if self.cancelEvent.is_set():  # cancelled before this pass started
-                break
-            # closing(): the engine refuses changes while a propagate() generator is open
-            # (sam2s.TrackerBusyError), so close it on cancel and on errors, not at collection.
-            objects = list(plan.writeObjects)  # the others are not re-tracked (engine state kept)
-            with contextlib.closing(tracker.propagate(start, end, reverse, obj_ids=objects)) as frames:
-                for frame, ids, logits in frames:
-                    masks = {o: logits[i] > 0 for i, o in enumerate(ids) if o in plan.writeObjects}
-                    self._noteConfidences(tracker, frame, masks)
-                    self._emit(frame, masks, onFrame)
-                    if self.cancelEvent.is_set():
-                        break
-            if self.cancelEvent.is_set():
-                break
+        # closing(): the engine refuses changes while a stream is open (sam2s.TrackerBusyError),
+        # so close it on errors too, not at collection.
+        with contextlib.closing(stream):
+            for tracked in stream:
+                self._consume(tracked, onFrame)
         return False
+
+    def _consume(self, tracked, onFrame) -> None:
+        """Queue one ``sam2s.TrackedFrame`` of the stream: the written objects' masks and confidences."""
+        writeObjects = self.plan.writeObjects
+        for objectId, value in zip(tracked.obj_ids, tracked.confidences):
+            if value is not None and objectId in writeObjects:
+                self.confidences.setdefault(objectId, {})[tracked.frame_idx] = (float(value[0]), float(value[1]))
+        masks = {o: m for o, m in tracked.masks().items() if o in writeObjects}
+        self._emit(tracked.frame_idx, masks, onFrame)
 
     def poll(self, onFrame: Callable[[TrackingJob], None] | None = None) -> int:
         """Fetch the frames a server finished since the last poll (one HTTP request, no waiting) into
@@ -434,37 +432,30 @@ class TrackingJob:
         A server that stopped answering (killed, unreachable) ends the job as ``failed`` with a
         message naming the last finished frame; every frame received stays in ``results``.
         """
-        remote = self._remote
-        if remote is None or self.finished.is_set():
+        stream = self._stream
+        if stream is None or self.finished.is_set():
             return 0
         try:
-            update = remote.poll()
+            frames = stream.ready()
         except BaseException as error:  # noqa: BLE001 - the job fails, finished frames are kept
             self._fail(error)
             self.finished.set()
             return 0
-        for k, (frame, ids, masks) in enumerate(update.frames):
-            written = {o: masks[i] for i, o in enumerate(ids) if o in self.plan.writeObjects}
-            scores = update.confidences[k] if k < len(update.confidences) else [None] * len(ids)
-            for o, value in zip(ids, scores):
-                if o in written and value is not None:
-                    self.confidences.setdefault(o, {})[int(frame)] = (float(value[0]), float(value[1]))
-            self._emit(int(frame), written, onFrame)
-        if remote.finished:  # an ended job whose every frame was received (a poll brings at most 64)
-            self.status = update.status
-            if update.status == "failed":
-                reason = f"tracking failed in the server ({update.error})"
+        for tracked in frames:
+            self._consume(tracked, onFrame)
+        if stream.finished:  # an ended job whose every frame was received (a poll brings at most 64)
+            self.status = stream.status
+            if stream.status == "failed":
+                reason = f"tracking failed in the server ({stream.error})"
                 self.error = TrackingFailedError(
-                    f"Tracking failed in the server: {update.error}", reason, self.trackedFrames
+                    f"Tracking failed in the server: {stream.error}", reason, self.trackedFrames
                 )
             self.finished.set()
-        return len(update.frames)
+        return len(frames)
 
     def _cancelRemote(self) -> None:
-        if self._remote is not None and not self._remoteCancelled:
-            self._remoteCancelled = True
-            with contextlib.suppress(Exception):  # a server that is gone stops anyway
-                self._remote.cancel()
+        if self._stream is not None:
+            self._stream.cancel()  # once; a server that is gone stops anyway
 
     def _fail(self, error: BaseException) -> None:
         """Record ``error``; a lost server session (server killed or restarted, session expired) is
@@ -483,12 +474,9 @@ class TrackingJob:
 
     def _noteConfidences(self, tracker, frame: int, masks: dict[int, np.ndarray]) -> None:
         """Keep the engine's ``confidence(objectId, frame)`` of each object of ``masks`` (before the
-        frame is queued, so ``applyTrackingResults`` finds it); engines without it give nothing."""
-        confidence = getattr(tracker, "confidence", None)
-        if confidence is None:
-            return
+        frame is queued, so ``applyTrackingResults`` finds it); engines without them give None."""
         for objectId in masks:
-            value = confidence(objectId, frame)
+            value = tracker.confidence(objectId, frame)
             if value is not None:
                 self.confidences.setdefault(objectId, {})[frame] = (float(value[0]), float(value[1]))
 
@@ -890,7 +878,7 @@ class SAM2STrackingLogic:
             name = node.GetSegmentation().GetSegment(segmentId).GetName()
             raise PromptError(f"Segment '{name}' has no prompt on frame {frameIndex}; click on the object first.")
         names = {segmentId: node.GetSegmentation().GetSegment(segmentId).GetName()}
-        plan = TrackingPlan(
+        plan = JobPlan(
             video, node, prompts, {objectId: segmentId}, [], 1, previewFrame=int(frameIndex), segmentNames=names
         )
         return self._newJob(plan, None)
@@ -944,25 +932,11 @@ class SAM2STrackingLogic:
                 name = node.GetSegmentation().GetSegment(segmentId).GetName()
                 raise ValueError(f"Segment '{name}' has no prompts; click on it in a frame before tracking it.")
             writeObjects[objectId] = segmentId
-        promptFrames = sorted({f for o in writeObjects for f in prompts[o] if first <= f <= last})
-        if startFrame is None:
-            if direction == "backward":
-                start = promptFrames[-1] if promptFrames else last
-            else:
-                start = promptFrames[0] if promptFrames else first
-        else:
-            start = int(startFrame)
-        if not first <= start <= last:
-            raise ValueError(f"Start frame {start} is outside the frame range {first}..{last}.")
-        if direction == "forward":
-            passes = [(start, last, False)]
-        elif direction == "backward":
-            passes = [(start, first, True)]
-        else:
-            passes = [(start, last, False)] + ([(start - 1, first, True)] if start > first else [])
+        promptFrames = [f for o in writeObjects for f in prompts[o]]
+        passes = plan_passes(promptFrames, first, last, direction, None if startFrame is None else int(startFrame))
         total = sum(abs(end - begin) + 1 for begin, end, _ in passes)
         names = {s: node.GetSegmentation().GetSegment(s).GetName() for s in writeObjects.values()}
-        plan = TrackingPlan(video, node, prompts, writeObjects, passes, total, segmentNames=names)
+        plan = JobPlan(video, node, prompts, writeObjects, passes, total, segmentNames=names)
         return self._newJob(plan, progressCallback)
 
     def applyTrackingResults(
@@ -1163,7 +1137,7 @@ class SAM2STrackingLogic:
         return self.statisticsNodes
 
     # ------------------------------------------------------------------ internals
-    def _newJob(self, plan: TrackingPlan, progressCallback) -> TrackingJob:
+    def _newJob(self, plan: JobPlan, progressCallback) -> TrackingJob:
         job = TrackingJob(self._getSession(plan.videoNode, plan.segmentationNode), plan, progressCallback)
         self._activeJob = job
         return job

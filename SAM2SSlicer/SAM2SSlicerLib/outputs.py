@@ -172,7 +172,7 @@ def atomicFile(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(temp)
 
 
-def _unlinkEvenIfInterrupted(path: Path) -> None:
+def unlinkEvenIfInterrupted(path: Path) -> None:
     """Delete ``path``; if an interrupt (Ctrl+C) arrives just then, delete it anyway and re-raise."""
     try:
         os.unlink(path)
@@ -484,7 +484,7 @@ class OutputSet:
         try:
             os.close(fd)
         finally:
-            _unlinkEvenIfInterrupted(probe)
+            unlinkEvenIfInterrupted(probe)
 
     # ------------------------------------------------------------------ interrupted runs
     def _recover(self, t: _Target) -> list[str]:

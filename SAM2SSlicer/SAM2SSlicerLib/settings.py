@@ -14,22 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sam2s.spec import ENGINES, MEMORY_POLICIES, PRECISIONS, check_image_size, check_precision
+from sam2s.config import CONFIGS
+from sam2s.modelspec import ModelSpec
+from sam2s.spec import DEFAULT_CONFIG, DEVICES, ENGINES, MEMORY_POLICIES, PRECISIONS
 
-DEFAULT_CONFIG = "sam2.1_hiera_t"
-CONFIG_NAMES = (
-    "sam2.1_hiera_t",
-    "sam2.1_hiera_s",
-    "sam2.1_hiera_b+",
-    "sam2.1_hiera_l",
-    "sam2_hiera_t",
-    "sam2_hiera_s",
-    "sam2_hiera_b+",
-    "sam2_hiera_l",
-)
-"""The engine's config names (``sam2s.CONFIGS``), listed here so that settings can be checked
-without importing torch."""
-DEVICES = ("auto", "cpu", "cuda", "mps")
+CONFIG_NAMES = tuple(CONFIGS)
+"""The engine's config names (``sam2s.CONFIGS``; ``sam2s.config`` imports without torch)."""
 
 __all__ = [
     "CONFIG_NAMES",
@@ -75,17 +65,23 @@ class ModelSettings:
     memoryParams: dict[str, Any] = dataclasses.field(default_factory=dict)
     engine: str = "sam2"
 
+    def toSpec(self) -> ModelSpec:
+        """The engine's ``sam2s.spec.ModelSpec`` of these settings (an empty checkpoint: None)."""
+        return ModelSpec(
+            engine=self.engine,
+            config=self.configName,
+            checkpoint=self.checkpoint or None,
+            image_size=self.imageSize,
+            precision=self.precision,
+            device=self.device,
+            memory=self.memory,
+            memory_params=dict(self.memoryParams),
+        )
+
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the bad field and the accepted values."""
-        names = configNames()
-        if self.configName not in names:
-            raise ValueError(f"Unknown model config {self.configName!r}; choose one of {', '.join(names)}.")
-        check_image_size(self.imageSize)  # sam2s.spec: the one rule of every front end
-        check_precision(self.precision)
-        if self.engine not in ENGINES:
-            raise ValueError(f"Unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}.")
-        if self.memory not in MEMORY_POLICIES:
-            raise ValueError(f"Unknown memory policy {self.memory!r}; use one of {', '.join(MEMORY_POLICIES)}.")
+        """Raise ``ValueError`` naming the bad field and the accepted values (``ModelSpec.validate``,
+        the one rule of every front end), or a checkpoint file that does not exist."""
+        self.toSpec().validate()
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
             raise ValueError(
                 f"Checkpoint file {self.checkpoint!r} does not exist; choose an existing .pt file or leave it empty "
@@ -155,12 +151,12 @@ def downloadCheckpoint(
     return download(info or configName, cache_dir=cacheDir, progress=progress, cancel=cancelEvent)
 
 
-def buildModel(settings: ModelSettings, allowDownload: bool = False, **downloadOptions: Any):
+def buildModel(settings: ModelSettings, allowDownload: bool = False):
     """Build the ``sam2s`` model of ``settings`` on its device, in eval mode.
 
     Args:
         allowDownload: download the registry checkpoint when it is not cached (see
-            :func:`downloadCheckpoint`, whose keyword options ``downloadOptions`` are).
+            :func:`downloadCheckpoint`).
 
     Raises:
         ValueError: invalid settings. FileNotFoundError: no local checkpoint and the registry one is
@@ -168,26 +164,12 @@ def buildModel(settings: ModelSettings, allowDownload: bool = False, **downloadO
         sam2s.CheckpointError: the file is not a checkpoint of ``configName``.
     """
     settings.validate()
-    import sam2s
-
-    checkpoint: str | Path = settings.checkpoint
-    if not checkpoint:
-        cached = checkpointStatus(settings.configName)
-        if cached is None:
-            if not allowDownload:
-                raise FileNotFoundError(
-                    f"The checkpoint of {settings.configName} is not downloaded yet. Click 'Download' in the "
-                    "SAM2S module's Model section (about 150-900 MB from Meta's server), or choose a local .pt file."
-                )
-            cached = downloadCheckpoint(settings.configName, **downloadOptions)
-        checkpoint = cached
-    return sam2s.build_model(
-        settings.configName,
-        checkpoint=checkpoint,
-        device=resolveDeviceName(settings.device),
-        image_size=int(settings.imageSize),
-        precision=settings.precision,
-    )
+    if not settings.checkpoint and not allowDownload and checkpointStatus(settings.configName) is None:
+        raise FileNotFoundError(
+            f"The checkpoint of {settings.configName} is not downloaded yet. Click 'Download' in the "
+            "SAM2S module's Model section (about 150-900 MB from Meta's server), or choose a local .pt file."
+        )
+    return settings.toSpec().build(allow_download=allowDownload)
 
 
 def __getattr__(name: str):

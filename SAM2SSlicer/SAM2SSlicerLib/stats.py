@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 from sam2s.extras import install_hint
 
+from .provenance import Provenance, writeProvenanceFile
+
 __all__ = [
     "MaskletStatistics",
     "REVIEW_REASONS",
@@ -82,8 +84,9 @@ REVIEW_REASONS = ("appears", "disappears", "low_iou", "iou_drop")
 """Reasons of the review list (see the module docstring)."""
 STATS_FILES = ("stats.csv", "review.csv", "area.png", "presence.png")
 """What ``sam2s track --stats DIR`` writes into DIR."""
-STATS_FILE_PATTERN = r"stats\.csv|review\.csv|area\.png|presence\.png"
-"""Regular expression of the file names of :data:`STATS_FILES` (``outputs.OutputSet.addFolder``)."""
+STATS_FILE_PATTERN = r"stats\.csv|review\.csv|area\.png|presence\.png|provenance\.json"
+"""Regular expression of the file names of :data:`STATS_FILES` and ``provenance.PROVENANCE_FILE``
+(``outputs.OutputSet.addFolder``)."""
 PLOT_SIZE_PX = (800, 400)
 """``(width, height)`` in pixels of the PNG plots."""
 
@@ -371,11 +374,13 @@ def writeStatisticsFolder(
     stats: MaskletStatistics,
     folder: str | os.PathLike,
     colors: Mapping[int, Sequence[float]] | None = None,
+    provenance: Provenance | None = None,
     **reviewOptions,
 ) -> list[Path]:
     """Write :data:`STATS_FILES` into ``folder`` (an existing folder, e.g. the staging folder of
-    ``outputs.OutputSet.writeFolder``, which makes the set atomic). ``reviewOptions`` go to
-    :func:`reviewList`. Returns the paths written.
+    ``outputs.OutputSet.writeFolder``, which makes the set atomic), and ``provenance``'s
+    ``provenance.PROVENANCE_FILE`` when given. ``reviewOptions`` go to :func:`reviewList`. Returns
+    the paths written.
 
     Raises:
         ImportError: matplotlib is missing (before anything is written). OSError: a write failed.
@@ -387,6 +392,8 @@ def writeStatisticsFolder(
     paths[1].write_text(reviewCsv(stats.review(**reviewOptions)), encoding="utf-8")
     plotArea(stats, paths[2], colors)
     plotPresence(stats, paths[3], colors)
+    if provenance is not None:
+        paths.append(writeProvenanceFile(folder, provenance))
     return paths
 
 

@@ -1,19 +1,25 @@
-"""Streaming ``sam2s track``: frames go from the decoder through the engine to the writers one at a time.
+"""``sam2s track``'s one path: frames go from the decoder through the tracker into sinks, one per output.
 
-The Slicer-volume path (``track.run_tracking`` with the headless ``SAM2STrackingLogic``) holds the
-whole video and one labelmap per object in memory. Here nothing of size ``T x H x W`` is held in
-memory: frames are decoded on demand (``sam2s.frames.open_frames``), the engine
-(``sam2s.VideoTracker`` or ``sam2s.flow.FlowTracker``) keeps a bounded state, label PNGs are
-written as frames are tracked, and the masks needed by ``--output`` (``.seg.nrrd``) and
-``--overlay`` go to a disk-backed labelmap (:class:`DiskLabelmap`: a ``numpy.memmap`` of a
-temporary file next to the output, mapped a few frames at a time and removed afterwards).
+The tracker is any ``sam2s.Tracker`` (``sam2s.VideoTracker``, ``sam2s.FlowTracker``, or a tracking
+server's ``sam2s.serving.client.RemoteSession``); :func:`streamTracking` gives it the prompts and
+consumes its one stream (``Tracker.run``). Each output is a sink (:class:`Sink`): label PNGs
+(:class:`LabelPngSink`), COCO (:class:`CocoSink`), statistics and the review list
+(:class:`StatsSink`), a ``.seg.nrrd`` (:class:`SegmentationSink`, over a disk-backed labelmap) and
+the overlay video (:class:`OverlaySink`); the Slicer module's sink is the MRML segmentation
+(``logic.SAM2STrackingLogic.applyTrackingResults``). A new output format is one more sink.
 
-Results equal the Slicer path's: the same prompts in the same order (objects with clicks or boxes
-first, then mask-only ones, as ``SAM2STrackingLogic.collectPrompts`` sends them; per frame the
-mask first, then the box with the clicks, or the clicks), the same passes (forward from the
-earliest prompted frame in the range to its end, then backward to its start, as
-``logic.track(direction="both")``), the same overlap rule in label images (the larger object id
-wins, ``export.labelFrames``), and a ``.seg.nrrd`` with the header Slicer writes
+Nothing of size ``T x H x W`` is held in memory: frames are decoded on demand
+(``sam2s.frames.open_frames``), the engine keeps a bounded state, label PNGs are written as
+frames are tracked, and the masks needed by the ``.seg.nrrd`` and the overlay go to a
+:class:`DiskLabelmap` (a ``numpy.memmap`` of a temporary file next to the output, mapped a few
+frames at a time and removed afterwards).
+
+Results equal the Slicer module's: the same prompts in the same order (objects with clicks or
+boxes first, then mask-only ones, as ``SAM2STrackingLogic.collectPrompts`` sends them; per frame
+the mask first, then the box with the clicks, or the clicks), the same passes
+(``sam2s.session.plan_passes``, ``both``: forward from the earliest prompted frame in the range
+to its end, then backward to its start), the same overlap rule in label images (the larger
+object id wins, ``export.labelFrames``), and a ``.seg.nrrd`` with the header Slicer writes
 (``export.exportSegmentation``; overlapping segments in extra layers, first fit in segment order).
 """
 
@@ -21,33 +27,36 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import string
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sam2s.session import TrackedFrame, TrackingPlan, plan_passes
 
-from .outputs import atomicFile, temporaryPath
+from .outputs import atomicFile, temporaryPath, unlinkEvenIfInterrupted
 
 __all__ = [
+    "CocoSink",
+    "ContactSheetSink",
     "DiskLabelmap",
+    "LabelPngSink",
+    "OverlaySink",
+    "SegmentationSink",
+    "Sink",
+    "StatsSink",
     "StreamObject",
     "assignLayers",
     "labelImage",
     "objectsFromPrompts",
     "segmentationHeader",
+    "sendPrompts",
     "streamTracking",
-    "trackPasses",
     "trackToOutputs",
     "writeLabelPng",
     "writeSegmentation",
 ]
-
-MAX_STREAM_OBJECTS = 64
-"""Objects a :class:`DiskLabelmap` holds (one bit each of a uint64 voxel); more use the Slicer path."""
 TERMINOLOGY = (
     "Segmentation category and type - 3D Slicer General Anatomy list~SCT^85756007^Tissue~SCT^85756007^Tissue~^^"
     "~Anatomic codes - DICOM master list~^^~^^"
@@ -142,9 +151,9 @@ def labelImage(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarr
 # The disk-backed labelmap
 # ---------------------------------------------------------------------------------------------
 class DiskLabelmap:
-    """A ``(T, H, W)`` labelmap in a temporary file: bit ``k`` of voxel ``[t, row, column]`` is set when
-    object ``k`` (its index in ``objectIds``) covers it (uint8 / uint16 / uint32 / uint64 voxels for up
-    to 8 / 16 / 32 / 64 objects).
+    """A ``(T, H, W)`` labelmap in a temporary file: bit ``k % 8`` of byte ``k // 8`` of voxel
+    ``[t, row, column]`` is set when object ``k`` (its index in ``objectIds``) covers it, so a
+    voxel takes ``ceil(N / 8)`` bytes for ``N`` objects (any number of the 254 ids).
 
     The file is created next to ``near`` with the temporary name of ``outputs.temporaryPath`` (so
     a run killed before removing it has it removed by the next ``OutputSet.check``), allocated at
@@ -156,34 +165,30 @@ class DiskLabelmap:
     errors.
 
     Raises:
-        ValueError: more than ``MAX_STREAM_OBJECTS`` objects. OSError: the file cannot be created
-            or allocated (read-only folder, disk full).
+        OSError: the file cannot be created or allocated (read-only folder, disk full).
     """
 
     def __init__(self, near: str | os.PathLike, shape: tuple[int, int, int], objectIds: Sequence[int]) -> None:
-        if len(objectIds) > MAX_STREAM_OBJECTS:
-            raise ValueError(f"A DiskLabelmap holds at most {MAX_STREAM_OBJECTS} objects; got {len(objectIds)}.")
         self.shape = tuple(int(v) for v in shape)
         self.objectIds = [int(o) for o in objectIds]
-        self.dtype = np.dtype(
-            next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if np.dtype(d).itemsize * 8 >= len(objectIds))
-        )
-        self.frameBytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
+        self.depth = max(1, -(-len(self.objectIds) // 8))  # bytes per voxel
+        self.frameBytes = self.shape[1] * self.shape[2] * self.depth
         self.path = temporaryPath(near)
         self.extents: dict[int, list[int] | None] = dict.fromkeys(self.objectIds)  # [i0, i1, j0, j1, k0, k1]
         self.overlaps: set[tuple[int, int]] = set()
         size = max(1, self.frameBytes * self.shape[0])
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        try:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, size)
-            else:
-                os.ftruncate(fd, size)
+        try:  # an interrupt (Ctrl+C) at any point, even right after the open, leaves no file
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, size)
+                else:
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
         except BaseException:
-            os.close(fd)
             self.remove()
             raise
-        os.close(fd)
 
     def __enter__(self) -> DiskLabelmap:
         return self
@@ -192,32 +197,33 @@ class DiskLabelmap:
         self.remove()
 
     def remove(self) -> None:
-        """Delete the file (nothing if already gone)."""
+        """Delete the file (nothing if already gone), also when Ctrl+C arrives just then."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            unlinkEvenIfInterrupted(self.path)
 
     def _window(self, begin: int, end: int, mode: str) -> np.memmap:
-        return np.memmap(
-            self.path, dtype=self.dtype, mode=mode, offset=begin * self.frameBytes, shape=(end - begin, *self.shape[1:])
-        )
+        shape = (end - begin, self.shape[1], self.shape[2], self.depth)
+        return np.memmap(self.path, dtype=np.uint8, mode=mode, offset=begin * self.frameBytes, shape=shape)
+
+    def covers(self, bits: np.ndarray, objectId: int) -> np.ndarray:
+        """``bits[..., byte]`` of :meth:`readFrames` -> the bool voxels ``objectId`` covers."""
+        index = self.objectIds.index(objectId)
+        return (bits[..., index // 8] & np.uint8(1 << (index % 8))) != 0
 
     def writeFrame(self, frame: int, masks: dict[int, np.ndarray]) -> None:
         """Store the ``(H, W)`` bool masks ``{objectId: mask}`` of ``frame`` (objects not given: empty)."""
-        bits = np.zeros(self.shape[1:], dtype=self.dtype)
+        bits = np.zeros((*self.shape[1:], self.depth), dtype=np.uint8)
         present = []
         for index, objectId in enumerate(self.objectIds):
             mask = masks.get(objectId)
             if mask is None or not mask.any():
                 continue
-            bits[mask] |= self.dtype.type(1 << index)
+            bits[mask, index // 8] |= np.uint8(1 << (index % 8))
             present.append(objectId)
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             box = [int(cols[0]), int(cols[-1]), int(rows[0]), int(rows[-1]), frame, frame]
             old = self.extents[objectId]
-            self.extents[objectId] = box if old is None else [
-                min(old[0], box[0]), max(old[1], box[1]), min(old[2], box[2]),
-                max(old[3], box[3]), min(old[4], frame), max(old[5], frame),
-            ]  # fmt: skip
+            self.extents[objectId] = box if old is None else [f(a, b) for f, a, b in zip((min, max) * 3, old, box)]
         for i, a in enumerate(present):
             for b in present[i + 1 :]:
                 if (a, b) not in self.overlaps and (masks[a] & masks[b]).any():
@@ -227,7 +233,7 @@ class DiskLabelmap:
         del window  # unmapped: the page cache keeps the data, not this process
 
     def readFrames(self, begin: int, end: int) -> np.ndarray:
-        """``(end - begin, H, W)`` copy of the bit voxels of frames ``begin .. end - 1``."""
+        """``(end - begin, H, W, bytes)`` copy of the bit voxels of frames ``begin .. end - 1``."""
         window = self._window(begin, end, "r")
         try:
             return np.array(window)
@@ -237,7 +243,7 @@ class DiskLabelmap:
     def masks(self, frame: int) -> dict[int, np.ndarray]:
         """``{objectId: (H, W) bool mask}`` of ``frame``."""
         bits = self.readFrames(frame, frame + 1)[0]
-        return {o: (bits & self.dtype.type(1 << i)) != 0 for i, o in enumerate(self.objectIds)}
+        return {o: self.covers(bits, o) for o in self.objectIds}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,10 +272,10 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _segmentId() -> str:
-    """A new segment ID like Slicer's (``S_`` and 16 random letters and digits)."""
-    alphabet = string.ascii_letters + string.digits
-    return "S_" + "".join(secrets.choice(alphabet) for _ in range(16))
+def _segmentId(objectId: int) -> str:
+    """The segment ID of ``objectId`` in a streamed ``.seg.nrrd``: fixed (``Segment_<id>``, as Slicer
+    names a segment it creates), so that the same run writes the same file."""
+    return f"Segment_{int(objectId)}"
 
 
 def segmentationHeader(
@@ -287,7 +293,7 @@ def segmentationHeader(
         objects: the segments in order. layers: ``{objectId: (layer, labelValue)}`` (:func:`assignLayers`).
         extents: ``{objectId: [i0, i1, j0, j1, k0, k1] or None}`` voxel bounding boxes; each segment
             gets its layer's (the union of the layer's segments), as Slicer writes them.
-        segmentIds: ``{objectId: segment ID}`` (default: new random IDs like Slicer's).
+        segmentIds: ``{objectId: segment ID}`` (default: ``Segment_<objectId>``).
 
     Returns:
         UTF-8 bytes; names and tags are written as Slicer does (UTF-8, teem escapes).
@@ -314,7 +320,7 @@ def segmentationHeader(
         fields[prefix + "Color"] = " ".join(f"{float(c):g}" for c in obj.color)
         fields[prefix + "ColorAutoGenerated"] = "0"
         fields[prefix + "Extent"] = " ".join(str(v) for v in (box if box is not None else (0, -1, 0, -1, 0, -1)))
-        fields[prefix + "ID"] = (segmentIds or {}).get(obj.id) or _segmentId()
+        fields[prefix + "ID"] = (segmentIds or {}).get(obj.id) or _segmentId(obj.id)
         fields[prefix + "LabelValue"] = str(value)
         fields[prefix + "Layer"] = str(layer)
         fields[prefix + "Name"] = _escape(obj.name)
@@ -366,8 +372,7 @@ def writeSegmentation(
     layers = assignLayers([o.id for o in objects], labelmap.overlaps)
     count = 1 + max(layer for layer, _ in layers.values())
     header = segmentationHeader(labelmap.shape, objects, layers, labelmap.extents)
-    bitOf = {o: labelmap.dtype.type(1 << i) for i, o in enumerate(labelmap.objectIds)}
-    step = max(1, WRITE_CHUNK_BYTES // max(1, height * width * max(count, labelmap.dtype.itemsize)))
+    step = max(1, WRITE_CHUNK_BYTES // max(1, height * width * max(count, labelmap.depth)))
     path = Path(path)
     with atomicFile(path) as temp:
         with open(temp, "wb") as file:
@@ -375,10 +380,10 @@ def writeSegmentation(
             deflater = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
             for begin in range(0, frames, step):
                 bits = labelmap.readFrames(begin, min(frames, begin + step))
-                out = np.zeros((*bits.shape, count), dtype=np.uint8)  # (t, row, column, layer): NRRD order
+                out = np.zeros((*bits.shape[:3], count), dtype=np.uint8)  # (t, row, column, layer): NRRD order
                 for obj in objects:
                     layer, value = layers[obj.id]
-                    out[..., layer][(bits & bitOf[obj.id]) != 0] = value
+                    out[..., layer][labelmap.covers(bits, obj.id)] = value
                 file.write(deflater.compress(out.tobytes()))
             file.write(deflater.flush())
             file.flush()
@@ -390,18 +395,9 @@ def writeSegmentation(
 # ---------------------------------------------------------------------------------------------
 # Tracking
 # ---------------------------------------------------------------------------------------------
-def _createTracker(engine: str, source, model, memory: str):
-    if engine == "flow":
-        from sam2s.flow import FlowTracker
-
-        return FlowTracker(source)
-    from sam2s import VideoTracker
-
-    return VideoTracker(model, source, memory=memory)
-
-
-def _sendPrompts(tracker, objects: Sequence[StreamObject]) -> None:
-    """Give the engine every prompt, in the Slicer logic's order (see the module docstring)."""
+def sendPrompts(tracker, objects: Sequence[StreamObject]) -> None:
+    """Give ``tracker`` (a ``sam2s.Tracker``) every prompt, in the Slicer logic's order (see the
+    module docstring). Raises ``sam2s.PromptError`` for a prompt the engine refuses."""
     ordered = [o for o in objects if o.hasClicks] + [o for o in objects if not o.hasClicks]
     for obj in ordered:
         for frame, p in obj.prompts.items():
@@ -413,63 +409,38 @@ def _sendPrompts(tracker, objects: Sequence[StreamObject]) -> None:
                 tracker.add_points(frame, obj.id, p["points"], p["labels"])
 
 
-def trackPasses(objects: Sequence[StreamObject], first: int, last: int) -> list[tuple[int, int, bool]]:
-    """``[(start, end, reverse)]``: forward from the earliest prompted frame in ``first .. last`` (else
-    ``first``) to ``last``, then backward from the frame before it to ``first`` (``direction="both"``)."""
-    prompted = sorted({t for o in objects for t in o.prompts if first <= t <= last})
-    start = prompted[0] if prompted else first
-    return [(start, last, False)] + ([(start - 1, first, True)] if start > first else [])
+def streamPlan(objects: Sequence[StreamObject], first: int, last: int) -> TrackingPlan:
+    """The ``sam2s.TrackingPlan`` of ``sam2s track``: every object, ``plan_passes(..., "both")`` over
+    ``first .. last`` from the earliest prompted frame there; tracked results are dropped as the
+    stream goes (``keep_tracked=False``: nothing is tracked again)."""
+    passes = plan_passes([t for o in objects for t in o.prompts], first, last, "both")
+    return TrackingPlan(tuple(passes), tuple(o.id for o in objects), keep_tracked=False)
 
 
 def streamTracking(
-    source,
+    tracker,
     objects: Sequence[StreamObject],
     first: int,
     last: int,
-    engine: str,
-    model=None,
-    memory: str = "sam2",
     progress: Callable[[int, int, int], None] | None = None,
-    confidences: dict[tuple[int, int], tuple[float, float]] | None = None,
-) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
-    """Track ``objects`` through ``source`` (a ``sam2s.frames.FrameSource``) over frames
-    ``first .. last`` and yield ``(frame, {objectId: (H, W) bool mask})`` in tracking order
-    (:func:`trackPasses`). ``progress(done, total, frame)`` after each frame. ``confidences``:
-    a dict that gets ``{(frame, objectId): (predicted_iou, object_score)}`` of each yielded frame
-    where the engine gives them (``sam2s.VideoTracker.confidence``; the flow engine gives none).
+) -> Iterator[TrackedFrame]:
+    """Prompt ``tracker`` (a ``sam2s.Tracker``) with ``objects`` and yield its stream
+    (``Tracker.run(streamPlan(...))``): one ``sam2s.TrackedFrame`` per tracked frame of
+    ``first .. last``, in tracking order. ``progress(done, total, frame)`` after each frame.
 
     Raises:
         sam2s.PromptError: a prompt the engine refuses (e.g. the flow engine with nothing to start from).
     """
-    tracker = _createTracker(engine, source, model, memory)
-    _sendPrompts(tracker, objects)
-    ids = [o.id for o in objects]
-    passes = trackPasses(objects, first, last)
-    total = sum(abs(end - begin) + 1 for begin, end, _ in passes)
-    done = 0
-    forget = getattr(tracker, "forget_tracked", None)
-    for begin, end, reverse in passes:
-        previous = None
-        with contextlib.closing(tracker.propagate(begin, end, reverse, obj_ids=ids)) as frames:
-            for frame, frameIds, logits in frames:
-                masks = {o: logits[i] > 0 for i, o in enumerate(frameIds)}
-                if confidences is not None:
-                    for o in frameIds:
-                        score = tracker.confidence(o, frame)
-                        if score is not None:
-                            confidences[(frame, o)] = score
-                done += 1
-                if progress is not None:
-                    progress(done, total, frame)
-                yield frame, masks
-                # the flow engine keeps every tracked mask: drop those no later frame starts from
-                if forget is not None and previous is not None and previous != passes[0][0]:
-                    forget([previous])
-                previous = frame
+    sendPrompts(tracker, objects)
+    with contextlib.closing(tracker.run(streamPlan(objects, first, last))) as stream:
+        for tracked in stream:
+            if progress is not None:
+                progress(tracked.done, tracked.total, tracked.frame_idx)
+            yield tracked
 
 
 # ---------------------------------------------------------------------------------------------
-# Outputs
+# Sinks
 # ---------------------------------------------------------------------------------------------
 def labelPalette(objects: Sequence[StreamObject]) -> list[int]:
     """The 768-entry PNG palette of the label images: entry ``id`` = the object's colour
@@ -490,169 +461,253 @@ def writeLabelPng(path: str | os.PathLike, labels: np.ndarray, palette: list[int
     image.save(path, format="PNG")
 
 
+@dataclass
+class VideoInfo:
+    """What sinks know of the video: ``frames`` (T), ``height``, ``width`` (pixels), ``fps`` (or
+    None), ``name`` (its stem), and ``source``, the ``sam2s.FrameSource`` (read by the overlay)."""
+
+    frames: int
+    height: int
+    width: int
+    fps: float | None
+    name: str
+    source: object = None
+
+
+class Sink:
+    """One output of the stream. ``key`` names it in ``trackToOutputs``'s result, ``path`` is where
+    it goes. ``open`` runs before the first frame (inside an ``ExitStack`` that closes whatever it
+    holds, also on errors), ``add`` gets every frame's masks, ``finish`` writes the output
+    completely (atomically) after the last frame. Each raises ``OSError`` when writing fails."""
+
+    key = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self, stack: contextlib.ExitStack, video: VideoInfo, objects: Sequence[StreamObject]) -> None:
+        """Prepare (allocate, create a staging folder); the default does nothing."""
+
+    def add(self, frame: int, masks: dict[int, np.ndarray], tracked: TrackedFrame | None) -> None:
+        """The ``(H, W)`` bool masks ``{objectId: mask}`` of ``frame`` (``tracked``: the stream's
+        frame, None for a mask prompt outside the tracked range)."""
+
+    def finish(self, missing: Sequence[int]) -> None:
+        """Write the output; ``missing``: frames never added (empty)."""
+
+
+class LabelPngSink(Sink):
+    """Label PNGs ``{frame:05d}.png`` (``export.labelPngPattern``) of every frame, written into the
+    staging folder of ``outputs.OutputSet.writeFolder`` as frames come and committed at the end."""
+
+    key = "png_dir"
+
+    def __init__(self, path: Path, outputs) -> None:
+        super().__init__(path)
+        self.outputs = outputs
+
+    def open(self, stack, video, objects) -> None:
+        self.palette, self.shape = labelPalette(objects), (video.height, video.width)
+        self._commit = contextlib.ExitStack()  # closed by finish: the commit
+        self.staging = self._commit.enter_context(self.outputs.writeFolder(self.path))
+        stack.push(self._commit.__exit__)  # on errors the folder keeps its old content
+
+    def add(self, frame, masks, tracked) -> None:
+        writeLabelPng(self.staging / f"{frame:05d}.png", labelImage(masks, self.shape), self.palette)
+
+    def finish(self, missing) -> None:
+        empty = np.zeros(self.shape, dtype=np.uint8)
+        for frame in missing:
+            writeLabelPng(self.staging / f"{int(frame):05d}.png", empty, self.palette)
+        self._commit.close()
+
+
+class CocoSink(Sink):
+    """A COCO instance ``.json`` (``coco.CocoWriter``: each frame's masks are encoded to RLE as they
+    come, so no ``T x H x W`` array is held)."""
+
+    key = "coco"
+
+    def open(self, stack, video, objects) -> None:
+        from .coco import CocoWriter
+
+        self.writer = CocoWriter(
+            [(o.id, o.name) for o in objects], video.name, video.frames, video.height, video.width, video.fps
+        )
+
+    def add(self, frame, masks, tracked) -> None:
+        self.writer.addFrame(frame, masks)
+
+    def finish(self, missing) -> None:
+        self.writer.write(self.path)
+
+
+class StatsSink(Sink):
+    """The statistics folder (``stats.STATS_FILES``) of the label images, as the PNGs, with the
+    model's confidences; only a few numbers per frame and object are kept while tracking."""
+
+    key = "stats"
+
+    def __init__(self, path: Path, outputs) -> None:
+        super().__init__(path)
+        self.outputs = outputs
+
+    def open(self, stack, video, objects) -> None:
+        from .stats import MaskletStatistics
+
+        self.statistics = MaskletStatistics({o.id: o.name for o in objects}, video.frames)
+        self.shape, self.colors = (video.height, video.width), {o.id: o.color for o in objects}
+
+    def add(self, frame, masks, tracked) -> None:
+        self.statistics.addLabels(frame, labelImage(masks, self.shape))
+        if tracked is not None:
+            for objectId, value in zip(tracked.obj_ids, tracked.confidences):
+                if value is not None:
+                    self.statistics.setConfidence(frame, objectId, value)
+
+    def finish(self, missing) -> None:
+        from .stats import writeStatisticsFolder
+
+        with self.outputs.writeFolder(self.path) as staging:  # the four files appear together
+            writeStatisticsFolder(self.statistics, staging, self.colors)
+
+
+class SegmentationSink(Sink):
+    """A Slicer ``.seg.nrrd`` (:func:`writeSegmentation`) of a :class:`DiskLabelmap` next to it."""
+
+    key = "segmentation"
+
+    def open(self, stack, video, objects) -> None:
+        self.objects = objects
+        self.labelmap = stack.enter_context(
+            DiskLabelmap(self.path, (video.frames, video.height, video.width), [o.id for o in objects])
+        )
+
+    def add(self, frame, masks, tracked) -> None:
+        self.labelmap.writeFrame(frame, masks)
+
+    def finish(self, missing) -> None:
+        writeSegmentation(self.path, self.labelmap, self.objects)
+
+
+class OverlaySink(SegmentationSink):
+    """The overlay video (``visualize.overlay`` of each frame and its label image, H.264), written
+    after the last frame from its own :class:`DiskLabelmap` (frames come in tracking order) and
+    the frames read again from the same ``sam2s.FrameSource``."""
+
+    key = "overlay"
+
+    def open(self, stack, video, objects) -> None:
+        super().open(stack, video, objects)
+        self.video, self.colors = video, {o.id: o.color for o in objects}
+
+    def finish(self, missing) -> None:
+        from .visualize import overlay as blend
+        from .visualize import write_video
+
+        video, shape = self.video, (self.video.height, self.video.width)
+        frames = (
+            blend(video.source.get(t), labelImage(self.labelmap.masks(t), shape), self.colors)
+            for t in range(video.frames)
+        )
+        with atomicFile(self.path) as temp:
+            write_video(temp, frames, video.fps or 10)
+
+
+class ContactSheetSink(Sink):
+    """A PNG of ``count`` frames spread over the video, each with its objects blended in
+    (``visualize.contact_sheet``); it keeps only those frames' label images and reads their
+    pixels from the same ``sam2s.FrameSource`` at the end."""
+
+    key = "contact_sheet"
+
+    def __init__(self, path: Path, count: int = 12) -> None:
+        super().__init__(path)
+        self.count = count
+
+    def open(self, stack, video, objects) -> None:
+        self.video, self.colors = video, {o.id: o.color for o in objects}
+        picks = np.linspace(0, video.frames - 1, min(self.count, video.frames)).round().astype(int)
+        self.labels = {int(t): np.zeros((video.height, video.width), dtype=np.uint8) for t in picks}
+
+    def add(self, frame, masks, tracked) -> None:
+        if frame in self.labels:
+            self.labels[frame] = labelImage(masks, self.labels[frame].shape)
+
+    def finish(self, missing) -> None:
+        from .visualize import contact_sheet
+        from .visualize import overlay as blend
+
+        images = [blend(self.video.source.get(t), labels, self.colors) for t, labels in self.labels.items()]
+        with atomicFile(self.path) as temp:
+            contact_sheet(images, [f"frame {t}" for t in self.labels]).save(temp, format="PNG")
+
+
 def trackToOutputs(
-    source,
+    tracker,
+    video: VideoInfo,
     objects: Sequence[StreamObject],
     first: int,
     last: int,
-    engine: str,
-    outputs,
-    segPath: Path | None = None,
-    pngPath: Path | None = None,
-    overlayPath: Path | None = None,
-    model=None,
-    memory: str = "sam2",
+    sinks: Sequence[Sink],
     progress: Callable[[int, int, int], None] | None = None,
-    statsPath: Path | None = None,
-    cocoPath: Path | None = None,
-    videoName: str = "video",
 ) -> tuple[dict[str, str], list[dict]]:
-    """Track and write the outputs of ``sam2s track`` frame by frame (see the module docstring).
+    """Track ``objects`` with ``tracker`` over frames ``first .. last`` and feed every frame to ``sinks``.
+
+    Mask prompts outside the range are added first (they stay, as in Slicer), then the stream
+    (:func:`streamTracking`); frames never added are empty. Then each sink writes its output, in
+    the order given (an earlier output stays written when a later one fails).
 
     Args:
-        source: ``sam2s.frames.FrameSource`` of the video (``T`` frames of ``H x W``).
-        objects: :func:`objectsFromPrompts`. first, last: inclusive frame range to track.
-        engine: ``"sam2"`` (needs ``model``) or ``"flow"``. outputs: the checked
-            ``outputs.OutputSet`` that declared the paths. segPath / pngPath / overlayPath: the
-            ``.seg.nrrd``, the label PNG folder (``{frame:05d}.png`` for every frame of the video)
-            and the overlay video, or None.
-        progress: ``(done, total, frame)`` after each tracked frame.
-        statsPath: a folder (declared in ``outputs``) for the files of ``stats.MaskletStatistics``
-            (``stats.STATS_FILES``, computed from the label images, as the PNGs), or None; only a few
-            numbers per frame and object are kept while tracking; ``"stats"`` in ``written``.
-        cocoPath: a COCO instance ``.json`` (``coco.CocoWriter``: each frame's masks are encoded to
-            RLE as they come, so no ``T x H x W`` array is held), or None. videoName: its video's name.
+        tracker: a ``sam2s.Tracker``. video: the video's :class:`VideoInfo`. objects:
+            :func:`objectsFromPrompts`. progress: ``(done, total, frame)`` after each tracked frame.
 
     Returns:
-        ``(written, summary)``: ``{"segmentation" | "png_dir" | "overlay" | "coco": path}`` and one row per
-        object ``{"id", "name", "frames_present", "frames", "mean_area_px"}``.
+        ``(written, summary)``: ``{sink.key: path}`` and one row per object ``{"id", "name",
+        "frames_present", "frames", "mean_area_px"}``.
 
     Raises:
-        outputs.OutputWriteError: an output (or the temporary labelmap) could not be written;
-            ``.written`` lists the outputs written completely. sam2s.PromptError: a prompt the
-            engine refuses. Frames outside ``first .. last`` are empty but for mask prompts there.
+        outputs.OutputWriteError: an output (or a temporary labelmap) could not be written;
+            ``.written`` lists the outputs written completely; the others keep their old content.
+        sam2s.PromptError: a prompt the engine refuses.
     """
     from .outputs import OutputWriteError
-    from .visualize import overlay as blend
-    from .visualize import write_video
 
-    frames, height, width = len(source), source.height, source.width
     written: dict[str, str] = {}
-    statistics = confidences = None
-    if statsPath is not None:
-        from .stats import MaskletStatistics
+    areas = {o.id: np.zeros(video.frames, dtype=np.int64) for o in objects}
+    seen = np.zeros(video.frames, dtype=bool)
+    current: Sink | None = None
 
-        statistics = MaskletStatistics({o.id: o.name for o in objects}, frames)
-        confidences = {}
-    areas = {o.id: np.zeros(frames, dtype=np.int64) for o in objects}
-    palette = labelPalette(objects)
-    colors = {o.id: o.color for o in objects}
-    outside: dict[int, dict[int, np.ndarray]] = {}  # mask prompts outside the range stay, as in Slicer
-    for obj in objects:
-        for t in obj.maskFrames:
-            if not first <= t <= last:
-                outside.setdefault(t, {})[obj.id] = obj.prompts[t]["mask"]
+    def feed(frame: int, masks: dict[int, np.ndarray], tracked: TrackedFrame | None) -> None:
+        nonlocal current
+        seen[frame] = True
+        for objectId, mask in masks.items():
+            areas[objectId][frame] = int(np.count_nonzero(mask))
+        for sink in sinks:
+            current = sink
+            sink.add(frame, masks, tracked)
 
-    def failed(path: Path, error: OSError) -> OutputWriteError:
-        return OutputWriteError(path, error, [Path(p) for p in written.values()])
-
-    cocoWriter = None
-    if cocoPath is not None:
-        from .coco import CocoWriter
-
-        cocoWriter = CocoWriter([(o.id, o.name) for o in objects], videoName, frames, height, width, source.fps)
-    needMap = segPath is not None or overlayPath is not None
-    with contextlib.ExitStack() as stack:
-        labelmap = None
-        if needMap:
-            near = segPath if segPath is not None else overlayPath
-            try:
-                labelmap = stack.enter_context(DiskLabelmap(near, (frames, height, width), [o.id for o in objects]))
-            except OSError as error:
-                raise failed(near, error) from error
-        seen = np.zeros(frames, dtype=bool)
-
-        def store(frame: int, masks: dict[int, np.ndarray], staging: Path | None) -> None:
-            seen[frame] = True
-            for objectId, mask in masks.items():
-                areas[objectId][frame] = int(np.count_nonzero(mask))
-            if statistics is not None:
-                statistics.addLabels(frame, labelImage(masks, (height, width)))
-            if cocoWriter is not None:
-                cocoWriter.addFrame(frame, masks)
-            if labelmap is not None:
-                try:
-                    labelmap.writeFrame(frame, masks)
-                except OSError as error:
-                    raise failed(near, error) from error
-            if staging is not None:
-                try:
-                    writeLabelPng(staging / f"{frame:05d}.png", labelImage(masks, (height, width)), palette)
-                except OSError as error:
-                    raise failed(pngPath, error) from error
-
-        def trackAll(staging: Path | None) -> None:
+    try:
+        with contextlib.ExitStack() as stack:
+            for sink in sinks:
+                current = sink
+                sink.open(stack, video, objects)
+            outside: dict[int, dict[int, np.ndarray]] = {}
+            for obj in objects:
+                for t in obj.maskFrames:
+                    if not first <= t <= last:
+                        outside.setdefault(t, {})[obj.id] = obj.prompts[t]["mask"]
             for frame, masks in sorted(outside.items()):
-                store(frame, masks, staging)
-            stream = streamTracking(source, objects, first, last, engine, model, memory, progress, confidences)
-            for frame, masks in stream:
-                store(frame, masks, staging)
-            if staging is not None:
-                empty = np.zeros((height, width), dtype=np.uint8)
-                try:
-                    for frame in np.flatnonzero(~seen):
-                        writeLabelPng(staging / f"{int(frame):05d}.png", empty, palette)
-                except OSError as error:
-                    raise failed(pngPath, error) from error
-
-        if pngPath is None:
-            trackAll(None)
-        else:
-            try:
-                with outputs.writeFolder(pngPath) as staging:  # committed at the end, or left as it was
-                    trackAll(staging)
-            except OutputWriteError:
-                raise
-            except OSError as error:
-                raise failed(pngPath, error) from error
-            written["png_dir"] = str(pngPath)
-        if segPath is not None:
-            try:
-                writeSegmentation(segPath, labelmap, objects)
-            except OSError as error:
-                raise failed(segPath, error) from error
-            written["segmentation"] = str(segPath)
-        if overlayPath is not None:
-            try:
-                with atomicFile(overlayPath) as temp:
-                    write_video(
-                        temp,
-                        (
-                            blend(source.get(t), labelImage(labelmap.masks(t), (height, width)), colors)
-                            for t in range(frames)
-                        ),
-                        source.fps or 10,
-                    )
-            except OSError as error:
-                raise failed(overlayPath, error) from error
-            written["overlay"] = str(overlayPath)
-        if statsPath is not None:
-            from .stats import writeStatisticsFolder
-
-            for (frame, objectId), score in confidences.items():
-                statistics.setConfidence(frame, objectId, score)
-            try:
-                with outputs.writeFolder(statsPath) as staging:  # the four files appear together
-                    writeStatisticsFolder(statistics, staging, colors)
-            except OSError as error:
-                raise failed(statsPath, error) from error
-            written["stats"] = str(statsPath)
-        if cocoWriter is not None:
-            try:
-                cocoWriter.write(cocoPath)
-            except OSError as error:
-                raise failed(cocoPath, error) from error
-            written["coco"] = str(cocoPath)
+                feed(frame, masks, None)
+            for tracked in streamTracking(tracker, objects, first, last, progress):
+                feed(tracked.frame_idx, tracked.masks(), tracked)
+            missing = [int(t) for t in np.flatnonzero(~seen)]
+            for sink in sinks:
+                current = sink
+                sink.finish(missing)
+                written[sink.key] = str(sink.path)
+    except OSError as error:
+        raise OutputWriteError(current.path, error, [Path(p) for p in written.values()]) from error
     summary = []
     for obj in objects:
         area = areas[obj.id]
@@ -662,7 +717,7 @@ def trackToOutputs(
                 "id": obj.id,
                 "name": obj.name,
                 "frames_present": int(present.sum()),
-                "frames": frames,
+                "frames": video.frames,
                 "mean_area_px": float(area[present].mean()) if present.any() else 0.0,
             }
         )

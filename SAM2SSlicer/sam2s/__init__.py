@@ -7,14 +7,20 @@ no torchvision / hydra / iopath. Typical use::
     model = sam2s.build_model("sam2.1_hiera_t", checkpoint="sam2.1_hiera_tiny.pt")
     tracker = sam2s.VideoTracker(model, "video.mp4")
     tracker.add_points(0, obj_id=1, points=[[451, 137]], labels=[1])
-    for frame_idx, obj_ids, logits in tracker.propagate():
-        masks = logits > 0  # (n_objects, H, W)
+    plan = sam2s.TrackingPlan(tuple(sam2s.plan_passes([0], 0, tracker.num_frames - 1)))
+    for tracked in tracker.run(plan):  # the one stream: a TrackedFrame per frame
+        masks = tracked.masks()  # {obj_id: (H, W) bool}
+
+``tracker.propagate(start, end, reverse)`` is one pass of it (``(frame_idx, obj_ids, logits)``);
+``sam2s.ModelSpec`` describes a model and builds it and its tracker in one place.
 
 Importing the package is cheap: the public names below (and the submodules, e.g.
 ``sam2s.checkpoints``) are imported on first use (PEP 562), so ``import sam2s.session`` or
 ``sam2s.MIN_OBJECT_ID`` do not import torch, while ``sam2s.VideoTracker`` does.
 
-Modules: ``session`` (the ``Tracker`` contract, prompt records, errors; numpy only), ``tracker``
+Modules: ``session`` (the ``Tracker`` contract and its one stream, ``run(TrackingPlan)``,
+``plan_passes``; prompt records, errors; numpy only), ``spec`` / ``modelspec`` (the model
+settings' rules and ``ModelSpec``; no torch), ``tracker``
 (``VideoTracker``), ``flow`` (``FlowTracker``, no weights, no torch), ``memory`` / ``divemem``
 (memory policies), ``frames`` (frame sources), ``checkpoints`` (registry, download, safe
 loading), ``build`` / ``config`` (models), ``modeling`` (the network), ``serving`` (tracking over
@@ -43,9 +49,12 @@ _EXPORTS = {
     "MIN_OBJECT_ID": "session",
     "MaskPrompt": "session",
     "ModelConfig": "config",
+    "ModelSpec": "modelspec",
     "PromptError": "session",
+    "TrackedFrame": "session",
     "Tracker": "session",
     "TrackerBusyError": "session",
+    "TrackingPlan": "session",
     "VideoTracker": "tracker",
     "build_model": "build",
     "cache_dir": "checkpoints",
@@ -56,6 +65,7 @@ _EXPORTS = {
     "load_checkpoint": "build",
     "load_state_dict": "checkpoints",
     "open_frames": "frames",
+    "plan_passes": "session",
     "resolve_checkpoint": "checkpoints",
     "resolve_device": "build",
 }
@@ -70,6 +80,7 @@ _SUBMODULES = (
     "frames",
     "memory",
     "modeling",
+    "modelspec",
     "serving",
     "session",
     "tracker",
@@ -90,9 +101,12 @@ __all__ = [
     "MIN_OBJECT_ID",
     "MaskPrompt",
     "ModelConfig",
+    "ModelSpec",
     "PromptError",
+    "TrackedFrame",
     "Tracker",
     "TrackerBusyError",
+    "TrackingPlan",
     "VideoTracker",
     "build_model",
     "cache_dir",
@@ -103,6 +117,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict",
     "open_frames",
+    "plan_passes",
     "resolve_checkpoint",
     "resolve_device",
 ]
@@ -142,5 +157,17 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .config import CONFIGS, ModelConfig, get_config
     from .flow import FlowTracker
     from .frames import FrameSource, FrameSourceError, open_frames
-    from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
+    from .modelspec import ModelSpec
+    from .session import (
+        MAX_OBJECT_ID,
+        MIN_OBJECT_ID,
+        ClickPrompt,
+        MaskPrompt,
+        PromptError,
+        TrackedFrame,
+        Tracker,
+        TrackerBusyError,
+        TrackingPlan,
+        plan_passes,
+    )
     from .tracker import VideoTracker

@@ -315,11 +315,6 @@ class FlowTracker(Tracker):
         with self._propagation():
             yield from self._propagate(order, reverse, ids)
 
-    def confidence(self, obj_id: int, frame_idx: int) -> None:
-        """Always None: the flow engine has no predicted IoU nor object score (the counterpart of
-        ``VideoTracker.confidence``, so callers need not tell the engines apart)."""
-        return None
-
     def forget_tracked(self, frames: Iterable[int]) -> None:
         """Drop the tracked masks (not the prompts) of every object on ``frames``, to bound memory
         while streaming a long video (each kept mask costs ``H * W / 8`` bytes a frame).

@@ -20,13 +20,19 @@ far. Its common contract, stated once here and followed by both:
 
 Prompts are stored per object and frame as ``ClickPrompt`` (clicks and an optional box) or
 ``MaskPrompt`` records.
+
+The one stream: every front end (the Slicer logic's job, the tracking server's job, ``sam2s
+track`` and its sinks) tracks through ``Tracker.run(plan)``, which yields one ``TrackedFrame`` per
+frame for the passes of a ``TrackingPlan``; ``plan_passes`` decides the passes for all of them.
+``Tracker.run`` is the only loop around ``propagate``.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,15 +46,24 @@ __all__ = [
     "MIN_OBJECT_ID",
     "ClickPrompt",
     "MaskPrompt",
+    "DIRECTIONS",
     "PromptError",
+    "TrackedFrame",
     "Tracker",
     "TrackerBusyError",
+    "TrackingPlan",
+    "plan_passes",
 ]
 
 MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 254
 """Object ids are integers 1..254 everywhere (engine, prompts files, Slicer segments, label PNGs,
 overlays, ``eval``): 0 is the background and 255 the void label of DAVIS label images
 (Pont-Tuset et al. 2017, ``davis2017-evaluation``), so every id fits an 8-bit label PNG."""
+
+
+DIRECTIONS = ("forward", "backward", "both")
+"""Directions of ``plan_passes``: from the start frame to the range's end, to its start, or both
+(forward first, then backward from the frame before the start)."""
 
 
 class PromptError(ValueError):
@@ -164,6 +179,101 @@ class MaskPrompt:
         return np.array_equal(self.mask, other.mask)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+Pass = tuple[int, int, bool]
+"""One ``propagate`` call: ``(start, end, reverse)``, frame indices, both included."""
+
+
+def plan_passes(
+    prompted_frames: Iterable[int], first: int, last: int, direction: str = "both", start: int | None = None
+) -> list[Pass]:
+    """The passes that track frames ``first .. last`` (inclusive frame indices) in ``direction``.
+
+    ``start`` (default: the earliest prompted frame in the range, or the latest one for
+    ``backward``; the range's end when none lies in it) is where tracking starts:
+    ``forward`` is ``[(start, last, False)]``, ``backward`` ``[(start, first, True)]`` and
+    ``both`` ``[(start, last, False), (start - 1, first, True)]`` (the second only when
+    ``start > first``), as Meta's ``SAM2VideoPredictor.propagate_in_video`` is run forward then
+    in reverse from the first conditioning frame.
+
+    Args:
+        prompted_frames: frame indices with a prompt of a tracked object (any order; frames
+            outside the range are ignored).
+
+    Raises:
+        ValueError: ``direction`` not in ``DIRECTIONS``; ``first > last``; ``start`` outside the range.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}.")
+    if first > last:
+        raise ValueError(f"The frame range {first}..{last} is empty: the first frame lies after the last.")
+    inside = sorted({int(t) for t in prompted_frames if first <= t <= last})
+    if start is None:
+        start = (inside[-1] if inside else last) if direction == "backward" else (inside[0] if inside else first)
+    if not first <= start <= last:
+        raise ValueError(f"Start frame {start} is outside the frame range {first}..{last}.")
+    if direction == "forward":
+        return [(start, last, False)]
+    if direction == "backward":
+        return [(start, first, True)]
+    return [(start, last, False)] + ([(start - 1, first, True)] if start > first else [])
+
+
+@dataclass(frozen=True)
+class TrackingPlan:
+    """What ``Tracker.run`` tracks.
+
+    Attributes:
+        passes: ``(start, end, reverse)`` propagations in order (``plan_passes``), inclusive frame
+            indices; ``None`` as start or end takes ``propagate``'s default.
+        obj_ids: the objects to track (None: all); the others keep their state.
+        keep_tracked: False lets a tracker drop results it no longer needs as it goes (the flow
+            engine's tracked masks: bounded memory while streaming a long video); later
+            propagations that start from a dropped frame then have nothing to start from.
+    """
+
+    passes: tuple[Pass, ...]
+    obj_ids: tuple[int, ...] | None = None
+    keep_tracked: bool = True
+
+    def __post_init__(self) -> None:
+        passes = tuple((s if s is None else int(s), e if e is None else int(e), bool(r)) for s, e, r in self.passes)
+        object.__setattr__(self, "passes", passes)
+        if self.obj_ids is not None:
+            object.__setattr__(self, "obj_ids", tuple(int(k) for k in self.obj_ids))
+
+    @property
+    def total(self) -> int:
+        """Frames the passes yield when every start and end is given (else 0 is not knowable: -1)."""
+        if any(s is None or e is None for s, e, _ in self.passes):
+            return -1
+        return sum(abs(e - s) + 1 for s, e, _ in self.passes)
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """One frame of ``Tracker.run``'s stream.
+
+    Attributes:
+        frame_idx: the frame index. obj_ids: the tracked object ids, in session order.
+        logits: ``(len(obj_ids), H, W)`` float32 mask logits (> 0 inside the object), or bool
+            masks from a tracker that sends only masks (a tracking server's session); ``> 0``
+            works on both.
+        confidences: per object, ``(predicted_iou, object_score)`` (``Tracker.confidence``) or None.
+        done, total: frames yielded so far (this one included) and in all (-1: unknown).
+    """
+
+    frame_idx: int
+    obj_ids: list[int]
+    logits: np.ndarray
+    confidences: list[tuple[float, float] | None]
+    done: int
+    total: int
+
+    def masks(self) -> dict[int, np.ndarray]:
+        """``{obj_id: (H, W) bool mask}`` of this frame."""
+        return {k: self.logits[i] > 0 for i, k in enumerate(self.obj_ids)}
 
 
 class Tracker(ABC):
@@ -303,6 +413,52 @@ class Tracker(ABC):
         """
         self._check_idle("reset")
         self.objects.clear()
+
+    def confidence(self, obj_id: int, frame_idx: int) -> tuple[float, float] | None:
+        """The model's ``(predicted_iou, object_score)`` for ``obj_id`` on ``frame_idx``, or None
+        (this base: always None; ``VideoTracker.confidence`` gives them)."""
+        return None
+
+    def forget_tracked(self, frames: Iterable[int]) -> None:
+        """Drop kept results of ``frames`` that ``run`` no longer needs (``TrackingPlan.keep_tracked``
+        False); this base keeps nothing per frame, so it does nothing (``FlowTracker`` drops masks)."""
+        return None
+
+    def close(self) -> None:
+        """Release what the session holds outside this process (a server's session); this base
+        holds nothing there. Safe to call twice."""
+        return None
+
+    def run(self, plan: TrackingPlan, cancel: threading.Event | None = None) -> Iterator[TrackedFrame]:
+        """Track ``plan``'s passes in order and yield one ``TrackedFrame`` per frame: the one stream
+        every front end consumes (the only loop around ``propagate``).
+
+        Each pass is one ``propagate(start, end, reverse, plan.obj_ids)``, closed when the pass
+        ends, when ``cancel`` is set (checked after each frame: the frame computed is still
+        yielded) and on errors, so the session accepts changes again at once. With
+        ``plan.keep_tracked`` False, results of frames no later pass starts from are dropped as
+        the stream goes (``forget_tracked``).
+
+        Raises:
+            What ``propagate`` raises (by the first ``next()``), e.g. ``PromptError`` for a pass
+            with nothing to start from, ``TrackerBusyError`` while another loop runs.
+        """
+        total, done = plan.total, 0
+        starts = {s for s, _, _ in plan.passes} | {s + (1 if r else -1) for s, _, r in plan.passes if s is not None}
+        for start, end, reverse in plan.passes:
+            if cancel is not None and cancel.is_set():
+                return
+            previous = None
+            with closing(self.propagate(start, end, reverse, obj_ids=plan.obj_ids)) as frames:
+                for frame_idx, ids, logits in frames:
+                    done += 1
+                    scores = [self.confidence(k, frame_idx) for k in ids]
+                    yield TrackedFrame(int(frame_idx), list(ids), logits, scores, done, total)
+                    if not plan.keep_tracked and previous is not None and previous not in starts:
+                        self.forget_tracked([previous])
+                    previous = frame_idx
+                    if cancel is not None and cancel.is_set():
+                        return
 
     # ------------------------------------------------------------------ busy flag
     def _check_idle(self, action: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, random_model
 from PIL import Image
+from sam2s.modelspec import ModelSpec
 from SAM2SSlicerLib import cli, track
 
 slicerio = pytest.importorskip("slicerio")
@@ -80,12 +81,16 @@ def test_track_with_a_checkpoint_file(run, shared_data, tmp_path):
 
 def test_engine_choice(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM2S_CACHE_DIR", str(tmp_path / "empty-cache"))
-    assert track.choose_engine(None, "sam2.1_hiera_t", None) == ("flow", None)
-    assert track.choose_engine("flow", "sam2.1_hiera_t", None) == ("flow", None)
+    sam2, flow = ModelSpec(), ModelSpec(engine="flow")
+    assert track.choose_engine(sam2, auto=True) == flow
+    assert track.choose_engine(flow, auto=False) == flow
     with pytest.raises(track.CliError, match="sam2s download sam2.1_hiera_t"):
-        track.choose_engine("sam2", "sam2.1_hiera_t", None)
+        track.choose_engine(sam2, auto=False)
     with pytest.raises(track.CliError, match="no such file"):
-        track.choose_engine(None, "sam2.1_hiera_t", str(tmp_path / "missing.pt"))
+        track.choose_engine(sam2.replace(checkpoint=str(tmp_path / "missing.pt")), auto=True)
+    checkpoint = tmp_path / "mine.pt"
+    checkpoint.write_bytes(b"weights")
+    assert track.choose_engine(sam2.replace(checkpoint=str(checkpoint)), auto=True).checkpoint == str(checkpoint)
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,15 @@ if not hasattr(slicer, "vtkMRMLScene"):
 from conftest import ROOT  # noqa: E402
 from faultkit import run_without  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
+from sam2s.modelspec import ModelSpec  # noqa: E402
 from SAM2SSlicerLib import headless  # noqa: E402
 from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController  # noqa: E402
 from SAM2SSlicerLib.promptsfile import ObjectPrompts, Prompt, dump_prompts  # noqa: E402
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
-from SAM2SSlicerLib.track import CliError, run_tracking  # noqa: E402
+from SAM2SSlicerLib.track import CliError, TrackRequest, run_tracking  # noqa: E402
+from slicertrack import track_in_slicer  # noqa: E402
+
+FLOW = ModelSpec(engine="flow", device="cpu")
 
 REAL = ROOT.parent / "shared" / "data" / "endoscapes_v4"
 
@@ -66,15 +70,13 @@ def _comparable(doc: dict) -> dict:
 @pytest.mark.slow  # the whole real clip (~4 s): make test, not make test-fast
 @pytest.mark.skipif(not (REAL / "frames").is_dir(), reason="the real clip (../shared/data/endoscapes_v4) is absent")
 def test_real_clip_coco_equals_label_pngs(tmp_path):
-    """The real clip, streamed (the two paths' equality is checked on the overlapping clip below)."""
-    for streaming in (True,):
-        out = tmp_path / f"streaming_{streaming}"
-        out.mkdir()
+    """The real clip (the Slicer module's export equals ``sam2s track``'s on the overlapping clip below)."""
+    for out in (tmp_path,):
         result = run_tracking(
-            REAL / "frames", REAL / "prompts.json", None, png_dir=out / "labels", engine="flow",
-            end=2, progress=False, streaming=streaming, coco=out / "masklets.json",
+            TrackRequest(REAL / "frames", REAL / "prompts.json", png_dir=out / "labels", model=FLOW, end=2,
+                         progress=False, coco=out / "masklets.json")
         )  # fmt: skip
-        assert result["streaming"] is streaming and result["outputs"]["coco"] == str(out / "masklets.json")
+        assert result["outputs"]["coco"] == str(out / "masklets.json")
         coco, doc = _read(out / "masklets.json")
         _check_against_pngs(coco, doc, out / "labels")
         assert doc["licenses"] == [] and doc["videos"][0]["name"] == "frames"
@@ -104,23 +106,27 @@ def overlapping(tmp_path_factory):
     return folder, first, second
 
 
-def test_overlapping_objects_keep_their_own_masks_on_both_paths(overlapping, tmp_path):
+def test_overlapping_objects_keep_their_own_masks_in_both_front_ends(overlapping, tmp_path):
+    """``sam2s track --coco`` and the Slicer module's Export > COCO give the same document."""
     folder, first, second = overlapping
     docs = {}
-    for streaming in (True, False):
-        out = tmp_path / str(streaming)
-        out.mkdir()
-        run_tracking(
-            folder / "frames", folder / "prompts.json", None, png_dir=out / "labels", engine="flow",
-            progress=False, streaming=streaming, coco=out / "c.json",
-        )  # fmt: skip
+    out = tmp_path / "track"
+    out.mkdir()
+    run_tracking(
+        TrackRequest(folder / "frames", folder / "prompts.json", png_dir=out / "png", model=FLOW, progress=False,
+                     coco=out / "c.json")
+    )  # fmt: skip
+    track_in_slicer(folder / "frames", folder / "prompts.json", tmp_path / "slicer", seg=False, coco=True).close()
+    for name in ("track", "slicer"):
+        out = tmp_path / name
         coco, doc = _read(out / "c.json")
-        _check_against_pngs(coco, doc, out / "labels")
+        _check_against_pngs(coco, doc, out / "png")
         prompted = {a["track_id"]: coco.annToMask(a) for a in coco.loadAnns(coco.getAnnIds(imgIds=[1]))}
         assert np.array_equal(prompted[1], first) and np.array_equal(prompted[2], second)  # own masks
         assert (prompted[1] & prompted[2]).any()  # the overlap is in both annotations
-        docs[streaming] = _comparable(doc)
-    assert docs[True] == docs[False]
+        docs[name] = _comparable(doc)
+    docs["slicer"]["videos"][0]["name"] = docs["track"]["videos"][0]["name"]  # the module names it after the node
+    assert docs["track"] == docs["slicer"]
 
 
 def test_coco_output_checks_before_work(overlapping, tmp_path):
@@ -128,12 +134,14 @@ def test_coco_output_checks_before_work(overlapping, tmp_path):
     existing = tmp_path / "mine.json"
     existing.write_text("user data")
     with pytest.raises(CliError, match="exists"):
-        run_tracking(folder / "frames", folder / "prompts.json", None, engine="flow", progress=False, coco=existing)
+        run_tracking(
+            TrackRequest(folder / "frames", folder / "prompts.json", model=FLOW, progress=False, coco=existing)
+        )
     assert existing.read_text() == "user data"
     with pytest.raises(CliError, match="--coco"):
-        run_tracking(folder / "frames", folder / "prompts.json", None, engine="flow", coco=tmp_path / "x.txt")
+        run_tracking(TrackRequest(folder / "frames", folder / "prompts.json", model=FLOW, coco=tmp_path / "x.txt"))
     with pytest.raises(CliError, match="--coco OUT.json"):
-        run_tracking(folder / "frames", folder / "prompts.json", None, engine="flow")
+        run_tracking(TrackRequest(folder / "frames", folder / "prompts.json", model=FLOW))
 
 
 def test_module_export_through_the_controller(overlapping, tmp_path):

@@ -122,12 +122,12 @@ def test_cli_precision_option():
 def test_server_model_spec_precision():
     pytest.importorskip("fastapi")
     from pydantic import ValidationError
-    from sam2s.serving.server import ModelSpec
+    from sam2s.serving.server import ModelRequest
 
-    assert ModelSpec(config="sam2.1_hiera_t").precision is None  # protocol-1 clients: the old behaviour
-    assert ModelSpec(config="sam2.1_hiera_t", precision="bf16").precision == "bf16"
+    assert ModelRequest(config="sam2.1_hiera_t").precision is None  # protocol-1 clients: the old behaviour
+    assert ModelRequest(config="sam2.1_hiera_t", precision="bf16").precision == "bf16"
     with pytest.raises(ValidationError):
-        ModelSpec(config="sam2.1_hiera_t", precision="fp16")
+        ModelRequest(config="sam2.1_hiera_t", precision="fp16")
 
 
 # ----------------------------------------------------------------------------- fidelity

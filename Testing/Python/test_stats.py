@@ -5,6 +5,7 @@ plots and the module's MRML table / plot nodes with ``controller.jumpToFrame``."
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -19,6 +20,7 @@ from conftest import random_model  # noqa: E402
 from sam2s import VideoTracker  # noqa: E402
 from sam2s.flow import FlowTracker  # noqa: E402
 from sam2s.frames import open_frames  # noqa: E402
+from sam2s.modelspec import ModelSpec  # noqa: E402
 from SAM2SSlicerLib import headless, segments  # noqa: E402
 from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController, frameOfSlice  # noqa: E402
 from SAM2SSlicerLib.stats import (  # noqa: E402
@@ -30,8 +32,9 @@ from SAM2SSlicerLib.stats import (  # noqa: E402
     maskProperties,
 )
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
-from SAM2SSlicerLib.track import run_tracking  # noqa: E402
+from SAM2SSlicerLib.track import TrackRequest, run_tracking  # noqa: E402
 from SAM2SSlicerLib.visualize import write_video  # noqa: E402
+from slicertrack import track_in_slicer  # noqa: E402
 
 FRAMES, HEIGHT, WIDTH = 8, 48, 64
 PROMPT_FRAME = 2
@@ -109,16 +112,20 @@ def assert_png(path, size) -> None:
         assert image.size == size
 
 
-def test_flow_stats_both_paths_match_the_label_pngs(clip, tmp_path):
+def test_flow_stats_of_both_front_ends_match_the_label_pngs(clip, tmp_path):
+    """``sam2s track --stats`` and the Slicer module's statistics of the same prompts."""
     names = {1: "grasper", 3: "gallbladder"}
     outputs = {}
-    for label, stream in (("slicer", False), ("stream", True)):
+    flow = ModelSpec(engine="flow", device="cpu")
+    request = TrackRequest(clip / "video.mp4", clip / "prompts.json", model=flow, progress=False)
+    for label in ("slicer", "stream"):
         out = tmp_path / label
         out.mkdir()
-        result = run_tracking(
-            clip / "video.mp4", clip / "prompts.json", None, png_dir=out / "png", stats=out / "stats",
-            engine="flow", progress=False, streaming=stream,
-        )  # fmt: skip
+        if label == "slicer":
+            track_in_slicer(clip / "video.mp4", clip / "prompts.json", out, seg=False, stats=True).close()
+            result = {"outputs": {"stats": str(out / "stats")}}
+        else:
+            result = run_tracking(dataclasses.replace(request, png_dir=out / "png", stats=out / "stats"))
         assert result["outputs"]["stats"] == str(out / "stats")
         assert sorted(p.name for p in (out / "stats").iterdir()) == [
             "area.png",
@@ -140,7 +147,7 @@ def test_flow_stats_both_paths_match_the_label_pngs(clip, tmp_path):
 
 
 def test_sam2_confidence_columns_equal_the_engine_accessor(clip, model, tmp_path):
-    """The confidences of both paths equal ``VideoTracker.confidence`` of a session run here with
+    """The confidences of both front ends equal ``VideoTracker.confidence`` of a session run here with
     the same prompts and passes (forward from the prompted frame to ``LAST``, then backward);
     frames after ``LAST`` were not tracked: empty cells."""
     tracker = VideoTracker(model, open_frames(clip / "video.mp4"))
@@ -151,12 +158,16 @@ def test_sam2_confidence_columns_equal_the_engine_accessor(clip, model, tmp_path
         for _ in tracker.propagate(start, end, reverse):
             pass
     assert tracker.confidence(1, LAST + 1) is None and tracker.confidence(7, 0) is None
-    for label, stream in (("slicer", False), ("stream", True)):
+    for label in ("slicer", "stream"):
         out = tmp_path / label
-        run_tracking(
-            clip / "video.mp4", clip / "prompts.json", None, stats=out, model_object=model, image_size=64,
-            end=LAST, progress=False, streaming=stream,
-        )  # fmt: skip
+        if label == "slicer":
+            track_in_slicer(clip / "video.mp4", clip / "prompts.json", tmp_path, model=model, image_size=64,
+                            end=LAST, seg=False, png=False, stats=True).close()  # fmt: skip
+            (tmp_path / "stats").rename(out)
+        else:
+            spec = ModelSpec(device="cpu", image_size=64)
+            request = TrackRequest(clip / "video.mp4", clip / "prompts.json", stats=out, model=spec, end=LAST)
+            run_tracking(dataclasses.replace(request, progress=False), model_object=model)
         rows = read_csv(out / "stats.csv")
         assert len(rows) == 2 * FRAMES
         assert all(r["predicted_iou"] == r["object_score"] == "" for r in rows if int(r["frame"]) > LAST)

@@ -1,6 +1,7 @@
-"""Streaming ``sam2s track`` (``SAM2SSlicerLib.streaming``): the same files as the Slicer-volume
-path, a disk-backed labelmap that is removed afterwards, and a streamed ``.seg.nrrd`` that Slicer's
-readers accept."""
+"""``sam2s track``'s one path (``SAM2SSlicerLib.streaming``: the tracker's stream into sinks): the same
+masks and files as the Slicer module (the headless logic tracking the same prompts and exporting
+with Slicer's own writer), a disk-backed labelmap that is removed afterwards, and a streamed
+``.seg.nrrd`` that Slicer's readers accept."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import numpy as np
 import pytest
 from conftest import random_model
 from PIL import Image
+from sam2s.modelspec import ModelSpec
 from SAM2SSlicerLib import cli, export, streaming
 from SAM2SSlicerLib.outputs import OutputWriteError
 from SAM2SSlicerLib.synthetic import SyntheticClip
-from SAM2SSlicerLib.track import CliError, run_tracking
+from SAM2SSlicerLib.track import CliError, TrackRequest, run_tracking
 from SAM2SSlicerLib.visualize import write_video
+from slicertrack import track_in_slicer
 
 slicerio = pytest.importorskip("slicerio")
 
@@ -53,17 +56,35 @@ def segment_masks(path) -> dict[str, np.ndarray]:
     return out
 
 
-def run_both(clip, tmp_path, **options) -> dict:
-    results = {}
-    for name, stream in (("slicer", False), ("stream", True)):
-        out = tmp_path / name
-        out.mkdir()
-        results[name] = run_tracking(
-            clip / "video.mp4", clip / "prompts.json", out / "o.seg.nrrd", png_dir=out / "png",
-            progress=False, streaming=stream, **options,
-        )  # fmt: skip
-        assert results[name]["streaming"] is stream
-    return results
+FLOW = ModelSpec(engine="flow", device="cpu")
+
+
+def track(clip, **options) -> dict:
+    return run_tracking(TrackRequest(clip / "video.mp4", clip / "prompts.json", progress=False, **options))
+
+
+def run_both(clip, tmp_path, model=None, image_size=1024, end=None) -> dict:
+    """``sam2s track`` into ``tmp_path / "stream"`` and the Slicer module into ``tmp_path / "slicer"``."""
+    out = tmp_path / "stream"
+    out.mkdir()
+    spec = FLOW if model is None else ModelSpec(device="cpu", image_size=image_size)
+    result = run_tracking(
+        TrackRequest(clip / "video.mp4", clip / "prompts.json", out / "o.seg.nrrd", png_dir=out / "png",
+                     model=spec, end=end, progress=False),
+        model_object=model,
+    )  # fmt: skip
+    logic = track_in_slicer(clip / "video.mp4", clip / "prompts.json", tmp_path / "slicer", model=model,
+                            image_size=image_size, end=end)  # fmt: skip
+    try:
+        rows = []
+        for obj_id, sid in sorted((logic.objectIdOfSegment(s), s) for s in logic.promptedSegmentIds()):
+            mask = logic.segmentMask(sid)
+            areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+            rows.append((obj_id, int((areas > 0).sum())))
+    finally:
+        logic.close()
+    assert sorted((r["id"], r["frames_present"]) for r in result["objects"]) == rows
+    return result
 
 
 def assert_same_files(tmp_path) -> None:
@@ -78,38 +99,23 @@ def assert_same_files(tmp_path) -> None:
         np.testing.assert_array_equal(ma[name], mb[name], err_msg=name)
     ha, hb = nrrd.read_header(str(a / "o.seg.nrrd")), nrrd.read_header(str(b / "o.seg.nrrd"))
     assert set(ha) == set(hb)
-    for key in ha:
-        if not key.endswith("_ID"):  # segment IDs are random in both
+    for key in ha:  # colours, names, layers, label values, extents, tags: as Slicer writes them
+        if not key.endswith("_ID"):
             assert str(ha[key]) == str(hb[key]), key
-    ra, rb = export.readSegmentation(str(a / "o.seg.nrrd")), export.readSegmentation(str(b / "o.seg.nrrd"))
-    for sa, sb in zip(ra["segments"], rb["segments"]):
-        assert (sa["name"], sa["color"], sa["labelValue"], sa["layer"]) == (
-            sb["name"], sb["color"], sb["labelValue"], sb["layer"],
-        )  # fmt: skip
-    assert not list(tmp_path.rglob(".*partial*"))  # the temporary labelmap is gone
 
 
-def test_streaming_equals_the_slicer_path_with_the_flow_engine(clip, tmp_path):
-    results = run_both(clip, tmp_path, engine="flow")
-    assert results["slicer"]["objects"] == results["stream"]["objects"]
-    assert results["stream"]["logic"] is None
+def test_sam2s_track_equals_the_slicer_module_with_the_flow_engine(clip, tmp_path):
+    run_both(clip, tmp_path)
     assert_same_files(tmp_path)
-    seg = slicerio.read_segmentation(str(tmp_path / "stream" / "o.seg.nrrd"))
-    assert seg["voxels"].shape == (2, 128, 96, 10)  # a and b overlap: two layers; I, J, K = column, row, frame
 
 
-def test_streaming_equals_the_slicer_path_with_sam2(clip, tmp_path):
-    model = random_model("sam2.1_hiera_t", 64)
-    results = run_both(clip, tmp_path, model_object=model, image_size=64, end=6)
-    assert results["slicer"]["objects"] == results["stream"]["objects"]
+def test_sam2s_track_equals_the_slicer_module_with_sam2(clip, tmp_path):
+    run_both(clip, tmp_path, model=random_model("sam2.1_hiera_t", 64), image_size=64, end=6)
     assert_same_files(tmp_path)
 
 
 def test_the_overlay_and_a_png_only_run(clip, tmp_path):
-    r = run_tracking(
-        clip / "video.mp4", clip / "prompts.json", None, png_dir=tmp_path / "png", overlay=tmp_path / "o.mp4",
-        engine="flow", progress=False, streaming=True, start=2, end=7,
-    )  # fmt: skip
+    r = track(clip, png_dir=tmp_path / "png", overlay=tmp_path / "o.mp4", model=FLOW, start=2, end=7)
     assert set(r["outputs"]) == {"png_dir", "overlay"}
     from sam2s.frames import open_frames
 
@@ -125,21 +131,22 @@ def test_no_output_is_refused_before_any_work(clip, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--output" in err and "--png-dir" in err and "--overlay" in err
     with pytest.raises(CliError, match="Nothing to write"):
-        run_tracking(tmp_path / "missing.mp4", clip / "prompts.json", None)  # checked before the video is read
+        run_tracking(TrackRequest(tmp_path / "missing.mp4", clip / "prompts.json"))  # before the video is read
 
 
-def test_bad_and_existing_outputs_are_refused_when_streaming(clip, tmp_path):
+def test_bad_and_existing_outputs_are_refused_before_any_work(clip, tmp_path):
     existing = tmp_path / "o.seg.nrrd"
     existing.write_bytes(b"the user's file")
-    args = (clip / "video.mp4", clip / "prompts.json")
     with pytest.raises(CliError, match="already exists"):
-        run_tracking(*args, existing, engine="flow", progress=False, streaming=True)
+        track(clip, output=existing, model=FLOW)
     with pytest.raises(CliError, match=r"must end in \.seg\.nrrd"):
-        run_tracking(*args, tmp_path / "o.nrrd", engine="flow", progress=False, streaming=True)
+        track(clip, output=tmp_path / "o.nrrd", model=FLOW)
     with pytest.raises(CliError, match="does not exist"):
-        run_tracking(*args, tmp_path / "no" / "o.seg.nrrd", engine="flow", progress=False, streaming=True)
-    with pytest.raises(CliError, match="does not stream"):
-        run_tracking(*args, None, png_dir=tmp_path / "png", streaming=True, server="http://x", token="t")
+        track(clip, output=tmp_path / "no" / "o.seg.nrrd", model=FLOW)
+    with pytest.raises(CliError, match="--server needs --token"):
+        track(clip, png_dir=tmp_path / "png", server="http://127.0.0.1:9")
+    with pytest.raises(CliError, match="--server http://127.0.0.1:9"):  # nothing listens there
+        track(clip, png_dir=tmp_path / "png", server="http://127.0.0.1:9", token="t" * 32)
     assert existing.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.seg.nrrd"]
 
@@ -157,10 +164,7 @@ def test_the_labelmap_file_is_removed_on_errors(clip, tmp_path, monkeypatch):
 
     monkeypatch.setattr(streaming, "writeSegmentation", fail)
     with pytest.raises(OutputWriteError, match="No space left") as info:
-        run_tracking(
-            clip / "video.mp4", clip / "prompts.json", existing, png_dir=tmp_path / "png", engine="flow",
-            end=4, progress=False, overwrite=True, streaming=True,
-        )  # fmt: skip
+        track(clip, output=existing, png_dir=tmp_path / "png", model=FLOW, end=4, overwrite=True)
     assert info.value.written == [tmp_path / "png"]  # the label folder was committed before
     assert seen and not seen[0].exists()
     assert len(list((tmp_path / "png").iterdir())) == 10
@@ -210,7 +214,7 @@ def test_a_seg_nrrd_streamed_from_a_memmap_reads_back(tmp_path):
     assert header["Segment1_Tags"].startswith("SAM2S.ObjectId:1|TerminologyEntry:")
 
 
-def test_the_command_line_streams_on_request(clip, tmp_path, capsys):
+def test_the_command_line(clip, tmp_path, capsys):
     argv = [
         "track",
         str(clip / "video.mp4"),
@@ -219,7 +223,7 @@ def test_the_command_line_streams_on_request(clip, tmp_path, capsys):
         "--png-dir",
         str(tmp_path / "png"),
     ]
-    code = cli.main([*argv, "--engine", "flow", "--quiet", "--streaming", "on", "--end", "5"])
+    code = cli.main([*argv, "--engine", "flow", "--quiet", "--end", "5"])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "png_dir:" in out.out and "segmentation" not in out.out

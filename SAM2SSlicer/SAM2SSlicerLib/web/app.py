@@ -1019,15 +1019,24 @@ class SAM2SWebApp:
 
 # ---------------------------------------------------------------------------------------------- entry point
 def _modelSettings(args: argparse.Namespace):
-    """The model settings of the options, checked (``ModelSettings.validate``: ValueError) before the
-    engine is chosen (which may say on the terminal that it falls back to the flow engine)."""
+    """The model settings of the options, checked (``sam2s.spec.ModelSpec.validate``: ValueError)
+    before the engine is settled (``ModelSpec.settle``: a cached checkpoint, else the flow
+    engine, which the terminal is told)."""
+
     from ..settings import ModelSettings
-    from ..track import choose_engine
 
     options = {"configName": args.model, "device": args.device, "imageSize": args.image_size}
-    ModelSettings(**options, precision=args.precision).validate()
-    engine, checkpoint = choose_engine(args.engine, args.model, args.checkpoint)
-    return ModelSettings(**options, checkpoint=checkpoint or "", precision=args.precision, engine=engine)
+    spec = ModelSettings(**options, precision=args.precision).toSpec().replace(engine=args.engine or "sam2")
+    spec.validate()
+    try:
+        settled = spec.replace(checkpoint=args.checkpoint).settle(auto_engine=args.engine is None)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
+    if settled.engine != spec.engine:
+        print(f"No SAM 2 checkpoint for {spec.config}: tracking with the weight-free 'flow' engine.", file=sys.stderr)
+    return ModelSettings(
+        **options, checkpoint=settled.checkpoint or "", precision=args.precision, engine=settled.engine
+    )
 
 
 LOCAL_SERVER_NICENESS = 19

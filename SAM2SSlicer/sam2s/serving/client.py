@@ -42,13 +42,16 @@ import re
 import secrets
 import socket
 import ssl
+import threading
+import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from ..session import TrackedFrame, Tracker, TrackingPlan
 from . import protocol
 from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
 
@@ -59,6 +62,7 @@ __all__ = [
     "JobUpdate",
     "ProtocolMismatchError",
     "RemoteJob",
+    "RemoteRun",
     "RemoteSession",
     "ServerBusy",
     "ServerError",
@@ -316,14 +320,16 @@ class Client:
 
     def upload_frames(
         self,
-        frames: np.ndarray,
+        frames: Any,
         progress: Callable[[int, int], None] | None = None,
         chunk_bytes: int = 64 * 2**20,
     ) -> str:
         """Send frames to the server in chunks; returns the upload id for ``create_session({"upload": id}, ...)``.
 
         Args:
-            frames: ``(T, H, W, 3)`` uint8 RGB array (row y down, column x right).
+            frames: ``(T, H, W, 3)`` uint8 RGB array (row y down, column x right), or a
+                ``sam2s.FrameSource`` (``len``, ``height``, ``width``, ``get(t)``), decoded one
+                chunk at a time (the video is never held whole here).
             progress: called as ``progress(frames_sent, T)`` after each chunk.
             chunk_bytes: largest chunk body in bytes (at least one frame per chunk; also kept under
                 the server's ``max_upload_bytes``).
@@ -335,15 +341,27 @@ class Client:
             ValueError: not a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1.
             ServerError: e.g. 413 ``too_large`` (the clip exceeds the server's limit), 429.
         """
-        _check_frames(frames)
+        if isinstance(frames, np.ndarray):
+            _check_frames(frames)
+            shape = frames.shape
+
+            def chunk_of(begin: int, end: int) -> np.ndarray:
+                return frames[begin:end]
+
+        else:
+            shape = (len(frames), int(frames.height), int(frames.width), 3)
+
+            def chunk_of(begin: int, end: int) -> np.ndarray:
+                return np.stack([np.asarray(frames.get(t), dtype=np.uint8) for t in range(begin, end)])
+
         limit = (self._version or self.version()).get("max_upload_bytes") or chunk_bytes
-        frame_bytes = math.prod(frames.shape[1:])
+        frame_bytes = math.prod(shape[1:])
         per_chunk = max(1, (min(int(chunk_bytes), int(limit)) - _MESSAGE_OVERHEAD) // frame_bytes)
-        total = len(frames)
-        upload = self.request("POST", "/uploads", json_body={"shape": list(frames.shape)})["upload"]
+        total = shape[0]
+        upload = self.request("POST", "/uploads", json_body={"shape": list(shape)})["upload"]
         try:
             for start in range(0, total, per_chunk):
-                chunk = frames[start : start + per_chunk]
+                chunk = chunk_of(start, min(total, start + per_chunk))
                 self.request("PUT", f"/uploads/{upload}", body=protocol.encode({}, [chunk]), query={"start": start})
                 if progress is not None:
                     progress(start + len(chunk), total)
@@ -396,7 +414,9 @@ class Client:
             SessionNotFound: it does not exist (any more) for this token.
         """
         info = self.request("GET", f"/sessions/{_quote(session_id)}")
-        return RemoteSession(self, info["session"], info["num_frames"], info["height"], info["width"])
+        session = RemoteSession(self, info["session"], info["num_frames"], info["height"], info["width"])
+        session.objects.update(dict.fromkeys(int(k) for k in info.get("obj_ids") or ()))
+        return session
 
 
 class _Replay(io.RawIOBase):
@@ -529,21 +549,32 @@ def _labels(labels: Any) -> list[int]:
     return [int(v) for v in np.asarray(labels).reshape(-1)]
 
 
-class RemoteSession:
-    """A tracking session on the server, with the prompt API of ``sam2s.VideoTracker``.
+class RemoteSession(Tracker):
+    """A tracking session on the server that implements the ``sam2s.Tracker`` contract, so every
+    front end drives it as an engine session in this process (``Tracker.run`` is its stream).
 
     Attributes:
         client: the ``Client``. id: the session id. num_frames, height, width: T, H, W.
+        objects: the ids prompted through this object (or listed by the server on reattach).
+        on_close: called once by :meth:`close` after the server session is closed (e.g. to free
+            the shared memory its frames came in), or None.
 
-    Prompt methods return the object's ``(H, W)`` bool mask on the frame (True inside), or its
-    float32 logits with ``logits=True``. They raise ``ServerError`` with code ``invalid_prompt``
-    (400: bad frame, object id, points, labels, box or mask), ``SessionNotFound``, ``ServerBusy``
-    (409: a job of this session runs).
+    It holds no frames here (``frames`` is None). Prompt methods return the object's ``(H, W)``
+    bool mask on the frame (True inside; ``> 0`` works on it as on logits), or its float32
+    logits with ``logits=True``. They raise ``ServerError`` with code ``invalid_prompt`` (400: bad
+    frame, object id, points, labels, box or mask), ``SessionNotFound``, ``ServerBusy`` (409: a
+    job of this session runs).
     """
 
     def __init__(self, client: Client, session_id: str, num_frames: int, height: int, width: int) -> None:
+        # The frames live in the server: Tracker.__init__ (which opens frames here) is not called.
         self.client, self.id = client, session_id
+        self.frames = None
         self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
+        self.objects: dict[int, Any] = {}
+        self.on_close: Callable[[], None] | None = None
+        self._propagating = False
+        self._confidences: dict[tuple[int, int], tuple[float, float]] = {}
         self._path = f"/sessions/{_quote(session_id)}"
 
     def __repr__(self) -> str:
@@ -561,6 +592,7 @@ class RemoteSession:
         )
         if len(arrays) != 1:
             raise ServerError(200, "bad_response", f"a prompt answer holds one array, got {len(arrays)}")
+        self.objects.setdefault(int(obj_id))
         return arrays[0]
 
     def add_points(
@@ -625,10 +657,49 @@ class RemoteSession:
     def remove_object(self, obj_id: int) -> None:
         """Remove ``obj_id`` and everything of it (``ServerError`` code ``object_not_found`` if absent)."""
         self.client.request("DELETE", f"{self._path}/objects/{int(obj_id)}")
+        self.objects.pop(int(obj_id), None)
 
     def reset(self) -> None:
         """Remove every object."""
         self.client.request("POST", f"{self._path}/reset")
+        self.objects.clear()
+        self._confidences.clear()
+
+    def confidence(self, obj_id: int, frame_idx: int) -> tuple[float, float] | None:
+        """``(predicted_iou, object_score)`` the server sent with ``obj_id``'s latest tracked result
+        on ``frame_idx`` (``Tracker.confidence``); None for a prompt result or an engine without them."""
+        return self._confidences.get((int(obj_id), int(frame_idx)))
+
+    def propagate(
+        self,
+        start: int | None = None,
+        end: int | None = None,
+        reverse: bool = False,
+        obj_ids: Iterable[int] | None = None,
+    ) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        """``Tracker.propagate`` as one server job of one pass, polled until it ends; yields
+        ``(frame_idx, ids, masks)`` with ``(len(ids), H, W)`` bool masks. Closing the generator
+        early cancels the job. Raises ``ServerError`` as ``start_job`` and ``RemoteJob.poll``."""
+        plan = TrackingPlan(((start, end, reverse),), None if obj_ids is None else tuple(obj_ids))
+        stream = self.run(plan)
+        try:
+            for tracked in stream:
+                yield tracked.frame_idx, tracked.obj_ids, tracked.logits
+        finally:
+            stream.close()
+
+    def run(self, plan: TrackingPlan, cancel: threading.Event | None = None) -> RemoteRun:
+        """``Tracker.run`` in the server: one job for all of ``plan``'s passes (``start_job``), whose
+        frames the returned ``RemoteRun`` yields as they arrive. Iterating waits for them (a
+        poll every ``RemoteRun.POLL_S``); a GUI calls ``RemoteRun.ready()`` from a timer instead.
+        ``cancel`` set: the job is cancelled at the next poll. ``plan.keep_tracked`` does not
+        apply (the server's tracker keeps its state).
+
+        Raises:
+            ServerError: as ``start_job`` (the job starts at once, before the first frame).
+        """
+        job = self.start_job(plan.passes, obj_ids=plan.obj_ids)
+        return RemoteRun(self, job, cancel)
 
     def info(self) -> dict:
         """``{"session", "engine", "num_frames", "height", "width", "obj_ids", "jobs", "running_job"}``."""
@@ -661,12 +732,92 @@ class RemoteSession:
         return RemoteJob(self, answer["job"], answer["total"])
 
     def close(self) -> None:
-        """Close the session on the server (cancels its job); closing a session that is already
-        gone (closed, expired) does nothing."""
+        """Close the session on the server (cancels its job), then call ``on_close``; closing a
+        session that is already gone (closed, expired, server stopped) raises nothing."""
         try:
             self.client.request("DELETE", self._path)
-        except SessionNotFound:
+        except ServerError:
             pass
+        finally:
+            release, self.on_close = self.on_close, None
+            if release is not None:
+                release()
+
+
+class RemoteRun:
+    """The stream of one server job (``RemoteSession.run``): an iterator of ``sam2s.TrackedFrame``
+    that waits for frames, and :meth:`ready` that never waits.
+
+    Attributes:
+        job: the ``RemoteJob``. status: its last polled status. error: the server's failure
+            message (``"Type: text"``) or None. total: frames it produces unless cancelled.
+    """
+
+    POLL_S = 0.05
+    """Seconds between polls while iterating finds no new frame."""
+
+    def __init__(self, session: RemoteSession, job: RemoteJob, cancel: threading.Event | None = None) -> None:
+        self.session, self.job, self.cancel_event = session, job, cancel
+        self.total = job.total
+        self.status, self.error = "running", None
+        self._done = 0
+        self._cancelled = False
+        self._buffer: list[TrackedFrame] = []
+
+    @property
+    def finished(self) -> bool:
+        """True once the job ended and every frame was received."""
+        return self.job.finished
+
+    def cancel(self) -> None:
+        """Ask the server to stop the job after its current frame (once; errors ignored: a
+        server that is gone stops anyway). Frames done stay receivable."""
+        if not self._cancelled:
+            self._cancelled = True
+            try:
+                self.job.cancel()
+            except ServerError:
+                pass
+
+    def ready(self) -> list[TrackedFrame]:
+        """The frames the server finished since the last call: one request, no waiting for
+        tracking. Raises ``ServerError`` (e.g. ``ServerUnavailable``: the server is gone)."""
+        if self.cancel_event is not None and self.cancel_event.is_set():
+            self.cancel()
+        if self.job.finished:
+            return []
+        update = self.job.poll()
+        self.status, self.error = update.status, update.error
+        frames = []
+        for k, (frame_idx, ids, masks) in enumerate(update.frames):
+            scores = update.confidences[k] if k < len(update.confidences) else [None] * len(ids)
+            for obj_id, value in zip(ids, scores):
+                if value is not None:
+                    self.session._confidences[(int(obj_id), int(frame_idx))] = value
+            self._done += 1
+            frames.append(TrackedFrame(int(frame_idx), list(ids), masks, list(scores), self._done, self.total))
+        return frames
+
+    def __iter__(self) -> RemoteRun:
+        return self
+
+    def __next__(self) -> TrackedFrame:
+        """The next frame, polling until it comes. Raises ``StopIteration`` at the job's end and
+        ``ServerError`` for a failed job (``code`` ``"job_failed"``) or a lost server."""
+        while not self._buffer:
+            if self.job.finished:
+                if self.status == "failed":
+                    raise ServerError(200, "job_failed", f"tracking failed in the server ({self.error})")
+                raise StopIteration
+            self._buffer.extend(self.ready())
+            if not self._buffer and not self.job.finished:
+                time.sleep(self.POLL_S)
+        return self._buffer.pop(0)
+
+    def close(self) -> None:
+        """Stop early: cancel the job if it still runs (``contextlib.closing`` works on a run)."""
+        if not self.job.finished:
+            self.cancel()
 
 
 class RemoteJob:

@@ -131,8 +131,9 @@ except ImportError as _error:  # pragma: no cover - depends on the installation
 from .. import __version__
 from ..checkpoints import CheckpointError, get_info, resolve_checkpoint
 from ..frames import FrameSource, FrameSourceError, open_frames
+from ..modelspec import ModelSpec
 from ..resources import available_memory_bytes, sam2_work_bytes
-from ..session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError
+from ..session import MAX_OBJECT_ID, MIN_OBJECT_ID, PromptError, Tracker, TrackerBusyError, TrackingPlan
 from ..spec import PRECISIONS, check_image_size, check_precision
 from . import protocol
 from .access import (
@@ -374,8 +375,9 @@ class FramesSpec(_Body):
         return self
 
 
-class ModelSpec(_Body):
-    """The tracker of a session.
+class ModelRequest(_Body):
+    """The tracker of a session: the request form of ``sam2s.spec.ModelSpec`` (its checks; ``None``
+    precision and ``params`` are protocol details).
 
     Attributes:
         engine: ``"sam2"`` (``sam2s.VideoTracker``) or ``"flow"`` (``sam2s.FlowTracker``, no model).
@@ -414,7 +416,7 @@ class ModelSpec(_Body):
         return None if value is None else check_precision(value)
 
     @model_validator(mode="after")
-    def _engine_fields(self) -> ModelSpec:
+    def _engine_fields(self) -> ModelRequest:
         if self.engine == "sam2" and not self.config:
             raise ValueError('the sam2 engine needs "config", a model config name such as "sam2.1_hiera_t"')
         if self.engine == "sam2" and self.params:
@@ -423,11 +425,11 @@ class ModelSpec(_Body):
 
 
 class SessionRequest(_Body):
-    """``POST /sessions``: ``{"frames": FramesSpec, "model": ModelSpec, "memory": "sam2" | "divemem",
+    """``POST /sessions``: ``{"frames": FramesSpec, "model": ModelRequest, "memory": "sam2" | "divemem",
     "memory_params": {...}}`` (memory: the SAM 2 memory policy and its ``DiveMem`` parameters)."""
 
     frames: FramesSpec
-    model: ModelSpec
+    model: ModelRequest
     memory: Literal["sam2", "divemem"] = "sam2"
     memory_params: dict[str, Any] = Field(default_factory=dict)
 
@@ -514,24 +516,14 @@ class _Job:
 
     def run(self, tracker: Tracker, on_exit: Callable[[], None]) -> None:
         try:
-            for start, end, reverse in self.passes:
-                if self.cancel.is_set():
-                    break
-                gen = tracker.propagate(start=start, end=end, reverse=reverse, obj_ids=self.obj_ids)
-                try:
-                    confidence = getattr(tracker, "confidence", None)  # VideoTracker: (IoU, score)
-                    for t, ids, logits in gen:
-                        out = np.asarray(logits, dtype=np.float32)
-                        stored = out if self.logits else np.packbits((out > 0).reshape(-1))
-                        values = [confidence(int(k), int(t)) if confidence else None for k in ids]
-                        scores = [None if v is None else [float(v[0]), float(v[1])] for v in values]
-                        with self.lock:
-                            self.results.append((int(t), [int(k) for k in ids], stored, out.shape))
-                            self.confidences.append(scores)
-                        if self.cancel.is_set():
-                            break
-                finally:
-                    gen.close()  # clears the tracker's busy flag at once, also on cancel or error
+            plan = TrackingPlan(tuple(self.passes), None if self.obj_ids is None else tuple(self.obj_ids))
+            for tracked in tracker.run(plan, cancel=self.cancel):
+                out = np.asarray(tracked.logits, dtype=np.float32)
+                stored = out if self.logits else np.packbits((out > 0).reshape(-1))
+                scores = [None if v is None else [float(v[0]), float(v[1])] for v in tracked.confidences]
+                with self.lock:
+                    self.results.append((tracked.frame_idx, tracked.obj_ids, stored, out.shape))
+                    self.confidences.append(scores)
             with self.lock:
                 self.status = "done" if len(self.results) == self.total else "cancelled"
         except BaseException as error:  # noqa: BLE001 - reported to the client, never lost
@@ -787,7 +779,7 @@ class _State:
             raise ApiError(403, "path_not_allowed", str(error)) from None
 
     # ---------------------------------------------------------------- models
-    def model_key(self, spec: ModelSpec) -> tuple:
+    def model_key(self, spec: ModelRequest) -> tuple:
         """``(config, checkpoint file, mtime, size, image_size, device, precision)`` of a SAM 2 spec:
         the device and checkpoint checked (cheap; done before the frames are opened); ``"auto"``
         device and precision resolved, so that equal models share a cache entry."""
@@ -813,10 +805,8 @@ class _State:
         with self.models_lock:
             return 0 if key in self.models else int(key[3])
 
-    def model(self, spec: ModelSpec) -> Any:
+    def model(self, spec: ModelRequest) -> Any:
         """The SAM 2 model of ``spec``, built once and kept in an LRU cache of ``model_cache_size``."""
-        from ..build import build_model
-
         key = self.model_key(spec)
         config, ckpt, _, _, image_size, device, precision = key
         with self.models_lock:
@@ -828,7 +818,9 @@ class _State:
             with self.models_lock:
                 if key in self.models:
                     return self.models[key]
-            model = build_model(config, checkpoint=ckpt, device=device, image_size=image_size, precision=precision)
+            model = ModelSpec(
+                config=config, checkpoint=ckpt, device=device, image_size=image_size, precision=precision
+            ).build()
             with self.models_lock:
                 self.models[key] = model
                 while len(self.models) > max(1, self.limits.model_cache_size):
@@ -836,7 +828,7 @@ class _State:
                 self.model_locks.pop(key, None)
             return model
 
-    def checkpoint(self, spec: ModelSpec) -> str:
+    def checkpoint(self, spec: ModelRequest) -> str:
         """The checkpoint file of ``spec``: an allowed path, or a registry checkpoint in the cache."""
         name = spec.checkpoint
         if name is None or ("/" not in name and "\\" not in name and not os.path.isabs(name)):
