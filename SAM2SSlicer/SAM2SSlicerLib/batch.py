@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
-import hashlib
 import io
 import json
 import os
@@ -61,6 +60,7 @@ from sam2s.extras import install_hint
 from sam2s.modelspec import ModelSpec
 from sam2s.spec import ENGINES, MEMORY_POLICIES, check_image_size, check_precision
 
+from .provenance import fileSha256
 from .track import CliError, TrackRequest, choose_engine, run_tracking, say
 
 REQUIRED = ("video", "prompts", "output_dir")
@@ -113,7 +113,7 @@ REPORT_FORMAT = "sam2s-batch-report/1"
 _OLD_REPORT_KEYS = {"manifest", "seconds", "counts", "rows"}  # a report written before REPORT_FORMAT
 STAGING_TAG = ".sam2s-batch-"
 _STAGING_RE = re.compile(r"^\.(?P<name>.+)\.sam2s-batch-(?P<host>.*)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)$")
-_LABEL_RE = re.compile(r"^\d{5}\.png$")
+_LABEL_RE = re.compile(r"^\d{5}\.png$|^provenance\.json$")
 RAY_MISSING = (
     "sam2s batch needs Ray: "
     + install_hint("batch", '"ray>=2.9"')
@@ -402,15 +402,6 @@ def load_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = 
 
 
 # ------------------------------------------------------------------------------ output folders
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_records(folder: Path) -> list[dict[str, Any]]:
     """``[{"path": relative POSIX path, "sha256": hex, "bytes": size}]`` of every file under ``folder``
     except ``result.json``, sorted by path."""
@@ -418,7 +409,7 @@ def file_records(folder: Path) -> list[dict[str, Any]]:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.relative_to(folder).as_posix() != RESULT:
             records.append(
-                {"path": p.relative_to(folder).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+                {"path": p.relative_to(folder).as_posix(), "sha256": fileSha256(p), "bytes": p.stat().st_size}
             )
     return records
 
@@ -437,7 +428,7 @@ def read_result(output_dir: str | os.PathLike) -> dict[str, Any] | None:
             if rel.is_absolute() or ".." in rel.parts:
                 return None
             p = folder / rel
-            if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+            if not p.is_file() or p.stat().st_size != f["bytes"] or fileSha256(p) != f["sha256"]:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -581,6 +572,7 @@ def track_video(job: dict[str, Any]) -> dict[str, Any]:
                 "options": options,
                 "outputs": outputs,
                 "files": file_records(staging),
+                "provenance": result["provenance"].toDict(),
             }
             (staging / RESULT).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
             _commit(staging, out)

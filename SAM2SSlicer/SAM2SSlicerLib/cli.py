@@ -35,6 +35,7 @@ from .track import (
     CliError,
     TrackingFailed,
     TrackRequest,
+    check_provenance,
     print_summary,
     run_tracking,
     say,
@@ -66,6 +67,13 @@ def cmd_track(a: argparse.Namespace) -> int:
         token=_server_token(a),
         progress=not a.quiet,
     )
+    if a.check_provenance:
+        differences = check_provenance(request, a.check_provenance)
+        for line in differences:
+            print(line)
+        if not differences:
+            print(f"{a.check_provenance}: made from these prompts with this model")
+        return 1 if differences else 0
     print_summary(run_tracking(request))
     return 0
 
@@ -247,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--contact-sheet", metavar="OUT.png", help="also write a PNG of 12 frames spread over the video with the masks"
+    )
+    t.add_argument(
+        "--check-provenance",
+        metavar="OUT",
+        help="track nothing: say whether OUT (.seg.nrrd, COCO .json, label or stats folder, batch result.json) was "
+        "made from --prompts with this model (checkpoint and prompts by SHA-256); exit 0 if so, else 1",
     )
     t.add_argument("--overwrite", action="store_true", help=overwrite_help)
     add_model_arguments(t, TRACK_MODEL)  # sam2s.spec: one definition of the model options

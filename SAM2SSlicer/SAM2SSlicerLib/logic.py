@@ -38,6 +38,7 @@ import slicer
 from sam2s.session import DIRECTIONS, TrackerBusyError, TrackingPlan, plan_passes
 
 from . import export as _export
+from . import provenance as _provenance
 from . import segments as _segments
 from . import videoimport as _videoimport
 from .backends import InProcessBackend
@@ -315,6 +316,7 @@ class TrackingJob:
         self._droppedSegments: set[str] = set()
         self._droppedSegmentation = False
         self._stream = None  # a sam2s.serving.client.RemoteRun while a propagation runs in a server
+        self.provenance = None  # what made the results (provenance.Provenance), set when they are written
 
     @property
     def isPreview(self) -> bool:
@@ -1022,7 +1024,32 @@ class SAM2STrackingLogic:
         finally:
             segmentationNode.EndModify(wasModifying)
         job.writtenFrames += len(written)
+        _provenance.setNodeProvenance(segmentationNode, self._jobProvenance(job), [s for s, _ in live.values()])
         return len(written)
+
+    def _jobProvenance(self, job: TrackingJob) -> _provenance.Provenance:
+        """What made the job's results (``provenance.makeProvenance``, once per job): the model
+        settings (checkpoint resolved when cached), the SHA-256 of the plan's prompts (they live in
+        the scene, not in a file), the frame range and the passes."""
+        if job.provenance is None:
+            spec = self.settings.toSpec()
+            with contextlib.suppress(FileNotFoundError):  # a model given with setModel has no file
+                spec = spec.settle()
+            prompts = {
+                str(o): {str(t): [p.points, p.labels, p.box, p.maskDigest] for t, p in sorted(frames.items())}
+                for o, frames in sorted(job.plan.prompts.items())
+            }
+            passes = job.plan.passes
+            ends = [t for s, e, _ in passes for t in (s, e)] or [job.plan.previewFrame or 0]
+            job.provenance = _provenance.makeProvenance(
+                spec,
+                promptsPath=f"{job.plan.segmentationNode.GetName()} (prompts in the scene)".replace("/", "_"),
+                promptsData=json.dumps(prompts, sort_keys=True).encode("utf-8"),
+                firstFrame=min(ends),
+                lastFrame=max(ends),
+                passes=passes,
+            )
+        return job.provenance
 
     def track(
         self,
@@ -1082,8 +1109,13 @@ class SAM2STrackingLogic:
         )
 
     def exportLabelPngs(self, folder: str, segmentIds: Iterable[str] | None = None, **options):
-        """Write one label PNG per frame (DAVIS style, label = object id) (``export.exportLabelPngs``)."""
-        return _export.exportLabelPngs(self._requireSegmentation(), self._requireVideo(), folder, segmentIds, **options)
+        """Write one label PNG per frame (DAVIS style, label = object id) (``export.exportLabelPngs``),
+        and the segmentation's provenance (``provenance.PROVENANCE_FILE``) when it has one."""
+        node = self._requireSegmentation()
+        record = _provenance.nodeProvenance(node)
+        if record is not None and "extraFiles" not in options:
+            options["extraFiles"] = {_provenance.PROVENANCE_FILE: record.toJson().encode("utf-8")}
+        return _export.exportLabelPngs(node, self._requireVideo(), folder, segmentIds, **options)
 
     def exportCoco(self, path: str, segmentIds: Iterable[str] | None = None, overwrite: bool = False) -> str:
         """Write the segments as a COCO instance ``.json`` (one RLE annotation per object and frame

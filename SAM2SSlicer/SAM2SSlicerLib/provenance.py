@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from sam2s import __version__ as SAM2S_VERSION
-from sam2s import spec, strictjson
+from sam2s import strictjson
+from sam2s.modelspec import ModelSpec
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -41,6 +42,7 @@ __all__ = [
     "nodeProvenance",
     "readProvenance",
     "readSegmentProvenance",
+    "runDate",
     "segmentTag",
     "setNodeProvenance",
     "writeProvenanceFile",
@@ -167,51 +169,62 @@ def fileSha256(path: str | os.PathLike, cache: bool = False) -> str:
     return digest.hexdigest()
 
 
+def runDate() -> str:
+    """Now, UTC ISO 8601 to the second; or, when ``$SOURCE_DATE_EPOCH`` is set (seconds since 1970,
+    the reproducible-builds.org convention), that time, so that reruns write identical files.
+
+    Raises:
+        ValueError: ``$SOURCE_DATE_EPOCH`` is not a whole number of seconds.
+    """
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.datetime.now(datetime.timezone.utc)
+    if fixed:
+        if not fixed.strip().isdigit():
+            raise ValueError(f"SOURCE_DATE_EPOCH={fixed!r:.40} is not a whole number of seconds since 1970")
+        when = datetime.datetime.fromtimestamp(int(fixed), datetime.timezone.utc)
+    return when.isoformat(timespec="seconds")
+
+
 def makeProvenance(
+    model: ModelSpec,
     *,
-    engine: str,
-    config: str | None,
-    checkpoint: str | os.PathLike | None,
-    imageSize: int | None,
-    precision: str | None,
-    device: str | None,
-    memory: str | None,
     promptsPath: str | os.PathLike | None,
     firstFrame: int,
     lastFrame: int,
     passes: Iterable[Sequence],
-    memoryParams: Mapping[str, Any] | None = None,
     promptsData: bytes | None = None,
     date: str | None = None,
 ) -> Provenance:
-    """The provenance of a run, hashing the checkpoint (cached, see :func:`fileSha256`) and the
-    prompts file (or ``promptsData``, the prompts document's bytes, named ``promptsPath``).
+    """The provenance of a run of ``model`` (a ``sam2s.ModelSpec``, ideally with its precision and
+    device resolved), hashing its checkpoint when it is a file here (cached, :func:`fileSha256`; a
+    tracking server's file is recorded by name only) and the prompts file (or ``promptsData``, the
+    prompts document's bytes, named ``promptsPath``). The flow engine records no model settings.
 
     Args:
-        passes: ``[(start, end, reverse), ...]`` (frames, 0-based). date: UTC ISO 8601; default now.
+        passes: ``[(start, end, reverse), ...]`` (frames, 0-based). date: UTC ISO 8601; default
+            :func:`runDate`.
 
     Raises:
-        ValueError: ``engine``, ``precision`` or ``memory`` not one of ``sam2s.spec``'s choices, or
-            ill-typed values. OSError: the checkpoint or prompts file cannot be read.
+        ValueError: a ``model`` field ``ModelSpec.validate`` refuses. OSError: a file cannot be read.
     """
-    if engine not in spec.ENGINES or (memory is not None and memory not in spec.MEMORY_POLICIES):
-        raise ValueError(f"provenance: engine {engine!r:.40} or memory {memory!r:.40} is not one of sam2s.spec's")
-    if precision is not None:
-        spec.check_precision(precision)
+    model.validate()
+    sam2 = model.engine == "sam2"
+    checkpoint = Path(model.checkpoint) if sam2 and model.checkpoint else None
     prompts = None if promptsPath is None else Path(promptsPath)
     if promptsData is not None:
         promptsSha = hashlib.sha256(promptsData).hexdigest()
     else:
         promptsSha = None if prompts is None else fileSha256(prompts)
     values = dict(
-        engine=engine, config=config, imageSize=imageSize, precision=precision, memory=memory,
-        device=None if device is None else str(device),
-        checkpointName=None if checkpoint is None else Path(checkpoint).name,
-        checkpointSha256=None if checkpoint is None else fileSha256(checkpoint, cache=True),
+        engine=model.engine, config=model.config if sam2 else None, imageSize=model.image_size if sam2 else None,
+        precision=model.precision if sam2 else None, memory=model.memory if sam2 else None,
+        device=model.device if sam2 else "cpu",
+        checkpointName=None if checkpoint is None else checkpoint.name,
+        checkpointSha256=fileSha256(checkpoint, cache=True) if checkpoint is not None and checkpoint.is_file() else None,
         promptsName=None if prompts is None else prompts.name, promptsSha256=promptsSha,
         firstFrame=firstFrame, lastFrame=lastFrame, passes=[list(p) for p in passes],
-        memoryParams=None if memoryParams is None else json.loads(json.dumps(dict(memoryParams))),
-        date=date or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        memoryParams=dict(model.memory_params) if sam2 and model.memory_params else None,
+        date=date or runDate(),
     )  # fmt: skip
     return Provenance(**{k: _checked(k, v) for k, v in values.items()})
 

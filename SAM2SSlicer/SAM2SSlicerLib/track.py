@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sam2s.modelspec import ModelSpec, spec_error_for_options
 
-LABEL_PNGS = "label PNGs (00000.png, 00001.png ...)"
+LABEL_PNGS = "label PNGs (00000.png, 00001.png ...) and provenance.json"
 """What ``--png-dir`` holds: ``{frame:05d}.png`` (``SAM2SSlicerLib.export.labelPngPattern()``); with
 ``--overwrite`` only files of that pattern are replaced in an existing folder."""
 OVERLAY_SUFFIXES = (".mp4", ".mkv", ".mov")
@@ -112,7 +112,8 @@ def run_tracking(request: TrackRequest, model_object=None) -> dict:
 
     Returns:
         ``{"engine", "frames" (T), "objects" (per-object summary), "outputs" ({key: path}),
-        "prompted_frames" (sorted frame indices with a prompt)}``.
+        "prompted_frames" (sorted frame indices with a prompt), "provenance"
+        (``provenance.Provenance``, recorded in every output)}``.
 
     Raises:
         CliError: bad input (no output, video, prompts, range, model, checkpoint, device,
@@ -166,6 +167,46 @@ def run_tracking(request: TrackRequest, model_object=None) -> dict:
         outputs.release()  # the outputs' locks (see outputs.OutputSet.check)
 
 
+def check_provenance(request: TrackRequest, output: str | Path) -> list[str]:
+    """Whether ``output`` (a ``.seg.nrrd``, COCO ``.json``, label or statistics folder, batch
+    ``result.json``) was made from ``request.prompts`` (by SHA-256) with ``request.model``: its
+    checkpoint (the file given or cached, by SHA-256), config, image size and memory policy; its
+    precision unless ``auto``; its engine when given (not ``auto_engine``); the frame range when
+    ``start`` / ``end`` are given. Nothing is tracked.
+
+    Returns:
+        One line per difference ([]: it matches).
+
+    Raises:
+        CliError: the model options are invalid, the checkpoint is missing, or ``output`` has no
+            readable provenance (written by an older version or another tool).
+    """
+    from .provenance import ProvenanceError, checkProvenance
+
+    try:
+        spec = request.model.validate()
+    except ValueError as err:
+        raise CliError(spec_error_for_options(err)) from None
+    try:
+        settled = spec.settle(request.auto_engine)
+    except FileNotFoundError as err:
+        raise CliError(str(err)) from None
+    settings: dict = {} if request.auto_engine else {"engine": settled.engine}
+    if settled.engine == "sam2":
+        settings.update(config=settled.config, imageSize=settled.image_size, memory=settled.memory)
+        if settled.precision != "auto":
+            settings["precision"] = settled.precision
+    if request.start is not None:
+        settings["firstFrame"] = request.start
+    if request.end is not None:
+        settings["lastFrame"] = request.end
+    checkpoint = settled.checkpoint if settled.engine == "sam2" else None
+    try:
+        return checkProvenance(output, checkpoint=checkpoint, promptsPath=request.prompts, **settings)
+    except (ProvenanceError, OSError) as err:
+        raise CliError(f"--check-provenance: {err}") from None
+
+
 def _check_extras(r: TrackRequest) -> None:
     """At least one output, and the extras its writers need (CliError)."""
     wanted = (r.output, r.png_dir, r.overlay, r.coco, r.stats, r.contact_sheet)
@@ -195,10 +236,11 @@ def _sinks(r: TrackRequest, outputs) -> list:
     """The sinks of the outputs asked for, each path declared in ``outputs`` (refused when bad)."""
     from . import streaming
     from .export import labelPngPattern
+    from .provenance import folderPattern
 
     sinks = []
     if r.png_dir is not None:
-        path = outputs.addFolder(r.png_dir, "--png-dir", labelPngPattern(), LABEL_PNGS)
+        path = outputs.addFolder(r.png_dir, "--png-dir", folderPattern(labelPngPattern()), LABEL_PNGS)
         sinks.append(streaming.LabelPngSink(path, outputs))
     if r.output is not None:
         sinks.append(streaming.SegmentationSink(outputs.addFile(r.output, "--output", (".seg.nrrd",))))
@@ -224,16 +266,27 @@ def _tracker(r: TrackRequest, spec: ModelSpec, source, model_object):
     if r.server:
         return _server_session(r, spec, source), spec
     if model_object is not None:
-        return spec.tracker(source, model_object), spec.replace(engine="sam2")
+        tracker = spec.replace(engine="sam2").tracker(source, model_object)
+        return tracker, _resolved(spec.replace(engine="sam2"), tracker)
     spec = choose_engine(spec, r.auto_engine)
     if spec.engine == "flow" and spec.device not in ("cpu", "auto"):
         say(f"note: --device {spec.device} is not used by the flow engine (it runs on the CPU).")
     from sam2s.checkpoints import CheckpointError
 
     try:
-        return spec.tracker(source), spec
+        tracker = spec.tracker(source)
     except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as err:
         raise CliError(str(err)) from None
+    return tracker, _resolved(spec, tracker)
+
+
+def _resolved(spec: ModelSpec, tracker) -> ModelSpec:
+    """``spec`` with the precision and device the model in this process runs at (for provenance)."""
+    model = getattr(tracker, "model", None)  # a VideoTracker's; the flow engine runs on the CPU
+    if model is None:
+        return spec.replace(device="cpu")
+    device = model.device
+    return spec.replace(precision=model.precision, device=str(device) if device.index is not None else device.type)
 
 
 def _server_session(r: TrackRequest, spec: ModelSpec, source):
@@ -267,12 +320,16 @@ def _stream(r: TrackRequest, spec: ModelSpec, tracker, source, objects, first: i
     from sam2s.frames import FrameSourceError
     from sam2s.serving.client import ServerError
 
-    from .streaming import VideoInfo, objectsFromPrompts, trackToOutputs
+    from .provenance import makeProvenance
+    from .streaming import StreamInfo, objectsFromPrompts, streamPlan, trackToOutputs
     from .visualize import color_for
 
     colors = {o.id: o.color or tuple(c / 255 for c in color_for(o.id)) for o in objects}
     stream_objects = objectsFromPrompts(objects, colors)
-    video = VideoInfo(len(source), source.height, source.width, source.fps, Path(str(r.video)).stem, source)
+    plan = streamPlan(stream_objects, first, last)
+    record = makeProvenance(spec, promptsPath=r.prompts, firstFrame=first, lastFrame=last, passes=plan.passes)
+    name = Path(str(r.video)).stem
+    video = StreamInfo(len(source), source.height, source.width, source.fps, name, source, record)
     with _progress_bar(last - first + 1, f"tracking ({spec.engine})", r.progress) as on_progress:
         try:
             written, summary = trackToOutputs(tracker, video, stream_objects, first, last, sinks, on_progress)
@@ -289,6 +346,7 @@ def _stream(r: TrackRequest, spec: ModelSpec, tracker, source, objects, first: i
         "objects": summary,
         "outputs": written,
         "prompted_frames": sorted({t for o in stream_objects for t in o.prompts}),
+        "provenance": record,
     }
 
 

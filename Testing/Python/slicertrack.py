@@ -10,6 +10,7 @@ from pathlib import Path
 
 from SAM2SSlicerLib.headless import createTrackingLogic
 from SAM2SSlicerLib.promptsfile import load_prompts
+from SAM2SSlicerLib.provenance import nodeProvenance
 from SAM2SSlicerLib.settings import ModelSettings
 from SAM2SSlicerLib.visualize import color_for
 
@@ -57,7 +58,7 @@ def track_in_slicer(video, prompts, out: Path, *, model=None, image_size: int = 
             logic.segmentationNode, source, ids, logic.segmentConfidences, labels=True
         )
         (out / "stats").mkdir()
-        writeStatisticsFolder(statistics, out / "stats", colors)
+        writeStatisticsFolder(statistics, out / "stats", colors, provenance=nodeProvenance(logic.segmentationNode))
     return logic
 
 

@@ -5,6 +5,7 @@ manifests, and the message without Ray."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from conftest import SHARED_DATA, random_model
 from faultkit import run_without
 from PIL import Image
 from SAM2SSlicerLib import batch, cli
+from SAM2SSlicerLib.provenance import readProvenance
 from SAM2SSlicerLib.synthetic import SyntheticClip
 from SAM2SSlicerLib.visualize import write_video
 
@@ -103,12 +105,17 @@ def tree(folder: Path) -> dict[str, Path]:
 
 
 def check_result(folder: Path) -> dict:
-    """result.json lists every other file of ``folder`` with its true SHA-256 and size."""
+    """result.json lists every other file of ``folder`` with its true SHA-256 and size, and records
+    the run's provenance, the one its segmentation and label folder record too."""
     record = json.loads((folder / "result.json").read_text())
     files = tree(folder)
     assert sorted(f["path"] for f in record["files"]) == sorted(k for k in files if k != "result.json")
     for f in record["files"]:
         assert f["sha256"] == sha(files[f["path"]]) and f["bytes"] == files[f["path"]].stat().st_size
+    prov = readProvenance(folder / "result.json")
+    assert prov == readProvenance(folder / "masklets.seg.nrrd") and prov.promptsSha256 == sha(Path(record["prompts"]))
+    if (folder / "labels").is_dir():
+        assert readProvenance(folder / "labels") == prov
     return record
 
 
@@ -210,6 +217,9 @@ def test_killed_worker_is_retried_and_gives_the_same_outputs(clean, data):
                     a, b = (slicerio.read_segmentation(str(x[rel])) for x in (new, old))
                     assert np.array_equal(a["voxels"], b["voxels"]), rel  # Slicer's segment IDs are random
                     assert [x["name"] for x in a["segments"]] == [x["name"] for x in b["segments"]]
+                elif rel.endswith("provenance.json"):  # the same run but for its date
+                    a, b = (readProvenance(x[rel]) for x in (new, old))
+                    assert dataclasses.replace(a, date=b.date) == b, rel
                 else:
                     assert rel.endswith(".mp4") and np.array_equal(decoded(new[rel]), decoded(old[rel])), rel
         check_result(data / "killed" / name)

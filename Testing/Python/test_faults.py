@@ -472,7 +472,7 @@ def test_a_long_video_tracks_within_an_address_space_limit(tmp_path, fork_server
     argv += ["--png-dir", str(out / "png"), "--engine", "flow", "--quiet", "--end", "3"]
     result = fork_server.run(argv, watch=out, rlimit_as_extra=1200 * 2**20, timeout=600)
     assert result["exit"] == 0, result["stderr"][-2000:]
-    assert len(list((out / "png").iterdir())) == 200
+    assert len(list((out / "png").glob("*.png"))) == 200
     seg = readSegmentation(str(out / "o.seg.nrrd"), skipVoxels=True)
     assert [s["name"] for s in seg["segments"]] == ["object 1"]
 
@@ -558,13 +558,14 @@ def test_overwrite_replaces_only_label_files(case, capsys):
     refused(case, capsys, case.track("--png-dir", str(png)), "is not empty")
     code, err = case.run(case.track("--png-dir", str(png), "--overwrite"), capsys)
     assert code == 0, err
-    assert changed(before, case.root) == ["out/png/00000.png", "out/png/00099.png"]
+    assert changed(before, case.root) == ["out/png/00000.png", "out/png/00099.png"]  # added: provenance.json
     assert sorted(p.name for p in png.iterdir()) == [
         "00000.png",
         "00001.png",
         "00002.png",
         "00003.png",
         "notes.txt",
+        "provenance.json",
         "sub",
     ]
     assert temporaries(case.root) == []
@@ -685,6 +686,7 @@ def test_a_kill_at_any_step_leaves_old_or_new_outputs(tmp_path, fork_server, sce
     does) removes the temporaries or completes a committed journal."""
     from SAM2SSlicerLib.export import labelPngPattern
     from SAM2SSlicerLib.outputs import OutputSet
+    from SAM2SSlicerLib.provenance import folderPattern
 
     frames, prompts = write_clip(tmp_path / "in")
 
@@ -738,7 +740,7 @@ def test_a_kill_at_any_step_leaves_old_or_new_outputs(tmp_path, fork_server, sce
         # The next run's checks clean up (temporaries of dead processes) or finish a committed journal.
         outputs = OutputSet([frames, prompts], overwrite=True)
         outputs.addFile(folder / "o.seg.nrrd", "--output", (".seg.nrrd",))
-        outputs.addFolder(folder / "png", "--png-dir", labelPngPattern(), cli.LABEL_PNGS)
+        outputs.addFolder(folder / "png", "--png-dir", folderPattern(labelPngPattern()), cli.LABEL_PNGS)
         outputs.addFile(folder / "o.mp4", "--overlay", cli.OVERLAY_SUFFIXES)
         outputs.check()
         assert temporaries(folder) == [], (k, temporaries(folder))

@@ -22,6 +22,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package is not slicer-core", allow_module_level=True)
 
+from sam2s.modelspec import ModelSpec  # noqa: E402
 from SAM2SSlicerLib import export, headless, provenance, segments  # noqa: E402
 from SAM2SSlicerLib.outputs import OutputSet  # noqa: E402
 from SAM2SSlicerLib.provenance import (  # noqa: E402
@@ -55,14 +56,14 @@ def files(tmp_path):
     return out
 
 
-def _prov(files, checkpoint="model.pt", prompts="prompts", **changes) -> Provenance:
-    options = dict(
-        engine="sam2", config="sam2.1_hiera_t", checkpoint=files.get(checkpoint), imageSize=512, precision="fp32",
-        device="cpu", memory="divemem", promptsPath=files[prompts], firstFrame=0, lastFrame=2,
-        passes=[(1, 2, False), (1, 0, True)], memoryParams={"long_term_size": 3},
-    )  # fmt: skip
-    options.update(changes)
-    return makeProvenance(**options)
+def _prov(files, checkpoint="model.pt", prompts="prompts", promptsPath=None, **changes) -> Provenance:
+    """A run of SAM 2.1 tiny at 512 px in fp32 with DiveMem; ``changes``: ModelSpec fields."""
+    model = ModelSpec(
+        config="sam2.1_hiera_t", checkpoint=None if checkpoint is None else str(files[checkpoint]),
+        image_size=512, precision="fp32", device="cpu", memory="divemem", memory_params={"long_term_size": 3},
+    ).replace(**changes)  # fmt: skip
+    run = dict(firstFrame=0, lastFrame=2, passes=[(1, 2, False), (1, 0, True)])
+    return makeProvenance(model, promptsPath=promptsPath or files[prompts], **run)
 
 
 def _sha(path) -> str:
@@ -112,7 +113,7 @@ def test_record_hashes_and_json_form(files):
     text = prov.toJson()
     assert "|" not in text and "\n" not in text and text.isascii()
     assert Provenance.fromDict(json.loads(text)) == prov
-    flow = _prov(files, engine="flow", config=None, checkpoint=None, imageSize=None, precision=None, memory=None)
+    flow = _prov(files, engine="flow", checkpoint=None)
     assert flow.checkpointName is None and flow.checkpointSha256 is None
     assert Provenance.fromDict(flow.toDict()) == flow
     for broken, words in (
@@ -127,7 +128,7 @@ def test_record_hashes_and_json_form(files):
             Provenance.fromDict(broken)
     with pytest.raises(ValueError, match="engine 'sam3'"):
         _prov(files, engine="sam3")
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(ValueError, match="precision 'fp8'"):
         _prov(files, precision="fp8")
     with pytest.raises(FileNotFoundError):
         _prov(files, checkpoint="model.pt", promptsPath=files["model.pt"].parent / "missing.json")
@@ -274,7 +275,7 @@ def test_node_attributes_and_seg_nrrd_survive_slicer_read_and_write(scene, files
 
 def test_segments_of_different_runs_and_without_provenance(scene, files, tmp_path):
     logic, seg, ids = scene
-    first, second = _prov(files), _prov(files, imageSize=1024)
+    first, second = _prov(files), _prov(files, image_size=1024)
     setNodeProvenance(seg, first)
     setNodeProvenance(seg, second, [ids[1]])  # the second segment tracked again at 1024
     assert nodeProvenance(seg) == second
@@ -317,3 +318,94 @@ def test_label_png_folder_and_coco_from_the_node(scene, files, tmp_path):
 
     path = segmentationCoco(seg, logic.videoNode).write(tmp_path / "node.json")
     assert readProvenance(path) == prov
+
+
+# --------------------------------------------------------------------------- the outputs of the front ends
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """``sam2s track`` of a generated clip with a SAM 2.1 tiny checkpoint of random weights at 64 px
+    in fp32 into every output that records provenance."""
+    import torch
+    from conftest import random_model
+    from PIL import Image
+    from SAM2SSlicerLib import cli
+    from SAM2SSlicerLib.synthetic import SyntheticClip
+
+    folder = tmp_path_factory.mktemp("tracked")
+    clip = SyntheticClip(8, 48, 64, 2, seed=2)
+    (folder / "frames").mkdir()
+    for t in range(8):
+        Image.fromarray(clip.get(t)).save(folder / "frames" / f"{t:05d}.png")
+    Image.fromarray(clip.mask(2, 0).astype(np.uint8) * 255).save(folder / "m.png")
+    objects = [{"id": 1, "name": "a", "prompts": [{"frame": 2, "mask": "m.png"}]}]
+    (folder / "prompts.json").write_text(json.dumps({"objects": objects}))
+    (folder / "other.json").write_text(json.dumps({"objects": objects}, indent=2))  # the same prompts, other bytes
+    torch.save({"model": random_model("sam2.1_hiera_t", 64).state_dict()}, folder / "tiny.pt")
+    model = ["--checkpoint", str(folder / "tiny.pt"), "--image-size", "64", "--precision", "fp32", "--quiet"]
+    base = ["track", str(folder / "frames"), "--prompts", str(folder / "prompts.json"), *model]
+    outputs = ["--output", "o.seg.nrrd", "--png-dir", "png", "--coco", "c.json", "--stats", "stats"]
+    argv = base + [str(folder / v) if i % 2 else v for i, v in enumerate(outputs)]
+    assert cli.main(argv) == 0
+    return folder, base
+
+
+def test_every_output_of_sam2s_track_reads_back_its_provenance(tracked):
+    folder, _ = tracked
+    records = [readProvenance(folder / name) for name in ("o.seg.nrrd", "png", "c.json", "stats")]
+    assert all(r == records[0] for r in records)
+    prov = records[0]
+    assert (prov.engine, prov.config, prov.imageSize, prov.precision, prov.device) == (
+        "sam2", "sam2.1_hiera_t", 64, "fp32", "cpu"
+    )  # fmt: skip
+    assert prov.checkpointName == "tiny.pt" and prov.checkpointSha256 == _sha(folder / "tiny.pt")
+    assert prov.promptsName == "prompts.json" and prov.promptsSha256 == _sha(folder / "prompts.json")
+    assert (prov.firstFrame, prov.lastFrame, prov.passes) == (0, 7, ((2, 7, False), (1, 0, True)))
+    assert prov.memory == "sam2" and prov.sam2sVersion == sam2s.__version__
+
+
+def test_check_provenance_on_the_command_line(tracked, capsys):
+    from SAM2SSlicerLib import cli
+
+    folder, base = tracked
+    for output in ("o.seg.nrrd", "png", "c.json", "stats"):
+        assert cli.main([*base, "--check-provenance", str(folder / output)]) == 0, output
+        assert "made from these prompts with this model" in capsys.readouterr().out
+    other = [a if a != str(folder / "prompts.json") else str(folder / "other.json") for a in base]
+    assert cli.main([*other, "--check-provenance", str(folder / "o.seg.nrrd")]) == 1
+    assert "prompts: recorded prompts.json" in capsys.readouterr().out
+    bigger = [a if a != "64" else "128" for a in base]
+    assert cli.main([*bigger, "--check-provenance", str(folder / "c.json")]) == 1
+    assert "image size: recorded 64, given 128" in capsys.readouterr().out
+    (folder / "plain").mkdir(exist_ok=True)
+    assert cli.main([*base, "--check-provenance", str(folder / "plain")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --check-provenance:") and "older version or another tool" in err
+
+
+def test_the_slicer_modules_tracking_records_provenance_on_the_node(tracked, tmp_path):
+    from slicertrack import track_in_slicer
+
+    folder, _ = tracked
+    logic = track_in_slicer(folder / "frames", folder / "prompts.json", tmp_path)  # the flow engine
+    try:
+        prov = nodeProvenance(logic.segmentationNode)
+        assert prov is not None and prov.engine == "flow" and prov.passes == ((2, 7, False), (1, 0, True))
+        assert prov.promptsName.endswith("(prompts in the scene)") and len(prov.promptsSha256) == 64
+        assert readProvenance(tmp_path / "o.seg.nrrd") == prov  # Slicer's own writer kept the segment tags
+        assert readProvenance(tmp_path / "png") == prov  # the module's label PNG export
+    finally:
+        logic.close()
+
+
+def test_the_date_is_now_unless_source_date_epoch_fixes_it(monkeypatch):
+    import datetime
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1798761600")
+    assert provenance.runDate() == "2027-01-01T00:00:00+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
+    with pytest.raises(ValueError, match="SOURCE_DATE_EPOCH='soon'"):
+        provenance.runDate()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    date = datetime.datetime.fromisoformat(provenance.runDate())
+    assert abs((date - now).total_seconds()) < 5 and date.utcoffset() == datetime.timedelta(0)

@@ -130,6 +130,7 @@ def test_flow_stats_of_both_front_ends_match_the_label_pngs(clip, tmp_path):
         assert sorted(p.name for p in (out / "stats").iterdir()) == [
             "area.png",
             "presence.png",
+            "provenance.json",
             "review.csv",
             "stats.csv",
         ]

@@ -172,8 +172,8 @@ def test_track_with_server_writes_what_track_in_process_writes_on_the_real_clip(
         assert r.returncode == 0, r.stderr
         outputs[name] = out
     here, there = outputs["here"], outputs["server"]
-    names = sorted(p.name for p in (here / "png").iterdir())
-    assert names == sorted(p.name for p in (there / "png").iterdir()) and len(names) == 127
+    names = sorted(p.name for p in (here / "png").glob("*.png"))
+    assert names == sorted(p.name for p in (there / "png").glob("*.png")) and len(names) == 127
     for name in names:
         assert (here / "png" / name).read_bytes() == (there / "png" / name).read_bytes(), name
     a, b = (slicerio.read_segmentation(str(o / "o.seg.nrrd")) for o in (here, there))

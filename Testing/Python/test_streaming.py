@@ -87,12 +87,19 @@ def run_both(clip, tmp_path, model=None, image_size=1024, end=None) -> dict:
     return result
 
 
+def _without_provenance(value: str) -> str:
+    """A ``SegmentN_Tags`` value without the provenance tag (its date and prompts' hash differ:
+    the prompts file vs the scene's prompts)."""
+    return "".join(f"{t}|" for t in str(value).split("|")[:-1] if not t.startswith("SAM2S.Provenance:"))
+
+
 def assert_same_files(tmp_path) -> None:
     a, b = tmp_path / "slicer", tmp_path / "stream"
-    names = sorted(p.name for p in (a / "png").iterdir())
-    assert names == sorted(p.name for p in (b / "png").iterdir()) and len(names) == 10
+    names = sorted(p.name for p in (a / "png").glob("*.png"))
+    assert names == sorted(p.name for p in (b / "png").glob("*.png")) and len(names) == 10
     for name in names:
         assert (a / "png" / name).read_bytes() == (b / "png" / name).read_bytes(), name
+    assert (a / "png" / "provenance.json").is_file() and (b / "png" / "provenance.json").is_file()
     ma, mb = segment_masks(a / "o.seg.nrrd"), segment_masks(b / "o.seg.nrrd")
     assert set(ma) == set(mb) == {"a", "b", "c"}
     for name in ma:
@@ -100,7 +107,10 @@ def assert_same_files(tmp_path) -> None:
     ha, hb = nrrd.read_header(str(a / "o.seg.nrrd")), nrrd.read_header(str(b / "o.seg.nrrd"))
     assert set(ha) == set(hb)
     for key in ha:  # colours, names, layers, label values, extents, tags: as Slicer writes them
-        if not key.endswith("_ID"):
+        if key.endswith("_Tags"):
+            assert "SAM2S.Provenance:" in ha[key] and "SAM2S.Provenance:" in hb[key], key
+            assert _without_provenance(ha[key]) == _without_provenance(hb[key]), key
+        elif not key.endswith("_ID"):
             assert str(ha[key]) == str(hb[key]), key
 
 
@@ -157,7 +167,7 @@ def test_the_labelmap_file_is_removed_on_errors(clip, tmp_path, monkeypatch):
     existing.write_bytes(b"old")
     seen = []
 
-    def fail(path, labelmap, objects, level=6):
+    def fail(path, labelmap, objects, level=6, provenance=None):
         seen.append(labelmap.path)
         assert labelmap.path.is_file() and labelmap.path.parent == tmp_path
         raise OSError(28, "No space left on device")
@@ -167,7 +177,7 @@ def test_the_labelmap_file_is_removed_on_errors(clip, tmp_path, monkeypatch):
         track(clip, output=existing, png_dir=tmp_path / "png", model=FLOW, end=4, overwrite=True)
     assert info.value.written == [tmp_path / "png"]  # the label folder was committed before
     assert seen and not seen[0].exists()
-    assert len(list((tmp_path / "png").iterdir())) == 10
+    assert len(list((tmp_path / "png").glob("*.png"))) == 10 and (tmp_path / "png" / "provenance.json").is_file()
     (tmp_path / "png").rename(tmp_path.parent / f"{tmp_path.name}-png")
     assert existing.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["o.seg.nrrd"]
 
