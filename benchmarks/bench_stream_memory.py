@@ -2,7 +2,7 @@
 
 Writes a synthetic clip (``SAM2SSlicerLib.synthetic.SyntheticClip``, 2 objects) once per length as
 H.264 mp4 with PyAV into a temporary folder, with a mask prompt per object on frame 0, then runs
-the real command line (``python -m SAM2SSlicerLib track ...``, a fresh process each run) and
+the real command line (``python -m sam2sapp track ...``, a fresh process each run) and
 takes each run's peak RSS from ``os.wait4`` (``ru_maxrss`` of that child alone):
 
 * ``--png-dir`` with the flow engine and with SAM 2 (``sam2.1_hiera_t`` with random weights saved
@@ -68,7 +68,7 @@ def run_track(args: list[str]) -> tuple[float, float]:
     begin = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "SAM2SSlicerLib", "track", *args, "--quiet"],
+            [sys.executable, "-m", "sam2sapp", "track", *args, "--quiet"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,

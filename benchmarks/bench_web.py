@@ -10,7 +10,7 @@ Needs the project's environment (``make env``; run it with ``.venv/bin/python``)
 Chromium (``apt-get install chromium``). Tracking uses the weight-free flow engine in the app's
 local tracking server, so no checkpoint is needed. Frame changes are timed alternately forward and
 back through the clip, from setting the page's frame until the server confirmed it and the next
-image of the view arrived (``SAM2SSlicerLib.web.driver.frameChangeMs``).
+image of the view arrived (``Testing/Python/web/driver.py``: ``frameChangeMs``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _clip(data: Path | None, folder: Path) -> tuple[Path, list[tuple[float, floa
                 clicks.append(((x0 + x1) / 2, (y0 + y1) / 2))
         return data / "video.mp4", clicks
     from PIL import Image
-    from SAM2SSlicerLib.demo import generated_clip
+    from sam2sapp.demo import generated_clip
 
     frames, _prompts, truth = generated_clip(folder, num_frames=90)
     labels = np.array(Image.open(sorted(truth.iterdir())[0]))
@@ -71,7 +71,9 @@ def main() -> int:
         parser.error("--screenshot is made from the generated clip only (never from a licensed clip): drop --data")
 
     from playwright.sync_api import sync_playwright
-    from SAM2SSlicerLib.web.driver import (
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "Python" / "web"))
+    from driver import (  # the page driver of the browser tests (Playwright; no pytest)
         WebAppProcess,
         frameChangeMs,
         launchChromium,

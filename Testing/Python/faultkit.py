@@ -203,9 +203,9 @@ class ForkServer:
 def _child(request: dict, report: str) -> None:
     """In the forked child: hook the file-system steps, run the command, exit with its code."""
     import PIL.Image
+    import sam2sapp.visualize as visualize
     import SAM2SSlicerLib.outputs as outputs
-    import SAM2SSlicerLib.visualize as visualize
-    from SAM2SSlicerLib import cli
+    from sam2sapp import cli
 
     watch, kill_at, signum = request["watch"], request["kill_at"], request["signum"]
     steps = [0]
@@ -263,10 +263,10 @@ def serve() -> None:
 
     import sam2s.flow  # noqa: F401
     import sam2s.tracker  # noqa: F401 - torch too: a child's address-space limit then leaves room for its work
-    import SAM2SSlicerLib.cli  # noqa: F401
+    import sam2sapp.cli  # noqa: F401
+    import sam2sapp.visualize  # noqa: F401
     import SAM2SSlicerLib.headless  # noqa: F401 - imported once, before any fork
     import SAM2SSlicerLib.outputs  # noqa: F401
-    import SAM2SSlicerLib.visualize  # noqa: F401
 
     print("ready", flush=True)
     for line in sys.stdin:

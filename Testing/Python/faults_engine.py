@@ -46,8 +46,8 @@ from sam2s.checkpoints import CheckpointError, CheckpointInfo, DownloadCancelled
 from sam2s.flow import FlowTracker
 from sam2s.frames import FrameSourceError, VideoFileFrames, open_frames
 from sam2s.session import PromptError, TrackerBusyError
-from SAM2SSlicerLib.metrics import evaluate, read_labels
-from SAM2SSlicerLib.promptsfile import ObjectPrompts, Prompt, PromptsFileError, load_prompts, validate
+from sam2sapp.metrics import evaluate, read_labels
+from sam2sapp.promptsfile import ObjectPrompts, Prompt, PromptsFileError, load_prompts, validate
 
 T, H, W = 4, 32, 40  # frames of every session
 

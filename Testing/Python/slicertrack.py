@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sam2sapp.promptsfile import load_prompts
+from sam2sapp.visualize import color_for
 from SAM2SSlicerLib.headless import createTrackingLogic
-from SAM2SSlicerLib.promptsfile import load_prompts
 from SAM2SSlicerLib.provenance import nodeProvenance
 from SAM2SSlicerLib.settings import ModelSettings
-from SAM2SSlicerLib.visualize import color_for
 
 
 def track_in_slicer(video, prompts, out: Path, *, model=None, image_size: int = 1024, end: int | None = None,

@@ -22,10 +22,10 @@ import torch
 from conftest import SHARED_DATA, random_model
 from faultkit import run_without
 from PIL import Image
-from SAM2SSlicerLib import batch, cli
+from sam2sapp import batch, cli
+from sam2sapp.visualize import write_video
 from SAM2SSlicerLib.provenance import readProvenance
 from SAM2SSlicerLib.synthetic import SyntheticClip
-from SAM2SSlicerLib.visualize import write_video
 
 ray = pytest.importorskip("ray")
 slicerio = pytest.importorskip("slicerio")
@@ -235,7 +235,7 @@ def test_interrupted_run_resumes_and_skips_finished_videos(clean, data, ray_clus
     manifest = write_csv(data / "resume.csv", rows)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "SAM2SSlicerLib", "batch", str(manifest), "--address", ray_cluster, "--engine", "flow",
+        [sys.executable, "-m", "sam2sapp", "batch", str(manifest), "--address", ray_cluster, "--engine", "flow",
          "--quiet"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -351,7 +351,7 @@ def test_duplicate_output_folders_are_refused(data, capsys):
 
 def test_without_ray_says_how_to_install_it(data, tmp_path):
     manifest = write_csv(data / "noray.csv", clip_rows(data, "noray")[:1])
-    proc = run_without(["ray"], ["-m", "SAM2SSlicerLib", "batch", str(manifest)], tmp_path)
+    proc = run_without(["ray"], ["-m", "sam2sapp", "batch", str(manifest)], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert 'pip install -e ".[batch]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not (data / "noray").exists()

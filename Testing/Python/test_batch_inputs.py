@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from faultkit import run_without
 from PIL import Image
-from SAM2SSlicerLib import batch, cli
+from sam2sapp import batch, cli
 
 RAY = "ray.init would start here"
 
@@ -102,7 +102,7 @@ def test_sam2s_batch_refuses_a_report_over_the_prompts_before_importing_ray(clip
     """The real command in a process where Ray cannot be imported: the report's error comes first, alone."""
     monkeypatch.setenv("PYTHONPATH", str(Path(batch.__file__).parents[1]))  # this source tree's SAM2SSlicerLib
     report = clip / "clip" / "prompts.json"
-    proc = run_without(["ray"], ["-m", "SAM2SSlicerLib", "batch", str(clip / "m.csv"), "--report", str(report)], clip)
+    proc = run_without(["ray"], ["-m", "sam2sapp", "batch", str(clip / "m.csv"), "--report", str(report)], clip)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         f"error: --report {report} is row 1's prompts file; write the report elsewhere."

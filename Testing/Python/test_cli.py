@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, random_model
 from PIL import Image
 from sam2s.modelspec import ModelSpec
-from SAM2SSlicerLib import cli, track
+from sam2sapp import cli, track
 
 slicerio = pytest.importorskip("slicerio")
 
@@ -150,10 +150,10 @@ def test_eval_cli_on_hand_made_cases(run, tmp_path):
 
 
 def test_models_lists_the_registry(tmp_path, monkeypatch):
-    """The one subprocess smoke test: ``python -m SAM2SSlicerLib`` (what the ``sam2s`` script runs)."""
+    """The one subprocess smoke test: ``python -m sam2sapp`` (what the ``sam2s`` script runs)."""
     env_cache = tmp_path / "cache"
     r = subprocess.run(
-        [sys.executable, "-m", "SAM2SSlicerLib", "models"],
+        [sys.executable, "-m", "sam2sapp", "models"],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT / "SAM2SSlicer"), "SAM2S_CACHE_DIR": str(env_cache)},
@@ -166,7 +166,7 @@ def test_models_lists_the_registry(tmp_path, monkeypatch):
 def test_demo_writes_every_output(shared_data, tmp_path, capsys):
     """The demo on the real clip (flow engine, no weights here): .seg.nrrd with 2 segments over
     127 frames, label PNGs, overlay video, contact sheet, and J&F on the annotated frames."""
-    from SAM2SSlicerLib.demo import run_demo
+    from sam2sapp.demo import run_demo
 
     assert run_demo(tmp_path, data=shared_data, engine="flow") == 0
     printed = capsys.readouterr().out
@@ -181,7 +181,7 @@ def test_demo_writes_every_output(shared_data, tmp_path, capsys):
 
 
 def test_demo_falls_back_to_a_generated_clip(tmp_path, monkeypatch):
-    from SAM2SSlicerLib import demo
+    from sam2sapp import demo
 
     assert demo.run_demo(tmp_path / "out", engine="flow") == 0
     assert (tmp_path / "out" / "generated_clip" / "ground_truth").is_dir()

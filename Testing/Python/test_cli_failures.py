@@ -16,7 +16,7 @@ from conftest import ROOT
 from faultkit import file_permissions_apply
 from PIL import Image
 from sam2s.serving import protocol
-from SAM2SSlicerLib import cli
+from sam2sapp import cli
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "SAM2SSlicer"), OMP_NUM_THREADS="1")
 
@@ -55,7 +55,7 @@ def test_a_closed_stdout_pipe_ends_quietly():
     closes the pipe before the command writes anything: exit 1 (Python's advice for SIGPIPE), no
     traceback, nothing on stderr."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "SAM2SSlicerLib", "models"],
+        [sys.executable, "-m", "sam2sapp", "models"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,
@@ -86,7 +86,7 @@ def test_server_killed_mid_propagation_fails_in_one_line(tmp_path):
     local = LocalServer()
     try:
         url, token = local.ensureRunning()
-        argv = [sys.executable, "-m", "SAM2SSlicerLib", "track", str(clip), "--prompts", str(prompts)]
+        argv = [sys.executable, "-m", "sam2sapp", "track", str(clip), "--prompts", str(prompts)]
         argv += ["--png-dir", str(tmp_path / "png"), "--server", url, "--engine", "flow", "--quiet"]
         env = dict(ENV, SAM2S_SERVER_TOKEN=token)
         child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)

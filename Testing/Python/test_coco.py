@@ -23,11 +23,11 @@ from conftest import ROOT  # noqa: E402
 from faultkit import run_without  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from sam2s.modelspec import ModelSpec  # noqa: E402
+from sam2sapp.promptsfile import ObjectPrompts, Prompt, dump_prompts  # noqa: E402
+from sam2sapp.track import CliError, TrackRequest, run_tracking  # noqa: E402
 from SAM2SSlicerLib import headless  # noqa: E402
 from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController  # noqa: E402
-from SAM2SSlicerLib.promptsfile import ObjectPrompts, Prompt, dump_prompts  # noqa: E402
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
-from SAM2SSlicerLib.track import CliError, TrackRequest, run_tracking  # noqa: E402
 from slicertrack import track_in_slicer  # noqa: E402
 
 FLOW = ModelSpec(engine="flow", device="cpu")
@@ -182,7 +182,7 @@ def test_module_export_through_the_controller(overlapping, tmp_path):
 def test_without_pycocotools_says_how_to_install_it(overlapping, tmp_path):
     folder, _, _ = overlapping
     out = tmp_path / "out"
-    command = ["-m", "SAM2SSlicerLib", "track", str(folder / "frames"), "--prompts", str(folder / "prompts.json")]
+    command = ["-m", "sam2sapp", "track", str(folder / "frames"), "--prompts", str(folder / "prompts.json")]
     command += ["--engine", "flow", "--png-dir", str(out), "--coco", str(tmp_path / "c.json")]
     proc = run_without(["pycocotools"], command, tmp_path)
     assert proc.returncode == 2, proc.stderr

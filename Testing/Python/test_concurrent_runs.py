@@ -78,7 +78,7 @@ def _prompts(folder: Path, name: str, obj_id: int, box: list[int]) -> Path:
 
 
 def _start(frames: Path, prompts: Path, out: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "SAM2SSlicerLib", "track", str(frames), "--prompts", str(prompts)]
+    argv = [sys.executable, "-m", "sam2sapp", "track", str(frames), "--prompts", str(prompts)]
     argv += [
         "--output",
         str(out / "masklets.seg.nrrd"),

@@ -1,4 +1,4 @@
-"""``sam2s demo`` gets its weights first (``SAM2SSlicerLib.demo.demo_checkpoint``): downloaded and
+"""``sam2s demo`` gets its weights first (``sam2sapp.demo.demo_checkpoint``): downloaded and
 verified from a local HTTP server (127.0.0.1, as in ``test_checkpoints.py``) it tracks with SAM 2;
 offline it says so and uses the flow engine; a download with a wrong SHA-256 is deleted and the
 demo stops with a clear error. Real model (random weights, saved as a real checkpoint), real
@@ -20,8 +20,8 @@ pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 
 
 from conftest import ROOT  # noqa: E402, F401 - puts SAM2SSlicer on sys.path
 from sam2s.checkpoints import CheckpointInfo  # noqa: E402
-from SAM2SSlicerLib.demo import run_demo  # noqa: E402
-from SAM2SSlicerLib.track import CliError  # noqa: E402
+from sam2sapp.demo import run_demo  # noqa: E402
+from sam2sapp.track import CliError  # noqa: E402
 
 IMAGE_SIZE, END = 64, 0  # frame 0 only: the download and the engine choice are what is tested
 

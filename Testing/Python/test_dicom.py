@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.pixels import convert_color_space  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
-from SAM2SSlicerLib import cli  # noqa: E402
+from sam2sapp import cli  # noqa: E402
 from SAM2SSlicerLib.dicomvideo import (  # noqa: E402
     VIDEO_ENDOSCOPIC_SOP_CLASS,
     DicomFrames,
@@ -203,7 +203,7 @@ def test_module_import_headless(files, clip):
 def test_without_pydicom_says_how_to_install_it(files, clip, tmp_path):
     prompts = write_mask_prompt(tmp_path, clip[0])
     out = tmp_path / "out"
-    command = ["-m", "SAM2SSlicerLib", "track", str(files["h264"]), "--prompts", str(prompts)]
+    command = ["-m", "sam2sapp", "track", str(files["h264"]), "--prompts", str(prompts)]
     proc = run_without(["pydicom"], command + ["--png-dir", str(out), "--engine", "flow"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert 'pip install -e ".[dicom]"' in proc.stderr and "Traceback" not in proc.stderr

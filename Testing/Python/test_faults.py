@@ -33,7 +33,7 @@ from faultkit import (
     write_clip,
 )
 from PIL import Image
-from SAM2SSlicerLib import cli
+from sam2sapp import cli
 from SAM2SSlicerLib.export import readSegmentation
 
 pytest.importorskip("slicerio")
@@ -194,7 +194,7 @@ def _link(path: Path, target: Path) -> Path:
 
 
 def _video_input(case, output=None) -> list[str]:
-    from SAM2SSlicerLib.visualize import write_video
+    from sam2sapp.visualize import write_video
 
     video = case.inp / "clip.mp4"
     if not video.exists():

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sam2s.flow import FlowTracker
 from sam2s.session import ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
-from SAM2SSlicerLib.metrics import boundary_f, region_j
+from sam2sapp.metrics import boundary_f, region_j
 from SAM2SSlicerLib.synthetic import SyntheticClip
 
 

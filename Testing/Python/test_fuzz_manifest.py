@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from sam2s import spec
-from SAM2SSlicerLib import batch
+from sam2sapp import batch
 
 pytestmark = pytest.mark.fuzz
 

@@ -14,7 +14,7 @@ from fuzzing import counted, json_values, mutated_json, mutated_text
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from SAM2SSlicerLib.promptsfile import PromptsFileError, load_prompts, parse_prompts
+from sam2sapp.promptsfile import PromptsFileError, load_prompts, parse_prompts
 
 pytestmark = pytest.mark.fuzz
 

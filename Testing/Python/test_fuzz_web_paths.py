@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sam2s.frames import frame_image_names
 from sam2s.serving.access import is_under, real_roots
-from SAM2SSlicerLib.web.app import checkOpenPath
+from sam2sapp.web.app import checkOpenPath
 
 pytestmark = pytest.mark.fuzz
 

@@ -1,4 +1,4 @@
-"""DAVIS 2017 J and F (``SAM2SSlicerLib.metrics``): hand-made cases, a literal transcription of the
+"""DAVIS 2017 J and F (``sam2sapp.metrics``): hand-made cases, a literal transcription of the
 reference code as the oracle, and the folder evaluation."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from faultkit import run_without
 from PIL import Image
-from SAM2SSlicerLib.metrics import boundary_f, boundary_radius, disk, evaluate, read_labels, region_j, seg2bmap
+from sam2sapp.metrics import boundary_f, boundary_radius, disk, evaluate, read_labels, region_j, seg2bmap
 
 
 # ---------------------------------------------------------------------------------------- oracle
@@ -254,7 +254,7 @@ def squares(k: int, size: int = 40, side: int = 10) -> tuple[np.ndarray, np.ndar
 def test_monai_figures_on_shifted_squares(k):
     pytest.importorskip("monai")
     pytest.importorskip("scipy")
-    from SAM2SSlicerLib.metrics import overlap_metrics
+    from sam2sapp.metrics import overlap_metrics
 
     a, b = squares(k)
     m = overlap_metrics(a, b, nsd_tolerance=k - 0.5)
@@ -268,7 +268,7 @@ def test_monai_figures_on_shifted_squares(k):
 def test_monai_figures_with_empty_masks():
     pytest.importorskip("monai")
     pytest.importorskip("scipy")
-    from SAM2SSlicerLib.metrics import overlap_metrics
+    from sam2sapp.metrics import overlap_metrics
 
     a, _ = squares(0)
     z = np.zeros_like(a)
@@ -322,7 +322,7 @@ def test_evaluate_with_monai(eval_dirs):
 def test_eval_cli_json_and_plot(eval_dirs, tmp_path, capsys):
     pytest.importorskip("monai")
     pytest.importorskip("matplotlib")
-    from SAM2SSlicerLib import cli
+    from sam2sapp import cli
 
     pred, gt = eval_dirs
     plot = tmp_path / "jf.png"
@@ -343,7 +343,7 @@ def test_eval_cli_json_and_plot(eval_dirs, tmp_path, capsys):
 
 def test_eval_without_monai_prints_jf_and_says_how_to_install(eval_dirs, tmp_path):
     pred, gt = eval_dirs
-    proc = run_without(["monai"], ["-m", "SAM2SSlicerLib", "eval", str(pred), str(gt)], tmp_path)
+    proc = run_without(["monai"], ["-m", "sam2sapp", "eval", str(pred), str(gt)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert 'pip install -e ".[metrics]"' in proc.stderr and "Traceback" not in proc.stderr
     assert "J&F" in proc.stdout and "mean" in proc.stdout and "Dice" not in proc.stdout

@@ -110,7 +110,7 @@ def test_settings_precision():
 
 
 def test_cli_precision_option():
-    from SAM2SSlicerLib.cli import build_parser
+    from sam2sapp.cli import build_parser
 
     parser = build_parser()
     base = ["track", "video.mp4", "--prompts", "p.json", "--output", "o.seg.nrrd"]

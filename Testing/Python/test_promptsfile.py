@@ -1,4 +1,4 @@
-"""The prompts file format (``SAM2SSlicerLib.promptsfile``): reading, writing, and precise errors."""
+"""The prompts file format (``sam2sapp.promptsfile``): reading, writing, and precise errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from SAM2SSlicerLib.promptsfile import (
+from sam2sapp.promptsfile import (
     ObjectPrompts,
     Prompt,
     PromptsFileError,

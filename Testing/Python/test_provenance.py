@@ -328,7 +328,7 @@ def tracked(tmp_path_factory):
     import torch
     from conftest import random_model
     from PIL import Image
-    from SAM2SSlicerLib import cli
+    from sam2sapp import cli
     from SAM2SSlicerLib.synthetic import SyntheticClip
 
     folder = tmp_path_factory.mktemp("tracked")
@@ -364,7 +364,7 @@ def test_every_output_of_sam2s_track_reads_back_its_provenance(tracked):
 
 
 def test_check_provenance_on_the_command_line(tracked, capsys):
-    from SAM2SSlicerLib import cli
+    from sam2sapp import cli
 
     folder, base = tracked
     for output in ("o.seg.nrrd", "png", "c.json", "stats"):

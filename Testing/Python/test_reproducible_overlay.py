@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from SAM2SSlicerLib import cli
-from SAM2SSlicerLib.visualize import write_video
+from sam2sapp import cli
+from sam2sapp.visualize import write_video
 from test_cli_failures import _clip
 
 

@@ -511,7 +511,7 @@ def test_token_file_gives_the_token_and_must_be_private(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-SAM2S = [sys.executable, "-m", "SAM2SSlicerLib"]
+SAM2S = [sys.executable, "-m", "sam2sapp"]
 
 
 def test_sam2s_serve_help_lists_the_servers_options():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +51,10 @@ def test_module_cmakelists_lists_every_python_file_and_resource():
     scripts = _cmakeList(text, "MODULE_PYTHON_SCRIPTS")
     resources = _cmakeList(text, "MODULE_PYTHON_RESOURCES")
     onDisk = sorted(p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts)
-    missing = [p for p in onDisk if p not in scripts]
+    apps = [p for p in onDisk if p.startswith("sam2sapp/")]
+    missing = [p for p in onDisk if p not in scripts and p not in apps]
     assert not missing, f"add these files to MODULE_PYTHON_SCRIPTS in SAM2SSlicer/CMakeLists.txt: {missing}"
+    assert apps and not [p for p in scripts if p.startswith("sam2sapp/")]  # the applications are not installed
     stale = [p for p in scripts if not (MODULE / p).is_file()]
     assert not stale, f"MODULE_PYTHON_SCRIPTS lists files that do not exist: {stale}"
     assert len(scripts) == len(set(scripts))
@@ -262,6 +265,31 @@ print(json.dumps({{"modules": sorted(m for m in ("qt", "ctk", "torch", "av", "cv
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout.strip().splitlines()[-1])
     assert state == {"modules": [], "app": False, "scene": False}
+
+
+def test_what_the_extension_installs_imports_without_the_applications(tmp_path):
+    """A copy of exactly the files CMake installs (the module's Python files, the Slicer library and
+    the engine, not ``sam2sapp``) imports every module of the Slicer library, the controller and the
+    logic with their jobs and exports, as Slicer would, and none of them needs the applications."""
+    scripts = _cmakeList((MODULE / "CMakeLists.txt").read_text(), "MODULE_PYTHON_SCRIPTS")
+    for rel in scripts:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(MODULE / rel, tmp_path / rel)
+    library = sorted(p.stem for p in (tmp_path / "SAM2SSlicerLib").glob("*.py") if p.stem != "__init__")
+    code = f"""
+import importlib, sys
+sys.path = [{str(tmp_path)!r}] + [p for p in sys.path if "SAM2SSlicer" not in p]
+sys.modules["sam2sapp"] = None  # an import of it raises ImportError
+for name in {library!r}:
+    importlib.import_module("SAM2SSlicerLib." + name)
+import sam2s.modelspec, sam2s.serving.client, SAM2SSlicerLib
+assert SAM2SSlicerLib.__file__.startswith({str(tmp_path)!r}) and sam2s.__file__.startswith({str(tmp_path)!r})
+print(sorted(m for m in sys.modules if m.startswith(("SAM2SSlicerLib", "sam2s"))).__len__())
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) >= len(library)
+    assert "controller" in library and "logic" in library and "provenance" in library
 
 
 def test_checkpoint_download_progress_and_cancel(tmp_path):

@@ -9,8 +9,8 @@ import re
 
 import pytest
 from sam2s.spec import check_image_size, check_precision
-from SAM2SSlicerLib import cli
-from SAM2SSlicerLib.batch import BatchError, load_manifest
+from sam2sapp import cli
+from sam2sapp.batch import BatchError, load_manifest
 from SAM2SSlicerLib.settings import ModelSettings
 
 pytest.importorskip("fastapi")

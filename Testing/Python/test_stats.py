@@ -21,6 +21,8 @@ from sam2s import VideoTracker  # noqa: E402
 from sam2s.flow import FlowTracker  # noqa: E402
 from sam2s.frames import open_frames  # noqa: E402
 from sam2s.modelspec import ModelSpec  # noqa: E402
+from sam2sapp.track import TrackRequest, run_tracking  # noqa: E402
+from sam2sapp.visualize import write_video  # noqa: E402
 from SAM2SSlicerLib import headless, segments  # noqa: E402
 from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController, frameOfSlice  # noqa: E402
 from SAM2SSlicerLib.stats import (  # noqa: E402
@@ -32,8 +34,6 @@ from SAM2SSlicerLib.stats import (  # noqa: E402
     maskProperties,
 )
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
-from SAM2SSlicerLib.track import TrackRequest, run_tracking  # noqa: E402
-from SAM2SSlicerLib.visualize import write_video  # noqa: E402
 from slicertrack import track_in_slicer  # noqa: E402
 
 FRAMES, HEIGHT, WIDTH = 8, 48, 64

@@ -149,7 +149,7 @@ def _track(argv: list[str], env_token: str | None = None) -> subprocess.Complete
     env = dict(os.environ, PYTHONPATH=str(ROOT / "SAM2SSlicer"))
     if env_token:
         env["SAM2S_SERVER_TOKEN"] = env_token
-    return subprocess.run([sys.executable, "-m", "SAM2SSlicerLib", "track", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sam2sapp", "track", *argv], capture_output=True, text=True,
                           env=env, timeout=900)  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""``sam2s track``'s one path (``SAM2SSlicerLib.streaming``: the tracker's stream into sinks): the same
+"""``sam2s track``'s one path (``sam2sapp.streaming``: the tracker's stream into sinks): the same
 masks and files as the Slicer module (the headless logic tracking the same prompts and exporting
 with Slicer's own writer), a disk-backed labelmap that is removed afterwards, and a streamed
 ``.seg.nrrd`` that Slicer's readers accept."""
@@ -13,11 +13,12 @@ import pytest
 from conftest import random_model
 from PIL import Image
 from sam2s.modelspec import ModelSpec
-from SAM2SSlicerLib import cli, export, streaming
+from sam2sapp import cli, streaming
+from sam2sapp.track import CliError, TrackRequest, run_tracking
+from sam2sapp.visualize import write_video
+from SAM2SSlicerLib import export
 from SAM2SSlicerLib.outputs import OutputWriteError
 from SAM2SSlicerLib.synthetic import SyntheticClip
-from SAM2SSlicerLib.track import CliError, TrackRequest, run_tracking
-from SAM2SSlicerLib.visualize import write_video
 from slicertrack import track_in_slicer
 
 slicerio = pytest.importorskip("slicerio")

@@ -44,7 +44,7 @@ from PIL import Image
 pytest.importorskip("trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)')
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (sam2s[webtest])")
 
-from SAM2SSlicerLib.web.driver import (  # noqa: E402 - after the skips above
+from driver import (  # noqa: E402 - after the skips above (Testing/Python/web/driver.py)
     CHROMIUM,
     WebAppProcess,
     frameChangeMs,
@@ -100,7 +100,7 @@ def clip(tmp_path_factory) -> Clip:
         video = SHARED_DATA / "video.mp4"
         return Clip(video, video, mask, (451.0, 137.0), ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), box)
     import av
-    from SAM2SSlicerLib.demo import generated_clip
+    from sam2sapp.demo import generated_clip
 
     folder = tmp_path_factory.mktemp("clip")
     frames, _prompts, truth = generated_clip(folder)
@@ -316,7 +316,7 @@ def test_click_propagate_cancel_and_export_in_the_browser(browser, clip, tmp_pat
 def test_non_loopback_bind_refuses_requests_without_the_token(browser, tmp_path):
     # No token on a public address: refused before anything starts (exit code 2, the fix named).
     result = subprocess.run(
-        [sys.executable, "-m", "SAM2SSlicerLib", "web", "--host", "0.0.0.0", "--port", "0", "--engine", "flow"],
+        [sys.executable, "-m", "sam2sapp", "web", "--host", "0.0.0.0", "--port", "0", "--engine", "flow"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,8 +10,8 @@ from PIL import Image
 
 pytest.importorskip("trame_slicer", reason='the web app needs pip install -e ".[web]" (make env installs it)')
 
-from SAM2SSlicerLib.cli import build_parser  # noqa: E402
-from SAM2SSlicerLib.web import app as webApp  # noqa: E402
+from sam2sapp.cli import build_parser  # noqa: E402
+from sam2sapp.web import app as webApp  # noqa: E402
 
 
 def _frames(folder, count: int = 3):

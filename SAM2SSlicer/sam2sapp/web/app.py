@@ -91,7 +91,7 @@ class MemorySettingsStore:
 
 
 def addWebArguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``sam2s web`` (used by ``SAM2SSlicerLib.cli``)."""
+    """The options of ``sam2s web`` (used by ``sam2sapp.cli``)."""
     parser.add_argument("video", nargs="?", help="open this video file or image folder at start")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this computer)")
     parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0: a free port)")
@@ -385,7 +385,7 @@ class SAM2SWebApp:
     def pixelAtDisplay(self, x: float, y: float) -> tuple[float, float, int] | None:
         """``(x, y, frame)`` in video pixels (x right, y down, frame = K index) under the view's
         display position ``(x, y)`` (pixels, origin bottom-left), or None outside the video."""
-        from ..controller import pixelOfRas
+        from SAM2SSlicerLib.controller import pixelOfRas
 
         ras = self.sliceNode.GetXYToRAS().MultiplyPoint([float(x), float(y), 0.0, 1.0])[:3]
         return pixelOfRas(self.logic.videoNode, ras, self.sliceNode.GetSliceToRAS())
@@ -437,7 +437,7 @@ class SAM2SWebApp:
         self._flush()
 
     def _onSliceNodeModified(self, *_args) -> None:
-        from ..controller import frameOfSlice
+        from SAM2SSlicerLib.controller import frameOfSlice
 
         frame = frameOfSlice(self.logic.videoNode, self.sliceNode.GetSliceToRAS())
         if frame is not None and frame != self.state.frame:
@@ -460,7 +460,7 @@ class SAM2SWebApp:
     def _updateTime(self, frame: int) -> None:
         """The shown frame's time (mm:ss.sss from the video's frame times or rate; empty for image
         folders, which have neither)."""
-        from ..videoimport import frameRate, frameTimes
+        from SAM2SSlicerLib.videoimport import frameRate, frameTimes
 
         video = self.logic.videoNode
         times = frameTimes(video) if video is not None else None
@@ -488,7 +488,7 @@ class SAM2SWebApp:
             self._playTask = asyncio.ensure_future(self._play())
 
     async def _play(self) -> None:
-        from ..videoimport import frameRate
+        from SAM2SSlicerLib.videoimport import frameRate
 
         rate = frameRate(self.logic.videoNode) or 25.0
         while self.state.playing and self.logic.videoNode is not None:
@@ -511,7 +511,7 @@ class SAM2SWebApp:
         return self._import(real, os.path.basename(os.path.expanduser(str(path).strip()).rstrip(os.sep)))
 
     def _import(self, path: str, name: str) -> bool:
-        from ..logic import TrackingBusyError
+        from SAM2SSlicerLib.logic import TrackingBusyError
 
         try:
             node = self.controller.importVideo(path)
@@ -715,7 +715,7 @@ class SAM2SWebApp:
     def export(self, kind: str) -> str | None:
         """Write ``kind`` (``seg.nrrd``, ``png`` = label PNGs in a zip, ``coco``) into the work
         folder and offer it for download; returns its file name, or None (with a message)."""
-        from ..logic import TrackingBusyError
+        from SAM2SSlicerLib.logic import TrackingBusyError
 
         node = self.logic.segmentationNode
         if node is None:
@@ -760,7 +760,7 @@ class SAM2SWebApp:
     def updateReview(self) -> None:
         """Fill the review list: frames where an object appears, disappears or the model's confidence
         drops (``stats.reviewList``)."""
-        from .. import stats
+        from SAM2SSlicerLib import stats
 
         node, video = self.logic.segmentationNode, self.logic.videoNode
         if node is None or video is None:
@@ -1023,7 +1023,7 @@ def _modelSettings(args: argparse.Namespace):
     before the engine is settled (``ModelSpec.settle``: a cached checkpoint, else the flow
     engine, which the terminal is told)."""
 
-    from ..settings import ModelSettings
+    from SAM2SSlicerLib.settings import ModelSettings
 
     options = {"configName": args.model, "device": args.device, "imageSize": args.image_size}
     spec = ModelSettings(**options, precision=args.precision).toSpec().replace(engine=args.engine or "sam2")
@@ -1048,7 +1048,7 @@ during a propagation 184-288 ms at +19, 244-365 ms at +10, up to 500 ms at 0."""
 
 def _backendFactory(niceness: int):
     def create(url: str | None, token: str):
-        from ..backends import LocalServer, ServerBackend
+        from SAM2SSlicerLib.backends import LocalServer, ServerBackend
 
         if url:
             return ServerBackend(url, token)
@@ -1060,13 +1060,12 @@ def _backendFactory(niceness: int):
 def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     """Build the app for the parsed ``sam2s web`` options (checks them first: ValueError or
     ``track.CliError`` name the bad option)."""
+    from SAM2SSlicerLib.controller import COMPUTE_LOCAL, COMPUTE_SERVER, SAM2SController
+    from SAM2SSlicerLib.logic import SAM2STrackingLogic
+    from SAM2SSlicerLib.runner import JobRunner
     from trame.app import get_server
     from trame_slicer import module as trameSlicerModule
     from trame_slicer.core import SlicerApp
-
-    from ..controller import COMPUTE_LOCAL, COMPUTE_SERVER, SAM2SController
-    from ..logic import SAM2STrackingLogic
-    from ..runner import JobRunner
 
     token = checkAccess(args.host, read_token_file(args.token_file) if args.token_file else args.token)
     roots = real_roots(args.allow_path or [os.getcwd()])

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 from sam2s.session import TrackedFrame, TrackingPlan, plan_passes
-
-from .outputs import atomicFile, temporaryPath, unlinkEvenIfInterrupted
-from .provenance import Provenance, segmentTag, writeProvenanceFile
+from SAM2SSlicerLib.outputs import atomicFile, temporaryPath, unlinkEvenIfInterrupted
+from SAM2SSlicerLib.provenance import Provenance, segmentTag, writeProvenanceFile
 
 __all__ = [
     "CocoSink",
@@ -375,7 +374,7 @@ def writeSegmentation(
     Returns:
         ``path``. Raises OSError: writing failed (disk full, read-only); ``path`` is unchanged.
     """
-    from .export import verifyNrrdFile
+    from SAM2SSlicerLib.export import verifyNrrdFile
 
     frames, height, width = labelmap.shape
     layers = assignLayers([o.id for o in objects], labelmap.overlaps)
@@ -543,7 +542,7 @@ class CocoSink(Sink):
     key = "coco"
 
     def open(self, stack, video, objects) -> None:
-        from .coco import CocoWriter
+        from SAM2SSlicerLib.coco import CocoWriter
 
         self.writer = CocoWriter(
             [(o.id, o.name) for o in objects], video.name, video.frames, video.height, video.width, video.fps,
@@ -568,7 +567,7 @@ class StatsSink(Sink):
         self.outputs = outputs
 
     def open(self, stack, video, objects) -> None:
-        from .stats import MaskletStatistics
+        from SAM2SSlicerLib.stats import MaskletStatistics
 
         self.statistics = MaskletStatistics({o.id: o.name for o in objects}, video.frames)
         self.provenance = video.provenance
@@ -582,7 +581,7 @@ class StatsSink(Sink):
                     self.statistics.setConfidence(frame, objectId, value)
 
     def finish(self, missing) -> None:
-        from .stats import writeStatisticsFolder
+        from SAM2SSlicerLib.stats import writeStatisticsFolder
 
         with self.outputs.writeFolder(self.path) as staging:  # the four files appear together
             writeStatisticsFolder(self.statistics, staging, self.colors, provenance=self.provenance)
@@ -687,7 +686,7 @@ def trackToOutputs(
             ``.written`` lists the outputs written completely; the others keep their old content.
         sam2s.PromptError: a prompt the engine refuses.
     """
-    from .outputs import OutputWriteError
+    from SAM2SSlicerLib.outputs import OutputWriteError
 
     written: dict[str, str] = {}
     areas = {o.id: np.zeros(video.frames, dtype=np.int64) for o in objects}

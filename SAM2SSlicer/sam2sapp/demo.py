@@ -36,8 +36,9 @@ from .track import CliError, TrackRequest, print_summary, run_tracking, say
 def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path]:
     """Write a generated clip (JPEG frames), its prompts file (masks on frame 0) and its ground
     truth (label PNGs every 8 frames) into ``folder``. Returns ``(frames_dir, prompts, gt_dir)``."""
+    from SAM2SSlicerLib.synthetic import SyntheticClip
+
     from .promptsfile import ObjectPrompts, Prompt, dump_prompts
-    from .synthetic import SyntheticClip
 
     clip = SyntheticClip(num_frames, 240, 320, num_objects=2, seed=4)
     frames_dir, gt_dir = folder / "frames", folder / "ground_truth"
@@ -59,7 +60,7 @@ def generated_clip(folder: Path, num_frames: int = 48) -> tuple[Path, Path, Path
 def _generated_clip_once(output_dir: Path) -> tuple[Path, Path, Path]:
     """The generated clip in ``output_dir / "generated_clip"``: reused when complete, else written
     into a temporary folder that is renamed only once complete (a killed run leaves no half clip)."""
-    from .outputs import PARTIAL_TAG, processRuns
+    from SAM2SSlicerLib.outputs import PARTIAL_TAG, processRuns
 
     final = output_dir / "generated_clip"
     if (final / "prompts.json").is_file():

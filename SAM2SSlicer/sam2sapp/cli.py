@@ -180,7 +180,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_batch(a: argparse.Namespace) -> int:
-    """``sam2s batch MANIFEST``: many videos on Ray (``SAM2SSlicerLib.batch``); 0 all done or skipped,
+    """``sam2s batch MANIFEST``: many videos on Ray (``sam2sapp.batch``); 0 all done or skipped,
     1 some failed, 2 bad manifest, options or --report path, or no Ray."""
     from .batch import OPTIONS, run_batch
 
@@ -377,7 +377,7 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sam2s`` console script. Returns the exit code (see the module docstring)."""
-    from .outputs import OutputWriteError
+    from SAM2SSlicerLib.outputs import OutputWriteError
 
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -513,7 +513,7 @@ def load_prompts(
         data = strictjson.loads(text)
     except strictjson.StrictJSONError as e:
         raise PromptsFileError(
-            f"{path}: {e}; a prompts file is JSON as in the SAM2SSlicerLib.promptsfile documentation "
+            f"{path}: {e}; a prompts file is JSON as in the sam2sapp.promptsfile documentation "
             '(e.g. {"objects": [{"id": 1, "prompts": [{"frame": 0, "points": [[x, y]], "labels": [1]}]}]}).'
         ) from None
     objects = parse_prompts(data, path.parent, str(path), frame_size)

@@ -123,9 +123,9 @@ def run_tracking(request: TrackRequest, model_object=None) -> dict:
             lists the outputs written completely.
     """
     from sam2s.frames import FrameSourceError
+    from SAM2SSlicerLib.dicomvideo import openVideo
+    from SAM2SSlicerLib.outputs import OutputError, OutputSet
 
-    from .dicomvideo import openVideo
-    from .outputs import OutputError, OutputSet
     from .promptsfile import PromptsFileError, load_prompts
 
     r = request
@@ -181,7 +181,7 @@ def check_provenance(request: TrackRequest, output: str | Path) -> list[str]:
         CliError: the model options are invalid, the checkpoint is missing, or ``output`` has no
             readable provenance (written by an older version or another tool).
     """
-    from .provenance import ProvenanceError, checkProvenance
+    from SAM2SSlicerLib.provenance import ProvenanceError, checkProvenance
 
     try:
         spec = request.model.validate()
@@ -215,14 +215,14 @@ def _check_extras(r: TrackRequest) -> None:
             "Nothing to write: give --output X.seg.nrrd, --png-dir DIR, --overlay OUT.mp4, --coco OUT.json and/or --stats DIR."
         )
     if r.coco is not None:
-        from .coco import CocoUnavailableError, requirePycocotools
+        from SAM2SSlicerLib.coco import CocoUnavailableError, requirePycocotools
 
         try:
             requirePycocotools()
         except CocoUnavailableError as err:
             raise CliError(f"--coco: {err}") from None
     if r.stats is not None:
-        from .stats import requireMatplotlib
+        from SAM2SSlicerLib.stats import requireMatplotlib
 
         try:
             requireMatplotlib()
@@ -234,9 +234,10 @@ def _check_extras(r: TrackRequest) -> None:
 
 def _sinks(r: TrackRequest, outputs) -> list:
     """The sinks of the outputs asked for, each path declared in ``outputs`` (refused when bad)."""
+    from SAM2SSlicerLib.export import labelPngPattern
+    from SAM2SSlicerLib.provenance import folderPattern
+
     from . import streaming
-    from .export import labelPngPattern
-    from .provenance import folderPattern
 
     sinks = []
     if r.png_dir is not None:
@@ -247,7 +248,7 @@ def _sinks(r: TrackRequest, outputs) -> list:
     if r.overlay is not None:
         sinks.append(streaming.OverlaySink(outputs.addFile(r.overlay, "--overlay", OVERLAY_SUFFIXES)))
     if r.stats is not None:
-        from .stats import STATS_FILE_PATTERN, STATS_FILES
+        from SAM2SSlicerLib.stats import STATS_FILE_PATTERN, STATS_FILES
 
         what = f"statistics files ({', '.join(STATS_FILES)})"
         sinks.append(streaming.StatsSink(outputs.addFolder(r.stats, "--stats", STATS_FILE_PATTERN, what), outputs))
@@ -319,8 +320,8 @@ def _stream(r: TrackRequest, spec: ModelSpec, tracker, source, objects, first: i
     CliError, a lost or failing server a TrackingFailed (the outputs not written keep their content)."""
     from sam2s.frames import FrameSourceError
     from sam2s.serving.client import ServerError
+    from SAM2SSlicerLib.provenance import makeProvenance
 
-    from .provenance import makeProvenance
     from .streaming import StreamInfo, objectsFromPrompts, streamPlan, trackToOutputs
     from .visualize import color_for
 

@@ -60,7 +60,7 @@ differ by 0)."""
 
 
 class WebAppProcess:
-    """``python -m SAM2SSlicerLib web ARGS`` in ``cwd``, until it prints its ready line.
+    """``python -m sam2sapp web ARGS`` in ``cwd``, until it prints its ready line.
 
     Attributes:
         url: the page's address. readySeconds: process start to ready line (s). lines: its output.
@@ -72,7 +72,7 @@ class WebAppProcess:
     def __init__(self, args: Sequence[str], cwd: str | Path, env: dict | None = None, timeout: float = 120) -> None:
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "SAM2SSlicerLib", "web", *args],
+            [sys.executable, "-m", "sam2sapp", "web", *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

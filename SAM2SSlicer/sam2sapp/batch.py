@@ -59,8 +59,8 @@ from sam2s import strictjson
 from sam2s.extras import install_hint
 from sam2s.modelspec import ModelSpec
 from sam2s.spec import ENGINES, MEMORY_POLICIES, check_image_size, check_precision
+from SAM2SSlicerLib.provenance import fileSha256
 
-from .provenance import fileSha256
 from .track import CliError, TrackRequest, choose_engine, run_tracking, say
 
 REQUIRED = ("video", "prompts", "output_dir")
@@ -469,7 +469,7 @@ def output_state(output_dir: str | os.PathLike) -> tuple[str, str]:
 def _remove_stale_staging(output_dir: Path) -> int:
     """Remove the staging folders of earlier attempts for ``output_dir`` (a killed worker's); on this
     host only those of processes that no longer run. Returns how many were removed."""
-    from .outputs import processRuns
+    from SAM2SSlicerLib.outputs import processRuns
 
     removed, host = 0, socket.gethostname()
     for p in output_dir.parent.glob(f".{output_dir.name}{STAGING_TAG}*"):
@@ -485,7 +485,7 @@ def _remove_stale_staging(output_dir: Path) -> int:
 
 def _commit(staging: Path, output_dir: Path) -> None:
     """Put the complete ``staging`` folder in place of ``output_dir`` (absent or incomplete)."""
-    from .outputs import exchangePaths
+    from SAM2SSlicerLib.outputs import exchangePaths
 
     if not output_dir.exists():
         os.rename(staging, output_dir)
@@ -515,7 +515,7 @@ def track_video(job: dict[str, Any]) -> dict[str, Any]:
         (count), seconds (wall time of this attempt), error, cleaned`` (staging folders of
         earlier attempts removed).
     """
-    from .outputs import OutputWriteError
+    from SAM2SSlicerLib.outputs import OutputWriteError
 
     t0 = time.monotonic()
     out = Path(job["output_dir"])
@@ -682,7 +682,7 @@ def checked_report(
             writable; it is an existing file that is not a batch report and ``overwrite`` is false;
             another running process writes it.
     """
-    from .outputs import OutputError, OutputSet
+    from SAM2SSlicerLib.outputs import OutputError, OutputSet
 
     path = Path(report) if report else Path(os.path.abspath(manifest)).parent / REPORT_NAME
     try:
@@ -709,7 +709,7 @@ def checked_report(
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically (``outputs.atomicFile``)."""
-    from .outputs import atomicFile
+    from SAM2SSlicerLib.outputs import atomicFile
 
     with atomicFile(path) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
