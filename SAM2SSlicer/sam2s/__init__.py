@@ -22,8 +22,8 @@ Modules: ``session`` (the ``Tracker`` contract and its one stream, ``run(Trackin
 ``plan_passes``; prompt records, errors; numpy only), ``spec`` / ``modelspec`` (the model
 settings' rules and ``ModelSpec``; no torch), ``tracker``
 (``VideoTracker``), ``flow`` (``FlowTracker``, no weights, no torch), ``memory`` / ``divemem``
-(memory policies), ``frames`` (frame sources), ``checkpoints`` (registry, download, safe
-loading), ``build`` / ``config`` (models), ``modeling`` (the network), ``serving`` (tracking over
+(memory policies), ``frames`` (frame sources), ``checkpoints`` (registry, download),
+``safeload`` (safe loading), ``build`` / ``config`` (models), ``modeling`` (the network), ``serving`` (tracking over
 HTTP: the server, its client and protocol, the path-access rule).
 """
 
@@ -81,6 +81,7 @@ _SUBMODULES = (
     "memory",
     "modeling",
     "modelspec",
+    "safeload",
     "serving",
     "session",
     "tracker",

@@ -1,4 +1,5 @@
-"""Registry, cache and downloader of Meta's SAM 2 / SAM 2.1 checkpoints, and a safe loader.
+"""Registry, cache and downloader of Meta's SAM 2 / SAM 2.1 checkpoints (the safe loader is in
+:mod:`sam2s.safeload`; :func:`load_state_dict` and :class:`CheckpointError` are re-exported here).
 
 Public API:
 
@@ -32,14 +33,12 @@ import hashlib
 import http.client
 import json
 import os
-import pickletools
 import sys
 import tempfile
 import threading
 import urllib.error
 import urllib.request
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +46,10 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from .safeload import CheckpointError, load_state_dict  # noqa: F401 - part of this module's API
+
 if TYPE_CHECKING:
-    import torch
+    pass
 
 __all__ = [
     "REGISTRY",
@@ -74,10 +75,6 @@ MARKER_SUFFIX = ".sha256-ok"
 
 _CHUNK_BYTES = 1 << 20  # 1 MiB read / hash block
 _USER_AGENT = "sam2s-checkpoint-downloader (Python urllib)"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable: truncated, not a PyTorch file, or not tensor-only."""
 
 
 class DownloadError(RuntimeError):
@@ -423,116 +420,146 @@ def download(
     cached = _verified_cached(info, directory)
     if cached is not None:
         return cached
-
-    source = url or info.url
-
-    def check_cancelled(received: int, total: int | None) -> None:
-        if cancel is not None and cancel.is_set():
-            raise DownloadCancelled(
-                f"The download of {info.filename} from {source} was cancelled after {received} of "
-                f"{total if total is not None else '?'} bytes; nothing was kept."
-            )
-
-    check_cancelled(0, info.size_bytes)  # before anything is created or requested
+    transfer = _Transfer(info, url or info.url, directory, cancel)
+    transfer.check_cancelled(info.size_bytes)  # before anything is created or requested
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / info.filename
-    hint = _offline_hint(info, source, directory)
-    manual = _manual_hint(info, source, directory)
     if info.sha256 is None:
         warnings.warn(
             f"No SHA256 is known for {info.filename}; it will be downloaded without integrity check.",
             stacklevel=2,
         )
-
-    request = urllib.request.Request(source, headers={"User-Agent": _USER_AGENT})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        raise DownloadError(
-            f"Could not download {info.filename}: {source} answered HTTP {exc.code} {exc.reason}. Retry later. {hint}"
-        ) from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"Could not reach {source} to download {info.filename} ({reason}). {hint}") from exc
-
-    partial: Path | None = None
-    received = 0
+    response = transfer.open(timeout)
     try:
         with response:
-            length_header = response.headers.get("Content-Length")
-            content_length = int(length_header) if length_header and length_header.isdigit() else None
-            if content_length is not None and info.size_bytes is not None and content_length != info.size_bytes:
-                raise ChecksumError(
-                    f"{source} offers {content_length} bytes for {info.filename}, expected "
-                    f"{info.size_bytes} bytes: not the expected file. Retry later, or install it "
-                    f"manually: {manual}"
-                )
-            total = content_length if content_length is not None else info.size_bytes
-            fd, name = tempfile.mkstemp(prefix=info.filename + ".part-", dir=directory)
-            partial = Path(name)
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
-                callback = progress if callable(progress) else None
-                bar = tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=info.filename,
-                    disable=callback is not None or not progress,
-                    file=sys.stderr,
-                )
-                with bar:
-                    while True:
-                        check_cancelled(received, total)
-                        try:
-                            block = response.read(_CHUNK_BYTES)
-                        except (http.client.HTTPException, OSError) as exc:
-                            raise DownloadError(
-                                f"The download of {info.filename} from {source} was interrupted after "
-                                f"{received} of {total if total is not None else '?'} bytes ({exc}). {hint}"
-                            ) from exc
-                        if not block:
-                            break
-                        out.write(block)
-                        digest.update(block)
-                        received += len(block)
-                        bar.update(len(block))
-                        if callback is not None:
-                            callback(received, total)
-                out.flush()
-                os.fsync(out.fileno())
-        expected_total = content_length if content_length is not None else info.size_bytes
-        if expected_total is not None and received < expected_total:
-            raise DownloadError(
-                f"The download of {info.filename} from {source} was interrupted: the connection "
-                f"closed after {received} of {expected_total} bytes. {hint}"
-            )
-        if info.size_bytes is not None and received != info.size_bytes:
-            raise ChecksumError(
-                f"Size mismatch for {info.filename} from {source}: expected {info.size_bytes} bytes, "
-                f"got {received}. The file was deleted. Retry, or install it manually: {manual}"
-            )
-        actual = digest.hexdigest()
-        if info.sha256 is not None and actual != info.sha256.lower():
-            raise ChecksumError(
-                f"SHA256 mismatch for {info.filename} downloaded from {source}: expected "
-                f"{info.sha256.lower()}, got {actual}. The file was deleted. Retry the download (the "
-                f"transfer may have been corrupted); if it fails again, install it manually (and check "
-                f"that its SHA256 is {info.sha256.lower()}): {manual}"
-            )
+            content_length = transfer.content_length(response)
+            actual = transfer.stream(response, progress, content_length)
+        transfer.verify(content_length, actual)
         with contextlib.suppress(OSError):
-            os.chmod(partial, 0o644)  # mkstemp creates 0600; a cache file is not secret
-        os.replace(partial, final)
-        partial = None
+            os.chmod(transfer.partial, 0o644)  # mkstemp creates 0600; a cache file is not secret
+        os.replace(transfer.partial, final)
+        transfer.partial = None
     except BaseException:
-        _remove(partial)
+        _remove(transfer.partial)
         raise
     if info.sha256 is not None:
         _write_marker(final, info.sha256.lower())
     else:
         _remove(_marker_path(final))
     return final
+
+
+@dataclass
+class _Transfer:
+    """One download of ``info`` from ``source`` into ``directory`` (the steps of :func:`download`):
+    ``received`` bytes so far into the temporary file ``partial`` (None until created, and again
+    once renamed)."""
+
+    info: CheckpointInfo
+    source: str
+    directory: Path
+    cancel: threading.Event | None
+    received: int = 0
+    partial: Path | None = None
+
+    @property
+    def hint(self) -> str:
+        return _offline_hint(self.info, self.source, self.directory)
+
+    @property
+    def manual(self) -> str:
+        return _manual_hint(self.info, self.source, self.directory)
+
+    def check_cancelled(self, total: int | None) -> None:
+        """Raise ``DownloadCancelled`` when ``cancel`` is set."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise DownloadCancelled(
+                f"The download of {self.info.filename} from {self.source} was cancelled after {self.received} of "
+                f"{total if total is not None else '?'} bytes; nothing was kept."
+            )
+
+    def open(self, timeout: float):
+        """The HTTP response of ``source``; ``DownloadError`` (with the offline hint) when unreachable."""
+        request = urllib.request.Request(self.source, headers={"User-Agent": _USER_AGENT})
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(
+                f"Could not download {self.info.filename}: {self.source} answered HTTP {exc.code} {exc.reason}. "
+                f"Retry later. {self.hint}"
+            ) from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DownloadError(
+                f"Could not reach {self.source} to download {self.info.filename} ({reason}). {self.hint}"
+            ) from exc
+
+    def content_length(self, response) -> int | None:
+        """``Content-Length`` in bytes, or None; ``ChecksumError`` when it is not the registry's size."""
+        header = response.headers.get("Content-Length")
+        length = int(header) if header and header.isdigit() else None
+        size = self.info.size_bytes
+        if length is not None and size is not None and length != size:
+            raise ChecksumError(
+                f"{self.source} offers {length} bytes for {self.info.filename}, expected {size} bytes: not the "
+                f"expected file. Retry later, or install it manually: {self.manual}"
+            )
+        return length
+
+    def stream(self, response, progress: bool | ProgressCallback, content_length: int | None) -> str:
+        """Copy the body in 1 MiB blocks into a new temporary file ``partial`` (fsynced), with
+        progress and cancel checks; returns its SHA-256 (hex). ``DownloadError`` when interrupted."""
+        total = content_length if content_length is not None else self.info.size_bytes
+        fd, name = tempfile.mkstemp(prefix=self.info.filename + ".part-", dir=self.directory)
+        self.partial = Path(name)
+        digest = hashlib.sha256()
+        callback = progress if callable(progress) else None
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=self.info.filename,
+                   disable=callback is not None or not progress, file=sys.stderr)  # fmt: skip
+        with os.fdopen(fd, "wb") as out, bar:
+            while True:
+                self.check_cancelled(total)
+                try:
+                    block = response.read(_CHUNK_BYTES)
+                except (http.client.HTTPException, OSError) as exc:
+                    raise DownloadError(
+                        f"The download of {self.info.filename} from {self.source} was interrupted after "
+                        f"{self.received} of {total if total is not None else '?'} bytes ({exc}). {self.hint}"
+                    ) from exc
+                if not block:
+                    break
+                out.write(block)
+                digest.update(block)
+                self.received += len(block)
+                bar.update(len(block))
+                if callback is not None:
+                    callback(self.received, total)
+            out.flush()
+            os.fsync(out.fileno())
+        return digest.hexdigest()
+
+    def verify(self, content_length: int | None, actual: str) -> None:
+        """``DownloadError`` for a body shorter than announced; ``ChecksumError`` for a size or
+        SHA-256 other than the registry's."""
+        info, received = self.info, self.received
+        expected_total = content_length if content_length is not None else info.size_bytes
+        if expected_total is not None and received < expected_total:
+            raise DownloadError(
+                f"The download of {info.filename} from {self.source} was interrupted: the connection "
+                f"closed after {received} of {expected_total} bytes. {self.hint}"
+            )
+        if info.size_bytes is not None and received != info.size_bytes:
+            raise ChecksumError(
+                f"Size mismatch for {info.filename} from {self.source}: expected {info.size_bytes} bytes, "
+                f"got {received}. The file was deleted. Retry, or install it manually: {self.manual}"
+            )
+        if info.sha256 is not None and actual != info.sha256.lower():
+            raise ChecksumError(
+                f"SHA256 mismatch for {info.filename} downloaded from {self.source}: expected "
+                f"{info.sha256.lower()}, got {actual}. The file was deleted. Retry the download (the "
+                f"transfer may have been corrupted); if it fails again, install it manually (and check "
+                f"that its SHA256 is {info.sha256.lower()}): {self.manual}"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,217 +636,3 @@ def cache_status(cache_dir: str | Path | None = None) -> list[tuple[CheckpointIn
     """
     directory = _directory(cache_dir)
     return [(info, _verified_cached(info, directory, hash_check=False, warn=False)) for info in REGISTRY.values()]
-
-
-# Globals a tensor checkpoint may name; mirrors what torch's weights-only unpickler allows by
-# default (torch/_weights_only_unpickler.py, ``_get_allowed_globals``): tensor / storage rebuild
-# functions, storage and legacy tensor classes, dtypes, ``torch.Size`` / ``torch.device``, and a
-# few plain containers. Anything else in a checkpoint is an arbitrary object (or code).
-_SAFE_GLOBALS = frozenset(
-    {
-        "collections.OrderedDict",
-        "collections.Counter",
-        "builtins.set",
-        "builtins.frozenset",
-        "builtins.bytearray",
-        "builtins.complex",
-        "_codecs.encode",
-        "torch.Size",
-        "torch.Tensor",
-        "torch.device",
-        "torch.nn.parameter.Parameter",
-        "torch.serialization._get_layout",
-        "torch._tensor._rebuild_from_type_v2",
-        "torch.storage.TypedStorage",
-        "torch.storage.UntypedStorage",
-    }
-)
-_TENSOR_CLASS_MODULES = ("torch", "torch.cuda", "torch.sparse", "torch.cuda.sparse")
-_STRING_OPCODES = frozenset(
-    {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
-)
-_MAX_PICKLES = 8  # a legacy (non-zip) torch file holds 5 pickles, then raw storage bytes
-
-
-def _is_safe_global(qualified: str) -> bool:
-    """Whether ``module.name`` is something a tensor-only checkpoint legitimately imports."""
-    module, _, name = qualified.rpartition(".")
-    if module == "__builtin__":  # protocol 0-2 pickles spell builtins the Python 2 way
-        qualified, module = "builtins." + name, "builtins"
-    if qualified in _SAFE_GLOBALS:
-        return True
-    if not name.isidentifier():
-        return False
-    if module == "torch._utils":
-        return name.startswith("_rebuild_")
-    if module in _TENSOR_CLASS_MODULES and (name.endswith("Storage") or name.endswith("Tensor")):
-        return True
-    if module == "torch":  # dtypes (torch.float32), quantisation schemes, layouts, memory formats
-        import torch
-
-        kinds = (torch.dtype, torch.qscheme, torch.layout, torch.memory_format)
-        return isinstance(getattr(torch, name, None), kinds)
-    return False
-
-
-def _pickle_globals(stream) -> tuple[list[str], bool]:
-    """The globals one pickle in ``stream`` imports, read with :func:`pickletools.genops`, which
-    only decodes opcodes and never executes or imports anything.
-
-    Collects GLOBAL / INST names and, for STACK_GLOBAL, the two strings pushed before it (also
-    through the memo, as protocol 4 refers to repeated names with BINGET). Returns
-    ``(["module.name", ...], complete)``; ``complete`` is False when the pickle is cut short or
-    undecodable (then the names are unreliable). A STACK_GLOBAL whose operands are not plain
-    strings gives ``"<computed name>"``.
-    """
-    names: list[str] = []
-    pushed: list[str | None] = []  # what each push put on the stack, when it is a string
-    memo: dict[int, str | None] = {}
-    try:
-        for op, arg, _ in pickletools.genops(stream):
-            kind = op.name
-            if kind in ("GLOBAL", "INST"):
-                module, _, name = str(arg).partition(" ")
-                names.append(f"{module}.{name}")
-                pushed.append(None)
-            elif kind == "STACK_GLOBAL":
-                module, name = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-                ok = isinstance(module, str) and isinstance(name, str)
-                names.append(f"{module}.{name}" if ok else "<computed name>")
-                pushed.append(None)
-            elif kind in _STRING_OPCODES:
-                pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
-            elif kind == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = pushed[-1] if pushed else None
-            elif kind in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(arg))
-            elif kind == "STOP":
-                return names, True
-            elif kind not in ("FRAME", "PROTO"):
-                pushed.append(None)
-    except Exception:  # noqa: BLE001 (any decoding failure: garbage or a cut-off pickle)
-        return names, False
-    return names, False
-
-
-def _checkpoint_globals(path: Path) -> list[str]:
-    """Every global imported by the pickles of a checkpoint file, without unpickling anything.
-
-    A zip checkpoint (``torch.save`` since PyTorch 1.6) holds its pickle in ``<name>/data.pkl``;
-    a legacy file is several pickles one after another, followed by raw storage bytes. Only
-    pickles that decode completely (up to STOP) count, so garbage never yields names.
-    """
-    found: list[str] = []
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                for member in archive.namelist():
-                    if member == "data.pkl" or member.endswith("/data.pkl"):
-                        with archive.open(member) as stream:
-                            names, complete = _pickle_globals(stream)
-                        if complete:
-                            found += names
-        else:
-            with open(path, "rb") as stream:
-                for _ in range(_MAX_PICKLES):
-                    names, complete = _pickle_globals(stream)
-                    if not complete:
-                        break
-                    found += names
-    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError):
-        pass  # unreadable: reported as a damaged file by the caller
-    return found
-
-
-def _unsafe_globals(path: Path) -> list[str]:
-    """Globals of ``path`` that a tensor-only checkpoint does not need, in file order, unique."""
-    return list(dict.fromkeys(g for g in _checkpoint_globals(path) if not _is_safe_global(g)))
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a checkpoint's state dict on the CPU without executing code.
-
-    Uses ``torch.load(path, map_location="cpu", weights_only=True)``: only tensors and plain
-    containers are unpickled; nothing else is ever used to unpickle. When that safe unpickler
-    refuses the file, its opcodes are inspected without executing anything
-    (:func:`pickletools.genops` over the file's pickles, or over ``*/data.pkl`` of a zip
-    checkpoint) to tell a file that carries code or other objects (a global outside what tensors
-    need, e.g. ``posix.system``) from a damaged one. Returns ``obj["model"]`` when present
-    (Meta's format), else the object itself when it is a dict of tensors. Matching keys against
-    a model is done elsewhere.
-
-    Args:
-        path: checkpoint file (``.pt`` / ``.pth``).
-
-    Returns:
-        ``{parameter name: tensor}`` (CPU tensors).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: the file cannot be read (e.g. no permission); it is empty, truncated or not a PyTorch checkpoint; it contains
-            code or objects other than tensors (refused, naming the first such global, e.g.
-            ``posix.system``, since unpickling it could run code; the message says how to
-            re-save a clean state dict); or it holds no dict of tensors.
-    """
-    import torch  # here, not at module level: the registry and the downloader work without torch
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as exc:  # e.g. no read permission, or a folder of another user
-        raise CheckpointError(
-            f"Checkpoint {path} cannot be read ({exc.strerror or exc}); give this user read access to it "
-            f"(e.g. chmod a+r {path}) or copy it somewhere readable."
-        ) from None
-    if not head:
-        raise CheckpointError(
-            f"Checkpoint {path} is empty (0 bytes): truncated or not a PyTorch checkpoint. Delete it and download "
-            "it again (or re-save it with torch.save)."
-        )
-    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"Checkpoint {path} is truncated or not a PyTorch checkpoint (its zip archive is incomplete). "
-            "Delete it and download it again."
-        )
-    try:
-        with warnings.catch_warnings():  # a refused file is reported below, not by torch's protocol warning
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to parse: code inside, or a bad file
-        unsafe = _unsafe_globals(path)
-        if unsafe:
-            more = f" and {len(unsafe) - 1} more" if len(unsafe) > 1 else ""
-            raise CheckpointError(
-                f"Checkpoint {path} was refused: it contains code or objects other than tensors (first: "
-                f"{unsafe[0]}{more}), refusing to unpickle arbitrary code. Only weights are loaded "
-                "(torch.load with weights_only=True). If you trust the file, re-save a clean state dict from "
-                "it in a trusted environment, e.g. torch.save({'model': model.state_dict()}, 'clean.pt'), and "
-                "load that file instead."
-            ) from exc
-        text = str(exc)
-        text = text.split("Unpickler error:", 1)[1] if "Unpickler error:" in text else text
-        detail = next((line.strip()[:200] for line in text.splitlines() if line.strip()), "")
-        detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-        raise CheckpointError(
-            f"Checkpoint {path} is truncated or not a PyTorch checkpoint (the safe unpickler rejected it: "
-            f"{detail}). Delete it and download it again, or re-save it with torch.save."
-        ) from exc
-
-    state = obj.get("model", obj) if isinstance(obj, dict) else obj
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(
-            f"Checkpoint {path} holds no state dict (found {type(state).__name__}); expected a dict of "
-            "tensors or {'model': dict of tensors}."
-        )
-    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"Checkpoint {path} holds a dict whose entries are not all named tensors "
-            f"(e.g. {bad[0]!r}); expected a dict of tensors or {{'model': dict of tensors}}."
-        )
-    return state

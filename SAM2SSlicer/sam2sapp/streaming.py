@@ -1,7 +1,7 @@
 """``sam2s track``'s one path: frames go from the decoder through the tracker into sinks, one per output.
 
 The tracker is any ``sam2s.Tracker`` (``sam2s.VideoTracker``, ``sam2s.FlowTracker``, or a tracking
-server's ``sam2s.serving.client.RemoteSession``); :func:`streamTracking` gives it the prompts and
+server's ``sam2s.serving.client.RemoteSession``); :func:`stream_tracking` gives it the prompts and
 consumes its one stream (``Tracker.run``). Each output is a sink (:class:`Sink`): label PNGs
 (:class:`LabelPngSink`), COCO (:class:`CocoSink`), statistics and the review list
 (:class:`StatsSink`), a ``.seg.nrrd`` (:class:`SegmentationSink`, over a disk-backed labelmap) and
@@ -47,15 +47,15 @@ __all__ = [
     "Sink",
     "StatsSink",
     "StreamObject",
-    "assignLayers",
-    "labelImage",
-    "objectsFromPrompts",
-    "segmentationHeader",
-    "sendPrompts",
-    "streamTracking",
-    "trackToOutputs",
-    "writeLabelPng",
-    "writeSegmentation",
+    "assign_layers",
+    "label_image",
+    "objects_from_prompts",
+    "segmentation_header",
+    "send_prompts",
+    "stream_tracking",
+    "track_to_outputs",
+    "write_label_png",
+    "write_segmentation",
 ]
 TERMINOLOGY = (
     "Segmentation category and type - 3D Slicer General Anatomy list~SCT^85756007^Tissue~SCT^85756007^Tissue~^^"
@@ -104,17 +104,17 @@ class StreamObject:
     prompts: dict[int, dict] = field(default_factory=dict)
 
     @property
-    def maskFrames(self) -> list[int]:
+    def mask_frames(self) -> list[int]:
         """Frames with a mask prompt, sorted."""
         return [t for t, p in self.prompts.items() if p["mask"] is not None]
 
     @property
-    def hasClicks(self) -> bool:
+    def has_clicks(self) -> bool:
         """True when some frame has points or a box (a Slicer markups node holds them)."""
         return any(p["points"] is not None or p["box"] is not None for p in self.prompts.values())
 
 
-def objectsFromPrompts(objects: Sequence, colors: dict[int, tuple[float, float, float]]) -> list[StreamObject]:
+def objects_from_prompts(objects: Sequence, colors: dict[int, tuple[float, float, float]]) -> list[StreamObject]:
     """Merge the prompts file's objects (``promptsfile.ObjectPrompts``) per frame, as the Slicer
     logic stores them: one mask and one box per frame, the points of all prompts on a frame in file
     order. ``colors``: object id -> RGB 0..1. Returns the objects in file order."""
@@ -138,12 +138,12 @@ def objectsFromPrompts(objects: Sequence, colors: dict[int, tuple[float, float, 
     return result
 
 
-def labelImage(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """``(H, W)`` uint8 label image of one frame from ``{objectId: (H, W) bool mask}``: 0 background,
+def label_image(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` uint8 label image of one frame from ``{object_id: (H, W) bool mask}``: 0 background,
     else the object id; where masks overlap the larger id wins (as ``export.labelFrames``)."""
     labels = np.zeros(shape, dtype=np.uint8)
-    for objectId in sorted(masks):
-        labels[masks[objectId]] = objectId
+    for object_id in sorted(masks):
+        labels[masks[object_id]] = object_id
     return labels
 
 
@@ -152,7 +152,7 @@ def labelImage(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarr
 # ---------------------------------------------------------------------------------------------
 class DiskLabelmap:
     """A ``(T, H, W)`` labelmap in a temporary file: bit ``k % 8`` of byte ``k // 8`` of voxel
-    ``[t, row, column]`` is set when object ``k`` (its index in ``objectIds``) covers it, so a
+    ``[t, row, column]`` is set when object ``k`` (its index in ``object_ids``) covers it, so a
     voxel takes ``ceil(N / 8)`` bytes for ``N`` objects (any number of the 254 ids).
 
     The file is created next to ``near`` with the temporary name of ``outputs.temporaryPath`` (so
@@ -161,22 +161,22 @@ class DiskLabelmap:
     later), and mapped only a few frames at a time (``numpy.memmap`` windows), so the resident
     memory stays that of a few frames. Every frame reads as empty until written. Per object it
     records the voxel bounding box and per pair of objects whether they overlap (for the layers
-    of :func:`writeSegmentation`). Use as a context manager: the file is removed on exit, also on
+    of :func:`write_segmentation`). Use as a context manager: the file is removed on exit, also on
     errors.
 
     Raises:
         OSError: the file cannot be created or allocated (read-only folder, disk full).
     """
 
-    def __init__(self, near: str | os.PathLike, shape: tuple[int, int, int], objectIds: Sequence[int]) -> None:
+    def __init__(self, near: str | os.PathLike, shape: tuple[int, int, int], object_ids: Sequence[int]) -> None:
         self.shape = tuple(int(v) for v in shape)
-        self.objectIds = [int(o) for o in objectIds]
-        self.depth = max(1, -(-len(self.objectIds) // 8))  # bytes per voxel
-        self.frameBytes = self.shape[1] * self.shape[2] * self.depth
+        self.object_ids = [int(o) for o in object_ids]
+        self.depth = max(1, -(-len(self.object_ids) // 8))  # bytes per voxel
+        self.frame_bytes = self.shape[1] * self.shape[2] * self.depth
         self.path = temporaryPath(near)
-        self.extents: dict[int, list[int] | None] = dict.fromkeys(self.objectIds)  # [i0, i1, j0, j1, k0, k1]
+        self.extents: dict[int, list[int] | None] = dict.fromkeys(self.object_ids)  # [i0, i1, j0, j1, k0, k1]
         self.overlaps: set[tuple[int, int]] = set()
-        size = max(1, self.frameBytes * self.shape[0])
+        size = max(1, self.frame_bytes * self.shape[0])
         try:  # an interrupt (Ctrl+C) at any point, even right after the open, leaves no file
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
             try:
@@ -203,27 +203,27 @@ class DiskLabelmap:
 
     def _window(self, begin: int, end: int, mode: str) -> np.memmap:
         shape = (end - begin, self.shape[1], self.shape[2], self.depth)
-        return np.memmap(self.path, dtype=np.uint8, mode=mode, offset=begin * self.frameBytes, shape=shape)
+        return np.memmap(self.path, dtype=np.uint8, mode=mode, offset=begin * self.frame_bytes, shape=shape)
 
-    def covers(self, bits: np.ndarray, objectId: int) -> np.ndarray:
-        """``bits[..., byte]`` of :meth:`readFrames` -> the bool voxels ``objectId`` covers."""
-        index = self.objectIds.index(objectId)
+    def covers(self, bits: np.ndarray, object_id: int) -> np.ndarray:
+        """``bits[..., byte]`` of :meth:`read_frames` -> the bool voxels ``object_id`` covers."""
+        index = self.object_ids.index(object_id)
         return (bits[..., index // 8] & np.uint8(1 << (index % 8))) != 0
 
-    def writeFrame(self, frame: int, masks: dict[int, np.ndarray]) -> None:
-        """Store the ``(H, W)`` bool masks ``{objectId: mask}`` of ``frame`` (objects not given: empty)."""
+    def write_frame(self, frame: int, masks: dict[int, np.ndarray]) -> None:
+        """Store the ``(H, W)`` bool masks ``{object_id: mask}`` of ``frame`` (objects not given: empty)."""
         bits = np.zeros((*self.shape[1:], self.depth), dtype=np.uint8)
         present = []
-        for index, objectId in enumerate(self.objectIds):
-            mask = masks.get(objectId)
+        for index, object_id in enumerate(self.object_ids):
+            mask = masks.get(object_id)
             if mask is None or not mask.any():
                 continue
             bits[mask, index // 8] |= np.uint8(1 << (index % 8))
-            present.append(objectId)
+            present.append(object_id)
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             box = [int(cols[0]), int(cols[-1]), int(rows[0]), int(rows[-1]), frame, frame]
-            old = self.extents[objectId]
-            self.extents[objectId] = box if old is None else [f(a, b) for f, a, b in zip((min, max) * 3, old, box)]
+            old = self.extents[object_id]
+            self.extents[object_id] = box if old is None else [f(a, b) for f, a, b in zip((min, max) * 3, old, box)]
         for i, a in enumerate(present):
             for b in present[i + 1 :]:
                 if (a, b) not in self.overlaps and (masks[a] & masks[b]).any():
@@ -232,7 +232,7 @@ class DiskLabelmap:
         window[0] = bits
         del window  # unmapped: the page cache keeps the data, not this process
 
-    def readFrames(self, begin: int, end: int) -> np.ndarray:
+    def read_frames(self, begin: int, end: int) -> np.ndarray:
         """``(end - begin, H, W, bytes)`` copy of the bit voxels of frames ``begin .. end - 1``."""
         window = self._window(begin, end, "r")
         try:
@@ -241,29 +241,29 @@ class DiskLabelmap:
             del window
 
     def masks(self, frame: int) -> dict[int, np.ndarray]:
-        """``{objectId: (H, W) bool mask}`` of ``frame``."""
-        bits = self.readFrames(frame, frame + 1)[0]
-        return {o: self.covers(bits, o) for o in self.objectIds}
+        """``{object_id: (H, W) bool mask}`` of ``frame``."""
+        bits = self.read_frames(frame, frame + 1)[0]
+        return {o: self.covers(bits, o) for o in self.object_ids}
 
 
 # ---------------------------------------------------------------------------------------------
 # The .seg.nrrd writer
 # ---------------------------------------------------------------------------------------------
-def assignLayers(objectIds: Sequence[int], overlaps: set[tuple[int, int]]) -> dict[int, tuple[int, int]]:
-    """``{objectId: (layer, labelValue)}`` as Slicer collapses segments into shared labelmaps when it
+def assign_layers(object_ids: Sequence[int], overlaps: set[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """``{object_id: (layer, labelValue)}`` as Slicer collapses segments into shared labelmaps when it
     writes a ``.seg.nrrd``: in segment order, each goes into the first layer none of whose segments it
     overlaps, with the next label value of that layer (1, 2, ...)."""
     layers: list[list[int]] = []
     result = {}
-    for objectId in objectIds:
+    for object_id in object_ids:
         for index, members in enumerate(layers):
-            if not any((a, objectId) in overlaps or (objectId, a) in overlaps for a in members):
-                members.append(objectId)
-                result[objectId] = (index, len(members))
+            if not any((a, object_id) in overlaps or (object_id, a) in overlaps for a in members):
+                members.append(object_id)
+                result[object_id] = (index, len(members))
                 break
         else:
-            layers.append([objectId])
-            result[objectId] = (len(layers) - 1, 1)
+            layers.append([object_id])
+            result[object_id] = (len(layers) - 1, 1)
     return result
 
 
@@ -272,18 +272,18 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _segmentId(objectId: int) -> str:
-    """The segment ID of ``objectId`` in a streamed ``.seg.nrrd``: fixed (``Segment_<id>``, as Slicer
+def _segment_id(object_id: int) -> str:
+    """The segment ID of ``object_id`` in a streamed ``.seg.nrrd``: fixed (``Segment_<id>``, as Slicer
     names a segment it creates), so that the same run writes the same file."""
-    return f"Segment_{int(objectId)}"
+    return f"Segment_{int(object_id)}"
 
 
-def segmentationHeader(
+def segmentation_header(
     shape: tuple[int, int, int],
     objects: Sequence[StreamObject],
     layers: dict[int, tuple[int, int]],
     extents: dict[int, list[int] | None],
-    segmentIds: dict[int, str] | None = None,
+    segment_ids: dict[int, str] | None = None,
     provenance: Provenance | None = None,
 ) -> bytes:
     """The NRRD header (with the blank line that ends it) of the ``.seg.nrrd`` Slicer writes for a
@@ -291,10 +291,10 @@ def segmentationHeader(
     identity directions in LPS, origin 0), gzip encoding, one layer per ``layers`` group.
 
     Args:
-        objects: the segments in order. layers: ``{objectId: (layer, labelValue)}`` (:func:`assignLayers`).
-        extents: ``{objectId: [i0, i1, j0, j1, k0, k1] or None}`` voxel bounding boxes; each segment
+        objects: the segments in order. layers: ``{object_id: (layer, labelValue)}`` (:func:`assign_layers`).
+        extents: ``{object_id: [i0, i1, j0, j1, k0, k1] or None}`` voxel bounding boxes; each segment
             gets its layer's (the union of the layer's segments), as Slicer writes them.
-        segmentIds: ``{objectId: segment ID}`` (default: ``Segment_<objectId>``).
+        segment_ids: ``{object_id: segment ID}`` (default: ``Segment_<object_id>``).
         provenance: recorded as every segment's tag ``provenance.segmentTag`` (as
             ``provenance.setNodeProvenance`` tags a node's segments for Slicer's writer), or None.
 
@@ -303,22 +303,22 @@ def segmentationHeader(
     """
     frames, height, width = shape
     count = 1 + max((layer for layer, _ in layers.values()), default=0)
-    layerExtent: dict[int, list[int] | None] = {}
+    layer_extent: dict[int, list[int] | None] = {}
     for obj in objects:
         layer, box = layers[obj.id][0], extents.get(obj.id)
-        old = layerExtent.get(layer)
+        old = layer_extent.get(layer)
         if box is not None:
             box = list(box) if old is None else [f(a, b) for f, a, b in zip((min, max) * 3, old, box)]
-            layerExtent[layer] = box
+            layer_extent[layer] = box
         else:
-            layerExtent.setdefault(layer, None)
+            layer_extent.setdefault(layer, None)
     fields: dict[str, str] = {}
     for index, obj in enumerate(objects):
         layer, value = layers[obj.id]
-        box = layerExtent.get(layer)
+        box = layer_extent.get(layer)
         tags = {"SAM2S.ObjectId": str(obj.id), "TerminologyEntry": TERMINOLOGY}
-        if obj.maskFrames:
-            tags["SAM2S.MaskPromptFrames"] = ",".join(str(t) for t in obj.maskFrames)
+        if obj.mask_frames:
+            tags["SAM2S.MaskPromptFrames"] = ",".join(str(t) for t in obj.mask_frames)
         if provenance is not None:
             tag, record = segmentTag(provenance)
             tags[tag] = record
@@ -326,7 +326,7 @@ def segmentationHeader(
         fields[prefix + "Color"] = " ".join(f"{float(c):g}" for c in obj.color)
         fields[prefix + "ColorAutoGenerated"] = "0"
         fields[prefix + "Extent"] = " ".join(str(v) for v in (box if box is not None else (0, -1, 0, -1, 0, -1)))
-        fields[prefix + "ID"] = (segmentIds or {}).get(obj.id) or _segmentId(obj.id)
+        fields[prefix + "ID"] = (segment_ids or {}).get(obj.id) or _segment_id(obj.id)
         fields[prefix + "LabelValue"] = str(value)
         fields[prefix + "Layer"] = str(layer)
         fields[prefix + "Name"] = _escape(obj.name)
@@ -355,7 +355,7 @@ def segmentationHeader(
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-def writeSegmentation(
+def write_segmentation(
     path: str | os.PathLike,
     labelmap: DiskLabelmap,
     objects: Sequence[StreamObject],
@@ -368,8 +368,8 @@ def writeSegmentation(
     renamed to ``path`` (``outputs.atomicFile``: an existing file is only replaced by a complete one).
 
     Args:
-        objects: the segments in order (the ids of ``labelmap.objectIds``). level: gzip level 0..9.
-        provenance: recorded in the segments' tags (:func:`segmentationHeader`), or None.
+        objects: the segments in order (the ids of ``labelmap.object_ids``). level: gzip level 0..9.
+        provenance: recorded in the segments' tags (:func:`segmentation_header`), or None.
 
     Returns:
         ``path``. Raises OSError: writing failed (disk full, read-only); ``path`` is unchanged.
@@ -377,9 +377,9 @@ def writeSegmentation(
     from SAM2SSlicerLib.export import verifyNrrdFile
 
     frames, height, width = labelmap.shape
-    layers = assignLayers([o.id for o in objects], labelmap.overlaps)
+    layers = assign_layers([o.id for o in objects], labelmap.overlaps)
     count = 1 + max(layer for layer, _ in layers.values())
-    header = segmentationHeader(labelmap.shape, objects, layers, labelmap.extents, provenance=provenance)
+    header = segmentation_header(labelmap.shape, objects, layers, labelmap.extents, provenance=provenance)
     step = max(1, WRITE_CHUNK_BYTES // max(1, height * width * max(count, labelmap.depth)))
     path = Path(path)
     with atomicFile(path) as temp:
@@ -387,7 +387,7 @@ def writeSegmentation(
             file.write(header)
             deflater = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
             for begin in range(0, frames, step):
-                bits = labelmap.readFrames(begin, min(frames, begin + step))
+                bits = labelmap.read_frames(begin, min(frames, begin + step))
                 out = np.zeros((*bits.shape[:3], count), dtype=np.uint8)  # (t, row, column, layer): NRRD order
                 for obj in objects:
                     layer, value = layers[obj.id]
@@ -403,10 +403,10 @@ def writeSegmentation(
 # ---------------------------------------------------------------------------------------------
 # Tracking
 # ---------------------------------------------------------------------------------------------
-def sendPrompts(tracker, objects: Sequence[StreamObject]) -> None:
+def send_prompts(tracker, objects: Sequence[StreamObject]) -> None:
     """Give ``tracker`` (a ``sam2s.Tracker``) every prompt, in the Slicer logic's order (see the
     module docstring). Raises ``sam2s.PromptError`` for a prompt the engine refuses."""
-    ordered = [o for o in objects if o.hasClicks] + [o for o in objects if not o.hasClicks]
+    ordered = [o for o in objects if o.has_clicks] + [o for o in objects if not o.has_clicks]
     for obj in ordered:
         for frame, p in obj.prompts.items():
             if p["mask"] is not None:
@@ -417,7 +417,7 @@ def sendPrompts(tracker, objects: Sequence[StreamObject]) -> None:
                 tracker.add_points(frame, obj.id, p["points"], p["labels"])
 
 
-def streamPlan(objects: Sequence[StreamObject], first: int, last: int) -> TrackingPlan:
+def stream_plan(objects: Sequence[StreamObject], first: int, last: int) -> TrackingPlan:
     """The ``sam2s.TrackingPlan`` of ``sam2s track``: every object, ``plan_passes(..., "both")`` over
     ``first .. last`` from the earliest prompted frame there; tracked results are dropped as the
     stream goes (``keep_tracked=False``: nothing is tracked again)."""
@@ -425,7 +425,7 @@ def streamPlan(objects: Sequence[StreamObject], first: int, last: int) -> Tracki
     return TrackingPlan(tuple(passes), tuple(o.id for o in objects), keep_tracked=False)
 
 
-def streamTracking(
+def stream_tracking(
     tracker,
     objects: Sequence[StreamObject],
     first: int,
@@ -433,14 +433,14 @@ def streamTracking(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> Iterator[TrackedFrame]:
     """Prompt ``tracker`` (a ``sam2s.Tracker``) with ``objects`` and yield its stream
-    (``Tracker.run(streamPlan(...))``): one ``sam2s.TrackedFrame`` per tracked frame of
+    (``Tracker.run(stream_plan(...))``): one ``sam2s.TrackedFrame`` per tracked frame of
     ``first .. last``, in tracking order. ``progress(done, total, frame)`` after each frame.
 
     Raises:
         sam2s.PromptError: a prompt the engine refuses (e.g. the flow engine with nothing to start from).
     """
-    sendPrompts(tracker, objects)
-    with contextlib.closing(tracker.run(streamPlan(objects, first, last))) as stream:
+    send_prompts(tracker, objects)
+    with contextlib.closing(tracker.run(stream_plan(objects, first, last))) as stream:
         for tracked in stream:
             if progress is not None:
                 progress(tracked.done, tracked.total, tracked.frame_idx)
@@ -450,7 +450,7 @@ def streamTracking(
 # ---------------------------------------------------------------------------------------------
 # Sinks
 # ---------------------------------------------------------------------------------------------
-def labelPalette(objects: Sequence[StreamObject]) -> list[int]:
+def label_palette(objects: Sequence[StreamObject]) -> list[int]:
     """The 768-entry PNG palette of the label images: entry ``id`` = the object's colour
     (``round(255 * c)``, as ``export.exportLabelPngs``), others black."""
     palette = np.zeros((256, 3), dtype=np.uint8)
@@ -459,7 +459,7 @@ def labelPalette(objects: Sequence[StreamObject]) -> list[int]:
     return palette.reshape(-1).tolist()
 
 
-def writeLabelPng(path: str | os.PathLike, labels: np.ndarray, palette: list[int]) -> None:
+def write_label_png(path: str | os.PathLike, labels: np.ndarray, palette: list[int]) -> None:
     """Write an ``(H, W)`` uint8 label image as an 8-bit palette PNG, byte for byte as
     ``export.exportLabelPngs`` does. Raises OSError: the file cannot be written."""
     from PIL import Image
@@ -486,7 +486,7 @@ class StreamInfo:
 
 
 class Sink:
-    """One output of the stream. ``key`` names it in ``trackToOutputs``'s result, ``path`` is where
+    """One output of the stream. ``key`` names it in ``track_to_outputs``'s result, ``path`` is where
     it goes. ``open`` runs before the first frame (inside an ``ExitStack`` that closes whatever it
     holds, also on errors), ``add`` gets every frame's masks, ``finish`` writes the output
     completely (atomically) after the last frame. Each raises ``OSError`` when writing fails."""
@@ -500,7 +500,7 @@ class Sink:
         """Prepare (allocate, create a staging folder); the default does nothing."""
 
     def add(self, frame: int, masks: dict[int, np.ndarray], tracked: TrackedFrame | None) -> None:
-        """The ``(H, W)`` bool masks ``{objectId: mask}`` of ``frame`` (``tracked``: the stream's
+        """The ``(H, W)`` bool masks ``{object_id: mask}`` of ``frame`` (``tracked``: the stream's
         frame, None for a mask prompt outside the tracked range)."""
 
     def finish(self, missing: Sequence[int]) -> None:
@@ -518,18 +518,19 @@ class LabelPngSink(Sink):
         self.outputs = outputs
 
     def open(self, stack, video, objects) -> None:
-        self.palette, self.shape, self.provenance = labelPalette(objects), (video.height, video.width), video.provenance
+        self.palette, self.shape = label_palette(objects), (video.height, video.width)
+        self.provenance = video.provenance
         self._commit = contextlib.ExitStack()  # closed by finish: the commit
         self.staging = self._commit.enter_context(self.outputs.writeFolder(self.path))
         stack.push(self._commit.__exit__)  # on errors the folder keeps its old content
 
     def add(self, frame, masks, tracked) -> None:
-        writeLabelPng(self.staging / f"{frame:05d}.png", labelImage(masks, self.shape), self.palette)
+        write_label_png(self.staging / f"{frame:05d}.png", label_image(masks, self.shape), self.palette)
 
     def finish(self, missing) -> None:
         empty = np.zeros(self.shape, dtype=np.uint8)
         for frame in missing:
-            writeLabelPng(self.staging / f"{int(frame):05d}.png", empty, self.palette)
+            write_label_png(self.staging / f"{int(frame):05d}.png", empty, self.palette)
         if self.provenance is not None:
             writeProvenanceFile(self.staging, self.provenance)
         self._commit.close()
@@ -574,11 +575,11 @@ class StatsSink(Sink):
         self.shape, self.colors = (video.height, video.width), {o.id: o.color for o in objects}
 
     def add(self, frame, masks, tracked) -> None:
-        self.statistics.addLabels(frame, labelImage(masks, self.shape))
+        self.statistics.addLabels(frame, label_image(masks, self.shape))
         if tracked is not None:
-            for objectId, value in zip(tracked.obj_ids, tracked.confidences):
+            for object_id, value in zip(tracked.obj_ids, tracked.confidences):
                 if value is not None:
-                    self.statistics.setConfidence(frame, objectId, value)
+                    self.statistics.setConfidence(frame, object_id, value)
 
     def finish(self, missing) -> None:
         from SAM2SSlicerLib.stats import writeStatisticsFolder
@@ -588,7 +589,7 @@ class StatsSink(Sink):
 
 
 class SegmentationSink(Sink):
-    """A Slicer ``.seg.nrrd`` (:func:`writeSegmentation`) of a :class:`DiskLabelmap` next to it."""
+    """A Slicer ``.seg.nrrd`` (:func:`write_segmentation`) of a :class:`DiskLabelmap` next to it."""
 
     key = "segmentation"
 
@@ -599,10 +600,10 @@ class SegmentationSink(Sink):
         )
 
     def add(self, frame, masks, tracked) -> None:
-        self.labelmap.writeFrame(frame, masks)
+        self.labelmap.write_frame(frame, masks)
 
     def finish(self, missing) -> None:
-        writeSegmentation(self.path, self.labelmap, self.objects, provenance=self.provenance)
+        write_segmentation(self.path, self.labelmap, self.objects, provenance=self.provenance)
 
 
 class OverlaySink(SegmentationSink):
@@ -622,7 +623,7 @@ class OverlaySink(SegmentationSink):
 
         video, shape = self.video, (self.video.height, self.video.width)
         frames = (
-            blend(video.source.get(t), labelImage(self.labelmap.masks(t), shape), self.colors)
+            blend(video.source.get(t), label_image(self.labelmap.masks(t), shape), self.colors)
             for t in range(video.frames)
         )
         with atomicFile(self.path) as temp:
@@ -647,7 +648,7 @@ class ContactSheetSink(Sink):
 
     def add(self, frame, masks, tracked) -> None:
         if frame in self.labels:
-            self.labels[frame] = labelImage(masks, self.labels[frame].shape)
+            self.labels[frame] = label_image(masks, self.labels[frame].shape)
 
     def finish(self, missing) -> None:
         from .visualize import contact_sheet
@@ -658,7 +659,7 @@ class ContactSheetSink(Sink):
             contact_sheet(images, [f"frame {t}" for t in self.labels]).save(temp, format="PNG")
 
 
-def trackToOutputs(
+def track_to_outputs(
     tracker,
     video: StreamInfo,
     objects: Sequence[StreamObject],
@@ -670,12 +671,12 @@ def trackToOutputs(
     """Track ``objects`` with ``tracker`` over frames ``first .. last`` and feed every frame to ``sinks``.
 
     Mask prompts outside the range are added first (they stay, as in Slicer), then the stream
-    (:func:`streamTracking`); frames never added are empty. Then each sink writes its output, in
+    (:func:`stream_tracking`); frames never added are empty. Then each sink writes its output, in
     the order given (an earlier output stays written when a later one fails).
 
     Args:
         tracker: a ``sam2s.Tracker``. video: the video's :class:`StreamInfo`. objects:
-            :func:`objectsFromPrompts`. progress: ``(done, total, frame)`` after each tracked frame.
+            :func:`objects_from_prompts`. progress: ``(done, total, frame)`` after each tracked frame.
 
     Returns:
         ``(written, summary)``: ``{sink.key: path}`` and one row per object ``{"id", "name",
@@ -696,8 +697,8 @@ def trackToOutputs(
     def feed(frame: int, masks: dict[int, np.ndarray], tracked: TrackedFrame | None) -> None:
         nonlocal current
         seen[frame] = True
-        for objectId, mask in masks.items():
-            areas[objectId][frame] = int(np.count_nonzero(mask))
+        for object_id, mask in masks.items():
+            areas[object_id][frame] = int(np.count_nonzero(mask))
         for sink in sinks:
             current = sink
             sink.add(frame, masks, tracked)
@@ -709,12 +710,12 @@ def trackToOutputs(
                 sink.open(stack, video, objects)
             outside: dict[int, dict[int, np.ndarray]] = {}
             for obj in objects:
-                for t in obj.maskFrames:
+                for t in obj.mask_frames:
                     if not first <= t <= last:
                         outside.setdefault(t, {})[obj.id] = obj.prompts[t]["mask"]
             for frame, masks in sorted(outside.items()):
                 feed(frame, masks, None)
-            for tracked in streamTracking(tracker, objects, first, last, progress):
+            for tracked in stream_tracking(tracker, objects, first, last, progress):
                 feed(tracked.frame_idx, tracked.masks(), tracked)
             missing = [int(t) for t in np.flatnonzero(~seen)]
             for sink in sinks:

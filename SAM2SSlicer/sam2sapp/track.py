@@ -104,7 +104,7 @@ def run_tracking(request: TrackRequest, model_object=None) -> dict:
     extras, the model spec, the video's header, the prompts file and the frame range, the output
     paths (``outputs.OutputSet``: refused, or locked for this run), then the tracker is made (the
     model built, or the server reached and the frames uploaded). Then one stream of frames goes
-    through the tracker into one sink per output (``streaming.trackToOutputs``), each written
+    through the tracker into one sink per output (``streaming.track_to_outputs``), each written
     atomically.
 
     Args:
@@ -316,24 +316,24 @@ def _server_session(r: TrackRequest, spec: ModelSpec, source):
 
 
 def _stream(r: TrackRequest, spec: ModelSpec, tracker, source, objects, first: int, last: int, sinks) -> dict:
-    """Track and write (``streaming.trackToOutputs``) with a progress bar; a damaged frame is a
+    """Track and write (``streaming.track_to_outputs``) with a progress bar; a damaged frame is a
     CliError, a lost or failing server a TrackingFailed (the outputs not written keep their content)."""
     from sam2s.frames import FrameSourceError
     from sam2s.serving.client import ServerError
     from SAM2SSlicerLib.provenance import makeProvenance
 
-    from .streaming import StreamInfo, objectsFromPrompts, streamPlan, trackToOutputs
+    from .streaming import StreamInfo, objects_from_prompts, stream_plan, track_to_outputs
     from .visualize import color_for
 
     colors = {o.id: o.color or tuple(c / 255 for c in color_for(o.id)) for o in objects}
-    stream_objects = objectsFromPrompts(objects, colors)
-    plan = streamPlan(stream_objects, first, last)
+    stream_objects = objects_from_prompts(objects, colors)
+    plan = stream_plan(stream_objects, first, last)
     record = makeProvenance(spec, promptsPath=r.prompts, firstFrame=first, lastFrame=last, passes=plan.passes)
     name = Path(str(r.video)).stem
     video = StreamInfo(len(source), source.height, source.width, source.fps, name, source, record)
     with _progress_bar(last - first + 1, f"tracking ({spec.engine})", r.progress) as on_progress:
         try:
-            written, summary = trackToOutputs(tracker, video, stream_objects, first, last, sinks, on_progress)
+            written, summary = track_to_outputs(tracker, video, stream_objects, first, last, sinks, on_progress)
         except FrameSourceError as err:  # a damaged frame found while streaming: the outputs are untouched
             raise CliError(f"Cannot read video {r.video}: {err}") from None
         except ServerError as err:

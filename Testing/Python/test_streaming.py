@@ -173,7 +173,7 @@ def test_the_labelmap_file_is_removed_on_errors(clip, tmp_path, monkeypatch):
         assert labelmap.path.is_file() and labelmap.path.parent == tmp_path
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(streaming, "writeSegmentation", fail)
+    monkeypatch.setattr(streaming, "write_segmentation", fail)
     with pytest.raises(OutputWriteError, match="No space left") as info:
         track(clip, output=existing, png_dir=tmp_path / "png", model=FLOW, end=4, overwrite=True)
     assert info.value.written == [tmp_path / "png"]  # the label folder was committed before
@@ -184,7 +184,7 @@ def test_the_labelmap_file_is_removed_on_errors(clip, tmp_path, monkeypatch):
 
 
 def test_a_seg_nrrd_streamed_from_a_memmap_reads_back(tmp_path):
-    """``DiskLabelmap`` + ``writeSegmentation`` alone, on masks of known content, in several write chunks."""
+    """``DiskLabelmap`` + ``write_segmentation`` alone, on masks of known content, in several write chunks."""
     frames, height, width = 7, 40, 50
     objects = [
         streaming.StreamObject(3, "three", (1.0, 0.0, 0.0)),
@@ -200,11 +200,11 @@ def test_a_seg_nrrd_streamed_from_a_memmap_reads_back(tmp_path):
             masks = {1: rng.random((height, width)) > 0.7, 3: rng.random((height, width)) > 0.9}
             for o, m in masks.items():
                 truth[o][t] = m
-            labelmap.writeFrame(t, masks)
+            labelmap.write_frame(t, masks)
         monkeypatched = streaming.WRITE_CHUNK_BYTES
         streaming.WRITE_CHUNK_BYTES = 3 * height * width  # 3 frames a chunk
         try:
-            streaming.writeSegmentation(path, labelmap, objects)
+            streaming.write_segmentation(path, labelmap, objects)
         finally:
             streaming.WRITE_CHUNK_BYTES = monkeypatched
         temp = labelmap.path
