@@ -813,7 +813,6 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         import numpy as np
         import sam2s
         import torch
-        from PIL import Image
 
         clip, frames = self._clip()
         folder = tempfile.mkdtemp()
@@ -837,11 +836,7 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         from SAM2SSlicerLib.runner import JobRunner
 
         runner = JobRunner(logic)
-        job = logic.createTrackingJob(lastFrame=9)
-        runner.start(job)
-        while runner.isRunning():
-            runner.tick()
-            slicer.app.processEvents()
+        job = self._runJob(runner, logic.createTrackingJob(lastFrame=9))
         self.assertEqual(job.trackedFrames, list(range(10)))
         tracker = sam2s.VideoTracker(model, frames.copy())
         for objectId in (1, 2):
@@ -865,16 +860,33 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Cancelling")
         before = logic.segmentMask(ids[2])
-        job = logic.createTrackingJob([ids[2]], startFrame=0, lastFrame=9)
-        runner.start(job)
-        runner.cancel()  # the server stops after its current frame; every finished frame is kept
-        while runner.isRunning():
-            runner.tick()
-            slicer.app.processEvents()
+        job = self._runJob(runner, logic.createTrackingJob([ids[2]], startFrame=0, lastFrame=9), cancel=True)
         kept = len(job.trackedFrames)
         self.assertTrue(job.cancelled or kept == 10)
         self.assertEqual(job.trackedFrames, list(range(kept)))
         np.testing.assert_array_equal(logic.segmentMask(ids[2])[kept:], before[kept:])
+
+        self._checkExports(logic, folder)
+        self.assertIs(seg, logic.segmentationNode)
+        logic.close()  # stops the local tracking server
+        self.delayDisplay("Test passed")
+
+    def _runJob(self, runner, job, cancel: bool = False):
+        """Start ``job`` with the module's ``JobRunner`` and poll it from this (the main) thread to
+        its end, as the panel's QTimer does; ``cancel`` asks it to stop at once (the server stops
+        after its current frame; every finished frame is kept)."""
+        runner.start(job)
+        if cancel:
+            runner.cancel()
+        while runner.isRunning():
+            runner.tick()
+            slicer.app.processEvents()
+        return job
+
+    def _checkExports(self, logic, folder: str) -> None:
+        """The .seg.nrrd loads back into Slicer with both segments; 12 label PNGs of ids 0, 1, 2."""
+        import numpy as np
+        from PIL import Image
 
         self.delayDisplay("Exporting")
         path = logic.exportSegmentation(os.path.join(folder, "tracked.seg.nrrd"))
@@ -883,6 +895,3 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         pngs = logic.exportLabelPngs(os.path.join(folder, "labels"))
         self.assertEqual(len(pngs), 12)
         self.assertTrue(set(np.unique(np.asarray(Image.open(pngs[0])))) <= {0, 1, 2})
-        self.assertIs(seg, logic.segmentationNode)
-        logic.close()  # stops the local tracking server
-        self.delayDisplay("Test passed")
