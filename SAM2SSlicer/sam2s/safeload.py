@@ -177,6 +177,31 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     import torch  # here, not at module level: the registry and the downloader work without torch
 
     path = Path(path).expanduser()
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():  # a refused file is reported below, not by torch's protocol warning
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to parse: code inside, or a bad file
+        raise _refusal(path, exc) from exc
+    state = obj.get("model", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(
+            f"Checkpoint {path} holds no state dict (found {type(state).__name__}); expected a dict of "
+            "tensors or {'model': dict of tensors}."
+        )
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint {path} holds a dict whose entries are not all named tensors "
+            f"(e.g. {bad[0]!r}); expected a dict of tensors or {{'model': dict of tensors}}."
+        )
+    return state
+
+
+def _check_file(path: Path) -> None:
+    """Before unpickling: ``FileNotFoundError`` for no file, ``CheckpointError`` for one that cannot
+    be read, is empty, or is a zip archive cut short."""
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     try:
@@ -197,40 +222,26 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"Checkpoint {path} is truncated or not a PyTorch checkpoint (its zip archive is incomplete). "
             "Delete it and download it again."
         )
-    try:
-        with warnings.catch_warnings():  # a refused file is reported below, not by torch's protocol warning
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to parse: code inside, or a bad file
-        unsafe = _unsafe_globals(path)
-        if unsafe:
-            more = f" and {len(unsafe) - 1} more" if len(unsafe) > 1 else ""
-            raise CheckpointError(
-                f"Checkpoint {path} was refused: it contains code or objects other than tensors (first: "
-                f"{unsafe[0]}{more}), refusing to unpickle arbitrary code. Only weights are loaded "
-                "(torch.load with weights_only=True). If you trust the file, re-save a clean state dict from "
-                "it in a trusted environment, e.g. torch.save({'model': model.state_dict()}, 'clean.pt'), and "
-                "load that file instead."
-            ) from exc
-        text = str(exc)
-        text = text.split("Unpickler error:", 1)[1] if "Unpickler error:" in text else text
-        detail = next((line.strip()[:200] for line in text.splitlines() if line.strip()), "")
-        detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-        raise CheckpointError(
-            f"Checkpoint {path} is truncated or not a PyTorch checkpoint (the safe unpickler rejected it: "
-            f"{detail}). Delete it and download it again, or re-save it with torch.save."
-        ) from exc
 
-    state = obj.get("model", obj) if isinstance(obj, dict) else obj
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(
-            f"Checkpoint {path} holds no state dict (found {type(state).__name__}); expected a dict of "
-            "tensors or {'model': dict of tensors}."
+
+def _refusal(path: Path, exc: Exception) -> CheckpointError:
+    """Why the safe unpickler refused ``path``: code or objects other than tensors (the first such
+    global, found by reading its opcodes without running anything), else a damaged file."""
+    unsafe = _unsafe_globals(path)
+    if unsafe:
+        more = f" and {len(unsafe) - 1} more" if len(unsafe) > 1 else ""
+        return CheckpointError(
+            f"Checkpoint {path} was refused: it contains code or objects other than tensors (first: "
+            f"{unsafe[0]}{more}), refusing to unpickle arbitrary code. Only weights are loaded "
+            "(torch.load with weights_only=True). If you trust the file, re-save a clean state dict from "
+            "it in a trusted environment, e.g. torch.save({'model': model.state_dict()}, 'clean.pt'), and "
+            "load that file instead."
         )
-    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"Checkpoint {path} holds a dict whose entries are not all named tensors "
-            f"(e.g. {bad[0]!r}); expected a dict of tensors or {{'model': dict of tensors}}."
-        )
-    return state
+    text = str(exc)
+    text = text.split("Unpickler error:", 1)[1] if "Unpickler error:" in text else text
+    detail = next((line.strip()[:200] for line in text.splitlines() if line.strip()), "")
+    detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return CheckpointError(
+        f"Checkpoint {path} is truncated or not a PyTorch checkpoint (the safe unpickler rejected it: "
+        f"{detail}). Delete it and download it again, or re-save it with torch.save."
+    )

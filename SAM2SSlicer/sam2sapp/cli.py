@@ -186,7 +186,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
 
     return run_batch(
         a.manifest,
-        {k: getattr(a, k) for k in OPTIONS},  # None: the manifest's cell, else batch.DEFAULTS
+        {k: getattr(a, "config" if k == "model" else k) for k in OPTIONS},  # None: the cell, else DEFAULTS
         address=a.address,
         num_cpus=a.num_cpus,
         cpus_per_task=a.cpus_per_task,
@@ -225,11 +225,36 @@ def cmd_demo(a: argparse.Namespace) -> int:
     )
 
 
+OVERWRITE_HELP = "replace existing outputs (in a label folder only its NNNNN.png files; other files stay)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``sam2s`` parser: one subcommand each (``args.func`` runs it with the parsed arguments)."""
     p = argparse.ArgumentParser(prog="sam2s", description="Track objects in surgical video with SAM 2 / SAM2S.")
     sub = p.add_subparsers(dest="command", required=True)
-    overwrite_help = "replace existing outputs (in a label folder only its NNNNN.png files; other files stay)"
+    _add_track_parser(sub)
+    _add_batch_parser(sub)
+    _add_eval_parser(sub)
+    sub.add_parser("models", help="list the checkpoints and whether they are cached").set_defaults(func=cmd_models)
+    d = sub.add_parser("download", help="download a checkpoint into the cache (SHA-256 verified)")
+    d.add_argument("name", help="model config name, e.g. sam2.1_hiera_t")
+    d.add_argument("--cache-dir", help="default $SAM2S_CACHE_DIR or the platform cache")
+    d.set_defaults(func=cmd_download)
+    serve = sub.add_parser(
+        "serve",
+        help="run a tracking server (FastAPI) for the Slicer module or remote clients; see `sam2s serve --help`",
+    )
+    add_server_arguments(serve)  # the options of python -m sam2s.serving.server, defined once (no FastAPI needed)
+    serve.set_defaults(func=cmd_serve)
+    web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install -e ".[web]")')
+    _add_web_arguments(web)
+    web.set_defaults(func=cmd_web)
+    _add_demo_parser(sub)
+    return p
 
+
+def _add_track_parser(sub) -> None:
+    """``sam2s track``: the video, the prompts, the outputs, the model (``add_model_arguments``), the server."""
     t = sub.add_parser("track", help="track the objects of a prompts file through a video")
     t.add_argument(
         "video",
@@ -262,10 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="track nothing: say whether OUT (.seg.nrrd, COCO .json, label or stats folder, batch result.json) was "
         "made from --prompts with this model (checkpoint and prompts by SHA-256); exit 0 if so, else 1",
     )
-    t.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    t.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_model_arguments(t, TRACK_MODEL)  # sam2s.spec: one definition of the model options
-    t.add_argument("--start", type=int, help="first frame to track (default 0)")
-    t.add_argument("--end", type=int, help="last frame to track (default: the last)")
+    _add_frame_range(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--server", help="track in this `sam2s serve` server (URL), e.g. on a GPU machine")
     t.add_argument(
@@ -275,12 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token-file", metavar="FILE", help="read the server's token from this file (chmod 600)")
     t.set_defaults(func=cmd_track)
 
+
+def _add_frame_range(parser: argparse.ArgumentParser) -> None:
+    """``--start`` / ``--end``, of ``sam2s track`` and ``sam2s batch``."""
+    parser.add_argument("--start", type=int, help="first frame to track (default 0)")
+    parser.add_argument("--end", type=int, help="last frame to track (default: the last)")
+
+
+BATCH_DEVICE_HELP = "cpu or cuda (default: cuda when the cluster has GPUs and the engine is sam2)"
+
+
+def _add_batch_parser(sub) -> None:
+    """``sam2s batch``: the manifest, Ray, the report, and the manifest's options (None: the cell's, else
+    ``batch.DEFAULTS``); the model options are ``add_model_arguments``' (``--model`` into ``config``)."""
+    m = ModelSpec()  # batch.DEFAULTS' model values (not imported here: the manifest module loads slowly)
     b = sub.add_parser(
         "batch",
         help="track the videos of a manifest (CSV / JSON) on Ray, one task per video, resumable",
         description="Each row: video, prompts, output_dir and optional columns engine, model, checkpoint, "
-        "image_size, precision, memory, device, start, end, png, overlay (empty: the options below). "
-        "Relative paths are relative to the manifest. Finished rows (valid result.json) are skipped.",
+        "image_size, precision, memory, device, start, end, png, overlay (empty: the options below; defaults, "
+        f"ModelSpec's: model {m.config}, image_size {m.image_size}, precision {m.precision}, memory {m.memory}). "
+        "Relative paths are relative to the manifest, a checkpoint is the same path on every machine. "
+        "Finished rows (valid result.json) are skipped.",
+        conflict_handler="resolve",  # --device: the batch's own help replaces add_model_arguments'
     )
     b.add_argument("manifest", help="the manifest (.csv with a header line, or .json: a list of objects)")
     b.add_argument(
@@ -296,20 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --report that is not a batch report")
-    b.add_argument("--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow")
-    b.add_argument("--model", help="model config (default sam2.1_hiera_t)")
-    b.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt), the same path on every machine")
-    b.add_argument("--image-size", type=int, help="model input size, a multiple of 32 from 64 to 4096 (default 1024)")
-    b.add_argument("--precision", help="auto (default), fp32 or bf16")
-    b.add_argument("--memory", choices=["sam2", "divemem"], help="default sam2")
-    b.add_argument("--device", help="cpu or cuda (default: cuda when the cluster has GPUs and the engine is sam2)")
-    b.add_argument("--start", type=int, help="first frame to track (default 0)")
-    b.add_argument("--end", type=int, help="last frame to track (default: the last)")
+    add_model_arguments(b, None)  # every default None: the manifest's cell, else batch.DEFAULTS
+    b.add_argument("--device", help=BATCH_DEVICE_HELP)  # Ray places the task: no cuda:N, auto or mps
+    _add_frame_range(b)
     b.add_argument("--png", action=argparse.BooleanOptionalAction, default=None, help="label PNGs (default: yes)")
     b.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None, help="overlay.mp4 (default: no)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_batch)
 
+
+def _add_eval_parser(sub) -> None:
+    """``sam2s eval``: J&F (and with MONAI Dice, HD95, NSD) of predicted label PNGs."""
     e = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted label PNGs against ground truth")
     e.add_argument("pred_dir")
     e.add_argument("gt_dir")
@@ -326,25 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", metavar="OUT.png", help="write a PNG of J&F per frame, one line per object")
     e.set_defaults(func=cmd_eval)
 
-    m = sub.add_parser("models", help="list the checkpoints and whether they are cached")
-    m.set_defaults(func=cmd_models)
 
-    d = sub.add_parser("download", help="download a checkpoint into the cache (SHA-256 verified)")
-    d.add_argument("name", help="model config name, e.g. sam2.1_hiera_t")
-    d.add_argument("--cache-dir", help="default $SAM2S_CACHE_DIR or the platform cache")
-    d.set_defaults(func=cmd_download)
-
-    serve = sub.add_parser(
-        "serve",
-        help="run a tracking server (FastAPI) for the Slicer module or remote clients; see `sam2s serve --help`",
-    )
-    add_server_arguments(serve)  # the options of python -m sam2s.serving.server, defined once (no FastAPI needed)
-    serve.set_defaults(func=cmd_serve)
-
-    web = sub.add_parser("web", help='the tracker in a web browser (trame-slicer; pip install -e ".[web]")')
-    _add_web_arguments(web)
-    web.set_defaults(func=cmd_web)
-
+def _add_demo_parser(sub) -> None:
+    """``sam2s demo``: track the demo clip (or ``--data``) and write every output."""
     demo = sub.add_parser("demo", help="track the demo clip and write all outputs")
     demo.add_argument("--output-dir", default="demo_output")
     demo.add_argument(
@@ -359,7 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--engine", choices=["sam2", "flow"])
     demo.add_argument("--device", default="cpu")
     demo.set_defaults(func=cmd_demo)
-    return p
 
 
 def _add_web_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -395,6 +396,32 @@ def evaluate(
 
     Source: Pont-Tuset et al. 2017 (arXiv:1704.00675); ``davis2017/evaluation.py``.
     """
+    pred_dir, gt_dir = _checked_inputs(pred_dir, gt_dir, monai, nsd_tolerance)
+    gts = _ground_truth(gt_dir, exclude)
+    ids = sorted({int(k) for g in gts.values() for k in np.unique(g) if k not in (0, VOID_LABEL)})
+    if not ids:
+        raise ValueError(f"The ground truth in {gt_dir} contains no object (all pixels 0 or 255).")
+    scores = _score_frames(pred_dir, gt_dir, gts, ids, bound_th, nsd_tolerance if monai else None)
+    objects = {k: _object_result(scores, k, monai) for k in ids}
+    j_mean = float(np.mean([o["J"] for o in objects.values()]))
+    f_mean = float(np.mean([o["F"] for o in objects.values()]))
+    result = {
+        "J&F": (j_mean + f_mean) / 2,
+        "J": j_mean,
+        "F": f_mean,
+        "objects": objects,
+        "frames": list(gts),
+        "missing": scores.missing,
+    }
+    if monai:
+        for key in ("Dice", "HD95", "NSD"):
+            result[key] = _mean([o[key] for o in objects.values()])
+        result["nsd_tolerance"] = float(nsd_tolerance)
+    return result
+
+
+def _checked_inputs(pred_dir: str | Path, gt_dir: str | Path, monai: bool, nsd_tolerance: float) -> tuple[Path, Path]:
+    """The two folders, checked to exist, after MONAI (with ``monai``) and the NSD tolerance."""
     if monai:
         import_monai()
         if not nsd_tolerance > 0:
@@ -403,6 +430,12 @@ def evaluate(
     for d, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not d.is_dir():
             raise FileNotFoundError(f"The {what} folder {d} does not exist.")
+    return pred_dir, gt_dir
+
+
+def _ground_truth(gt_dir: Path, exclude: Collection[str | int]) -> dict[str, np.ndarray]:
+    """The ground-truth label images to evaluate, by file name in name order (``exclude`` left out);
+    ValueError when none is left."""
     skip_names, skip_numbers = _exclusions(exclude)
 
     def excluded(p: Path) -> bool:
@@ -414,14 +447,32 @@ def evaluate(
         raise ValueError(
             f"No ground-truth label PNG to evaluate in {gt_dir}" + (f" (excluding {shown})." if shown else ".")
         )
-    gts = {p.name: read_labels(p) for p in gt_files}
-    ids = sorted({int(k) for g in gts.values() for k in np.unique(g) if k not in (0, VOID_LABEL)})
-    if not ids:
-        raise ValueError(f"The ground truth in {gt_dir} contains no object (all pixels 0 or 255).")
-    per_obj: dict[int, dict[str, tuple[float, float]]] = {k: {} for k in ids}
-    overlap: dict[int, dict[str, dict[str, float | None] | None]] = {k: {} for k in ids}
-    missing: list[str] = []
-    missing_per_obj: dict[int, list[str]] = {k: [] for k in ids}
+    return {p.name: read_labels(p) for p in gt_files}
+
+
+@dataclass
+class _FrameScores:
+    """The figures of every evaluated frame: ``per_obj[id][name] = (J, F)``, ``overlap[id][name]``
+    (MONAI's figures, or None where skipped), the frames without a prediction file (``missing``) and,
+    per object, those of them whose ground truth holds the object (``missing_per_obj``)."""
+
+    per_obj: dict[int, dict[str, tuple[float, float]]]
+    overlap: dict[int, dict[str, dict[str, float | None] | None]]
+    missing: list[str]
+    missing_per_obj: dict[int, list[str]]
+
+
+def _score_frames(
+    pred_dir: Path,
+    gt_dir: Path,
+    gts: dict[str, np.ndarray],
+    ids: list[int],
+    bound_th: float,
+    nsd_tolerance: float | None,
+) -> _FrameScores:
+    """J and F (and, with an ``nsd_tolerance``, MONAI's figures) of each object on each frame; a
+    missing prediction counts as an empty one. ValueError for a prediction of another size."""
+    scores = _FrameScores({k: {} for k in ids}, {k: {} for k in ids}, [], {k: [] for k in ids})
     for name, gt in gts.items():
         pred_path = pred_dir / name
         if pred_path.is_file():
@@ -432,56 +483,47 @@ def evaluate(
                     f"{gt_dir / name} is {gt.shape[1]}x{gt.shape[0]}."
                 )
         else:
-            missing.append(name)
+            scores.missing.append(name)
             present = set(np.unique(gt).tolist())
             for k in ids:
                 if k in present:
-                    missing_per_obj[k].append(name)
+                    scores.missing_per_obj[k].append(name)
             pred = np.zeros_like(gt)
         void = gt == VOID_LABEL
         void = void if void.any() else None
         for k in ids:
             p, g = pred == k, gt == k
-            per_obj[k][name] = (region_j(p, g, void), boundary_f(p, g, bound_th, void))
-            if monai:
-                overlap[k][name] = overlap_metrics(p, g, nsd_tolerance, void)
-    objects = {}
-    for k, frames in per_obj.items():
-        j = float(np.mean([v[0] for v in frames.values()]))
-        f = float(np.mean([v[1] for v in frames.values()]))
-        objects[k] = {"J": j, "F": f, "J&F": (j + f) / 2, "per_frame": frames, "missing": missing_per_obj[k]}
-        if monai:
-            scored = [m for m in overlap[k].values() if m is not None]
-            objects[k].update(
-                Dice=_mean([m["Dice"] for m in scored]),
-                HD95=_mean([m["HD95"] for m in scored]),
-                NSD=_mean([m["NSD"] for m in scored]),
-                frames_scored=len(scored),
-                HD95_undefined=sum(m["HD95"] is None for m in scored),
-                metrics_per_frame={
-                    name: {
-                        "J": jf[0],
-                        "F": jf[1],
-                        "J&F": (jf[0] + jf[1]) / 2,
-                        **(overlap[k][name] or {"Dice": None, "HD95": None, "NSD": None}),
-                    }
-                    for name, jf in frames.items()
-                },
-            )
-    j_mean = float(np.mean([o["J"] for o in objects.values()]))
-    f_mean = float(np.mean([o["F"] for o in objects.values()]))
-    result = {
-        "J&F": (j_mean + f_mean) / 2,
-        "J": j_mean,
-        "F": f_mean,
-        "objects": objects,
-        "frames": list(gts),
-        "missing": missing,
-    }
+            scores.per_obj[k][name] = (region_j(p, g, void), boundary_f(p, g, bound_th, void))
+            if nsd_tolerance is not None:
+                scores.overlap[k][name] = overlap_metrics(p, g, nsd_tolerance, void)
+    return scores
+
+
+def _object_result(scores: _FrameScores, k: int, monai: bool) -> dict:
+    """Object ``k``'s entry of :func:`evaluate`'s ``"objects"``: its means over the frames."""
+    frames = scores.per_obj[k]
+    j = float(np.mean([v[0] for v in frames.values()]))
+    f = float(np.mean([v[1] for v in frames.values()]))
+    result = {"J": j, "F": f, "J&F": (j + f) / 2, "per_frame": frames, "missing": scores.missing_per_obj[k]}
     if monai:
-        for key in ("Dice", "HD95", "NSD"):
-            result[key] = _mean([o[key] for o in objects.values()])
-        result["nsd_tolerance"] = float(nsd_tolerance)
+        overlap = scores.overlap[k]
+        scored = [m for m in overlap.values() if m is not None]
+        result.update(
+            Dice=_mean([m["Dice"] for m in scored]),
+            HD95=_mean([m["HD95"] for m in scored]),
+            NSD=_mean([m["NSD"] for m in scored]),
+            frames_scored=len(scored),
+            HD95_undefined=sum(m["HD95"] is None for m in scored),
+            metrics_per_frame={
+                name: {
+                    "J": jf[0],
+                    "F": jf[1],
+                    "J&F": (jf[0] + jf[1]) / 2,
+                    **(overlap[name] or {"Dice": None, "HD95": None, "NSD": None}),
+                }
+                for name, jf in frames.items()
+            },
+        )
     return result
 
 

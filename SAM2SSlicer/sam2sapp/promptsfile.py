@@ -307,74 +307,86 @@ def parse_prompts(
     objs = data["objects"]
     if not isinstance(objs, list) or not objs:
         raise where.error(f'"objects" must be a non-empty list of objects; got {_short(objs)}.')
-    out: list[ObjectPrompts] = []
     seen: dict[int, int] = {}
-    for i, o in enumerate(objs):
-        if not isinstance(o, dict):
-            raise where.error(f'expected an object {{"id": ..., "prompts": [...]}}; got {_short(o)}.', i)
-        oid = o.get("id")
+    return [_parse_object(o, i, where, seen, base, frame_size) for i, o in enumerate(objs)]
 
-        def oerr(msg, key=None, i=i, oid=oid):
-            return where.error(msg, i, oid, key=key)
 
-        bad = _unknown_keys(o, OBJECT_KEYS)
-        if bad:
-            raise oerr(bad)
-        if "id" not in o:
-            raise oerr(f'missing "id": expected an integer in {MIN_OBJECT_ID}..{MAX_OBJECT_ID} (the label value).')
-        if not _id_ok(oid):
-            raise oerr(
-                f"expected an integer id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}; got {_short(oid)}: {ID_RANGE_HINT}.", "id"
-            )
-        if oid in seen:
-            raise oerr(f"duplicate id {oid}: objects[{seen[oid]}] has it too; ids must be unique.", "id")
-        seen[oid] = i
-        name = o.get("name", f"object {oid}")
-        if not isinstance(name, str) or not name.strip():
-            raise oerr(f"expected a non-empty text; got {_short(name)}.", "name")
-        color = o.get("color")
-        if color is not None:
-            ok = isinstance(color, list) and len(color) == 3 and all(_is_number(c) for c in color)
-            if not ok or not all(0.0 <= c <= 1.0 for c in color):
-                raise oerr(f"expected 3 numbers [r, g, b] in 0..1; got {_short(color)}.", "color")
-            color = tuple(float(c) for c in color)
-        plist = o.get("prompts")
-        if not isinstance(plist, list) or not plist:
-            raise oerr(
-                f'expected a non-empty list of prompts like {{"frame": 0, "points": [[x, y]], "labels": [1]}}; '
-                f"got {_short(plist)}.",
-                "prompts",
-            )
-        prompts = []
-        firsts: dict[tuple[str, int], int] = {}  # ("box" | "mask", frame) -> prompt index
-        for j, p in enumerate(plist):
+def _parse_object(
+    o: Any, i: int, where: _Where, seen: dict[int, int], base: Path, frame_size: tuple[int, int] | None
+) -> ObjectPrompts:
+    """``objects[i]`` of a prompts document; ``seen`` maps the ids met so far to their index."""
+    if not isinstance(o, dict):
+        raise where.error(f'expected an object {{"id": ..., "prompts": [...]}}; got {_short(o)}.', i)
+    oid = o.get("id")
 
-            def perr(msg, key=None, i=i, oid=oid, j=j):
-                return where.error(msg, i, oid, j, key)
+    def oerr(msg, key=None):
+        return where.error(msg, i, oid, key=key)
 
-            if not isinstance(p, dict):
-                raise perr(f'expected an object {{"frame": ..., "points"/"box"/"mask": ...}}; got {_short(p)}.')
-            bad = _unknown_keys(p, PROMPT_KEYS)
-            if bad:
-                raise perr(bad)
-            if "frame" not in p:
-                raise perr('missing "frame": expected the 0-based frame index of the prompt.')
-            frame = p["frame"]
-            if not _is_int(frame) or frame < 0:
-                raise perr(f"expected a non-negative integer frame index; got {_short(frame)}.", "frame")
-            if not any(k in p for k in ("points", "labels", "box", "mask")):
-                raise perr('empty prompt: give "points" with "labels", a "box", or a "mask".')
-            for key in ("box", "mask"):
-                if key in p and (key, frame) in firsts:
-                    raise perr(_second_message(key, frame, firsts[key, frame]), key)
-                if key in p:
-                    firsts[key, frame] = j
-            points, labels = _parse_points(p, perr)
-            box = _parse_box(p, perr)
-            mask, mask_path = _parse_mask(p, perr, base, frame_size)
-            prompts.append(Prompt(int(frame), points, labels, box, mask, mask_path))
-        out.append(ObjectPrompts(int(oid), name, color, prompts))
-    return out
+    bad = _unknown_keys(o, OBJECT_KEYS)
+    if bad:
+        raise oerr(bad)
+    if "id" not in o:
+        raise oerr(f'missing "id": expected an integer in {MIN_OBJECT_ID}..{MAX_OBJECT_ID} (the label value).')
+    if not _id_ok(oid):
+        raise oerr(
+            f"expected an integer id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}; got {_short(oid)}: {ID_RANGE_HINT}.", "id"
+        )
+    if oid in seen:
+        raise oerr(f"duplicate id {oid}: objects[{seen[oid]}] has it too; ids must be unique.", "id")
+    seen[oid] = i
+    name = o.get("name", f"object {oid}")
+    if not isinstance(name, str) or not name.strip():
+        raise oerr(f"expected a non-empty text; got {_short(name)}.", "name")
+    color = o.get("color")
+    if color is not None:
+        ok = isinstance(color, list) and len(color) == 3 and all(_is_number(c) for c in color)
+        if not ok or not all(0.0 <= c <= 1.0 for c in color):
+            raise oerr(f"expected 3 numbers [r, g, b] in 0..1; got {_short(color)}.", "color")
+        color = tuple(float(c) for c in color)
+    plist = o.get("prompts")
+    if not isinstance(plist, list) or not plist:
+        raise oerr(
+            f'expected a non-empty list of prompts like {{"frame": 0, "points": [[x, y]], "labels": [1]}}; '
+            f"got {_short(plist)}.",
+            "prompts",
+        )
+    firsts: dict[tuple[str, int], int] = {}  # ("box" | "mask", frame) -> prompt index
+    prompts = []
+    for j, p in enumerate(plist):
+
+        def perr(msg, key=None, j=j):
+            return where.error(msg, i, oid, j, key)
+
+        prompts.append(_parse_prompt(p, j, perr, firsts, base, frame_size))
+    return ObjectPrompts(int(oid), name, color, prompts)
+
+
+def _parse_prompt(
+    p: Any, j: int, perr, firsts: dict[tuple[str, int], int], base: Path, frame_size: tuple[int, int] | None
+) -> Prompt:
+    """Prompt ``j`` of an object (``perr`` builds its errors); ``firsts`` holds the object's boxes and
+    masks so far, by frame."""
+    if not isinstance(p, dict):
+        raise perr(f'expected an object {{"frame": ..., "points"/"box"/"mask": ...}}; got {_short(p)}.')
+    bad = _unknown_keys(p, PROMPT_KEYS)
+    if bad:
+        raise perr(bad)
+    if "frame" not in p:
+        raise perr('missing "frame": expected the 0-based frame index of the prompt.')
+    frame = p["frame"]
+    if not _is_int(frame) or frame < 0:
+        raise perr(f"expected a non-negative integer frame index; got {_short(frame)}.", "frame")
+    if not any(k in p for k in ("points", "labels", "box", "mask")):
+        raise perr('empty prompt: give "points" with "labels", a "box", or a "mask".')
+    for key in ("box", "mask"):
+        if key in p and (key, frame) in firsts:
+            raise perr(_second_message(key, frame, firsts[key, frame]), key)
+        if key in p:
+            firsts[key, frame] = j
+    points, labels = _parse_points(p, perr)
+    box = _parse_box(p, perr)
+    mask, mask_path = _parse_mask(p, perr, base, frame_size)
+    return Prompt(int(frame), points, labels, box, mask, mask_path)
 
 
 def validate(
@@ -404,79 +416,95 @@ def validate(
         raise where.error("no objects: give at least one object with prompts.")
     seen: dict[int, int] = {}
     for i, o in enumerate(objects):
-        if not _id_ok(o.id):
-            raise where.error(
-                f"expected an integer id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}; got {o.id!r}: {ID_RANGE_HINT}.",
-                i,
-                key="id",
-            )
-        if o.id in seen:
-            raise where.error(f"duplicate id {o.id}: objects[{seen[o.id]}] has it too.", i, o.id, key="id")
-        seen[o.id] = i
-        if o.color is not None:
-            c = tuple(o.color)
-            if len(c) != 3 or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in c):
-                raise where.error(f"expected 3 numbers [r, g, b] in 0..1; got {c!r}.", i, o.id, key="color")
-        if not o.prompts:
-            raise where.error("no prompts: give at least one.", i, o.id, key="prompts")
+        _check_object(o, i, where, seen)
         firsts: dict[tuple[str, int], int] = {}  # ("box" | "mask", frame) -> prompt index
         for j, p in enumerate(o.prompts):
 
             def err(msg, key=None, i=i, oid=o.id, j=j):
                 return where.error(msg, i, oid, j, key)
 
-            if not _is_int(p.frame) or p.frame < 0:
-                raise err(f"expected a non-negative integer frame index; got {p.frame!r}.", "frame")
-            if num_frames is not None and p.frame >= num_frames:
-                raise err(
-                    f"frame {p.frame} is out of range: the video has {num_frames} frames (0..{num_frames - 1}).",
-                    "frame",
-                )
-            if p.points is None and p.box is None and p.mask is None and p.mask_path is None:
-                raise err('empty prompt: give "points" with "labels", a "box", or a "mask".')
-            for key, present in (("box", p.box is not None), ("mask", p.mask is not None or p.mask_path is not None)):
-                if present and (key, p.frame) in firsts:
-                    raise err(_second_message(key, p.frame, firsts[key, p.frame]), key)
-                if present:
-                    firsts[key, p.frame] = j
-            if p.points is not None:
-                pts = np.asarray(p.points, dtype=np.float64)
-                if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0 or not np.all(np.isfinite(pts)):
-                    raise err(f"expected finite (N, 2) [x, y] pixel pairs; got shape {pts.shape}.", "points")
-                lab = None if p.labels is None else np.asarray(p.labels)
-                if lab is None or lab.shape != (len(pts),):
-                    got = "none" if lab is None else f"shape {lab.shape}"
-                    raise err(f"expected {len(pts)} labels (one per point), got {got}.", "labels")
-                if not np.isin(lab, (0, 1)).all():
-                    raise err(f"labels must be 1 (positive) or 0 (negative); got {_short(lab)}.", "labels")
-            elif p.labels is not None:
-                raise err("labels without points.", "labels")
-            if p.box is not None:
-                b = np.asarray(p.box, dtype=np.float64)
-                if b.shape != (4,) or not np.all(np.isfinite(b)):
-                    raise err(f"expected 4 numbers [x0, y0, x1, y1]; got {_short(p.box)}.", "box")
-                if not (b[0] < b[2] and b[1] < b[3]):
-                    raise err(f"box {_short(b)} is empty or reversed: it needs x0 < x1 and y0 < y1.", "box")
-            if p.mask is not None and np.asarray(p.mask).ndim != 2:
-                raise err(f"expected an (H, W) mask; got shape {np.asarray(p.mask).shape}.", "mask")
-            if frame_size is None:
-                continue
-            h, w = frame_size
-            for key, xy in (("points", p.points), ("box", None if p.box is None else np.reshape(p.box, (2, 2)))):
-                if xy is None:
-                    continue
-                xy = np.asarray(xy, dtype=np.float64)
-                out = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
-                if out.any():
-                    raise err(
-                        f"{_short(xy[out][0])} lies outside the {w}x{h} frame (x in 0..{w}, y in 0..{h} pixels, "
-                        "x right, y down).",
-                        key,
-                    )
-            if p.mask is not None and np.asarray(p.mask).shape != (h, w):
-                mh, mw = np.asarray(p.mask).shape
-                name = f" ({p.mask_path})" if p.mask_path is not None else ""
-                raise err(f"mask{name} is {mw}x{mh} (W x H) but the frames are {w}x{h}.", "mask")
+            _check_prompt(p, j, err, firsts, num_frames)
+            if frame_size is not None:
+                _check_in_frame(p, err, frame_size)
+
+
+def _check_object(o: ObjectPrompts, i: int, where: _Where, seen: dict[int, int]) -> None:
+    """``objects[i]``'s id (unique: ``seen`` maps the ids met so far to their index), colour and
+    that it has prompts."""
+    if not _id_ok(o.id):
+        raise where.error(
+            f"expected an integer id in {MIN_OBJECT_ID}..{MAX_OBJECT_ID}; got {o.id!r}: {ID_RANGE_HINT}.",
+            i,
+            key="id",
+        )
+    if o.id in seen:
+        raise where.error(f"duplicate id {o.id}: objects[{seen[o.id]}] has it too.", i, o.id, key="id")
+    seen[o.id] = i
+    if o.color is not None:
+        c = tuple(o.color)
+        if len(c) != 3 or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in c):
+            raise where.error(f"expected 3 numbers [r, g, b] in 0..1; got {c!r}.", i, o.id, key="color")
+    if not o.prompts:
+        raise where.error("no prompts: give at least one.", i, o.id, key="prompts")
+
+
+def _check_prompt(p: Prompt, j: int, err, firsts: dict[tuple[str, int], int], num_frames: int | None) -> None:
+    """Prompt ``j``'s frame, shapes and values (``err`` builds its errors); ``firsts`` holds the
+    object's boxes and masks so far, by frame."""
+    if not _is_int(p.frame) or p.frame < 0:
+        raise err(f"expected a non-negative integer frame index; got {p.frame!r}.", "frame")
+    if num_frames is not None and p.frame >= num_frames:
+        raise err(
+            f"frame {p.frame} is out of range: the video has {num_frames} frames (0..{num_frames - 1}).",
+            "frame",
+        )
+    if p.points is None and p.box is None and p.mask is None and p.mask_path is None:
+        raise err('empty prompt: give "points" with "labels", a "box", or a "mask".')
+    for key, present in (("box", p.box is not None), ("mask", p.mask is not None or p.mask_path is not None)):
+        if present and (key, p.frame) in firsts:
+            raise err(_second_message(key, p.frame, firsts[key, p.frame]), key)
+        if present:
+            firsts[key, p.frame] = j
+    if p.points is not None:
+        pts = np.asarray(p.points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0 or not np.all(np.isfinite(pts)):
+            raise err(f"expected finite (N, 2) [x, y] pixel pairs; got shape {pts.shape}.", "points")
+        lab = None if p.labels is None else np.asarray(p.labels)
+        if lab is None or lab.shape != (len(pts),):
+            got = "none" if lab is None else f"shape {lab.shape}"
+            raise err(f"expected {len(pts)} labels (one per point), got {got}.", "labels")
+        if not np.isin(lab, (0, 1)).all():
+            raise err(f"labels must be 1 (positive) or 0 (negative); got {_short(lab)}.", "labels")
+    elif p.labels is not None:
+        raise err("labels without points.", "labels")
+    if p.box is not None:
+        b = np.asarray(p.box, dtype=np.float64)
+        if b.shape != (4,) or not np.all(np.isfinite(b)):
+            raise err(f"expected 4 numbers [x0, y0, x1, y1]; got {_short(p.box)}.", "box")
+        if not (b[0] < b[2] and b[1] < b[3]):
+            raise err(f"box {_short(b)} is empty or reversed: it needs x0 < x1 and y0 < y1.", "box")
+    if p.mask is not None and np.asarray(p.mask).ndim != 2:
+        raise err(f"expected an (H, W) mask; got shape {np.asarray(p.mask).shape}.", "mask")
+
+
+def _check_in_frame(p: Prompt, err, frame_size: tuple[int, int]) -> None:
+    """The prompt's points and box lie inside the ``(H, W)`` frame and its mask has its size."""
+    h, w = frame_size
+    for key, xy in (("points", p.points), ("box", None if p.box is None else np.reshape(p.box, (2, 2)))):
+        if xy is None:
+            continue
+        xy = np.asarray(xy, dtype=np.float64)
+        out = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+        if out.any():
+            raise err(
+                f"{_short(xy[out][0])} lies outside the {w}x{h} frame (x in 0..{w}, y in 0..{h} pixels, "
+                "x right, y down).",
+                key,
+            )
+    if p.mask is not None and np.asarray(p.mask).shape != (h, w):
+        mh, mw = np.asarray(p.mask).shape
+        name = f" ({p.mask_path})" if p.mask_path is not None else ""
+        raise err(f"mask{name} is {mw}x{mh} (W x H) but the frames are {w}x{h}.", "mask")
 
 
 def load_prompts(

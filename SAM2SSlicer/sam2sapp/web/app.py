@@ -5,7 +5,8 @@ scene, its logics and one remote-rendered axial slice view), and the module's
 :class:`~SAM2SSlicerLib.controller.SAM2SController` over a
 :class:`~SAM2SSlicerLib.logic.SAM2STrackingLogic` on that scene. Everything the page can do goes
 through the controller, as the Qt panel's buttons do; this file only binds state, buttons, mouse
-and keys to it.
+and keys to it. The page's widgets are :mod:`.layout`'s, the access rules :mod:`.access`'s and
+the options of ``sam2s web`` :mod:`.options`' (their public names are re-exported here).
 
 * Mouse: a left click in the view is a positive point of the selected segment, Shift+click a
   negative one (``controller.click``); with the box tool a left drag is a box
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import logging
 import os
 import re
@@ -48,175 +48,33 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam2s.serving.access import (
-    MIN_REMOTE_TOKEN_LENGTH,
-    PathNotAllowedError,
-    check_readable,
-    is_loopback,
-    is_under,
-    read_token_file,
-    real_roots,
-    server_token,
-)
+from sam2s.serving.access import read_token_file, real_roots, server_token
 
-__all__ = ["TICK_SECONDS", "MemorySettingsStore", "SAM2SWebApp", "addWebArguments", "run"]
+from .access import TOKEN_COOKIE, TOKEN_ENV, allowedRoots, bindRoutes, checkAccess, checkOpenPath
+from .i18n import tr as _
+from .options import LOCAL_SERVER_NICENESS, MemorySettingsStore, addWebArguments, backendFactory, modelSettings
+
+__all__ = [  # the names of .access and .options that callers (sam2sapp.cli, the tests) use from here
+    "LOCAL_SERVER_NICENESS",
+    "TICK_SECONDS",
+    "TOKEN_COOKIE",
+    "TOKEN_ENV",
+    "MemorySettingsStore",
+    "SAM2SWebApp",
+    "addWebArguments",
+    "checkAccess",
+    "checkOpenPath",
+    "createApp",
+    "run",
+]
 
 TICK_SECONDS = 0.1
 """Seconds between two ticks of the job runner (the Qt module's QTimer uses 100 ms too)."""
 RENDER_FPS = 30.0
 """Highest rate of new images of the view (trame-rca's render scheduler)."""
-TOKEN_COOKIE = "sam2s_web_token"
-TOKEN_ENV = "SAM2S_WEB_TOKEN"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".dcm")
 
 log = logging.getLogger("sam2s.web")
-
-
-def _(text: str) -> str:  # UI strings, marked as Slicer marks them (slicer.i18n.tr)
-    return text
-
-
-class MemorySettingsStore:
-    """``controller.SettingsStore`` kept in memory: the web app takes its model and compute
-    settings from the command line, never from a file of the user's."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    def value(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    def setValue(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-
-def addWebArguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``sam2s web`` (used by ``sam2sapp.cli``)."""
-    parser.add_argument("video", nargs="?", help="open this video file or image folder at start")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this computer)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0: a free port)")
-    parser.add_argument(
-        "--token",
-        help=f"access token, needed on any address but loopback (default ${TOKEN_ENV}); open "
-        "http://HOST:PORT/?token=TOKEN in the browser. Visible to other users in `ps`: prefer --token-file",
-    )
-    parser.add_argument(
-        "--token-file", metavar="FILE", help="read the access token from this file (chmod 600), instead of --token"
-    )
-    parser.add_argument(
-        "--allow-path",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folders whose videos the page may open by path (repeatable; default: the current folder)",
-    )
-    parser.add_argument(
-        "--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow"
-    )
-    parser.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
-    parser.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
-    parser.add_argument(
-        "--image-size", type=int, default=1024, help="model input size, a multiple of 32 from 64 to 4096"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", help="auto (default), fp32 or bf16")
-    parser.add_argument("--server", help="track in this `sam2s serve` server (URL) instead of a local one")
-    parser.add_argument(
-        "--server-token", help="that server's token (default $SAM2S_SERVER_TOKEN; visible in `ps`: prefer the file)"
-    )
-    parser.add_argument("--server-token-file", metavar="FILE", help="read that server's token from this file")
-    parser.add_argument(
-        "--tracking-niceness",
-        type=int,
-        default=LOCAL_SERVER_NICENESS,
-        help="CPU niceness added to the local tracking server (default %(default)s: the page answers first)",
-    )
-    parser.add_argument(
-        "--max-upload-mb", type=int, default=2048, help="largest uploaded video (default %(default)s MB)"
-    )
-
-
-# ---------------------------------------------------------------------------------------------- access
-def _tokenMiddleware(token: str):
-    """An aiohttp middleware refusing (401) requests without ``token`` (see the module docstring)."""
-    from aiohttp import web
-
-    expected = token.encode("utf-8")
-
-    def matches(given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(given.encode("utf-8"), expected)
-
-    @web.middleware
-    async def requireToken(request, handler):
-        header = request.headers.get("Authorization", "")
-        bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
-        query = request.query.get("token")
-        if not (matches(bearer) or matches(query) or matches(request.cookies.get(TOKEN_COOKIE))):
-            return web.Response(
-                status=401,
-                text="401: this SAM2S web app needs its token: open http://HOST:PORT/?token=TOKEN "
-                "(the token given to `sam2s web --token` or $SAM2S_WEB_TOKEN).\n",
-            )
-        response = await handler(request)
-        if matches(query) and not request.cookies.get(TOKEN_COOKIE):
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
-        return response
-
-    return requireToken
-
-
-def checkAccess(host: str, token: str | None) -> str | None:
-    """The token the app requires: None on a loopback ``host``; on any other address the given
-    ``token`` (or ``$SAM2S_WEB_TOKEN``).
-
-    Raises:
-        ValueError: a non-loopback ``host`` without a token of at least
-            ``MIN_REMOTE_TOKEN_LENGTH`` characters (the message says how to make one).
-    """
-    token = token or os.environ.get(TOKEN_ENV) or None
-    if is_loopback(host):
-        return token
-    if not token or len(token) < MIN_REMOTE_TOKEN_LENGTH:
-        raise ValueError(
-            f"--host {host} is reachable from other computers: pass --token (or set ${TOKEN_ENV}) with at least "
-            f"{MIN_REMOTE_TOKEN_LENGTH} characters, e.g. from "
-            "python -c 'import secrets; print(secrets.token_urlsafe(32))'."
-        )
-    return token
-
-
-def checkOpenPath(text: str, roots: Sequence[str]) -> str:
-    """The real path of a video file or image folder the page asks to open by path (the text the
-    user typed), when the app may read it.
-
-    Args:
-        text: the typed path (``~`` expanded, surrounding white space ignored).
-        roots: the allowed folders, real paths (``sam2s.serving.access.real_roots``).
-
-    Returns:
-        ``os.path.realpath`` of the path: it exists, and it and (for a folder) each of its frame
-        images lie under ``roots`` (``sam2s.serving.access.check_readable``, the tracking server's rule).
-
-    Raises:
-        ValueError: an empty path, a NUL character, a path outside ``roots`` (the message names the
-            file and the folders allowed), or a path that does not exist. Nothing is read.
-    """
-    path = os.path.expanduser(str(text).strip())
-    if not path:
-        raise ValueError(_("Type the path of a video file or image folder."))
-    if "\x00" in path:
-        raise ValueError(_("The path holds a NUL character; type the path of a video file or image folder."))
-    try:
-        real = check_readable(path, roots, _("The video"))
-    except (PathNotAllowedError, OSError, ValueError) as error:
-        raise ValueError(
-            _("{error}. This app may open only files under {roots} (restart it with --allow-path).").format(
-                error=error, roots=", ".join(roots) or _("no folder")
-            )
-        ) from None
-    if not os.path.exists(real):
-        raise ValueError(_("{path} does not exist.").format(path=path))
-    return real
 
 
 def _timeLabel(seconds: float) -> str:
@@ -798,214 +656,24 @@ class SAM2SWebApp:
 
     # ------------------------------------------------------------------------------------ UI
     def _buildUi(self) -> None:
-        from trame.ui.vuetify3 import SinglePageWithDrawerLayout
-        from trame.widgets import client, html
-        from trame.widgets import vuetify3 as v3
+        """The page (:mod:`.layout`) and the triggers it fires."""
+        from .layout import buildPage
 
-        ctrl = self.server.controller
-        ctrl.add("on_server_bind")(self._bindRoutes)
-        with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
-            self.ui = layout
-            layout.title.set_text("SAM2S")
-            client.ClientTriggers(
-                mounted="window.addEventListener('keydown', (e) => { "
-                "if (['INPUT', 'TEXTAREA'].includes(e.target.tagName)) return; "
-                "if ([' ', 'ArrowLeft', 'ArrowRight'].includes(e.key)) e.preventDefault(); "
-                "trigger('sam2s_key', [e.key, e.shiftKey]); })"
-            )
-            self.server.trigger("sam2s_key")(self.onKey)
-            self.server.trigger("sam2s_view_of_pixel")(self.viewOfPixel)
-            self.server.trigger("sam2s_prompts")(self.prompts)
-            layout.footer.hide()
-            with layout.toolbar:
-                v3.VSpacer()
-                html.Div("{{ status }}", classes="text-body-2 mx-4", id="sam2s-status")
-            with layout.drawer as drawer:
-                drawer.width = 360
-                self._drawerUi(v3, html)
-            with layout.content:
-                with html.Div(classes="d-flex flex-column", style="height: calc(100vh - 64px);"):
-                    with html.Div(style="flex: 1 1 auto; position: relative;", id="sam2s-view"):
-                        self.layoutManager.initialize_layout_grid(layout)
-                    self._frameBarUi(v3, html)
-
-    def _drawerUi(self, v3, html) -> None:
-        with v3.VCard(flat=True, classes="pa-2"):
-            v3.VCardSubtitle(_("Video"))
-            v3.VTextField(
-                v_model=("video_path",),
-                label=_("Path on the server"),
-                hint="{{ 'Under: ' + allowed_roots }}",
-                density="compact",
-                id="sam2s-path",
-            )
-            # The values shown go with the click (a v-model change may still be on its way to the server).
-            v3.VBtn(_("Open"), click=(self.openVideo, "[video_path]"), id="sam2s-open", size="small")
-            v3.VFileInput(
-                v_model=("upload",),
-                label=_("or upload a video"),
-                density="compact",
-                accept="video/*,.dcm",
-                classes="mt-2",
-            )
-            html.Div("{{ video_name }}", classes="text-caption", id="sam2s-video-name")
-        with v3.VCard(flat=True, classes="pa-2", disabled=("!video_loaded",)):
-            v3.VCardSubtitle(_("Segments"))
-            with v3.VList(density="compact", id="sam2s-segments"):
-                with v3.VListItem(
-                    v_for="seg in segments",
-                    key="seg.id",
-                    active=("seg.id === selected_segment",),
-                    click="selected_segment = seg.id",
-                ):
-                    with html.Div(classes="d-flex align-center"):
-                        html.Input(
-                            type="color",
-                            value=("seg.color",),
-                            change="trigger('sam2s_color', [seg.id, $event.target.value])",
-                            style="width: 28px; height: 22px; border: none;",
-                            classes="sam2s-segment-color",
-                        )
-                        v3.VTextField(
-                            model_value=("seg.name",),
-                            update_modelValue="trigger('sam2s_rename', [seg.id, $event])",
-                            density="compact",
-                            hide_details=True,
-                            variant="plain",
-                            classes="mx-2 sam2s-segment-name",
-                        )
-                        v3.VBtn(
-                            icon="mdi-delete",
-                            size="x-small",
-                            variant="text",
-                            click="$event.stopPropagation(); trigger('sam2s_delete', [seg.id])",
-                            classes="sam2s-delete-segment",
-                        )
-            self.server.trigger("sam2s_color")(self.recolorSegment)
-            self.server.trigger("sam2s_rename")(self.renameSegment)
-            self.server.trigger("sam2s_delete")(self.deleteSegment)
-            v3.VBtn(_("Add segment"), click=self.addSegment, size="small", id="sam2s-add-segment")
-        with v3.VCard(flat=True, classes="pa-2", disabled=("!video_loaded",)):
-            v3.VCardSubtitle(_("Prompts: click (Shift+click: negative)"))
-            with v3.VBtnToggle(v_model=("tool",), mandatory=True, density="compact"):
-                v3.VBtn(_("Points"), value="point", id="sam2s-tool-point")
-                v3.VBtn(_("Box"), value="box", id="sam2s-tool-box")
-            v3.VBtn(_("Clear frame"), click=self.clearFrame, size="small", classes="ml-2", id="sam2s-clear-frame")
-            html.Div("{{ prompt_summary }}", classes="text-caption", id="sam2s-prompt-summary")
-            v3.VSwitch(
-                v_model=("show_masks",),
-                label=_("Show masks (M)"),
-                density="compact",
-                hide_details=True,
-                color="primary",
-                id="sam2s-show-masks",
-            )
-        with v3.VCard(flat=True, classes="pa-2", disabled=("!video_loaded",)):
-            v3.VCardSubtitle(_("Propagate"))
-            v3.VSelect(
-                v_model=("direction",),
-                items=("['forward', 'backward', 'both']",),
-                label=_("Direction"),
-                density="compact",
-                id="sam2s-direction",
-            )
-            v3.VSelect(
-                v_model=("scope",),
-                items=("['selected', 'changed', 'all']",),
-                label=_("Segments"),
-                density="compact",
-            )
-            v3.VRangeSlider(
-                v_model=("frame_range",),
-                min=0,
-                max=("frame_count - 1",),
-                step=1,
-                label=_("Frames"),
-                thumb_label=True,
-                density="compact",
-            )
-            v3.VBtn(
-                _("Propagate"),
-                click=(self.propagate, "[direction, scope, frame_range, frame]"),
-                disabled=("running",),
-                id="sam2s-propagate",
-                size="small",
-            )
-            v3.VBtn(
-                _("Cancel"), click=self.cancel, disabled=("!running",), id="sam2s-cancel", size="small", classes="ml-2"
-            )
-            v3.VProgressLinear(model_value=("progress",), classes="mt-2", height=6)
-            html.Div("{{ progress_text }}", classes="text-caption", id="sam2s-progress")
-        with v3.VCard(flat=True, classes="pa-2", disabled=("!video_loaded || running",)):
-            v3.VCardSubtitle(_("Export"))
-            v3.VBtn(".seg.nrrd", click=lambda: self.export("seg.nrrd"), size="small", id="sam2s-export-nrrd")
-            v3.VBtn(
-                _("Label PNGs"), click=lambda: self.export("png"), size="small", classes="ml-1", id="sam2s-export-png"
-            )
-            v3.VBtn("COCO", click=lambda: self.export("coco"), size="small", classes="ml-1", id="sam2s-export-coco")
-            with html.Div(classes="mt-1"):
-                html.A(
-                    "{{ d.name }}",
-                    v_for="d in downloads",
-                    key="d.url",
-                    href=("d.url",),
-                    download=("d.name",),
-                    classes="d-block sam2s-download",
-                )
-        with v3.VCard(flat=True, classes="pa-2", disabled=("!video_loaded || running",)):
-            v3.VCardSubtitle(_("Review"))
-            v3.VBtn(_("Find frames to review"), click=self.updateReview, size="small", id="sam2s-review")
-            with v3.VList(density="compact", max_height=200, style="overflow-y: auto;", id="sam2s-review-list"):
-                v3.VListItem(
-                    v_for="(r, i) in review",
-                    key="i",
-                    title=("`${r.frame}: ${r.name} ${r.reason}`",),
-                    subtitle=("r.detail",),
-                    click="frame = r.frame",
-                )
-
-    def _frameBarUi(self, v3, html) -> None:
-        with html.Div(classes="d-flex align-center px-4", style="flex: 0 0 auto;"):
-            v3.VBtn(
-                icon=("playing ? 'mdi-pause' : 'mdi-play'",),
-                click="playing = !playing",
-                size="small",
-                variant="text",
-                disabled=("!video_loaded",),
-                id="sam2s-play",
-            )
-            v3.VSlider(
-                v_model=("frame",),
-                min=0,
-                max=("frame_count - 1",),
-                step=1,
-                hide_details=True,
-                disabled=("!video_loaded",),
-                classes="mx-4",
-                id="sam2s-frame-slider",
-            )
-            html.Div(
-                "{{ frame }} / {{ frame_count - 1 }}  {{ time_label }}",
-                classes="text-body-2",
-                style="white-space: pre; font-family: monospace;",
-                id="sam2s-frame-label",
-            )
+        self.server.controller.add("on_server_bind")(self._bindRoutes)
+        for name, callback in (
+            ("sam2s_key", self.onKey),
+            ("sam2s_view_of_pixel", self.viewOfPixel),
+            ("sam2s_prompts", self.prompts),
+            ("sam2s_color", self.recolorSegment),
+            ("sam2s_rename", self.renameSegment),
+            ("sam2s_delete", self.deleteSegment),
+        ):
+            self.server.trigger(name)(callback)
+        self.ui = buildPage(self)
 
     # ------------------------------------------------------------------------------------ HTTP
     def _bindRoutes(self, wslinkServer) -> None:
-        from aiohttp import web
-
-        async def download(request):
-            path = self.downloadPath(f"{request.match_info['key']}/{request.match_info['name']}")
-            if path is None or not os.path.isfile(path):
-                raise web.HTTPNotFound(text="No such export: export it again.")
-            return web.FileResponse(
-                path, headers={"Content-Disposition": f'attachment; filename="{os.path.basename(path)}"'}
-            )
-
-        wslinkServer.app.router.add_get("/sam2s/download/{key}/{name}", download)
-        if self.requiredToken:
-            wslinkServer.app.middlewares.append(_tokenMiddleware(self.requiredToken))
+        bindRoutes(wslinkServer, self.downloadPath, self.requiredToken)
 
     def close(self) -> None:
         """Stop tracking, close the tracking server and remove the work folder (this app's uploads and
@@ -1018,45 +686,6 @@ class SAM2SWebApp:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def _modelSettings(args: argparse.Namespace):
-    """The model settings of the options, checked (``sam2s.spec.ModelSpec.validate``: ValueError)
-    before the engine is settled (``ModelSpec.settle``: a cached checkpoint, else the flow
-    engine, which the terminal is told)."""
-
-    from SAM2SSlicerLib.settings import ModelSettings
-
-    options = {"configName": args.model, "device": args.device, "imageSize": args.image_size}
-    spec = ModelSettings(**options, precision=args.precision).toSpec().replace(engine=args.engine or "sam2")
-    spec.validate()
-    try:
-        settled = spec.replace(checkpoint=args.checkpoint).settle(auto_engine=args.engine is None)
-    except FileNotFoundError as err:
-        raise ValueError(str(err)) from None
-    if settled.engine != spec.engine:
-        print(f"No SAM 2 checkpoint for {spec.config}: tracking with the weight-free 'flow' engine.", file=sys.stderr)
-    return ModelSettings(
-        **options, checkpoint=settled.checkpoint or "", precision=args.precision, engine=settled.engine
-    )
-
-
-LOCAL_SERVER_NICENESS = 19
-"""Default niceness added to the local tracking server (``--tracking-niceness``): the lowest CPU
-priority, so that frame changes answer quickly while it tracks on the same cores; it still gets
-every cycle the page's server leaves. Measured in the browser test on 2 cores: frame changes
-during a propagation 184-288 ms at +19, 244-365 ms at +10, up to 500 ms at 0."""
-
-
-def _backendFactory(niceness: int):
-    def create(url: str | None, token: str):
-        from SAM2SSlicerLib.backends import LocalServer, ServerBackend
-
-        if url:
-            return ServerBackend(url, token)
-        return ServerBackend(localServer=LocalServer(niceness=niceness))
-
-    return create
-
-
 def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     """Build the app for the parsed ``sam2s web`` options (checks them first: ValueError or
     ``track.CliError`` name the bad option)."""
@@ -1068,20 +697,8 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
     from trame_slicer.core import SlicerApp
 
     token = checkAccess(args.host, read_token_file(args.token_file) if args.token_file else args.token)
-    roots = real_roots(args.allow_path or [os.getcwd()])
-    for root in roots:
-        if not os.path.isdir(root):
-            raise ValueError(f"--allow-path {root}: no such folder.")
-    if args.video and not is_under(args.video, roots):
-        video = os.path.realpath(os.path.expanduser(args.video))
-        roots.append(video)  # this video alone, not the other files of its folder
-        print(
-            f"sam2s web: note: {args.video} is outside the --allow-path folders ({', '.join(roots[:-1])}); the page "
-            "may open this video, but not the other files of its folder (add --allow-path for those).",
-            file=sys.stderr,
-            flush=True,
-        )
-    settings = _modelSettings(args)
+    roots = allowedRoots(args.allow_path, args.video)
+    settings = modelSettings(args)
     settings.validate()
 
     server = server or get_server("sam2s-web", client_type="vue3")
@@ -1098,7 +715,7 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
         logic,
         MemorySettingsStore(),
         runner=JobRunner(logic, startInBackground=True),
-        backendFactory=_backendFactory(args.tracking_niceness),
+        backendFactory=backendFactory(args.tracking_niceness),
     )
     controller.setModelSettings(settings)
     if args.server:

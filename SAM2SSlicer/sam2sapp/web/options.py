@@ -1,0 +1,111 @@
+"""The options of ``sam2s web`` (:func:`addWebArguments`) and the settings they give the controller:
+the model (:func:`modelSettings`), the tracking server (:func:`backendFactory`) and a settings store
+that reads no file of the user's (:class:`MemorySettingsStore`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .access import TOKEN_ENV
+
+LOCAL_SERVER_NICENESS = 19
+"""Default niceness added to the local tracking server (``--tracking-niceness``): the lowest CPU
+priority, so that frame changes answer quickly while it tracks on the same cores; it still gets
+every cycle the page's server leaves. Measured in the browser test on 2 cores: frame changes
+during a propagation 184-288 ms at +19, 244-365 ms at +10, up to 500 ms at 0."""
+
+
+class MemorySettingsStore:
+    """``controller.SettingsStore`` kept in memory: the web app takes its model and compute
+    settings from the command line, never from a file of the user's."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def value(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def setValue(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+
+def addWebArguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``sam2s web`` (used by ``sam2sapp.cli``)."""
+    parser.add_argument("video", nargs="?", help="open this video file or image folder at start")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this computer)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0: a free port)")
+    parser.add_argument(
+        "--token",
+        help=f"access token, needed on any address but loopback (default ${TOKEN_ENV}); open "
+        "http://HOST:PORT/?token=TOKEN in the browser. Visible to other users in `ps`: prefer --token-file",
+    )
+    parser.add_argument(
+        "--token-file", metavar="FILE", help="read the access token from this file (chmod 600), instead of --token"
+    )
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folders whose videos the page may open by path (repeatable; default: the current folder)",
+    )
+    parser.add_argument(
+        "--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow"
+    )
+    parser.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
+    parser.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
+    parser.add_argument(
+        "--image-size", type=int, default=1024, help="model input size, a multiple of 32 from 64 to 4096"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="auto", help="auto (default), fp32 or bf16")
+    parser.add_argument("--server", help="track in this `sam2s serve` server (URL) instead of a local one")
+    parser.add_argument(
+        "--server-token", help="that server's token (default $SAM2S_SERVER_TOKEN; visible in `ps`: prefer the file)"
+    )
+    parser.add_argument("--server-token-file", metavar="FILE", help="read that server's token from this file")
+    parser.add_argument(
+        "--tracking-niceness",
+        type=int,
+        default=LOCAL_SERVER_NICENESS,
+        help="CPU niceness added to the local tracking server (default %(default)s: the page answers first)",
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=int, default=2048, help="largest uploaded video (default %(default)s MB)"
+    )
+
+
+def modelSettings(args: argparse.Namespace):
+    """The model settings of the options, checked (``sam2s.spec.ModelSpec.validate``: ValueError)
+    before the engine is settled (``ModelSpec.settle``: a cached checkpoint, else the flow
+    engine, which the terminal is told)."""
+
+    from SAM2SSlicerLib.settings import ModelSettings
+
+    options = {"configName": args.model, "device": args.device, "imageSize": args.image_size}
+    spec = ModelSettings(**options, precision=args.precision).toSpec().replace(engine=args.engine or "sam2")
+    spec.validate()
+    try:
+        settled = spec.replace(checkpoint=args.checkpoint).settle(auto_engine=args.engine is None)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
+    if settled.engine != spec.engine:
+        print(f"No SAM 2 checkpoint for {spec.config}: tracking with the weight-free 'flow' engine.", file=sys.stderr)
+    return ModelSettings(
+        **options, checkpoint=settled.checkpoint or "", precision=args.precision, engine=settled.engine
+    )
+
+
+def backendFactory(niceness: int):
+    """The controller's ``backendFactory``: a ``ServerBackend`` of the server at ``url``, else of a
+    local tracking server with ``niceness`` added."""
+
+    def create(url: str | None, token: str):
+        from SAM2SSlicerLib.backends import LocalServer, ServerBackend
+
+        if url:
+            return ServerBackend(url, token)
+        return ServerBackend(localServer=LocalServer(niceness=niceness))
+
+    return create
