@@ -6,8 +6,12 @@ installs (``CMakeLists.txt``); the command line, batch, sinks and web app are ``
 * ``logic`` -- ``SAM2STrackingLogic``: video + segmentation + prompts + tracking + export; its jobs
   consume the engine's one stream (``sam2s.Tracker.run``) and write it into the segmentation (the
   MRML sink, in chunks).
+* ``jobs`` -- ``TrackingJob``, ``JobPlan``, ``TrackingSession``: a preview or propagation and the
+  engine session it uses, with no MRML access (re-exported by ``logic``).
 * ``controller`` -- ``SAM2SController``: what the module panel and the Segment Editor effect do
   (clicks, keys, enabled actions, busy / cancel, settings, first use); the Qt files only bind to it.
+* ``controls`` -- what the controller and the Qt files share: the shortcut table, the settings
+  stores, the first-use install gate, slice-view geometry (re-exported by ``controller``).
 * ``runner`` -- ``JobRunner``: starts jobs and writes their frames from a GUI timer (no threads).
 * ``backends`` -- where the engine runs: in this process, a local server process, a remote server.
 * ``undo`` -- what one Segment Editor undo state costs, and how many fit.

@@ -18,478 +18,49 @@ caller (Slicer's main thread), which never waits for the engine:
 3. ``applyTrackingResults`` writes the queued frames into the segments in bulk chunks
    (``chunkSize`` frames, and everything left with ``flush=True``).
 
-``track`` and ``previewFrame`` do the three steps synchronously in the calling thread.
+``track`` and ``previewFrame`` do the three steps synchronously in the calling thread. The jobs and
+the engine session they share (no MRML) are in ``jobs``; their names are importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
-import queue
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import slicer
-from sam2s.session import DIRECTIONS, TrackerBusyError, TrackingPlan, plan_passes
+from sam2s.session import DIRECTIONS, plan_passes
 
 from . import export as _export
 from . import provenance as _provenance
 from . import segments as _segments
 from . import videoimport as _videoimport
 from .backends import InProcessBackend
-from .prompts import FramePrompts, PromptError, PromptStore
+from .jobs import (
+    JobPlan,
+    ProgressCallback,
+    TrackingBusyError,
+    TrackingFailedError,
+    TrackingJob,
+    TrackingSession,
+    maskDigest,
+)
+from .prompts import FramePrompts, PromptError, PromptStore, checkMaskPrompt
 from .settings import ModelSettings, buildModel
-
-ProgressCallback = Callable[[int, int, int], None]
-"""``(doneFrames, totalFrames, frameIndex)``, called in the thread that runs or polls the job."""
 
 __all__ = [
     "DIRECTIONS",
+    "JobPlan",
+    "ProgressCallback",
     "SAM2STrackingLogic",
     "TrackingBusyError",
     "TrackingFailedError",
     "TrackingJob",
-    "JobPlan",
     "TrackingSession",
     "maskDigest",
 ]
-
-
-def maskDigest(mask: np.ndarray) -> str:
-    """SHA-1 hex digest of a ``(H, W)`` mask's bits (``np.packbits`` of ``mask != 0``), as stored in
-    ``FramePrompts.maskDigest`` to tell whether a mask prompt changed."""
-    return hashlib.sha1(np.packbits(np.asarray(mask) != 0).tobytes()).hexdigest()
-
-
-def _isLostServer(error: BaseException) -> bool:
-    """True for the client errors of a server that is gone or forgot the session (``sam2s.serving.client``)."""
-    from sam2s.serving.client import ServerUnavailable, SessionNotFound
-
-    return isinstance(error, (ServerUnavailable, SessionNotFound))
-
-
-class TrackingBusyError(TrackerBusyError):
-    """A tracking job is running; cancel it or wait for it before starting another (a kind of the
-    engine's ``TrackerBusyError``, so one ``except`` catches both)."""
-
-
-class TrackingFailedError(RuntimeError):
-    """Tracking stopped with an error after it had started (the tracking server stopped answering
-    or failed); the frames finished before it are kept.
-
-    Attributes:
-        reason: what failed, one line without advice (e.g. ``"the tracking server stopped
-            answering (...)"``), for front ends that say what to do in their own words.
-        trackedFrames: the frame indices finished before the failure, in tracking order.
-    """
-
-    def __init__(self, message: str, reason: str, trackedFrames: Sequence[int]) -> None:
-        super().__init__(message)
-        self.reason, self.trackedFrames = reason, list(trackedFrames)
-
-
-# ---------------------------------------------------------------------------------------------
-# Engine session (no MRML)
-# ---------------------------------------------------------------------------------------------
-
-
-class TrackingSession:
-    """One ``sam2s.VideoTracker`` over a video volume's frames, reused across clicks and propagations.
-
-    It remembers which prompts it was given (``applied``) so that ``syncPrompts`` only sends what
-    changed: a changed frame replaces that frame's prompt; a frame whose prompts were all deleted
-    removes the object from the engine and re-adds its remaining prompts (the engine cannot drop
-    a single conditioning frame).
-
-    Mask prompts. A frame's mask prompt is the segment's own voxels on that frame (frames listed
-    in ``segments.MASK_PROMPT_TAG``), so writing a result onto such a frame changes the prompt.
-    After a job writes the engine's result for a prompt frame, ``noteWrittenMask`` records the
-    written mask's digest as that frame's applied mask: the frame then counts as unchanged (the
-    engine already holds that result as the frame's conditioning output) and is not re-sent. For
-    a frame with a mask and clicks / a box this keeps the next sync from applying the same clicks
-    again to the already refined mask (which would change it on every sync). A real edit of the
-    voxels or the clicks changes the digest or the clicks and re-sends the frame (mask, then
-    clicks / box).
-
-    Args:
-        createTracker: makes the engine session on first use (``backends``: a ``sam2s.VideoTracker`` /
-            ``FlowTracker`` in this process, or a ``sam2s.serving.client.RemoteSession`` in a
-            tracking server): a ``sam2s.Tracker``.
-        key: identifies what the session was built for (video data, segmentation, model, memory,
-            backend).
-    """
-
-    def __init__(self, createTracker: Callable[[], Any], key, generation: Callable[[], int] = lambda: 0) -> None:
-        self.createTracker = createTracker
-        self.key = key
-        self.applied: dict[int, dict[int, FramePrompts]] = {}
-        self.broken = False  # the server lost it (killed, expired): the logic makes a new session
-        self._generation = generation  # the backend's server generation (a local server restarted)
-        self._createdIn: int | None = None
-        self._tracker = None
-        self.lock = threading.Lock()
-
-    @property
-    def stale(self) -> bool:
-        """True when the engine session lived in a server that was restarted since (it is gone)."""
-        return self._tracker is not None and self._createdIn != self._generation()
-
-    @property
-    def isLoaded(self) -> bool:
-        """True once the engine session exists (the model is loaded)."""
-        return self._tracker is not None
-
-    @property
-    def isRemote(self) -> bool:
-        """True when the engine session lives in a tracking server (its stream is polled)."""
-        from sam2s.serving.client import RemoteSession
-
-        return isinstance(self._tracker, RemoteSession)
-
-    @property
-    def tracker(self):
-        """The engine session (created on first use; loads the model)."""
-        if self._tracker is None:
-            self._tracker = self.createTracker()
-            self._createdIn = self._generation()
-        return self._tracker
-
-    def close(self) -> None:
-        """Release the engine session (a server session is closed; errors are ignored)."""
-        tracker, self._tracker = self._tracker, None
-        if tracker is not None:
-            tracker.close()
-
-    def renew(self) -> None:
-        """Start over with a new engine session (the next ``syncPrompts`` sends every prompt again):
-        used when a server forgot the session (it expired while idle)."""
-        self.close()
-        self.applied.clear()
-        self.broken = False
-
-    def syncPrompts(
-        self, prompts: dict[int, dict[int, FramePrompts]], force: Iterable[tuple[int, int]] = ()
-    ) -> dict[tuple[int, int], np.ndarray]:
-        """Make the engine's prompts equal ``prompts`` (``{objectId: {frame: FramePrompts}}``).
-
-        ``force`` lists ``(objectId, frame)`` pairs to send again even if unchanged (for a preview).
-
-        A frame's prompt is sent as SAM 2 combines them: a mask alone -> ``add_mask``; clicks
-        alone -> ``add_points``; a box (with or without clicks) -> ``add_box(box, points, labels)``;
-        a mask WITH clicks and/or a box -> ``add_mask`` first, then ``add_box`` / ``add_points``
-        on the same frame: the engine feeds the mask's logits as the previous mask of that
-        frame, so the clicks (negative ones included) and the box refine the mask (sam2s
-        ``VideoTracker._add_point_prompt``: ``prev_logits`` from ``latest_output``; the flow engine
-        corrects the mask with the clicks). The returned logits are those of the last call.
-
-        Returns:
-            ``{(objectId, frame): logits}`` for every prompt sent: ``(H, W)`` float32 mask logits
-            of that object on that frame (> 0 = inside).
-
-        Raises:
-            sam2s.PromptError: a prompt the engine refuses (that prompt is not applied; the rest is).
-        """
-        tracker = self.tracker
-        force = set(force)
-        sent: dict[tuple[int, int], np.ndarray] = {}
-        for objectId in list(self.applied):
-            if objectId not in prompts:
-                self._remove(tracker, objectId)
-        for objectId, frames in prompts.items():
-            applied = self.applied.setdefault(objectId, {})
-            if any(frame not in frames for frame in applied):
-                self._remove(tracker, objectId)
-                applied = self.applied.setdefault(objectId, {})
-            for frame, prompt in frames.items():
-                if applied.get(frame) == prompt and (objectId, frame) not in force:
-                    continue
-                logits = None
-                if prompt.mask is not None:
-                    logits = tracker.add_mask(frame, objectId, prompt.mask)
-                points = prompt.pointArray() if prompt.points else None
-                labels = prompt.labelArray() if prompt.points else None
-                if prompt.box is not None:
-                    logits = tracker.add_box(frame, objectId, np.asarray(prompt.box), points, labels)
-                elif prompt.points:
-                    logits = tracker.add_points(frame, objectId, points, labels)
-                if logits is None:
-                    continue  # an empty prompt (nothing to send)
-                applied[frame] = prompt
-                sent[(objectId, frame)] = logits
-        return sent
-
-    def noteWrittenMask(self, objectId: int, frame: int, prompt: FramePrompts, mask: np.ndarray) -> bool:
-        """Record that the engine's result ``mask`` (``(H, W)`` bool, ``[row, column]``) of a mask-prompt
-        frame was written into the segment's voxels, so that the next ``syncPrompts`` sees the frame
-        as unchanged (see the class docstring).
-
-        Only done when the engine still holds ``prompt`` (the plan's prompt of that frame) for
-        ``(objectId, frame)`` and ``prompt`` has a mask. Returns True when recorded.
-        """
-        applied = self.applied.get(objectId)
-        if prompt.mask is None or applied is None or applied.get(frame) != prompt:
-            return False
-        written = np.asarray(mask) != 0
-        applied[frame] = dataclasses.replace(prompt, mask=written, maskDigest=maskDigest(written))
-        return True
-
-    def _remove(self, tracker, objectId: int) -> None:
-        if objectId in tracker.objects:
-            tracker.remove_object(objectId)
-        self.applied.pop(objectId, None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Jobs (no MRML in run)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class JobPlan:
-    """Everything a job needs, read from MRML on the main thread.
-
-    Attributes:
-        videoNode, segmentationNode: where results go (only touched by ``applyTrackingResults``).
-        prompts: ``{objectId: {frame: FramePrompts}}`` of every prompted segment of the segmentation.
-        writeObjects: ``{objectId: segmentId}`` of the segments whose frames are replaced.
-        passes: ``[(start, end, reverse)]`` engine propagations (inclusive frame ranges).
-        totalFrames: frames the passes yield.
-        previewFrame: for a preview job, the frame whose prompt result is written (no propagation).
-        segmentNames: ``{segmentId: name}`` of the written segments (for messages after a deletion).
-    """
-
-    videoNode: Any
-    segmentationNode: Any
-    prompts: dict[int, dict[int, FramePrompts]]
-    writeObjects: dict[int, str]
-    passes: list[tuple[int, int, bool]]
-    totalFrames: int
-    previewFrame: int | None = None
-    segmentNames: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-class TrackingJob:
-    """One preview or propagation; it never touches MRML (``applyTrackingResults`` writes its results).
-
-    Attributes:
-        doneFrames, totalFrames: progress (frames yielded by the engine so far / in all).
-        status: ``"waiting"``, ``"loading model"``, ``"tracking"``, ``"done"``, ``"cancelled"`` or ``"failed"``.
-        error: the exception that stopped ``run``, or None.
-        trackedFrames: frame indices whose results were produced, in engine order.
-        previewMask: for a preview job, the ``(H, W)`` bool mask of the previewed frame (or None).
-        writtenFrames: frames written into at least one existing segment (results of a deleted
-            segment or of a removed segmentation are not counted).
-        warnings: messages about dropped results, one per deleted segment and one for a removed
-            segmentation.
-        confidences: ``{objectId: {frame: (predicted_iou, object_score)}}`` of the propagated frames,
-            from an engine that gives them (``sam2s.VideoTracker.confidence``, in this process or
-            sent by a tracking server with each frame; none from the flow engine). Prompt results
-            computed in a server carry none.
-    """
-
-    def __init__(
-        self, session: TrackingSession, plan: JobPlan, progressCallback: ProgressCallback | None = None
-    ) -> None:
-        self.session = session
-        self.plan = plan
-        self.progressCallback = progressCallback
-        self.cancelEvent = threading.Event()
-        self.results: queue.Queue = queue.Queue()
-        self.doneFrames = 0
-        self.totalFrames = plan.totalFrames
-        self.status = "waiting"
-        self.error: BaseException | None = None
-        self.trackedFrames: list[int] = []
-        self.previewMask: np.ndarray | None = None
-        self.started = threading.Event()
-        self.finished = threading.Event()
-        self.writtenFrames = 0
-        self.warnings: list[str] = []
-        self.confidences: dict[int, dict[int, tuple[float, float]]] = {}
-        self._pending: dict[int, dict[int, np.ndarray]] = {}
-        self._wroteAny = False
-        self._droppedSegments: set[str] = set()
-        self._droppedSegmentation = False
-        self._stream = None  # a sam2s.serving.client.RemoteRun while a propagation runs in a server
-        self.provenance = None  # what made the results (provenance.Provenance), set when they are written
-
-    @property
-    def isPreview(self) -> bool:
-        """True for a preview job (one prompted frame, no propagation)."""
-        return self.plan.previewFrame is not None
-
-    @property
-    def cancelled(self) -> bool:
-        """True when a propagation stopped early because cancel was requested."""
-        return self.status == "cancelled"
-
-    def hasUnwrittenResults(self) -> bool:
-        """True while finished frames wait to be written by ``applyTrackingResults``."""
-        return not self.results.empty() or bool(self._pending)
-
-    def discardResults(self) -> None:
-        """Drop the frames not written yet (a preview computed without writing it)."""
-        while not self.results.empty():
-            self.results.get_nowait()
-        self._pending.clear()
-
-    def requestCancel(self) -> None:
-        """Stop after the frame being computed (thread-safe); finished frames are kept. A job in a
-        server is asked to stop too (one HTTP request)."""
-        self.cancelEvent.set()
-        self._cancelRemote()
-
-    def run(self, onFrame: Callable[[TrackingJob], None] | None = None) -> None:
-        """Compute the job to its end; results go to ``self.results`` as ``(frame, {objectId: (H, W)
-        bool mask})``.
-
-        ``onFrame(job)`` is called after each frame (the synchronous path writes chunks from it).
-        Exceptions are stored in ``self.error`` (not raised) so that finished frames can still be
-        written; ``finished`` is set at the end in every case. With a server session this is
-        :meth:`start` then :meth:`poll` until the end (the GUI calls those two itself, from a timer).
-        """
-        if not self.start(onFrame):
-            while not self.finished.is_set():
-                if not self.poll(onFrame):
-                    time.sleep(0.02)
-
-    def start(self, onFrame: Callable[[TrackingJob], None] | None = None) -> bool:
-        """Begin the job: send the prompts and, for a preview, compute it; for a propagation in a
-        server, start it there and return at once (then call :meth:`poll` until ``finished``).
-        In this process a propagation runs to its end here. Returns True when the job finished.
-
-        A server session that expired while idle is made again from the plan's prompts (read from
-        MRML) and the job goes on; ``warnings`` gets one line about it.
-        """
-        self.started.set()
-        try:
-            with self.session.lock:
-                try:
-                    if self._begin(onFrame):
-                        return False  # running in the server
-                except Exception as error:
-                    from sam2s.serving.client import SessionNotFound
-
-                    if not isinstance(error, SessionNotFound):
-                        raise
-                    self.session.renew()  # made again from the scene's prompts, unnoticed but for this line
-                    self.warnings.append("The tracking server had closed the idle session; it was made again.")
-                    if self._begin(onFrame):
-                        return False
-            self.status = "cancelled" if self.cancelEvent.is_set() and not self.isPreview else "done"
-        except BaseException as error:  # noqa: BLE001 - stored and re-raised by the caller
-            self._fail(error)
-        self.finished.set()
-        return True
-
-    def _begin(self, onFrame) -> bool:
-        """Send the prompts, then compute a preview, start a server propagation (returns True) or
-        run an in-process propagation to its end (with ``session.lock`` held)."""
-        plan = self.plan
-        self.status = "tracking" if self.session.isLoaded else "loading model"
-        tracker = self.session.tracker
-        self.status = "tracking"
-        force = {(o, plan.previewFrame) for o in plan.writeObjects} if self.isPreview else ()
-        sent = self.session.syncPrompts(plan.prompts, force=force)
-        if self.isPreview:
-            masks = {o: sent[(o, plan.previewFrame)] > 0 for o in plan.writeObjects if (o, plan.previewFrame) in sent}
-            if masks:
-                self.previewMask = next(iter(masks.values()))
-                self._noteConfidences(tracker, plan.previewFrame, masks)
-                self._emit(plan.previewFrame, masks, onFrame)
-            return False
-        if self.cancelEvent.is_set():  # cancelled before it started
-            return False
-        # only the written objects: the others are not re-tracked (engine state kept)
-        stream = tracker.run(TrackingPlan(tuple(plan.passes), tuple(plan.writeObjects)), cancel=self.cancelEvent)
-        if self.session.isRemote:
-            self._stream = stream  # polled by poll()
-            return True
-        # closing(): the engine refuses changes while a stream is open (sam2s.TrackerBusyError),
-        # so close it on errors too, not at collection.
-        with contextlib.closing(stream):
-            for tracked in stream:
-                self._consume(tracked, onFrame)
-        return False
-
-    def _consume(self, tracked, onFrame) -> None:
-        """Queue one ``sam2s.TrackedFrame`` of the stream: the written objects' masks and confidences."""
-        writeObjects = self.plan.writeObjects
-        for objectId, value in zip(tracked.obj_ids, tracked.confidences):
-            if value is not None and objectId in writeObjects:
-                self.confidences.setdefault(objectId, {})[tracked.frame_idx] = (float(value[0]), float(value[1]))
-        masks = {o: m for o, m in tracked.masks().items() if o in writeObjects}
-        self._emit(tracked.frame_idx, masks, onFrame)
-
-    def poll(self, onFrame: Callable[[TrackingJob], None] | None = None) -> int:
-        """Fetch the frames a server finished since the last poll (one HTTP request, no waiting) into
-        ``results``; update ``status``, ``doneFrames`` and ``finished``. Returns the number of new
-        frames (0 for a job that is not running in a server).
-
-        A server that stopped answering (killed, unreachable) ends the job as ``failed`` with a
-        message naming the last finished frame; every frame received stays in ``results``.
-        """
-        stream = self._stream
-        if stream is None or self.finished.is_set():
-            return 0
-        try:
-            frames = stream.ready()
-        except BaseException as error:  # noqa: BLE001 - the job fails, finished frames are kept
-            self._fail(error)
-            self.finished.set()
-            return 0
-        for tracked in frames:
-            self._consume(tracked, onFrame)
-        if stream.finished:  # an ended job whose every frame was received (a poll brings at most 64)
-            self.status = stream.status
-            if stream.status == "failed":
-                reason = f"tracking failed in the server ({stream.error})"
-                self.error = TrackingFailedError(
-                    f"Tracking failed in the server: {stream.error}", reason, self.trackedFrames
-                )
-            self.finished.set()
-        return len(frames)
-
-    def _cancelRemote(self) -> None:
-        if self._stream is not None:
-            self._stream.cancel()  # once; a server that is gone stops anyway
-
-    def _fail(self, error: BaseException) -> None:
-        """Record ``error``; a lost server session (server killed or restarted, session expired) is
-        explained with the last finished frame, and the session is marked for a fresh start."""
-        if self.session.isRemote and _isLostServer(error):
-            self.session.broken = True
-            last = f"frame {self.trackedFrames[-1]}" if self.trackedFrames else "no frame"
-            error = TrackingFailedError(
-                f"The tracking server stopped answering ({error}); {len(self.trackedFrames)} finished frames (up to "
-                f"{last}) were kept. Track again: a new server session is started and the prompts are sent again.",
-                f"the tracking server stopped answering ({error}) after {len(self.trackedFrames)} frames",
-                self.trackedFrames,
-            )
-        self.error = error
-        self.status = "failed"
-
-    def _noteConfidences(self, tracker, frame: int, masks: dict[int, np.ndarray]) -> None:
-        """Keep the engine's ``confidence(objectId, frame)`` of each object of ``masks`` (before the
-        frame is queued, so ``applyTrackingResults`` finds it); engines without them give None."""
-        for objectId in masks:
-            value = tracker.confidence(objectId, frame)
-            if value is not None:
-                self.confidences.setdefault(objectId, {})[frame] = (float(value[0]), float(value[1]))
-
-    def _emit(self, frame: int, masks: dict[int, np.ndarray], onFrame) -> None:
-        self.results.put((frame, masks))
-        self.trackedFrames.append(frame)
-        self.doneFrames += 1
-        if self.progressCallback is not None:
-            self.progressCallback(self.doneFrames, self.totalFrames, frame)
-        if onFrame is not None:
-            onFrame(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,7 +166,7 @@ class SAM2STrackingLogic:
             ValueError: the volume is not 8-bit RGB or grey. TrackingBusyError: tracking runs.
         """
         if videoNode is not None:
-            self._videoArray(videoNode)  # validates
+            _videoimport.videoArray(videoNode)  # validates
         if videoNode is not self.videoNode:
             self._checkIdle()
             self.videoNode = videoNode
@@ -783,21 +354,7 @@ class SAM2STrackingLogic:
         """
         node, video = self._requireSegmentation(), self._requireVideo()
         self._checkSegment(segmentId)
-        mask = np.asarray(mask)
-        frames, height, width = self._videoArray(video).shape[:3]
-        if mask.ndim != 2 or mask.shape != (height, width):
-            raise ValueError(
-                f"The mask prompt must have the frame's shape (H, W) = ({height}, {width}) (rows, columns); got "
-                f"{mask.shape}. Resize or crop the mask to the imported frames."
-            )
-        if isinstance(frameIndex, bool) or int(frameIndex) != frameIndex or not 0 <= frameIndex < frames:
-            raise ValueError(f"Frame {frameIndex} is outside the video (frames 0..{frames - 1}); pick a frame in it.")
-        if mask.dtype != bool and (mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all()):
-            raise ValueError(
-                f"Mask prompt values must be 0/1 or bool; got {mask.dtype} values "
-                f"{np.unique(mask)[:4].tolist() if mask.dtype.kind in 'biuf' else '(not numbers)'}. Threshold a "
-                "probability map first (e.g. mask > 0.5)."
-            )
+        mask = checkMaskPrompt(mask, _videoimport.videoArray(video).shape[:3], frameIndex)
         _segments.assignObjectId(node, segmentId)  # an invalid tag or no free id fails before the write
         _segments.writeSegmentFrames(node, segmentId, video, int(frameIndex), (mask != 0)[None])
         _segments.setMaskPromptFrames(node, segmentId, _segments.maskPromptFrames(node, segmentId) + [int(frameIndex)])
@@ -914,7 +471,7 @@ class SAM2STrackingLogic:
         video, node = self._requireVideo(), self._requireSegmentation()
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}.")
-        frames = self._videoArray(video).shape[0]
+        frames = _videoimport.videoArray(video).shape[0]
         first = 0 if firstFrame is None else int(firstFrame)
         last = frames - 1 if lastFrame is None else int(lastFrame)
         if not 0 <= first <= last < frames:
@@ -960,96 +517,74 @@ class SAM2STrackingLogic:
             The number of frames written now into at least one existing segment (also added to
             ``job.writtenFrames``).
         """
-        while True:
-            try:
-                frame, masks = job.results.get_nowait()
-            except queue.Empty:
-                break
-            for objectId, mask in masks.items():
-                job._pending.setdefault(objectId, {})[frame] = mask
-        pendingFrames = {f for frames in job._pending.values() for f in frames}
-        if not pendingFrames or (not flush and len(pendingFrames) < self.chunkSize):
+        chunk = job.takeChunk(self.chunkSize, flush)
+        if not chunk:
             return 0
-        plan = job.plan
-        segmentationNode = plan.segmentationNode
-        if segmentationNode.GetScene() is None:
-            if not job._droppedSegmentation:
-                job._droppedSegmentation = True
-                job.warnings.append(
-                    f"Segmentation '{segmentationNode.GetName()}' was removed from the scene while tracking; the "
-                    f"results from frame {min(pendingFrames)} on were dropped. Create or choose a segmentation and "
-                    "track again."
-                )
-            job._pending.clear()
-            return 0
-        segmentation = segmentationNode.GetSegmentation()
-        live: dict[int, tuple[str, dict[int, np.ndarray]]] = {}
-        for objectId, frames in job._pending.items():
-            segmentId = plan.writeObjects[objectId]
-            if segmentation.GetSegment(segmentId) is not None:
-                live[objectId] = (segmentId, frames)
-            elif segmentId not in job._droppedSegments:
-                job._droppedSegments.add(segmentId)
-                name = plan.segmentNames.get(segmentId, segmentId)
-                job.warnings.append(
-                    f"Segment '{name}' (ID {segmentId}) was deleted while tracking; its results from frame "
-                    f"{min(frames)} on were dropped. Add the segment again and track it to fill those frames."
-                )
-        job._pending.clear()
+        live = self._liveSegments(job, chunk)
         if not live:
             return 0
-        if beforeWrite is not None and not job._wroteAny:
+        if beforeWrite is not None and not job.wroteAny:
             beforeWrite()
-        job._wroteAny = True
+        job.wroteAny = True
+        segmentationNode = job.plan.segmentationNode
         written: set[int] = set()
         wasModifying = segmentationNode.StartModify()
         try:
             for objectId, (segmentId, frames) in live.items():
-                for begin, end in _segments.frameRuns(frames):
-                    masks = np.stack([frames[f] for f in range(begin, end + 1)])
-                    _segments.writeSegmentFrames(segmentationNode, segmentId, plan.videoNode, begin, masks)
-                    written.update(range(begin, end + 1))
-                known = job.confidences.get(objectId, {})
-                kept = self.segmentConfidences.setdefault(segmentId, {})
-                for frame in frames:  # a frame written without a confidence loses its old one
-                    if frame in known:
-                        kept[frame] = known[frame]
-                    else:
-                        kept.pop(frame, None)
-                objectPrompts = plan.prompts.get(objectId, {})
-                for frame, mask in frames.items():
-                    prompt = objectPrompts.get(frame)
-                    if prompt is not None and prompt.mask is not None:
-                        job.session.noteWrittenMask(objectId, frame, prompt, mask)
+                written.update(self._writeObjectFrames(job, objectId, segmentId, frames))
         finally:
             segmentationNode.EndModify(wasModifying)
         job.writtenFrames += len(written)
-        _provenance.setNodeProvenance(segmentationNode, self._jobProvenance(job), [s for s, _ in live.values()])
+        _provenance.setNodeProvenance(
+            segmentationNode, job.makeProvenance(self.settings), [s for s, _ in live.values()]
+        )
         return len(written)
 
-    def _jobProvenance(self, job: TrackingJob) -> _provenance.Provenance:
-        """What made the job's results (``provenance.makeProvenance``, once per job): the model
-        settings (checkpoint resolved when cached), the SHA-256 of the plan's prompts (they live in
-        the scene, not in a file), the frame range and the passes."""
-        if job.provenance is None:
-            spec = self.settings.toSpec()
-            with contextlib.suppress(FileNotFoundError):  # a model given with setModel has no file
-                spec = spec.settle()
-            prompts = {
-                str(o): {str(t): [p.points, p.labels, p.box, p.maskDigest] for t, p in sorted(frames.items())}
-                for o, frames in sorted(job.plan.prompts.items())
-            }
-            passes = job.plan.passes
-            ends = [t for s, e, _ in passes for t in (s, e)] or [job.plan.previewFrame or 0]
-            job.provenance = _provenance.makeProvenance(
-                spec,
-                promptsPath=f"{job.plan.segmentationNode.GetName()} (prompts in the scene)".replace("/", "_"),
-                promptsData=json.dumps(prompts, sort_keys=True).encode("utf-8"),
-                firstFrame=min(ends),
-                lastFrame=max(ends),
-                passes=passes,
-            )
-        return job.provenance
+    @staticmethod
+    def _liveSegments(
+        job: TrackingJob, chunk: dict[int, dict[int, np.ndarray]]
+    ) -> dict[int, tuple[str, dict[int, np.ndarray]]]:
+        """``{objectId: (segmentId, {frame: mask})}`` of the chunk's objects whose segment still
+        exists; the others (and everything when the segmentation left the scene) are dropped with a
+        warning on the job."""
+        segmentationNode = job.plan.segmentationNode
+        if segmentationNode.GetScene() is None:
+            job.dropSegmentation(min(f for frames in chunk.values() for f in frames))
+            return {}
+        segmentation = segmentationNode.GetSegmentation()
+        live: dict[int, tuple[str, dict[int, np.ndarray]]] = {}
+        for objectId, frames in chunk.items():
+            segmentId = job.plan.writeObjects[objectId]
+            if segmentation.GetSegment(segmentId) is not None:
+                live[objectId] = (segmentId, frames)
+            else:
+                job.dropSegment(segmentId, min(frames))
+        return live
+
+    def _writeObjectFrames(
+        self, job: TrackingJob, objectId: int, segmentId: str, frames: dict[int, np.ndarray]
+    ) -> set[int]:
+        """Write one object's frames into its segment (one write per run of consecutive frames), keep
+        their confidences and note written mask-prompt results in the session; returns the frames."""
+        plan = job.plan
+        written: set[int] = set()
+        for begin, end in _segments.frameRuns(frames):
+            masks = np.stack([frames[f] for f in range(begin, end + 1)])
+            _segments.writeSegmentFrames(plan.segmentationNode, segmentId, plan.videoNode, begin, masks)
+            written.update(range(begin, end + 1))
+        known = job.confidences.get(objectId, {})
+        kept = self.segmentConfidences.setdefault(segmentId, {})
+        for frame in frames:  # a frame written without a confidence loses its old one
+            if frame in known:
+                kept[frame] = known[frame]
+            else:
+                kept.pop(frame, None)
+        objectPrompts = plan.prompts.get(objectId, {})
+        for frame, mask in frames.items():
+            prompt = objectPrompts.get(frame)
+            if prompt is not None and prompt.mask is not None:
+                job.session.noteWrittenMask(objectId, frame, prompt, mask)
+        return written
 
     def track(
         self,
@@ -1200,20 +735,6 @@ class SAM2STrackingLogic:
         if node.GetSegmentation().GetSegment(segmentId) is None:
             raise KeyError(f"Segmentation '{node.GetName()}' has no segment with ID '{segmentId}'.")
 
-    @staticmethod
-    def _videoArray(videoNode) -> np.ndarray:
-        """``(T, H, W, 3)`` (or grey ``(T, H, W)``) uint8 view of the video volume (no copy)."""
-        image = videoNode.GetImageData() if videoNode is not None else None
-        if image is None or image.GetPointData().GetScalars() is None:
-            raise ValueError(f"Volume '{videoNode.GetName() if videoNode else None}' has no image data.")
-        array = slicer.util.arrayFromVolume(videoNode)
-        if array.dtype != np.uint8 or not (array.ndim == 3 or (array.ndim == 4 and array.shape[3] in (1, 3, 4))):
-            raise ValueError(
-                f"Volume '{videoNode.GetName()}' is {array.dtype} with shape {array.shape}; tracking needs 8-bit "
-                "RGB or grey frames: import the video with the SAM2S module."
-            )
-        return array
-
     def collectPrompts(self) -> tuple[dict[int, dict[int, FramePrompts]], dict[int, str]]:
         """Prompts of every existing prompted segment of the current segmentation, as a job sends
         them to the engine: ``({objectId: {frame: FramePrompts}}, {objectId: segmentId})``.
@@ -1234,7 +755,7 @@ class SAM2STrackingLogic:
         return prompts, objectToSegment
 
     def _getSession(self, videoNode, segmentationNode) -> TrackingSession:
-        frames = self._videoArray(videoNode)
+        frames = _videoimport.videoArray(videoNode)
         scalars = videoNode.GetImageData().GetPointData().GetScalars()
         key = (
             videoNode.GetID(),

@@ -44,6 +44,7 @@ __all__ = [
     "FramePrompts",
     "PromptError",
     "PromptStore",
+    "checkMaskPrompt",
 ]
 
 
@@ -76,6 +77,35 @@ class FramePrompts:
     def labelArray(self) -> np.ndarray:
         """``(N,)`` int64 array of the labels."""
         return np.asarray(self.labels, dtype=np.int64).reshape(-1)
+
+
+def checkMaskPrompt(mask, videoShape: tuple[int, int, int], frameIndex) -> np.ndarray:
+    """Check a mask prompt for frame ``frameIndex`` of a video of ``videoShape`` = ``(T, H, W)``
+    frames, rows and columns; returns the mask as an array (unchanged values).
+
+    Args:
+        mask: ``(H, W)`` bool or 0/1 array, row 0 at the top (``[row, column]`` of the frame).
+
+    Raises:
+        ValueError: wrong mask shape, values other than 0/1 (threshold a probability map first),
+            or a frame outside the video.
+    """
+    mask = np.asarray(mask)
+    frames, height, width = videoShape
+    if mask.ndim != 2 or mask.shape != (height, width):
+        raise ValueError(
+            f"The mask prompt must have the frame's shape (H, W) = ({height}, {width}) (rows, columns); got "
+            f"{mask.shape}. Resize or crop the mask to the imported frames."
+        )
+    if isinstance(frameIndex, bool) or int(frameIndex) != frameIndex or not 0 <= frameIndex < frames:
+        raise ValueError(f"Frame {frameIndex} is outside the video (frames 0..{frames - 1}); pick a frame in it.")
+    if mask.dtype != bool and (mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all()):
+        raise ValueError(
+            f"Mask prompt values must be 0/1 or bool; got {mask.dtype} values "
+            f"{np.unique(mask)[:4].tolist() if mask.dtype.kind in 'biuf' else '(not numbers)'}. Threshold a "
+            "probability map first (e.g. mask > 0.5)."
+        )
+    return mask
 
 
 class PromptStore:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .logic import TrackingBusyError, TrackingJob
+from .jobs import TrackingBusyError, TrackingJob
 
 __all__ = ["JobRunner"]
 

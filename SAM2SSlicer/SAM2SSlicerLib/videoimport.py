@@ -93,6 +93,7 @@ __all__ = [
     "isVideoVolume",
     "sourceFrameIndices",
     "selectFrames",
+    "videoArray",
 ]
 
 
@@ -210,27 +211,59 @@ def checkVideoMemory(
     usable = _usableBytes(available)
     if needed <= usable:
         return needed
-    volumeRoom = max(0, usable - workBytes)  # what the volumes may take
-
+    fitFrames = max(0, usable - workBytes) // perFrame  # frames whose volumes fit besides workBytes
+    selected = list(selectedFrames) if selectedFrames is not None else list(range(frameCount * frameStep))
     suggestions: dict[str, Any] = {}
     advice: list[str] = []
-    fitFrames = volumeRoom // perFrame
-    selected = list(selectedFrames) if selectedFrames is not None else list(range(frameCount * frameStep))
+    _suggestFrameStep(selected, frameStep, fitFrames, suggestions, advice)
+    sourceSize = (sourceWidth or width, sourceHeight or height)
+    _suggestMaxWidth((width, height), sourceSize, frameCount, labelmaps, workBytes, usable, suggestions, advice)
+    _suggestShorterRange(selected, frameStep, fitFrames, times, suggestions, advice)
+    sizes = (needed, videoBytes, labelmapBytes, workBytes, usable, available)
+    message = _notEnoughMemoryMessage(frameCount, width, height, labelmaps, sizes, advice)
+    raise NotEnoughMemoryError(message, needed, videoBytes, labelmapBytes, available, usable, suggestions)
+
+
+def _suggestFrameStep(selected: list[int], frameStep: int, fitFrames: int, suggestions: dict, advice: list) -> None:
+    """Add the smallest larger ``frameStep`` whose frames fit (``fitFrames`` of the ``selected``)."""
     if fitFrames >= 1:
         step = max(frameStep + 1, math.ceil(len(selected) / fitFrames))
         kept = math.ceil(len(selected) / step)
         if kept <= fitFrames:
             suggestions["frameStep"] = step
             advice.append(f"frameStep={step} ({kept} frames)")
-    srcWidth, srcHeight = sourceWidth or width, sourceHeight or height
+
+
+def _suggestMaxWidth(
+    size: tuple[int, int],
+    sourceSize: tuple[int, int],
+    frameCount: int,
+    labelmaps: int,
+    workBytes: int,
+    usable: int,
+    suggestions: dict,
+    advice: list,
+) -> None:
+    """Add the largest ``maxWidth`` (>= 16 pixels) at which ``frameCount`` frames fit in ``usable``
+    bytes (frames resized from ``sourceSize`` as ``importFrames`` does; ``workBytes`` scaled with
+    the frame area)."""
+    width, height = size
+    volumeRoom = max(0, usable - workBytes)  # what the volumes may take
     candidate = min(width - 1, int(math.sqrt(volumeRoom / max(1, frameCount * (3 + labelmaps)) * width / height)))
     while candidate >= 16:
-        w, h = _targetSize(srcWidth, srcHeight, candidate)
+        w, h = _targetSize(sourceSize[0], sourceSize[1], candidate)
         if frameCount * w * h * (3 + labelmaps) + workBytes * w * h / (width * height) <= usable:
             suggestions["maxWidth"] = candidate
             advice.append(f"maxWidth={candidate} ({w}x{h} pixels)")
             break
         candidate -= 1
+
+
+def _suggestShorterRange(
+    selected: list[int], frameStep: int, fitFrames: int, times, suggestions: dict, advice: list
+) -> None:
+    """Add the ``lastFrame`` (and, with frame ``times``, the ``endTime`` seconds) that keeps the first
+    ``fitFrames`` frames."""
     if fitFrames >= 1:
         kept = selected[::frameStep][: int(fitFrames)]
         suggestions["lastFrame"] = kept[-1]
@@ -239,8 +272,16 @@ def checkVideoMemory(
             suggestions["endTime"] = round(float(times[kept[-1]]), 3)
             text += f" or endTime={suggestions['endTime']:g} s"
         advice.append(text)
+
+
+def _notEnoughMemoryMessage(
+    frameCount: int, width: int, height: int, labelmaps: int, sizes: tuple[int, ...], advice: list[str]
+) -> str:
+    """The ``NotEnoughMemoryError`` message; ``sizes`` = ``(needed, videoBytes, labelmapBytes,
+    workBytes, usable, available)`` bytes."""
+    needed, videoBytes, labelmapBytes, workBytes, usable, available = sizes
     options = "; ".join(advice) if advice else "no import option fits"
-    message = (
+    return (
         f"Not enough memory to import {frameCount} frames of {width}x{height} pixels: it needs "
         f"{needed / _GIB:.2f} GiB (video {videoBytes / _GIB:.2f} GiB = frames x H x W x 3 bytes, plus labelmaps "
         f"{labelmapBytes / _GIB:.2f} GiB = {labelmaps} x frames x H x W bytes"
@@ -250,12 +291,30 @@ def checkVideoMemory(
         f"{MEMORY_MARGIN_BYTES // 2**20} MiB safety margin). Import fewer or smaller frames: {options}; "
         "or free memory (close other volumes or applications) and import again. Nothing was imported."
     )
-    raise NotEnoughMemoryError(message, needed, videoBytes, labelmapBytes, available, usable, suggestions)
 
 
 def isVideoVolume(node) -> bool:
     """True for a volume made by this module (``SAM2S.Video`` attribute)."""
     return node is not None and node.GetAttribute(VIDEO_ATTRIBUTE) == "1"
+
+
+def videoArray(videoNode) -> np.ndarray:
+    """``(T, H, W, 3)`` (or grey ``(T, H, W)``, or ``(T, H, W, 1|4)``) uint8 view of a video volume's
+    voxels, ``[frame, row, column(, channel)]`` (no copy), as tracking reads it.
+
+    Raises:
+        ValueError: the volume has no image data, or is not 8-bit RGB or grey frames.
+    """
+    image = videoNode.GetImageData() if videoNode is not None else None
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise ValueError(f"Volume '{videoNode.GetName() if videoNode else None}' has no image data.")
+    array = slicer.util.arrayFromVolume(videoNode)
+    if array.dtype != np.uint8 or not (array.ndim == 3 or (array.ndim == 4 and array.shape[3] in (1, 3, 4))):
+        raise ValueError(
+            f"Volume '{videoNode.GetName()}' is {array.dtype} with shape {array.shape}; tracking needs 8-bit "
+            "RGB or grey frames: import the video with the SAM2S module."
+        )
+    return array
 
 
 def frameRate(videoNode) -> float | None:
@@ -450,52 +509,104 @@ def importFrames(
     _checkMemoryOptions(labelmaps, availableMemory, workBytes)
     from .dicomvideo import openVideo
 
-    kind = "array" if isinstance(source, np.ndarray) else None
-    path = None
-    if isinstance(source, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(source))
-        kind = "folder" if os.path.isdir(path) else "video"
+    path = os.path.abspath(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else None
+    kind = ("folder" if os.path.isdir(path) else "video") if path else "array"
     frames = openVideo(source)  # DICOM files by content, else sam2s.frames.open_frames
-    if kind is None:
-        kind = "array"
     try:
-        times = frames.frame_times  # seconds from the first frame (the engine's FrameSource)
-        rate = frames.fps
-        if times is None and frameRate:
-            rate = float(frameRate)
-            times = [i / rate for i in range(len(frames))]
-        indices = selectFrames(len(frames), times, frameStep, startTime, endTime, firstFrame, lastFrame)
-        if name is None:
-            name = os.path.basename(path.rstrip(os.sep)) if path else "Video"
-            name = os.path.splitext(name)[0] if kind == "video" else name
-        width, height = _targetSize(frames.width, frames.height, maxWidth)
-        checkVideoMemory(
-            width,
-            height,
-            len(indices),
-            labelmaps,
-            availableMemory,
-            sourceWidth=frames.width,
-            sourceHeight=frames.height,
-            selectedFrames=selectFrames(len(frames), times, 1, startTime, endTime, firstFrame, lastFrame),
-            frameStep=int(frameStep),
-            times=times,
-            workBytes=workBytes,
+        times, rate = _sourceTimes(frames, frameRate)
+        ranges = (startTime, endTime, firstFrame, lastFrame)
+        indices = selectFrames(len(frames), times, frameStep, *ranges)
+        sourceSize = (frames.width, frames.height)
+        size = _targetSize(*sourceSize, maxWidth)
+        _checkImportMemory(
+            size, sourceSize, indices, len(frames), times, frameStep, ranges, labelmaps, availableMemory, workBytes
         )
-        node, view = _allocateVideoVolume(scene, name, width, height, len(indices))
-        for done, index in enumerate(indices):
-            if cancelEvent is not None and cancelEvent.is_set():
-                raise ImportCancelled(f"Import of {frames.name} cancelled after {done} of {len(indices)} frames.")
-            view[done] = _resize(frames.get(index), (width, height))
-            if progressCallback is not None:
-                progressCallback(done + 1, len(indices))
+        name = name if name is not None else _defaultName(path, kind)
+        node, view = _allocateVideoVolume(scene, name, *size, len(indices))
+        _copyFrames(
+            view,
+            indices,
+            frames.get,
+            size,
+            progressCallback,
+            cancelEvent,
+            lambda done: f"Import of {frames.name} cancelled after {done} of {len(indices)} frames.",
+        )
     finally:
         frames.close()
-    attributes = _attributes(
-        path if path else frames.name, kind, rate, frameStep, times, indices, (frames.width, frames.height), width
-    )
+    attributes = _attributes(path if path else frames.name, kind, rate, frameStep, times, indices, sourceSize, size[0])
     _finishNode(scene, node, attributes, addToScene=True)
     return node
+
+
+def _sourceTimes(frames, frameRate: float | None) -> tuple[list[float] | None, float | None]:
+    """``(times, rate)`` of a ``sam2s.FrameSource``: seconds from the first frame of every frame, and
+    frames per second; ``frameRate`` gives both to a source without times (image folder, array)."""
+    times = frames.frame_times  # seconds from the first frame (the engine's FrameSource)
+    rate = frames.fps
+    if times is None and frameRate:
+        rate = float(frameRate)
+        times = [i / rate for i in range(len(frames))]
+    return times, rate
+
+
+def _defaultName(path: str | None, kind: str) -> str:
+    """The node name of an import without ``name``: the file (without extension) or folder name, or
+    ``"Video"`` for frames given as an array."""
+    if not path:
+        return "Video"
+    name = os.path.basename(path.rstrip(os.sep))
+    return os.path.splitext(name)[0] if kind == "video" else name
+
+
+def _checkImportMemory(
+    size: tuple[int, int],
+    sourceSize: tuple[int, int],
+    indices: list[int],
+    count: int,
+    times,
+    frameStep: int,
+    ranges: tuple,
+    labelmaps: int,
+    availableMemory: int | None,
+    workBytes: int = 0,
+) -> None:
+    """:func:`checkVideoMemory` for the selected source ``indices`` (of ``count``) resized to ``size``
+    = (W, H) pixels from ``sourceSize``; ``ranges`` = ``(startTime, endTime, firstFrame, lastFrame)``
+    (the frames they select before the step give the suggestions). Raises ``NotEnoughMemoryError``."""
+    checkVideoMemory(
+        size[0],
+        size[1],
+        len(indices),
+        labelmaps,
+        availableMemory,
+        sourceWidth=sourceSize[0],
+        sourceHeight=sourceSize[1],
+        selectedFrames=selectFrames(count, times, 1, *ranges),
+        frameStep=int(frameStep),
+        times=times,
+        workBytes=workBytes,
+    )
+
+
+def _copyFrames(
+    view: np.ndarray,
+    indices: list[int],
+    readFrame: Callable[[int], np.ndarray],
+    size: tuple[int, int],
+    progressCallback: ProgressCallback | None,
+    cancelEvent: threading.Event | None,
+    cancelMessage: Callable[[int], str],
+) -> None:
+    """Fill ``view`` (``(T, H, W, 3)`` uint8) with ``readFrame(index)`` (``(h, w, 3)`` uint8) of each
+    selected source index, resized to ``size`` = (W, H); ``progressCallback(done, total)`` after
+    each frame. Raises ``ImportCancelled(cancelMessage(done))`` when ``cancelEvent`` is set."""
+    for done, index in enumerate(indices):
+        if cancelEvent is not None and cancelEvent.is_set():
+            raise ImportCancelled(cancelMessage(done))
+        view[done] = _resize(readFrame(index), size)
+        if progressCallback is not None:
+            progressCallback(done + 1, len(indices))
 
 
 def _sequenceFrameArray(dataNode, index: int, sequenceName: str) -> np.ndarray:
@@ -560,51 +671,58 @@ def importSequence(
     count = sequenceNode.GetNumberOfDataNodes()
     if count == 0:
         raise ValueError(f"Sequence '{sequenceName}' is empty; record or load frames into it first.")
-    unit = (sequenceNode.GetIndexUnit() or "").strip().lower()
-    times = None
-    if unit in ("s", "sec", "second", "seconds", "ms", "msec", "millisecond", "milliseconds"):
-        scale = 0.001 if unit.startswith("m") else 1.0
-        try:
-            values = [float(sequenceNode.GetNthIndexValue(i)) * scale for i in range(count)]
-            times = [v - values[0] for v in values]
-        except ValueError:
-            times = None
-    indices = selectFrames(count, times, frameStep, startTime, endTime, firstFrame, lastFrame)
+    times = _sequenceTimes(sequenceNode, count)
+    ranges = (startTime, endTime, firstFrame, lastFrame)
+    indices = selectFrames(count, times, frameStep, *ranges)
     first = _sequenceFrameArray(sequenceNode.GetNthDataNode(indices[0]), indices[0], sequenceName)
-    sourceHeight, sourceWidth = first.shape[:2]
-    width, height = _targetSize(sourceWidth, sourceHeight, maxWidth)
-    checkVideoMemory(
-        width,
-        height,
-        len(indices),
-        labelmaps,
-        availableMemory,
-        sourceWidth=sourceWidth,
-        sourceHeight=sourceHeight,
-        selectedFrames=selectFrames(count, times, 1, startTime, endTime, firstFrame, lastFrame),
-        frameStep=int(frameStep),
-        times=times,
-    )
-    node, view = _allocateVideoVolume(scene, name or sequenceName, width, height, len(indices))
-    for done, index in enumerate(indices):
-        if cancelEvent is not None and cancelEvent.is_set():
-            raise ImportCancelled(f"Import of sequence '{sequenceName}' cancelled after {done} frames.")
+    sourceSize = (first.shape[1], first.shape[0])
+    size = _targetSize(*sourceSize, maxWidth)
+    _checkImportMemory(size, sourceSize, indices, count, times, frameStep, ranges, labelmaps, availableMemory)
+    node, view = _allocateVideoVolume(scene, name or sequenceName, *size, len(indices))
+
+    def readFrame(index: int) -> np.ndarray:
         frame = _sequenceFrameArray(sequenceNode.GetNthDataNode(index), index, sequenceName)
-        if frame.shape[:2] != (sourceHeight, sourceWidth):
+        if frame.shape[:2] != (sourceSize[1], sourceSize[0]):
             raise ValueError(
                 f"Item {index} of sequence '{sequenceName}' is {frame.shape[1]}x{frame.shape[0]} pixels but item "
-                f"{indices[0]} is {sourceWidth}x{sourceHeight}; all frames must have one size."
+                f"{indices[0]} is {sourceSize[0]}x{sourceSize[1]}; all frames must have one size."
             )
-        view[done] = _resize(frame, (width, height))
-        if progressCallback is not None:
-            progressCallback(done + 1, len(indices))
-    rate = None
-    if times is not None and len(times) > 1:
-        steps = np.diff(times)
-        if np.all(steps > 0):
-            rate = 1.0 / float(np.median(steps))
+        return frame
+
+    _copyFrames(
+        view,
+        indices,
+        readFrame,
+        size,
+        progressCallback,
+        cancelEvent,
+        lambda done: f"Import of sequence '{sequenceName}' cancelled after {done} frames.",
+    )
     attributes = _attributes(
-        f"sequence:{sequenceName}", "sequence", rate, frameStep, times, indices, (sourceWidth, sourceHeight), width
+        f"sequence:{sequenceName}", "sequence", _rateOfTimes(times), frameStep, times, indices, sourceSize, size[0]
     )
     _finishNode(scene, node, attributes, addToScene=True)
     return node
+
+
+def _sequenceTimes(sequenceNode, count: int) -> list[float] | None:
+    """Seconds from the first item of each of the ``count`` items of a sequence whose index unit is
+    ``s`` or ``ms`` (None for other units or non-numeric index values)."""
+    unit = (sequenceNode.GetIndexUnit() or "").strip().lower()
+    if unit not in ("s", "sec", "second", "seconds", "ms", "msec", "millisecond", "milliseconds"):
+        return None
+    scale = 0.001 if unit.startswith("m") else 1.0
+    try:
+        values = [float(sequenceNode.GetNthIndexValue(i)) * scale for i in range(count)]
+    except ValueError:
+        return None
+    return [v - values[0] for v in values]
+
+
+def _rateOfTimes(times: list[float] | None) -> float | None:
+    """Frames per second from frame times in seconds (the median step), or None when unknown or not
+    increasing."""
+    if times is None or len(times) <= 1:
+        return None
+    steps = np.diff(times)
+    return 1.0 / float(np.median(steps)) if np.all(steps > 0) else None
