@@ -188,6 +188,72 @@ def _check_spec(i: int, spec: Any) -> tuple[str, tuple[int, ...], int]:
     return dtype, tuple(shape), count
 
 
+def _message_view(data: Any) -> memoryview:
+    """``data`` as a flat byte view, at least the prefix long and starting with ``MAGIC``; raises
+    ``ProtocolError``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"a message is bytes, got {type(data).__name__}")
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as error:  # e.g. a memoryview of a non-contiguous array
+        raise ProtocolError(f"a message is a contiguous run of bytes ({error})") from None
+    if len(view) < _PREFIX:
+        raise ProtocolError(
+            f"the message is {len(view)} bytes long, shorter than its {_PREFIX}-byte prefix (truncated)"
+        )
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        raise ProtocolError(
+            f"the message does not start with {MAGIC!r} (found {bytes(view[:16])!r}): it is not a SAM2S message, "
+            "e.g. a proxy's error page; check the server URL"
+        )
+    return view
+
+
+def _read_header(view: memoryview) -> tuple[dict, list, int]:
+    """``(header without "arrays", the array specs, offset of the first payload)`` of a message
+    whose prefix ``_message_view`` checked; raises ``ProtocolError``."""
+    (length,) = struct.unpack("<I", view[len(MAGIC) : _PREFIX])
+    if length > MAX_HEADER_BYTES:
+        raise ProtocolError(
+            f"the header length {length} exceeds the limit of {MAX_HEADER_BYTES} bytes (corrupt message)"
+        )
+    if _PREFIX + length > len(view):
+        raise ProtocolError(
+            f"the header length {length} runs past the end of the {len(view)}-byte message (truncated message)"
+        )
+    try:
+        header = strictjson.loads(bytes(view[_PREFIX : _PREFIX + length]))
+    except strictjson.StrictJSONError as error:
+        raise ProtocolError(f"the message header is not strict JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(f"the message header must be a JSON object, got {type(header).__name__}")
+    specs = header.pop("arrays", None)
+    if not isinstance(specs, list):
+        raise ProtocolError('the message header lacks the "arrays" list of array specs')
+    return header, specs, _PREFIX + length
+
+
+def _read_array(view: memoryview, i: int, spec: Any, offset: int, copy: bool) -> tuple[np.ndarray, int]:
+    """Array ``i`` of spec ``spec`` whose payload starts at byte ``offset`` of ``view``, and the
+    payload's size in bytes; raises ``ProtocolError``."""
+    dtype, shape, count = _check_spec(i, spec)
+    size = _payload_size(dtype, count)
+    if offset + size > len(view):
+        raise ProtocolError(
+            f"array {i} {dtype} {list(shape)} needs {size} payload bytes but only {len(view) - offset} remain "
+            "(truncated message, or a shape that does not match the payload)"
+        )
+    chunk = view[offset : offset + size]
+    if dtype == "bool":
+        packed = np.frombuffer(chunk, dtype=np.uint8)
+        if count % 8 and size and packed[-1] & ((1 << (8 - count % 8)) - 1):
+            raise ProtocolError(f"array {i} (bool {list(shape)}) has non-zero padding bits (corrupt payload)")
+        return np.unpackbits(packed, count=count).astype(bool).reshape(shape), size
+    a = np.frombuffer(chunk, dtype=DTYPES[dtype]).reshape(shape)
+    a = a.astype(a.dtype.newbyteorder("="), copy=copy) if copy or not a.dtype.isnative else a
+    return a, size
+
+
 def decode(data: bytes | bytearray | memoryview, copy: bool = False) -> tuple[dict, list[np.ndarray]]:
     """Read one message (format: module docstring), checking all of it.
 
@@ -210,57 +276,11 @@ def decode(data: bytes | bytearray | memoryview, copy: bool = False) -> tuple[di
             need (truncated message or trailing bytes); non-zero padding bits of a bool array.
             Nothing else, for any bytes.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ProtocolError(f"a message is bytes, got {type(data).__name__}")
-    try:
-        view = memoryview(data).cast("B")
-    except TypeError as error:  # e.g. a memoryview of a non-contiguous array
-        raise ProtocolError(f"a message is a contiguous run of bytes ({error})") from None
-    if len(view) < _PREFIX:
-        raise ProtocolError(
-            f"the message is {len(view)} bytes long, shorter than its {_PREFIX}-byte prefix (truncated)"
-        )
-    if bytes(view[: len(MAGIC)]) != MAGIC:
-        raise ProtocolError(
-            f"the message does not start with {MAGIC!r} (found {bytes(view[:16])!r}): it is not a SAM2S message, "
-            "e.g. a proxy's error page; check the server URL"
-        )
-    (length,) = struct.unpack("<I", view[len(MAGIC) : _PREFIX])
-    if length > MAX_HEADER_BYTES:
-        raise ProtocolError(
-            f"the header length {length} exceeds the limit of {MAX_HEADER_BYTES} bytes (corrupt message)"
-        )
-    if _PREFIX + length > len(view):
-        raise ProtocolError(
-            f"the header length {length} runs past the end of the {len(view)}-byte message (truncated message)"
-        )
-    try:
-        header = strictjson.loads(bytes(view[_PREFIX : _PREFIX + length]))
-    except strictjson.StrictJSONError as error:
-        raise ProtocolError(f"the message header is not strict JSON: {error}") from None
-    if not isinstance(header, dict):
-        raise ProtocolError(f"the message header must be a JSON object, got {type(header).__name__}")
-    specs = header.pop("arrays", None)
-    if not isinstance(specs, list):
-        raise ProtocolError('the message header lacks the "arrays" list of array specs')
-    arrays, offset = [], _PREFIX + length
+    view = _message_view(data)
+    header, specs, offset = _read_header(view)
+    arrays = []
     for i, spec in enumerate(specs):
-        dtype, shape, count = _check_spec(i, spec)
-        size = _payload_size(dtype, count)
-        if offset + size > len(view):
-            raise ProtocolError(
-                f"array {i} {dtype} {list(shape)} needs {size} payload bytes but only {len(view) - offset} remain "
-                "(truncated message, or a shape that does not match the payload)"
-            )
-        chunk = view[offset : offset + size]
-        if dtype == "bool":
-            packed = np.frombuffer(chunk, dtype=np.uint8)
-            if count % 8 and size and packed[-1] & ((1 << (8 - count % 8)) - 1):
-                raise ProtocolError(f"array {i} (bool {list(shape)}) has non-zero padding bits (corrupt payload)")
-            a = np.unpackbits(packed, count=count).astype(bool).reshape(shape)
-        else:
-            a = np.frombuffer(chunk, dtype=DTYPES[dtype]).reshape(shape)
-            a = a.astype(a.dtype.newbyteorder("="), copy=copy) if copy or not a.dtype.isnative else a
+        a, size = _read_array(view, i, spec, offset, copy)
         arrays.append(a)
         offset += size
     if offset != len(view):
