@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sam2s.serving import supervise
 
 from . import videoimport as _videoimport
 
@@ -96,7 +97,10 @@ class LocalServer:
 
     It listens on a free port with a random token (given through the environment, never on the
     command line), may read any path of this user (``--allow-path /``: the same user's files), and
-    is started on demand by :meth:`ensureRunning`, which also restarts it when it died.
+    is started on demand by :meth:`ensureRunning`, which also restarts it when it died. It runs in
+    a process group of its own, without a console window on Windows; :meth:`stop` ends the whole
+    group (the launcher and the server), and the server ends itself when this process is gone
+    (``--parent-pid``), so no server outlives the application (``sam2s.serving.supervise``).
 
     Args:
         python: the interpreter (default :func:`pythonForServer`).
@@ -151,7 +155,10 @@ class LocalServer:
         env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
         command = [self.python, "-m", "sam2s.serving.server", "--host", "127.0.0.1", "--port", "0"]
         command += ["--ready-file", str(ready), "--allow-path", os.path.abspath(os.sep), *self.extraArgs]
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        command += ["--parent-pid", str(os.getpid())]  # it stops itself when this application ends
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, **supervise.popen_options()
+        )
         if self.niceness and hasattr(os, "setpriority"):
             # Before the interpreter starts its threads (they inherit it); failures only lose the priority.
             with contextlib.suppress(OSError):
@@ -184,15 +191,12 @@ class LocalServer:
         return ""
 
     def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after 5 s); safe to call twice."""
+        """End the server and every process it runs in (a launcher such as PythonSlicer, which
+        forwards no signal, and the real interpreter): SIGTERM to the whole process group, then
+        SIGKILL after 5 s (``sam2s.serving.supervise.kill_tree``); safe to call twice."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        if process is not None:
+            supervise.kill_tree(process)
 
 
 # ---------------------------------------------------------------------------------------------

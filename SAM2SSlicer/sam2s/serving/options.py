@@ -153,7 +153,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the tracking server's options to ``parser`` (``python -m sam2s.serving.server`` and ``sam2s serve``).
 
     Options: ``--host``, ``--port``, ``--token`` and ``--token-file`` (repeatable), ``--allow-path``
-    (repeatable), ``--ssl-certfile``, ``--ssl-keyfile``, ``--ready-file``, ``--log-level`` and one
+    (repeatable), ``--ssl-certfile``, ``--ssl-keyfile``, ``--ready-file``, ``--parent-pid``, ``--log-level`` and one
     option per :class:`ServerLimits` field (default None: the field's default). The description
     says where the token comes from.
     """
@@ -183,6 +183,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl-certfile", default=None, help="PEM certificate for HTTPS")
     parser.add_argument("--ssl-keyfile", default=None, help="PEM private key for HTTPS")
     parser.add_argument("--ready-file", default=None, help="a new file to write the ready line to")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="stop (gracefully) once this process has ended, whatever ended it: the application that started "
+        "the server (sam2s.serving.supervise)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
     limits = parser.add_argument_group("limits", "requests beyond them are refused before anything is allocated")
     for f in dataclasses.fields(ServerLimits):

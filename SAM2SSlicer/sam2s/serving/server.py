@@ -95,6 +95,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -413,13 +414,18 @@ def _announce(line: str, ready_file: str | Path | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve with options parsed by ``sam2s.serving.options.add_server_arguments`` (``sam2s serve``,
-    ``python -m sam2s.serving.server``) until SIGTERM or Ctrl+C.
+    ``python -m sam2s.serving.server``) until SIGTERM or Ctrl+C, or until ``--parent-pid``'s process
+    has ended (``sam2s.serving.supervise.watch_parent``: then as after SIGTERM).
 
     Returns:
         The exit status: 0 after a graceful shutdown; 2 with a message on stderr for a refused
         configuration (a public address without a long token, a bad token file or limit, a
         missing root); 1 when the address cannot be bound.
     """
+    if getattr(args, "parent_pid", None):
+        from .supervise import watch_parent
+
+        watch_parent(args.parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))  # the graceful stop
     try:
         tokens = list(args.token or []) + [read_token_file(path) for path in args.token_file or []]
         serve(
