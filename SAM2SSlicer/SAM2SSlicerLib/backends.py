@@ -126,9 +126,9 @@ class LocalServer:
         self.url: str | None = None
         self.token: str | None = None
         self.starts = 0
+        self.workFolder: Path | None = None  # the running server's ready file and log; removed by stop()
         self._log: Any = None
         self._lock = threading.Lock()
-        atexit.register(self.stop)
 
     def isRunning(self) -> bool:
         """True while the server process lives."""
@@ -148,9 +148,10 @@ class LocalServer:
     def _start(self) -> None:
         self.stop()
         token = secrets.token_urlsafe(32)
-        folder = Path(tempfile.mkdtemp(prefix="sam2s-server-"))
+        folder = self.workFolder = Path(tempfile.mkdtemp(prefix="sam2s-server-"))
         ready = folder / "ready"
         self._log = open(folder / "server.log", "w+b")  # noqa: SIM115 - kept open for the process's life
+        atexit.register(self.stop)  # one hook while a server runs; stop() removes it
         env = dict(os.environ, SAM2S_SERVER_TOKEN=token, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
         command = [self.python, "-m", "sam2s.serving.server", "--host", "127.0.0.1", "--port", "0"]
@@ -193,10 +194,18 @@ class LocalServer:
     def stop(self) -> None:
         """End the server and every process it runs in (a launcher such as PythonSlicer, which
         forwards no signal, and the real interpreter): SIGTERM to the whole process group, then
-        SIGKILL after 5 s (``sam2s.serving.supervise.kill_tree``); safe to call twice."""
+        SIGKILL after 5 s (``sam2s.serving.supervise.kill_tree``); then close its log, remove its
+        work folder (``workFolder``: ready file and log) and its ``atexit`` hook. Safe to call twice."""
         process, self.process = self.process, None
         if process is not None:
             supervise.kill_tree(process)
+        atexit.unregister(self.stop)
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+        folder, self.workFolder = self.workFolder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

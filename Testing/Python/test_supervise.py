@@ -1,7 +1,8 @@
 """No orphan tracking server (issue 23, item 1 and acceptance 2, in part): the local server is started
 through a launcher that behaves like PythonSlicer (CTKAppLauncher starts the real interpreter as its
 child and forwards no signal), and no server process is alive 20 s after ``LocalServer.stop()`` or
-after SIGKILL of the application that started it (``sam2s.serving.supervise``)."""
+after SIGKILL of the application that started it (``sam2s.serving.supervise``); each start's work
+folder (ready file, log) goes with its server (N23)."""
 
 from __future__ import annotations
 
@@ -74,8 +75,18 @@ def test_stop_ends_the_launcher_and_the_server_it_runs(launcher):
     launcherPid = local.process.pid
     serverPid = child_of(launcherPid)
     assert process_alive(serverPid) and process_alive(launcherPid)
+    first = local.workFolder
+    assert (first / "server.log").is_file()
+    os.kill(serverPid, signal.SIGKILL)  # the server died (and its launcher with it): the next action starts one
+    assert gone_within([serverPid], 20)
+    local.process.wait(timeout=20)
+    local.ensureRunning()
+    launcherPid, serverPid, second = local.process.pid, child_of(local.process.pid), local.workFolder
+    assert not first.exists() and second != first  # the dead server's ready file and log went with it (N23)
     local.stop()
     assert gone_within([launcherPid, serverPid], 20), "a server process outlived stop()"
+    assert not second.exists() and local.workFolder is None
+    local.stop()  # twice: nothing happens
 
 
 @pytest.mark.slow
