@@ -384,7 +384,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.blockSignals(wasBlocked)
         self.ui.checkpointPathLineEdit.currentPath = settings.checkpoint
         self.ui.serverUrlLineEdit.text = store.value("SAM2SSlicer/ServerUrl") or ""
-        self.ui.serverTokenLineEdit.text = store.value("SAM2SSlicer/ServerToken") or ""
+        self.ui.serverTokenLineEdit.text = self.controller.serverToken  # in memory only, never saved
 
     # ---------------------------------------------------------------- GUI state
     def updateGUI(self) -> None:

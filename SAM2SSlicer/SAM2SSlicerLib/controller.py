@@ -33,11 +33,13 @@ backend factory live in ``controls`` and are importable from here too.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import vtk
+from sam2s.serving.options import ENV_TOKEN
 
 from . import controls as _controls
 from . import segments as _segments
@@ -124,6 +126,7 @@ class SAM2SController:
         self._effectJob: TrackingJob | None = None
         self._propagated: dict[str, str] = {}  # segmentId -> prompt digest at its last finished propagation
         self._computeKey: tuple[str, str, str] | None = None
+        self.serverToken = ""  # the remote server's token, in memory only: never saved (a password)
         self.runner.listeners.append(self._onJobTick)
         self.loadSettings()
 
@@ -149,11 +152,23 @@ class SAM2SController:
             except (ValueError, TypeError) as error:
                 self.status(_("The saved model settings were not used: {error}").format(error=error))
         mode = self.computeMode()
+        saved = self.store.value(SETTINGS_PREFIX + "ServerToken")
+        if saved:  # written by an older version: used for this session, removed from the settings file
+            self.store.setValue(SETTINGS_PREFIX + "ServerToken", "")
         if mode is not None:
             url = self.store.value(SETTINGS_PREFIX + "ServerUrl") or ""
-            token = self.store.value(SETTINGS_PREFIX + "ServerToken") or ""
+            token = self.serverToken or saved or os.environ.get(ENV_TOKEN, "")
+            if mode == COMPUTE_SERVER and not token.strip():
+                self.status(
+                    _(
+                        "Enter the tracking server's token in the Model section: it is not saved between sessions "
+                        "(like a password), unless ${env} holds it."
+                    ).format(env=ENV_TOKEN)
+                )
+                return
             try:
-                self._applyCompute(mode, url, token)
+                self._applyCompute(mode, url, token.strip())
+                self.serverToken = token.strip() if mode == COMPUTE_SERVER else ""
             except ValueError as error:
                 self.status(_("The saved server settings were not used: {error}").format(error=error))
 
@@ -177,7 +192,9 @@ class SAM2SController:
     def setCompute(self, mode: str, url: str = "", token: str = "") -> None:
         """Track on this computer (a local tracking server with Slicer's Python and PyTorch) or on a
         server (``url`` ``http(s)://host:port`` of ``sam2s serve``, with its ``token``: Slicer then
-        needs no PyTorch). Saved for the next sessions.
+        needs no PyTorch). The mode and URL are saved for the next sessions; the token is kept in
+        memory only (``serverToken``), as a password: a new session asks for it again unless
+        ``$SAM2S_SERVER_TOKEN`` holds it.
 
         Raises:
             ValueError: unknown mode, a URL that is not http(s)://host[:port], or no token.
@@ -187,9 +204,10 @@ class SAM2SController:
             raise TrackingBusyError(_("Tracking is running; cancel it before changing where it runs."))
         url, token = url.strip(), token.strip()
         self._applyCompute(mode, url, token)
+        self.serverToken = token if mode == COMPUTE_SERVER else ""
         self.store.setValue(SETTINGS_PREFIX + "ComputeMode", mode)
         self.store.setValue(SETTINGS_PREFIX + "ServerUrl", url if mode == COMPUTE_SERVER else "")
-        self.store.setValue(SETTINGS_PREFIX + "ServerToken", token if mode == COMPUTE_SERVER else "")
+        self.store.setValue(SETTINGS_PREFIX + "ServerToken", "")  # never saved (an older version's is removed)
 
     def _applyCompute(self, mode: str, url: str, token: str) -> None:
         from urllib.parse import urlsplit

@@ -207,7 +207,7 @@ def test_install_never_runs_twice_or_from_a_click(tmp_path, model, clip):
     assert other.installDependencies() is False and failing.state == "failed" and "declined" in other.lastStatus
 
 
-def test_first_use_question_and_saved_settings_reach_a_new_session(tmp_path):
+def test_first_use_question_and_saved_settings_reach_a_new_session(tmp_path, monkeypatch):
     store = JsonSettingsStore(tmp_path / "settings.json")
     backends = Backends()
     first = _controller(tmp_path, store=store, backends=backends)
@@ -224,15 +224,31 @@ def test_first_use_question_and_saved_settings_reach_a_new_session(tmp_path):
     settings = ModelSettings(imageSize=512, memory="divemem", device="cpu", checkpoint=str(checkpoint))
     first.setModelSettings(settings)
 
-    # a new Slicer session, the effect used from the Segment Editor module: same store, new controller
+    saved = (tmp_path / "settings.json").read_text()
+    assert "t" * 40 not in saved and "http://gpu-box:8000" in saved  # the token is never saved (N15)
+
+    # a new Slicer session, the effect used from the Segment Editor module: same store, new controller;
+    # the token comes from $SAM2S_SERVER_TOKEN (else the user is asked for it again)
+    monkeypatch.delenv("SAM2S_SERVER_TOKEN", raising=False)
+    asked = _controller(tmp_path, store=JsonSettingsStore(tmp_path / "settings.json"), backends=Backends())
+    assert asked.isRemote() and asked.serverToken == "" and "token" in asked.lastStatus
+    monkeypatch.setenv("SAM2S_SERVER_TOKEN", "e" * 40)
     second_backends = Backends()
     second = _controller(tmp_path, store=JsonSettingsStore(tmp_path / "settings.json"), backends=second_backends)
     assert not second.needsComputeChoice()
     assert second.logic.settings == settings
-    assert second_backends.calls == [("http://gpu-box:8000", "t" * 40)]
+    assert second_backends.calls == [("http://gpu-box:8000", "e" * 40)] and second.serverToken == "e" * 40
     second.setCompute("local")
     assert second_backends.calls[-1] == (None, "") and not second.isRemote()
     assert json.loads((tmp_path / "settings.json").read_text())["SAM2SSlicer/ServerToken"] == ""
+
+    store = JsonSettingsStore(tmp_path / "settings.json")  # a token an older version saved: used once, removed
+    store.setValue("SAM2SSlicer/ServerToken", "o" * 40)
+    store.setValue("SAM2SSlicer/ComputeMode", "server")
+    store.setValue("SAM2SSlicer/ServerUrl", "http://gpu-box:8000")
+    older = _controller(tmp_path, store=store, backends=Backends())
+    assert older.serverToken == "o" * 40 and "o" * 40 not in (tmp_path / "settings.json").read_text()
+    store.setValue("SAM2SSlicer/ComputeMode", "local")
 
     checkpoint.unlink()  # the saved checkpoint is gone: defaults stay, and the user is told
     third = _controller(tmp_path, store=JsonSettingsStore(tmp_path / "settings.json"))
