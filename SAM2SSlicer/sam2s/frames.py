@@ -34,12 +34,21 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image, ImageFile
 
 if TYPE_CHECKING:
+    import av
     import torch
+
+
+def _av():
+    """PyAV, imported when a video file is first opened (not by importing this module: the Slicer
+    extension factory, which tests the module, has no PyAV; frame folders and arrays need none)."""
+    import av
+
+    return av
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -423,7 +432,7 @@ class VideoFileFrames(FrameSource):
     def _av_errors(self) -> Iterator[None]:
         try:
             yield
-        except av.FFmpegError as error:
+        except _av().FFmpegError as error:
             raise FrameSourceError(
                 f"video file {self._path} could not be decoded ({error}); check that it plays, or {_REENCODE}"
             ) from error
@@ -442,7 +451,7 @@ class VideoFileFrames(FrameSource):
 
     def _open(self) -> None:
         self.close()
-        self._container = av.open(str(self._path))
+        self._container = _av().open(str(self._path))
         if not self._container.streams.video:
             raise FrameSourceError(f"{self._path} has no video stream (audio only or empty?); pass a video")
         self._stream = self._container.streams.video[0]

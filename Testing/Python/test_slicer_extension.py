@@ -292,6 +292,28 @@ print(sorted(m for m in sys.modules if m.startswith(("SAM2SSlicerLib", "sam2s"))
     assert "controller" in library and "logic" in library and "provenance" in library
 
 
+def test_the_module_tests_clip_needs_neither_torch_nor_pyav():
+    """Slicer's extension factory runs the module's test without torch and without PyAV (N14 of
+    issue 23): the generated clip (``synthetic``) and frame sources of arrays and folders import
+    and work with both made unimportable (``sys.modules[name] = None``)."""
+    code = f"""
+import sys
+sys.modules["av"] = None
+sys.modules["torch"] = None
+sys.path.insert(0, {str(MODULE)!r})
+import numpy as np
+from SAM2SSlicerLib.synthetic import SyntheticClip
+from sam2s.frames import open_frames
+clip = SyntheticClip(3, 24, 32, 1)
+frames = np.stack([clip.get(t) for t in range(3)])
+source = open_frames(frames)
+print(len(source), source.height, source.width)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["3", "24", "32"]
+
+
 def test_checkpoint_download_progress_and_cancel(tmp_path):
     """``downloadCheckpoint`` reports progress and cancels cleanly (served from localhost)."""
     import functools
