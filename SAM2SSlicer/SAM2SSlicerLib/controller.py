@@ -124,7 +124,8 @@ class SAM2SController:
         self.lastStatus = ""
         self._boxStart: tuple[float, float, int] | None = None
         self._effectJob: TrackingJob | None = None
-        self._propagated: dict[str, str] = {}  # segmentId -> prompt digest at its last finished propagation
+        # (segmentation node ID, segmentId) -> prompt digest at the segment's last finished propagation
+        self._propagated: dict[tuple[str, str], str] = {}
         self._computeKey: tuple[str, str, str] | None = None
         self.serverToken = ""  # the remote server's token, in memory only: never saved (a password)
         self.runner.listeners.append(self._onJobTick)
@@ -604,9 +605,10 @@ class SAM2SController:
         """Prompted segments whose prompts differ from those of their last finished propagation
         (new objects and corrected ones): propagating only these leaves the others untouched."""
         changed = []
+        node = self.logic.segmentationNode
         for segmentId in self.logic.promptedSegmentIds():
             frames = self.logic.getPrompts(segmentId)
-            if frames and self._propagated.get(segmentId) != _promptDigest(frames):
+            if frames and self._propagated.get((node.GetID(), segmentId)) != _promptDigest(frames):
                 changed.append(segmentId)
         return changed
 
@@ -735,7 +737,7 @@ class SAM2SController:
             return
         for segmentId in job.plan.writeObjects.values():
             if segmentation.GetSegmentation().GetSegment(segmentId) is not None:
-                self._propagated[segmentId] = _promptDigest(self.logic.getPrompts(segmentId))
+                self._propagated[(segmentation.GetID(), segmentId)] = _promptDigest(self.logic.getPrompts(segmentId))
 
     # ------------------------------------------------------------------ import
     def importVideo(self, source, progressCallback=None, cancelEvent: threading.Event | None = None, **options):

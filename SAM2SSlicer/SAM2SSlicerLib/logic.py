@@ -116,9 +116,28 @@ class SAM2STrackingLogic:
         self._session: TrackingSession | None = None
         self._activeJob: TrackingJob | None = None
         self.backend = backend if backend is not None else InProcessBackend()
-        # segmentId -> frame -> (predicted IoU, object score) of the written engine results (not saved in the scene)
-        self.segmentConfidences: dict[str, dict[int, tuple[float, float]]] = {}
+        # per segmentation node: (node, segmentId -> frame -> (predicted IoU, object score)) of the
+        # written engine results (not saved in the scene); see confidencesOf
+        self._confidences: dict[str, tuple[Any, dict[str, dict[int, tuple[float, float]]]]] = {}
         self.statisticsNodes = None  # stats.StatisticsNodes of the last updateStatistics
+
+    @property
+    def segmentConfidences(self) -> dict[str, dict[int, tuple[float, float]]]:
+        """``{segmentId: {frame: (predicted_iou, object_score)}}`` of the selected segmentation
+        (``confidencesOf``; empty without one)."""
+        return self.confidencesOf(self.segmentationNode)
+
+    def confidencesOf(self, segmentationNode) -> dict[str, dict[int, tuple[float, float]]]:
+        """``{segmentId: {frame: (predicted_iou, object_score)}}`` of the engine results written into
+        ``segmentationNode``: kept per node (segments of two segmentations may share IDs), a new
+        node reusing an ID after a scene close starts empty."""
+        if segmentationNode is None:
+            return {}
+        key = segmentationNode.GetID()
+        entry = self._confidences.get(key)
+        if entry is None or entry[0] is not segmentationNode:
+            entry = self._confidences[key] = (segmentationNode, {})
+        return entry[1]
 
     # ------------------------------------------------------------------ model
     def setModelSettings(self, settings: ModelSettings) -> None:
@@ -383,13 +402,13 @@ class SAM2STrackingLogic:
             self._activeJob.requestCancel()
 
     def forgetNodes(self) -> None:
-        """Forget the current video, segmentation and engine session (e.g. when the scene closes);
-        a running job is asked to stop (its results are dropped: the segmentation is gone)."""
+        """Forget the current video, segmentation, engine session and kept confidences (e.g. when the
+        scene closes); a running job is asked to stop (its results are dropped: the segmentation is gone)."""
         self.requestCancel()
         if self._activeJob is not None:
             self._activeJob.discardResults()
-        self.videoNode = None
-        self.segmentationNode = None
+        self.videoNode = self.segmentationNode = None
+        self._confidences.clear()
         self._dropSession()
 
     def setBackend(self, backend) -> None:
@@ -573,7 +592,7 @@ class SAM2STrackingLogic:
             _segments.writeSegmentFrames(plan.segmentationNode, segmentId, plan.videoNode, begin, masks)
             written.update(range(begin, end + 1))
         known = job.confidences.get(objectId, {})
-        kept = self.segmentConfidences.setdefault(segmentId, {})
+        kept = self.confidencesOf(plan.segmentationNode).setdefault(segmentId, {})
         for frame in frames:  # a frame written without a confidence loses its old one
             if frame in known:
                 kept[frame] = known[frame]

@@ -278,3 +278,33 @@ def test_module_table_plot_review_nodes_and_jump_to_frame(clip, tmp_path):
         assert frameOfSlice(video, sliceNode.GetSliceToRAS()) == frame
     assert not controller.jumpToFrame(FRAMES)
     assert frameOfSlice(video, sliceNode.GetSliceToRAS()) == FRAMES - 1
+
+
+def test_confidences_belong_to_their_segmentation(clip, model):
+    """N22 of issue 23: two segmentations whose segments share an ID never show each other's
+    confidences; a closed scene forgets them."""
+    from SAM2SSlicerLib.settings import ModelSettings
+
+    logic = headless.createTrackingLogic()
+    logic.setModelSettings(ModelSettings(imageSize=64, device="cpu"))
+    logic.setModel(model)
+    logic.importVideo(str(clip / "video.mp4"))
+    mask = np.array(Image.open(clip / "m0.png")) > 127
+    first = logic.createSegmentation("first")
+    a = logic.addSegment("grasper", objectId=1)
+    logic.setMaskPrompt(a, PROMPT_FRAME, mask)
+    logic.track([a], firstFrame=0, lastFrame=LAST, direction="both")
+    assert sorted(logic.segmentConfidences[a]) == list(range(LAST + 1))
+    second = logic.createSegmentation("second")
+    b = second.GetSegmentation().AddEmptySegment(a, "grasper")  # as two copies of one .seg.nrrd have
+    assert b == a  # the same segment ID in both segmentations
+    assert logic.segmentConfidences == {}
+    rows = logic.updateStatistics().table.GetTable()
+    values = [rows.GetValueByName(r, "predicted_iou").ToDouble() for r in range(rows.GetNumberOfRows())]
+    assert values and all(math.isnan(v) for v in values)  # unknown: none of the first segmentation's
+    logic.setSegmentationNode(first)
+    assert sorted(logic.segmentConfidences[a]) == list(range(LAST + 1))
+    assert logic.confidencesOf(second) == {}
+    logic.forgetNodes()  # as when the scene closes
+    assert logic.confidencesOf(first) == {}
+    logic.close()
