@@ -580,10 +580,14 @@ class SAM2SController:
         if not segmentId or frame is None:
             self.status(_("Select a segment first."))
             return
-        if lastOnly:
-            removed = self.logic.removeLastPointPrompt(segmentId, frame)
-        else:
-            removed = self.logic.clearPrompts(segmentId, frame)
+        try:
+            if lastOnly:
+                removed = self.logic.removeLastPointPrompt(segmentId, frame)
+            else:
+                removed = self.logic.clearPrompts(segmentId, frame)
+        except (PromptError, ValueError, KeyError, RuntimeError) as error:  # a key never raises into Slicer
+            self.status(str(error).strip("'\""))
+            return
         if not removed:
             self.status(_("No prompt to remove on frame {frame}.").format(frame=frame))
             return

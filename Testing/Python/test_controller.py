@@ -593,3 +593,21 @@ def test_readme_walkthrough_names_only_buttons_that_exist():
     slicersOwn = {"Cancel", "Undo", "SAM2S", "SAM2SSlicer", "PyTorch"}  # dialogs, editor, effect, extensions
     assert named and named - buttons - slicersOwn == set()
     assert {"Forward", "Backward", "Both", "New", "New segment", "Points", "Box", "Install packages"} <= named
+
+
+def test_backspace_and_delete_errors_become_messages(tmp_path, model, clip, monkeypatch):
+    """Defect 4 of the first audit (issue 23): an error while removing prompts by key (here the
+    prompt store fails, injected) is a status message; the key is taken and nothing raises into
+    Slicer's event loop."""
+    controller, editor = _ready(tmp_path, model, clip)
+    assert controller.click((*clip[1][0], 0), False, editor)
+    _run(controller)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the prompts' markups node was removed")
+
+    monkeypatch.setattr(controller.logic, "removeLastPointPrompt", broken)
+    monkeypatch.setattr(controller.logic, "clearPrompts", broken)
+    for key in ("BackSpace", "Delete"):
+        assert controller.keyPress(key, False, False, 0, editor) is True
+        assert controller.messages[-1] == "the prompts' markups node was removed"
