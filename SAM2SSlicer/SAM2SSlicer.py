@@ -553,11 +553,8 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onServerChanged(self) -> None:
         """The URL and token fields: a remote tracking server, or this computer when the URL is empty."""
-        url, token = self.ui.serverUrlLineEdit.text.strip(), self.ui.serverTokenLineEdit.text.strip()
-        if url:
-            self._do(self.controller.setCompute, "server", url, token)
-        else:
-            self._do(self.controller.setCompute, "local")
+        url, token = self.ui.serverUrlLineEdit.text, self.ui.serverTokenLineEdit.text
+        self._do(self.controller.serverFieldsEdited, url, token)  # a URL waits for its token (N16)
 
     def onDownload(self) -> None:
         """Download the checkpoint of the chosen config (the user clicked: consent) with a cancellable

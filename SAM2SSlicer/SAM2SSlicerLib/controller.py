@@ -161,10 +161,7 @@ class SAM2SController:
             token = self.serverToken or saved or os.environ.get(ENV_TOKEN, "")
             if mode == COMPUTE_SERVER and not token.strip():
                 self.status(
-                    _(
-                        "Enter the tracking server's token in the Model section: it is not saved between sessions "
-                        "(like a password), unless ${env} holds it."
-                    ).format(env=ENV_TOKEN)
+                    _("Enter the server's token (never saved, like a password) or set ${e}.").format(e=ENV_TOKEN)
                 )
                 return
             try:
@@ -209,6 +206,17 @@ class SAM2SController:
         self.store.setValue(SETTINGS_PREFIX + "ComputeMode", mode)
         self.store.setValue(SETTINGS_PREFIX + "ServerUrl", url if mode == COMPUTE_SERVER else "")
         self.store.setValue(SETTINGS_PREFIX + "ServerToken", "")  # never saved (an older version's is removed)
+
+    def serverFieldsEdited(self, url: str, token: str) -> None:
+        """The server URL or token field was edited: no URL is this computer, a URL waits for its token
+        (a message, not an error), both select that server; raises as :meth:`setCompute`."""
+        url, token = url.strip(), token.strip()
+        if not url:
+            self.setCompute(COMPUTE_LOCAL)
+        elif not token:
+            self.status(_("Now enter the token of {url} (printed by `sam2s serve`).").format(url=url))
+        else:
+            self.setCompute(COMPUTE_SERVER, url, token)
 
     def _applyCompute(self, mode: str, url: str, token: str) -> None:
         from urllib.parse import urlsplit
@@ -580,11 +588,9 @@ class SAM2SController:
         if not segmentId or frame is None:
             self.status(_("Select a segment first."))
             return
+        remove = self.logic.removeLastPointPrompt if lastOnly else self.logic.clearPrompts
         try:
-            if lastOnly:
-                removed = self.logic.removeLastPointPrompt(segmentId, frame)
-            else:
-                removed = self.logic.clearPrompts(segmentId, frame)
+            removed = remove(segmentId, frame)
         except (PromptError, ValueError, KeyError, RuntimeError) as error:  # a key never raises into Slicer
             self.status(str(error).strip("'\""))
             return

@@ -611,3 +611,18 @@ def test_backspace_and_delete_errors_become_messages(tmp_path, model, clip, monk
     for key in ("BackSpace", "Delete"):
         assert controller.keyPress(key, False, False, 0, editor) is True
         assert controller.messages[-1] == "the prompts' markups node was removed"
+
+
+def test_a_server_url_waits_for_its_token(tmp_path):
+    """N16 of issue 23: typing a server URL and tabbing on to the token field is no error; the
+    server is used once both are there; an empty URL is this computer again."""
+    backends = Backends()
+    controller = _controller(tmp_path, backends=backends)
+    controller.serverFieldsEdited(" http://gpu-box:8000 ", "")
+    assert backends.calls == [] and "token of http://gpu-box:8000" in controller.messages[-1]
+    with pytest.raises(ValueError, match="http"):
+        controller.serverFieldsEdited("gpu-box:8000", "t" * 40)
+    controller.serverFieldsEdited("http://gpu-box:8000", "t" * 40)
+    assert backends.calls == [("http://gpu-box:8000", "t" * 40)] and controller.isRemote()
+    controller.serverFieldsEdited("", "t" * 40)
+    assert backends.calls[-1] == (None, "") and not controller.isRemote()
