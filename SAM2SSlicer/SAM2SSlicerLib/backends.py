@@ -40,6 +40,7 @@ import numpy as np
 from sam2s.serving import supervise
 
 from . import videoimport as _videoimport
+from .dicomvideo import isDicomFile
 
 __all__ = ["InProcessBackend", "LocalServer", "ServerBackend", "ServerStartError"]
 
@@ -301,10 +302,20 @@ class ServerBackend:
 
 def _sourceFileSpec(videoNode, frames: np.ndarray) -> dict | None:
     """``{"path": file or folder}`` when the volume holds its source's frames unchanged (every frame,
-    no resize), so that the local server decodes the same frames itself; else None."""
-    if videoNode is None or videoNode.GetAttribute(_videoimport.SOURCE_TYPE) not in ("video", "folder"):
+    no resize) and the source is one the server opens itself (a video file of
+    ``sam2s.frames.VIDEO_EXTENSIONS`` or an image folder; not a DICOM file, which only this side
+    reads: issue 23, N4), so that the local server decodes the same frames itself; else None (the
+    frames then go through shared memory)."""
+    from sam2s.frames import VIDEO_EXTENSIONS
+
+    kind = videoNode.GetAttribute(_videoimport.SOURCE_TYPE) if videoNode is not None else None
+    source = videoNode.GetAttribute(_videoimport.SOURCE) or "" if videoNode is not None else ""
+    if kind == "folder":
+        opens = os.path.isdir(source)
+    else:
+        opens = kind == "video" and Path(source).suffix.lower() in VIDEO_EXTENSIONS and not isDicomFile(source)
+    if not opens:
         return None
-    source = videoNode.GetAttribute(_videoimport.SOURCE) or ""
     width, height = (int(v) for v in (videoNode.GetAttribute(_videoimport.SOURCE_SIZE) or "0,0").split(","))
     indices = _videoimport.sourceFrameIndices(videoNode)
     sameFrames = indices == list(range(len(indices)))

@@ -208,3 +208,36 @@ def test_without_pydicom_says_how_to_install_it(files, clip, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert 'pip install -e ".[dicom]"' in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_dicom_video_is_tracked_through_the_local_server_as_in_process(files, clip):
+    """N4 of issue 23: the local server opens only video containers and image folders; a DICOM video
+    imported into the scene reaches it through shared memory, and the masks equal those tracked in
+    this process (the flow engine, the same mask prompt)."""
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    pytest.importorskip("fastapi")
+    from SAM2SSlicerLib import headless
+    from SAM2SSlicerLib.backends import InProcessBackend, LocalServer, ServerBackend
+    from SAM2SSlicerLib.settings import ModelSettings
+
+    source, _ = clip
+    masks = {}
+    local = LocalServer()
+    try:
+        for name, backend in (("here", InProcessBackend()), ("server", ServerBackend(localServer=local))):
+            logic = headless.createTrackingLogic(backend=backend)
+            logic.setModelSettings(ModelSettings(engine="flow", device="cpu"))
+            logic.importVideo(str(files["h264"]))
+            logic.createSegmentation()
+            sid = logic.addSegment("object", objectId=1)
+            logic.setMaskPrompt(sid, 0, source.mask(0, 0))
+            job = logic.track([sid], direction="forward")
+            assert job.status == "done" and job.trackedFrames == list(range(T)), (name, job.error)
+            assert job.session.isRemote is (name == "server")
+            masks[name] = logic.segmentMask(sid)
+            logic.close()
+    finally:
+        local.stop()
+    assert masks["here"][1:].any()
+    np.testing.assert_array_equal(masks["here"], masks["server"])
