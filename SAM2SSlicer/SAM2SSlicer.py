@@ -277,6 +277,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.exportPngButton.connect("clicked(bool)", self.onExportPngs)
         ui.exportCocoButton.connect("clicked(bool)", self.onExportCoco)
         ui.statisticsButton.connect("clicked(bool)", self.onStatistics)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.updateGUI()
 
@@ -463,9 +464,12 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.controller.setSegmentationNode(node, self.editorNode)
         self.updateGUI()
 
+    def onSceneStartClose(self, caller=None, event=None) -> None:
+        """Before the nodes go (SegmentEditor.py observes StartCloseEvent too): stop tracking quietly."""
+        self.controller.sceneAboutToClose()
+
     def onSceneEndClose(self, caller=None, event=None) -> None:
-        self.controller.cancel()
-        self.controller.logic.forgetNodes()
+        self.controller.sceneAboutToClose()
         self.editorNode = self._segmentEditorNode()
         self.editor.setMRMLSegmentEditorNode(self.editorNode)
         self.updateGUI()
@@ -623,7 +627,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = job.doneFrames
         self.updateButtons()
         if finished:
-            if job.error is not None and not job.isPreview:
+            if job.error is not None and not job.isPreview and not job.closedWithScene:
                 slicer.util.errorDisplay(_("Tracking stopped: {error}").format(error=job.error))
             for warning in job.warnings:
                 logging.warning(f"SAM2S: {warning}")

@@ -32,22 +32,19 @@ backend factory live in ``controls`` and are importable from here too.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import vtk
-from sam2s.serving.options import ENV_TOKEN
 
 from . import controls as _controls
 from . import segments as _segments
+from .computesettings import ComputeSettings
+from .controls import COMPUTE_LOCAL as COMPUTE_LOCAL  # re-exported
+from .controls import COMPUTE_SERVER as COMPUTE_SERVER  # re-exported
 from .controls import (
-    COMPUTE_LOCAL,
-    COMPUTE_SERVER,
     SCOPES,
-    SETTINGS_PREFIX,
     SHORTCUTS,
     TOOL_BOX,
     TOOL_POINT,
@@ -56,6 +53,7 @@ from .controls import (
     Shortcut,
     serverBackend,
 )
+from .controls import SETTINGS_PREFIX as SETTINGS_PREFIX  # re-exported
 from .controls import JsonSettingsStore as JsonSettingsStore  # re-exported
 from .controls import frameOfSlice as frameOfSlice  # re-exported
 from .controls import pixelOfRas as pixelOfRas  # re-exported
@@ -63,7 +61,6 @@ from .controls import tr as _
 from .logic import SAM2STrackingLogic, TrackingBusyError, TrackingJob
 from .prompts import PromptError
 from .runner import JobRunner
-from .settings import ModelSettings
 from .videoimport import ImportCancelled
 
 __all__ = ["SAM2SController", *_controls.__all__]  # the names of ``controls`` are importable from here too
@@ -74,7 +71,7 @@ def _promptDigest(frames: dict) -> str:
     return repr(sorted(frames.items()))
 
 
-class SAM2SController:
+class SAM2SController(ComputeSettings):
     """The behaviour of the SAM2S panel and effect over a :class:`SAM2STrackingLogic` (see the module
     docstring). One controller is shared by the module panel and the effect in Slicer.
 
@@ -140,111 +137,6 @@ class SAM2SController:
                 listener(text)
             except Exception:  # noqa: BLE001, S110 - a broken label must not stop the action
                 pass
-
-    # ------------------------------------------------------------------ settings
-    def loadSettings(self) -> None:
-        """Apply the saved model settings and compute choice to the logic (done on construction, so
-        the effect used from the Segment Editor module in a new Slicer session gets them too).
-        Invalid saved settings (e.g. a checkpoint file deleted since) leave the defaults and say so."""
-        saved = self.store.value(SETTINGS_PREFIX + "ModelSettings")
-        if saved:
-            try:
-                self.logic.setModelSettings(ModelSettings.fromDict(json.loads(saved)))
-            except (ValueError, TypeError) as error:
-                self.status(_("The saved model settings were not used: {error}").format(error=error))
-        mode = self.computeMode()
-        saved = self.store.value(SETTINGS_PREFIX + "ServerToken")
-        if saved:  # written by an older version: used for this session, removed from the settings file
-            self.store.setValue(SETTINGS_PREFIX + "ServerToken", "")
-        if mode is not None:
-            url = self.store.value(SETTINGS_PREFIX + "ServerUrl") or ""
-            token = self.serverToken or saved or os.environ.get(ENV_TOKEN, "")
-            if mode == COMPUTE_SERVER and not token.strip():
-                self.status(
-                    _("Enter the server's token (never saved, like a password) or set ${e}.").format(e=ENV_TOKEN)
-                )
-                return
-            try:
-                self._applyCompute(mode, url, token.strip())
-                self.serverToken = token.strip() if mode == COMPUTE_SERVER else ""
-            except ValueError as error:
-                self.status(_("The saved server settings were not used: {error}").format(error=error))
-
-    def setModelSettings(self, settings: ModelSettings) -> None:
-        """Use and save ``settings``. Raises ``ValueError`` (invalid; nothing changes) or
-        ``TrackingBusyError`` (tracking runs)."""
-        if self.runner.isRunning():
-            raise TrackingBusyError(_("Tracking is running; cancel it before changing the model."))
-        self.logic.setModelSettings(settings)
-        self.store.setValue(SETTINGS_PREFIX + "ModelSettings", json.dumps(settings.toDict()))
-
-    def computeMode(self) -> str | None:
-        """``COMPUTE_LOCAL``, ``COMPUTE_SERVER``, or None before the first-use question was answered."""
-        mode = self.store.value(SETTINGS_PREFIX + "ComputeMode")
-        return mode if mode in (COMPUTE_LOCAL, COMPUTE_SERVER) else None
-
-    def needsComputeChoice(self) -> bool:
-        """True until the user answered the first-use question (this computer, or a server)."""
-        return self.computeMode() is None
-
-    def setCompute(self, mode: str, url: str = "", token: str = "") -> None:
-        """Track on this computer (a local tracking server with Slicer's Python and PyTorch) or on a
-        server (``url`` ``http(s)://host:port`` of ``sam2s serve``, with its ``token``: Slicer then
-        needs no PyTorch). The mode and URL are saved for the next sessions; the token is kept in
-        memory only (``serverToken``), as a password: a new session asks for it again unless
-        ``$SAM2S_SERVER_TOKEN`` holds it.
-
-        Raises:
-            ValueError: unknown mode, a URL that is not http(s)://host[:port], or no token.
-            TrackingBusyError: tracking runs. Nothing changes then.
-        """
-        if self.runner.isRunning():
-            raise TrackingBusyError(_("Tracking is running; cancel it before changing where it runs."))
-        url, token = url.strip(), token.strip()
-        self._applyCompute(mode, url, token)
-        self.serverToken = token if mode == COMPUTE_SERVER else ""
-        self.store.setValue(SETTINGS_PREFIX + "ComputeMode", mode)
-        self.store.setValue(SETTINGS_PREFIX + "ServerUrl", url if mode == COMPUTE_SERVER else "")
-        self.store.setValue(SETTINGS_PREFIX + "ServerToken", "")  # never saved (an older version's is removed)
-
-    def serverFieldsEdited(self, url: str, token: str) -> None:
-        """The server URL or token field was edited: no URL is this computer, a URL waits for its token
-        (a message, not an error), both select that server; raises as :meth:`setCompute`."""
-        url, token = url.strip(), token.strip()
-        if not url:
-            self.setCompute(COMPUTE_LOCAL)
-        elif not token:
-            self.status(_("Now enter the token of {url} (printed by `sam2s serve`).").format(url=url))
-        else:
-            self.setCompute(COMPUTE_SERVER, url, token)
-
-    def _applyCompute(self, mode: str, url: str, token: str) -> None:
-        from urllib.parse import urlsplit
-
-        if mode == COMPUTE_LOCAL:
-            url = token = ""
-        elif mode == COMPUTE_SERVER:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(
-                    _("Server URL {url!r} is not http(s)://host:port; copy the URL printed by `sam2s serve`.").format(
-                        url=url
-                    )
-                )
-            if not token:
-                raise ValueError(_("A tracking server needs its token: copy the token printed by `sam2s serve`."))
-        else:
-            raise ValueError(_("Compute mode must be 'local' or 'server'; got {mode!r}.").format(mode=mode))
-        if self._computeKey == (mode, url, token):
-            return
-        current = self.logic.backend
-        self.logic.setBackend(self.backendFactory(url or None, token))
-        current.close()
-        self._computeKey = (mode, url, token)
-
-    def isRemote(self) -> bool:
-        """True when tracking runs on a remote server (Slicer then needs no PyTorch)."""
-        return self.computeMode() == COMPUTE_SERVER
 
     # ------------------------------------------------------------------ dependencies
     def installDependencies(self) -> bool:
@@ -686,6 +578,16 @@ class SAM2SController:
             self.runner.cancel()
             self.status(_("Cancelling: tracking stops after the current frame."))
 
+    def sceneAboutToClose(self) -> None:
+        """Slicer closes the scene (its StartCloseEvent, which SegmentEditor.py observes too): a
+        running job stops and its results are dropped quietly, marked ``closedWithScene`` (not an
+        error for the user), and the logic forgets its nodes."""
+        job = self.runner.job
+        if job is not None and not job.finished.is_set():
+            job.closedWithScene = True
+        self.runner.cancel()
+        self.logic.forgetNodes()
+
     def _undoHook(self) -> Callable[[], None] | None:
         """``beforeWrite`` of a job: bound the undo history (``undo.undoStateLimit``: whole labelmap
         layers are copied per state, ``vtkSegmentationHistory::SaveState``), then save one state
@@ -730,7 +632,9 @@ class SAM2SController:
             self._effectJob = None
         for warning in job.warnings:
             self.status(warning)
-        if job.error is not None:
+        if job.closedWithScene:
+            self.status(_("Tracking stopped: the scene was closed."))
+        elif job.error is not None:
             self.status(_("Tracking stopped: {error}").format(error=job.error))
         elif job.isPreview:
             self.status(_("Frame {frame} updated.").format(frame=job.plan.previewFrame))

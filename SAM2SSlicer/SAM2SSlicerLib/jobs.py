@@ -301,6 +301,7 @@ class TrackingJob:
         self._droppedSegments: set[str] = set()
         self._droppedSegmentation = False
         self._stream = None  # a sam2s.serving.client.RemoteRun while a propagation runs in a server
+        self.closedWithScene = False  # stopped because the scene closed: no error for the user
         self.provenance = None  # what made the results (provenance.Provenance), set when they are written
 
     @property

@@ -323,3 +323,42 @@ def test_remote_tracking_keeps_slicers_process_free_of_pytorch(server, checkpoin
     assert not any(
         r.split(">")[0].split("<")[0].strip() in ("fastapi", "uvicorn", "torch") for r in result["requirements"]
     )
+
+
+def test_closing_the_scene_during_a_propagation_stops_it_quietly(tmp_path):
+    """N10 of issue 23: Close Scene while a propagation runs in the local server stops it; the job
+    is marked ``closedWithScene`` and the user sees a status line, not "Tracking stopped: <error>"."""
+    from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController
+    from SAM2SSlicerLib.synthetic import SyntheticClip
+
+    clip = SyntheticClip(300, 240, 320, 1, seed=2)
+    local = LocalServer()
+    try:
+        logic = createTrackingLogic(backend=ServerBackend(localServer=local))
+        logic.setModelSettings(ModelSettings(engine="flow", device="cpu"))
+        controller = SAM2SController(logic, JsonSettingsStore(tmp_path / "settings.json"))
+        messages = []
+        controller.statusListeners.append(messages.append)
+        editor = logic.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+        controller.importVideo(np.stack([clip.get(t) for t in range(300)]))
+        controller.createSegmentation(editor)
+        segmentId = editor.GetSelectedSegmentID()
+        logic.setMaskPrompt(segmentId, 0, clip.mask(0, 0))
+        job = controller.propagate("forward", 0, editor, scope="selected")
+        assert job is not None
+        while not job.trackedFrames:
+            controller.runner.tick()
+            time.sleep(0.02)
+        controller.sceneAboutToClose()  # the module's StartCloseEvent observer
+        deadline = time.monotonic() + 60
+        while controller.runner.isRunning() and time.monotonic() < deadline:
+            controller.runner.tick()
+            time.sleep(0.02)
+        assert not controller.runner.isRunning() and job.closedWithScene
+        assert len(job.trackedFrames) < 300 and logic.segmentationNode is None
+        assert messages[-1] == "Tracking stopped: the scene was closed." and not any(
+            "Tracking stopped: " in m and "closed" not in m for m in messages
+        )
+        logic.close()
+    finally:
+        local.stop()
