@@ -202,3 +202,26 @@ def test_model_spec_is_the_one_rule_and_derives_the_options():
         ModelSpec.from_dict({**spec.to_dict(), "colour": 1})
     flow = ModelSpec(engine="flow").tracker(np.zeros((2, 8, 8, 3), np.uint8))
     assert isinstance(flow, FlowTracker)
+
+
+def test_a_cancelled_server_run_ends_cancelled(server):
+    """A cancel may end a server job without another poll (the DELETE's answer is final): the run's
+    status is then the job's ("cancelled"), as the Slicer job and the web app's Cancel read it."""
+    from sam2s.serving.client import Client
+
+    source = SyntheticClip(200, 96, 128, 1, seed=5)
+    frames = np.stack([source.get(t) for t in range(200)])
+    client = Client(*server)
+    remote = client.create_session({"upload": client.upload_frames(frames)}, {"engine": "flow"})
+    try:
+        remote.add_mask(0, 1, source.mask(0, 0))
+        run = remote.run(TrackingPlan(((0, 199, False),)))
+        received = []
+        while not received:
+            received += run.ready()
+        run.cancel()
+        while not run.finished:
+            received += run.ready()
+        assert run.status == "cancelled" and 1 <= len(received) < 200
+    finally:
+        remote.close()

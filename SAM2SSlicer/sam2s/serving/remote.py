@@ -279,8 +279,9 @@ class RemoteRun:
     that waits for frames, and :meth:`ready` that never waits.
 
     Attributes:
-        job: the ``RemoteJob``. status: its last polled status. error: the server's failure
-            message (``"Type: text"``) or None. total: frames it produces unless cancelled.
+        job: the ``RemoteJob``. status: its status (the last poll's, or the cancel's answer).
+        error: the server's failure message (``"Type: text"``) or None. total: frames it produces
+        unless cancelled.
     """
 
     POLL_S = 0.05
@@ -289,7 +290,7 @@ class RemoteRun:
     def __init__(self, session: RemoteSession, job: RemoteJob, cancel: threading.Event | None = None) -> None:
         self.session, self.job, self.cancel_event = session, job, cancel
         self.total = job.total
-        self.status, self.error = "running", None
+        self.error: str | None = None
         self._done = 0
         self._cancelled = False
         self._buffer: list[TrackedFrame] = []
@@ -298,6 +299,12 @@ class RemoteRun:
     def finished(self) -> bool:
         """True once the job ended and every frame was received."""
         return self.job.finished
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"done"``, ``"cancelled"`` or ``"failed"``: the job's, as the last poll or
+        the cancel's answer gave it (a cancel may end the job without another poll)."""
+        return self.job.status
 
     def cancel(self) -> None:
         """Ask the server to stop the job after its current frame (once; errors ignored: a
@@ -317,7 +324,7 @@ class RemoteRun:
         if self.job.finished:
             return []
         update = self.job.poll()
-        self.status, self.error = update.status, update.error
+        self.error = update.error
         frames = []
         for k, (frame_idx, ids, masks) in enumerate(update.frames):
             scores = update.confidences[k] if k < len(update.confidences) else [None] * len(ids)
