@@ -7,7 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sam2s.modelspec import ModelSpec, add_model_arguments, spec_error_for_options
+
 from .access import TOKEN_ENV
+
+WEB_MODEL = ModelSpec()
+"""``sam2s web``'s model defaults (``--device auto``: the GPU when there is one)."""
 
 LOCAL_SERVER_NICENESS = 19
 """Default niceness added to the local tracking server (``--tracking-niceness``): the lowest CPU
@@ -50,16 +55,7 @@ def addWebArguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folders whose videos the page may open by path (repeatable; default: the current folder)",
     )
-    parser.add_argument(
-        "--engine", choices=["sam2", "flow"], help="default: sam2 when a checkpoint is available, else flow"
-    )
-    parser.add_argument("--model", default="sam2.1_hiera_t", help="model config (default %(default)s)")
-    parser.add_argument("--checkpoint", help="local SAM 2 / 2.1 checkpoint (.pt)")
-    parser.add_argument(
-        "--image-size", type=int, default=1024, help="model input size, a multiple of 32 from 64 to 4096"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", help="auto (default), fp32 or bf16")
+    add_model_arguments(parser, WEB_MODEL)  # sam2s.modelspec: one definition of the model options
     parser.add_argument("--server", help="track in this `sam2s serve` server (URL) instead of a local one")
     parser.add_argument(
         "--server-token", help="that server's token (default $SAM2S_SERVER_TOKEN; visible in `ps`: prefer the file)"
@@ -83,17 +79,24 @@ def modelSettings(args: argparse.Namespace):
 
     from SAM2SSlicerLib.settings import ModelSettings
 
-    options = {"configName": args.model, "device": args.device, "imageSize": args.image_size}
-    spec = ModelSettings(**options, precision=args.precision).toSpec().replace(engine=args.engine or "sam2")
-    spec.validate()
     try:
-        settled = spec.replace(checkpoint=args.checkpoint).settle(auto_engine=args.engine is None)
+        spec = ModelSpec.from_arguments(args, WEB_MODEL).validate()
+    except ValueError as err:
+        raise ValueError(spec_error_for_options(err)) from None
+    try:
+        settled = spec.settle(auto_engine=args.engine is None)
     except FileNotFoundError as err:
         raise ValueError(str(err)) from None
     if settled.engine != spec.engine:
         print(f"No SAM 2 checkpoint for {spec.config}: tracking with the weight-free 'flow' engine.", file=sys.stderr)
     return ModelSettings(
-        **options, checkpoint=settled.checkpoint or "", precision=args.precision, engine=settled.engine
+        configName=settled.config,
+        checkpoint=settled.checkpoint or "",
+        device=settled.device,
+        imageSize=settled.image_size,
+        precision=settled.precision,
+        memory=settled.memory,
+        engine=settled.engine,
     )
 
 
