@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -428,6 +428,15 @@ class Tracker(ABC):
         """Release what the session holds outside this process (a server's session); this base
         holds nothing there. Safe to call twice."""
         return None
+
+    def steps(self, method: str, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        """``getattr(self, method)(*args, **kwargs)`` in the form of ``sam2s.serving.steps``, for a
+        caller that must never wait (a GUI timer): a tracker in a server yields each request it
+        waits for (``sam2s.serving.remote.RemoteSession.steps``); in this process the call runs at
+        once and nothing is yielded. ``method``: ``"add_points"``, ``"add_box"``, ``"add_mask"``,
+        ``"remove_object"`` or ``"run"``; raises what that method raises."""
+        return getattr(self, method)(*args, **kwargs)
+        yield  # pragma: no cover - makes this a generator
 
     def run(self, plan: TrackingPlan, cancel: threading.Event | None = None) -> Iterator[TrackedFrame]:
         """Track ``plan``'s passes in order and yield one ``TrackedFrame`` per frame: the one stream

@@ -77,9 +77,14 @@ def real_roots(paths: Sequence[str | os.PathLike]) -> list[str]:
 def is_under(path: str | os.PathLike, roots: Sequence[str]) -> bool:
     """True when ``path``, with its symbolic links and ``..`` resolved (``os.path.realpath``), is one
     of ``roots`` or lies inside one. ``roots`` must be real paths already (:func:`real_roots`);
-    ``/data`` does not contain ``/data2``."""
-    real = os.path.realpath(path)
-    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+    ``/data`` does not contain ``/data2``. Compared with ``os.path.normcase`` (Windows paths are
+    case-insensitive: ``D:\\Videos`` holds ``d:\\videos\\a.mp4``; unchanged on POSIX)."""
+    real = os.path.normcase(os.path.realpath(path))
+    for root in roots:
+        root = os.path.normcase(root)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 def check_readable(path: str | os.PathLike, roots: Sequence[str], what: str = "path") -> str:

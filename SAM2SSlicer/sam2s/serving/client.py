@@ -1,5 +1,6 @@
-"""Client of the sam2s tracking server (``sam2s.serving.server``): standard library (``http.client``, ``ssl``)
-and numpy only, so it imports without torch, FastAPI or uvicorn (e.g. in 3D Slicer's GUI Python).
+"""Client of the sam2s tracking server (``sam2s.serving.server``): standard library, numpy and h11
+(HTTP/1.1 framing, ``sam2s.serving.connection``) only, so it imports without torch, FastAPI or
+uvicorn (e.g. in 3D Slicer's GUI Python).
 
 Typical use::
 
@@ -14,8 +15,12 @@ Typical use::
             ...
     session.close()
 
-Every call is one blocking HTTP request (with ``timeout`` seconds per socket operation) on a new
-connection; none waits for tracking to finish. Coordinates are pixels of the session's frames (x
+Every method above is one or more blocking HTTP requests over kept-alive connections; none waits
+for tracking to finish. A GUI that must never wait uses their ``*_steps`` forms (``upload_frames_steps``,
+``create_session_steps``, ``RemoteSession.steps(...)``, ``RemoteRun.ready_steps``) with a
+``sam2s.serving.steps.Stepper`` ticked from its timer: each request is then a :class:`Call` whose
+``ready()`` never blocks, and a stalled server is an error after the call's timeout (seconds for
+polls, cancel and close: ``QUICK_TIMEOUT_S``). Coordinates are pixels of the session's frames (x
 right, y down), frame indices start at 0, object ids are 1..254 (``sam2s.session``).
 
 Errors: every failure is a ``ServerError`` (status, code, detail): ``AuthError`` (401, wrong or
@@ -37,17 +42,16 @@ and the errors in ``sam2s.serving.client_errors``; this module re-exports them.
 
 from __future__ import annotations
 
-import http.client
-import io
+import contextlib
 import json
 import math
 import re
 import secrets
-import socket
 import ssl
 import urllib.parse
 from typing import Any, Callable
 
+import h11
 import numpy as np
 
 from . import protocol
@@ -59,13 +63,16 @@ from .client_errors import (
     ServerUnavailable,
     SessionNotFound,
 )
+from .connection import Answer, ConnectionPool, Exchange
 from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
 from .remote import TERMINAL_STATUSES as TERMINAL_STATUSES  # re-exported: job statuses after which nothing comes
 from .remote import JobUpdate, RemoteJob, RemoteRun, RemoteSession, path_segment
+from .steps import Steps, drive
 
 __all__ = [
     "SHARED_FRAMES_PREFIX",
     "AuthError",
+    "Call",
     "Client",
     "JobUpdate",
     "ProtocolMismatchError",
@@ -76,7 +83,9 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "SessionNotFound",
+    "UploadCancelled",
     "create_shared_frames",
+    "create_shared_frames_steps",
     "is_shared_frames_name",
 ]
 
@@ -88,8 +97,13 @@ _SHARED_SECRET_BYTES = 11  # 22 hex digits: 28-character names, within macOS's 3
 _SHARED_NAME = re.compile(re.escape(SHARED_FRAMES_PREFIX) + f"[0-9a-f]{{{2 * _SHARED_SECRET_BYTES}}}")
 
 _MESSAGE_OVERHEAD = 4096  # bytes of a chunk's message besides the frames (prefix, JSON header)
-_EXPECT_CONTINUE_BYTES = 64 * 2**10  # larger bodies wait for "100 Continue" (see _send_expecting_continue)
-_CONTINUE_WAIT_S = 3.0
+
+QUICK_TIMEOUT_S = 5.0
+"""Seconds a poll, a cancel, a close or a version check may take (``Client.quick_timeout``): the
+server answers these at once, so a longer wait means it stalled (a GUI shows an error then)."""
+
+GUI_CHUNK_BYTES = 8 * 2**20
+"""Frame bytes per upload request of ``upload_frames_steps`` (one chunk per GUI tick at most)."""
 
 
 class Client:
@@ -102,6 +116,10 @@ class Client:
         timeout: seconds per socket operation (connect, send, receive) of a request.
         ssl_context: for ``https://``: the ``ssl.SSLContext`` to verify the server with; default
             ``ssl.create_default_context()`` (system CAs, host name checked, as urllib).
+
+    Attributes:
+        quick_timeout: seconds for the requests a server answers at once (polls, cancel, close,
+            version): ``QUICK_TIMEOUT_S`` or ``timeout`` if shorter.
 
     Raises:
         ValueError: a URL that is not ``http(s)://HOST[:PORT][/PREFIX]``, or an empty token.
@@ -116,20 +134,63 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = float(timeout)
-        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
         self._prefix = parts.path.rstrip("/")
-        self._ssl_context = ssl_context
+        self.quick_timeout = min(QUICK_TIMEOUT_S, self.timeout)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._pool = ConnectionPool(parts.scheme, parts.hostname, port, ssl_context)
         self._version: dict | None = None
+        self._background: list[Call] = []
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
     # ---------------------------------------------------------------- HTTP
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._scheme == "https":
-            context = self._ssl_context or ssl.create_default_context()
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=context)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+    def begin(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        body: bytes | None = None,
+        query: dict[str, Any] | None = None,
+        binary: bool = False,
+        timeout: float | None = None,
+    ) -> Call:
+        """Send one request without waiting for its answer (``sam2s.serving.connection.Exchange``
+        over a kept-alive connection); the returned :class:`Call` finishes it.
+
+        Args:
+            method: ``"GET"``, ``"POST"``, ``"PUT"``, ``"DELETE"``.
+            path: the endpoint path, e.g. ``"/sessions"`` (after the URL's prefix).
+            json_body: a JSON body (sent as ``application/json``), or None.
+            body: a binary body (a ``sam2s.serving.protocol`` message), or None.
+            query: query parameters.
+            binary: the answer is a protocol message: the call's result is ``(header, arrays)``.
+            timeout: seconds until the answer must be complete (default ``self.timeout``).
+
+        Raises:
+            ServerUnavailable: the server's host name cannot be resolved or the connection is
+                refused at once (other failures come from the call's ``result()``).
+        """
+        target = self._prefix + path + (("?" + urllib.parse.urlencode(query)) if query else "")
+        headers = [
+            ("Authorization", f"Bearer {self.token}"),
+            (PROTOCOL_HEADER, str(PROTOCOL_VERSION)),
+            ("Accept", "application/octet-stream" if binary else "application/json"),
+        ]
+        data = body
+        if json_body is not None:
+            data = json.dumps(json_body, allow_nan=False).encode("utf-8")
+            headers.append(("Content-Type", "application/json"))
+        elif body is not None:
+            headers.append(("Content-Type", "application/octet-stream"))
+        if data is None and method in ("POST", "PUT"):
+            data = b""
+        self._background = [call for call in self._background if not call.ready()]
+        try:
+            exchange = Exchange(self._pool, method, target, headers, data, self.timeout if timeout is None else timeout)
+        except OSError as error:
+            raise self._unavailable(error) from error
+        return Call(self, exchange, path, binary)
 
     def request(
         self,
@@ -139,16 +200,9 @@ class Client:
         body: bytes | None = None,
         query: dict[str, Any] | None = None,
         binary: bool = False,
+        timeout: float | None = None,
     ) -> Any:
-        """Send one request and return the decoded answer.
-
-        Args:
-            method: ``"GET"``, ``"POST"``, ``"PUT"``, ``"DELETE"``.
-            path: the endpoint path, e.g. ``"/sessions"`` (after the URL's prefix).
-            json_body: a JSON body (sent as ``application/json``), or None.
-            body: a binary body (a ``sam2s.serving.protocol`` message), or None.
-            query: query parameters.
-            binary: the answer is a protocol message: return ``(header, arrays)``.
+        """Send one request and wait for its decoded answer (:meth:`begin` then ``Call.wait``).
 
         Returns:
             The JSON answer, or ``(header, arrays)`` with ``binary``.
@@ -156,52 +210,56 @@ class Client:
         Raises:
             ServerError and its subclasses (see the module docstring).
         """
-        target = self._prefix + path + (("?" + urllib.parse.urlencode(query)) if query else "")
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            PROTOCOL_HEADER: str(PROTOCOL_VERSION),
-            "Accept": "application/octet-stream" if binary else "application/json",
-            "Connection": "close",
-        }
-        data = body
-        if json_body is not None:
-            data = json.dumps(json_body, allow_nan=False).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        elif body is not None:
-            headers["Content-Type"] = "application/octet-stream"
-        if data is None and method in ("POST", "PUT"):
-            data = b""
-        conn = self._connection()
-        try:
-            if data is not None and len(data) > _EXPECT_CONTINUE_BYTES:
-                response = _send_expecting_continue(conn, method, target, headers, data)
-            else:
-                conn.request(method, target, body=data, headers=headers)
-                response = conn.getresponse()
-            payload = response.read()
-        except ssl.SSLError as error:
-            raise ServerError(
+        return self.begin(method, path, json_body, body, query, binary, timeout).wait()
+
+    def send_and_forget(self, call: Call) -> None:
+        """Let ``call`` finish in the background: it is advanced by the next requests (``begin``)
+        and its answer or error is ignored (e.g. closing a session while the GUI goes on)."""
+        if not call.ready():
+            self._background.append(call)
+
+    def close(self) -> None:
+        """Close the kept-alive connections (a later request opens a new one)."""
+        for call in self._background:
+            call.abandon()
+        self._background.clear()
+        self._pool.close()
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections opened so far (one serves many requests while it stays alive)."""
+        return self._pool.opened
+
+    def _unavailable(self, error: BaseException) -> ServerError:
+        if isinstance(error, ssl.SSLError):
+            return ServerError(
                 None,
                 "tls_error",
                 f"the TLS connection to {self.url} failed ({error}): check the server's certificate (its host "
                 "name and issuer), or pass Client(..., ssl_context=...) that trusts it",
-            ) from error
-        except (OSError, http.client.HTTPException) as error:  # refused, reset, timeout, DNS, closed early
-            raise ServerUnavailable(
+            )
+        if isinstance(error, TimeoutError):
+            return ServerUnavailable(
                 None,
-                "unavailable",
-                f"the sam2s server at {self.url} is not running or unreachable ({type(error).__name__}: {error}); "
-                "start it (python -m sam2s.serving.server) or check the URL, the network and the firewall",
-            ) from error
-        finally:
-            conn.close()
-        if response.status >= 400:
-            raise self._error(response.status, payload)
+                "timeout",
+                f"the sam2s server at {self.url} stopped answering ({error}); check that it still runs (its log, "
+                "its machine's load) and the network",
+            )
+        return ServerUnavailable(
+            None,
+            "unavailable",
+            f"the sam2s server at {self.url} is not running or unreachable ({type(error).__name__}: {error}); "
+            "start it (python -m sam2s.serving.server) or check the URL, the network and the firewall",
+        )
+
+    def _decode(self, answer: Answer, path: str, binary: bool) -> Any:
+        if answer.status >= 400:
+            raise self._error(answer.status, answer.body)
         try:
-            return protocol.decode(payload, copy=True) if binary else json.loads(payload)
+            return protocol.decode(answer.body, copy=True) if binary else json.loads(answer.body)
         except (protocol.ProtocolError, ValueError) as error:
             raise ServerError(
-                response.status,
+                answer.status,
                 "bad_response",
                 f"the answer of {self.url}{path} could not be read ({error}); is this URL a sam2s server?",
             ) from error
@@ -243,7 +301,11 @@ class Client:
             ProtocolMismatchError: the server's protocol is not this client's ``PROTOCOL_VERSION``
                 (the message names both and what to upgrade). ServerError: see the module docstring.
         """
-        info = self.request("GET", "/version")
+        return drive(self.version_steps())
+
+    def version_steps(self) -> Steps:
+        """:meth:`version` as steps (``sam2s.serving.steps``), with ``quick_timeout``."""
+        info = yield self.begin("GET", "/version", timeout=self.quick_timeout)
         server = info.get("protocol") if isinstance(info, dict) else None
         if server != PROTOCOL_VERSION:
             if isinstance(server, int) and server > PROTOCOL_VERSION:
@@ -282,6 +344,18 @@ class Client:
             ValueError: not a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1.
             ServerError: e.g. 413 ``too_large`` (the clip exceeds the server's limit), 429.
         """
+        return drive(self.upload_frames_steps(frames, progress, chunk_bytes))
+
+    def upload_frames_steps(
+        self,
+        frames: Any,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_bytes: int = GUI_CHUNK_BYTES,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Steps:
+        """:meth:`upload_frames` as steps (``sam2s.serving.steps``): one chunk request per step, of
+        at most ``chunk_bytes`` (default ``GUI_CHUNK_BYTES``). ``cancel()`` True stops between
+        chunks: the upload is deleted on the server and ``UploadCancelled`` raised."""
         if isinstance(frames, np.ndarray):
             _check_frames(frames)
             shape = frames.shape
@@ -295,22 +369,25 @@ class Client:
             def chunk_of(begin: int, end: int) -> np.ndarray:
                 return np.stack([np.asarray(frames.get(t), dtype=np.uint8) for t in range(begin, end)])
 
-        limit = (self._version or self.version()).get("max_upload_bytes") or chunk_bytes
+        if self._version is None:
+            yield from self.version_steps()
+        limit = self._version.get("max_upload_bytes") or chunk_bytes
         frame_bytes = math.prod(shape[1:])
         per_chunk = max(1, (min(int(chunk_bytes), int(limit)) - _MESSAGE_OVERHEAD) // frame_bytes)
         total = shape[0]
-        upload = self.request("POST", "/uploads", json_body={"shape": list(shape)})["upload"]
+        upload = (yield self.begin("POST", "/uploads", json_body={"shape": list(shape)}))["upload"]
         try:
             for start in range(0, total, per_chunk):
+                if cancel is not None and cancel():
+                    raise UploadCancelled(f"the upload was cancelled after {start} of {total} frames")
                 chunk = chunk_of(start, min(total, start + per_chunk))
-                self.request("PUT", f"/uploads/{upload}", body=protocol.encode({}, [chunk]), query={"start": start})
+                yield self.begin("PUT", f"/uploads/{upload}", body=protocol.encode({}, [chunk]), query={"start": start})
                 if progress is not None:
                     progress(start + len(chunk), total)
         except BaseException:
-            try:
-                self.request("DELETE", f"/uploads/{upload}")
-            except ServerError:
-                pass
+            # deleted without waiting for the answer (the server frees it; expiry does otherwise)
+            with contextlib.suppress(ServerError):
+                self.begin("DELETE", f"/uploads/{upload}", timeout=self.quick_timeout).ready()
             raise
         return upload
 
@@ -339,8 +416,15 @@ class Client:
             ServerError: e.g. 403 (path outside the roots), 422 (malformed), 429 (too many sessions),
                 400 (unreadable frames, unknown config, missing checkpoint).
         """
+        return drive(self.create_session_steps(frames, model, memory, memory_params))
+
+    def create_session_steps(
+        self, frames: dict, model: dict, memory: str = "sam2", memory_params: dict | None = None
+    ) -> Steps:
+        """:meth:`create_session` as steps (``sam2s.serving.steps``): the model loads in the server
+        while the caller's timer goes on."""
         body = {"frames": frames, "model": model, "memory": memory, "memory_params": dict(memory_params or {})}
-        answer = self.request("POST", "/sessions", json_body=body)
+        answer = yield self.begin("POST", "/sessions", json_body=body)
         return RemoteSession(self, answer["session"], answer["num_frames"], answer["height"], answer["width"])
 
     def list_sessions(self) -> list[dict]:
@@ -360,67 +444,46 @@ class Client:
         return session
 
 
-class _Replay(io.RawIOBase):
-    """A readable stream of ``prefix`` followed by what ``sock`` receives."""
+class Call:
+    """One request in flight (``Client.begin``): :meth:`ready` advances it without blocking,
+    :meth:`result` decodes the answer, :meth:`wait` blocks for it (a ``sam2s.serving.steps`` call).
 
-    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
-        self._prefix, self._sock = prefix, sock
+    Raises (from ``result`` / ``wait``): ``ServerError`` and its subclasses, as ``Client.request``.
+    """
 
-    def readable(self) -> bool:
-        return True
+    def __init__(self, client: Client, exchange: Exchange, path: str, binary: bool) -> None:
+        self.client, self.exchange, self.path, self.binary = client, exchange, path, binary
 
-    def readinto(self, buffer: Any) -> int:
-        if self._prefix:
-            n = min(len(buffer), len(self._prefix))
-            buffer[:n], self._prefix = self._prefix[:n], self._prefix[n:]
-            return n
-        return self._sock.recv_into(buffer)
+    def ready(self) -> bool:
+        """True once the answer is complete or the request failed (never blocks)."""
+        return self.exchange.ready()
+
+    def result(self) -> Any:
+        """The JSON answer, or ``(header, arrays)`` for a binary one."""
+        try:
+            answer = self.exchange.result()
+        except (OSError, h11.ProtocolError) as error:  # ssl.SSLError is an OSError too
+            raise self.client._unavailable(error) from error
+        return self.client._decode(answer, self.path, self.binary)
+
+    def wait(self) -> Any:
+        """Block until :meth:`ready`, then :meth:`result`."""
+        try:
+            self.exchange.wait()
+        except (OSError, h11.ProtocolError):
+            pass  # result() raises it as a ServerError
+        return self.result()
+
+    def abandon(self) -> None:
+        """Give up on the answer (its connection is closed)."""
+        self.exchange.abandon()
 
 
-class _ReplaySocket:
-    """What ``http.client.HTTPResponse`` needs of a socket (``makefile``), replaying bytes already read."""
+class UploadCancelled(ServerError):
+    """``upload_frames_steps`` stopped because its ``cancel()`` said so (nothing is left on the server)."""
 
-    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
-        self._prefix, self._sock = prefix, sock
-
-    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(_Replay(self._prefix, self._sock))
-
-
-def _send_expecting_continue(
-    conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str], data: bytes
-) -> http.client.HTTPResponse:
-    """Send a request with ``Expect: 100-continue`` and the body only after the server's ``100
-    Continue``, so that an answer given before the body is read (401, 413, 426) arrives intact
-    instead of a connection reset; without an interim answer within ``_CONTINUE_WAIT_S`` seconds
-    (a server or proxy that ignores the header) the body is sent anyway."""
-    conn.putrequest(method, target, skip_accept_encoding=True)
-    for key, value in headers.items():
-        conn.putheader(key, value)
-    conn.putheader("Content-Length", str(len(data)))
-    conn.putheader("Expect", "100-continue")
-    conn.endheaders()
-    sock = conn.sock
-    head = bytearray()
-    sock.settimeout(_CONTINUE_WAIT_S)
-    try:
-        while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing after the interim answer is consumed
-            byte = sock.recv(1)
-            if not byte:
-                break
-            head += byte
-    except (socket.timeout, TimeoutError):
-        if head:
-            raise
-    finally:
-        sock.settimeout(conn.timeout)
-    status = head.split(b"\r\n", 1)[0].split()
-    if not head or (len(status) > 1 and status[1] == b"100"):
-        conn.send(data)
-        return conn.getresponse()
-    response = http.client.HTTPResponse(_ReplaySocket(bytes(head), sock), method=method)
-    response.begin()
-    return response
+    def __init__(self, detail: str) -> None:
+        super().__init__(None, "cancelled", detail)
 
 
 def _check_frames(frames: Any) -> None:
@@ -464,13 +527,27 @@ def create_shared_frames(frames: np.ndarray) -> tuple[Any, dict]:
         ValueError: ``frames`` is not a ``(T, H, W, 3)`` uint8 array with T, H, W >= 1.
         OSError: the block cannot be created (e.g. ``/dev/shm`` is full).
     """
+    return drive(create_shared_frames_steps(frames, chunk_bytes=max(1, getattr(frames, "nbytes", 1))))
+
+
+def create_shared_frames_steps(frames: np.ndarray, chunk_bytes: int = 32 * 2**20) -> Steps:
+    """:func:`create_shared_frames` as steps (``sam2s.serving.steps``): the frames are copied
+    ``chunk_bytes`` at a time, giving the caller its turn (a GUI timer tick) between chunks; the
+    block is removed when the steps are closed before the end."""
     from multiprocessing import shared_memory
 
     _check_frames(frames)
     name = SHARED_FRAMES_PREFIX + secrets.token_hex(_SHARED_SECRET_BYTES)
     block = shared_memory.SharedMemory(name=name, create=True, size=frames.nbytes)
+    per_chunk = max(1, int(chunk_bytes) // max(1, math.prod(frames.shape[1:])))
     try:
-        np.ndarray(frames.shape, dtype=np.uint8, buffer=block.buf)[...] = frames
+        for start in range(0, frames.shape[0], per_chunk):
+            if start:
+                yield None
+            end = min(frames.shape[0], start + per_chunk)
+            np.ndarray((end - start, *frames.shape[1:]), np.uint8, block.buf, start * frames[0].nbytes)[...] = frames[
+                start:end
+            ]
     except BaseException:
         block.close()
         block.unlink()

@@ -19,6 +19,7 @@ import numpy as np
 from ..session import TrackedFrame, Tracker, TrackingPlan
 from . import protocol
 from .client_errors import ServerError
+from .steps import Steps, drive
 
 __all__ = ["TERMINAL_STATUSES", "JobUpdate", "RemoteJob", "RemoteRun", "RemoteSession", "path_segment"]
 
@@ -27,9 +28,14 @@ TERMINAL_STATUSES = ("done", "cancelled", "failed")
 
 
 class _Requester(Protocol):
-    """What a remote session needs of its ``sam2s.serving.client.Client``: ``request``."""
+    """What a remote session needs of its ``sam2s.serving.client.Client``: ``begin`` (a request in
+    flight, a ``sam2s.serving.steps`` call), ``send_and_forget`` and ``quick_timeout``."""
 
-    def request(
+    quick_timeout: float
+
+    def send_and_forget(self, call: Any) -> None: ...
+
+    def begin(
         self,
         method: str,
         path: str,
@@ -37,6 +43,7 @@ class _Requester(Protocol):
         body: bytes | None = None,
         query: dict[str, Any] | None = None,
         binary: bool = False,
+        timeout: float | None = None,
     ) -> Any: ...
 
 
@@ -116,8 +123,14 @@ class RemoteSession(Tracker):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _prompt(self, obj_id: int, kind: str, json_body: Any = None, body: bytes | None = None) -> np.ndarray:
-        header, arrays = self.client.request(
+    def steps(self, method: str, *args: Any, **kwargs: Any) -> Steps:
+        """``Tracker.steps`` in the server: the requests of ``method`` (``add_points``, ``add_box``,
+        ``add_mask``, ``remove_object``, ``run``) are yielded as ``sam2s.serving.steps`` calls, so
+        that a GUI timer advances them without waiting."""
+        return (yield from getattr(self, f"_{method}_steps")(*args, **kwargs))
+
+    def _prompt_steps(self, obj_id: int, kind: str, json_body: Any = None, body: bytes | None = None) -> Steps:
+        header, arrays = yield self.client.begin(
             "POST", f"{self._path}/objects/{int(obj_id)}/{kind}", json_body=json_body, body=body, binary=True
         )
         if len(arrays) != 1:
@@ -137,6 +150,11 @@ class RemoteSession(Tracker):
         """Clicks ``points`` ``(N, 2)`` pixels ``(x, y)`` with ``labels`` ``(N,)`` 1 / 0 for ``obj_id``
         on ``frame_idx``; ``clear_old_points=False`` appends to the frame's clicks. Returns the
         ``(H, W)`` bool mask, or float32 logits with ``logits=True``."""
+        return drive(self._add_points_steps(frame_idx, obj_id, points, labels, clear_old_points, logits))
+
+    def _add_points_steps(
+        self, frame_idx: int, obj_id: int, points: Any, labels: Any, clear_old_points: bool = True, logits: bool = False
+    ) -> Steps:
         body = {
             "frame": int(frame_idx),
             "points": _points(points),
@@ -144,7 +162,7 @@ class RemoteSession(Tracker):
             "clear_old_points": bool(clear_old_points),
             "logits": bool(logits),
         }
-        return self._prompt(obj_id, "points", json_body=body)
+        return (yield from self._prompt_steps(obj_id, "points", json_body=body))
 
     def add_box(
         self,
@@ -157,6 +175,11 @@ class RemoteSession(Tracker):
     ) -> np.ndarray:
         """A box ``[x0, y0, x1, y1]`` pixels (and optional clicks) for ``obj_id`` on ``frame_idx``;
         returns the ``(H, W)`` bool mask, or float32 logits with ``logits=True``."""
+        return drive(self._add_box_steps(frame_idx, obj_id, box, points, labels, logits))
+
+    def _add_box_steps(
+        self, frame_idx: int, obj_id: int, box: Any, points: Any = None, labels: Any = None, logits: bool = False
+    ) -> Steps:
         body: dict[str, Any] = {
             "frame": int(frame_idx),
             "box": [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)],
@@ -165,7 +188,7 @@ class RemoteSession(Tracker):
         if points is not None or labels is not None:
             body["points"] = _points([] if points is None else points)
             body["labels"] = _labels([] if labels is None else labels)
-        return self._prompt(obj_id, "box", json_body=body)
+        return (yield from self._prompt_steps(obj_id, "box", json_body=body))
 
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray, logits: bool = False) -> np.ndarray:
         """A mask ``(H, W)`` (bool, or 0 / 1 values; row y down) for ``obj_id`` on ``frame_idx``;
@@ -174,6 +197,9 @@ class RemoteSession(Tracker):
         Raises:
             ValueError: ``mask`` is not two-dimensional or holds values other than 0 / 1.
         """
+        return drive(self._add_mask_steps(frame_idx, obj_id, mask, logits))
+
+    def _add_mask_steps(self, frame_idx: int, obj_id: int, mask: np.ndarray, logits: bool = False) -> Steps:
         m = np.asarray(mask)
         if m.ndim != 2:
             raise ValueError(f"mask must be an (H, W) array, got shape {m.shape}")
@@ -182,16 +208,19 @@ class RemoteSession(Tracker):
                 raise ValueError("mask values must be 0/1 or bool; threshold a probability map first")
             m = m.astype(bool)
         body = protocol.encode({"frame": int(frame_idx), "logits": bool(logits)}, [m])
-        return self._prompt(obj_id, "mask", body=body)
+        return (yield from self._prompt_steps(obj_id, "mask", body=body))
 
     def remove_object(self, obj_id: int) -> None:
         """Remove ``obj_id`` and everything of it (``ServerError`` code ``object_not_found`` if absent)."""
-        self.client.request("DELETE", f"{self._path}/objects/{int(obj_id)}")
+        drive(self._remove_object_steps(obj_id))
+
+    def _remove_object_steps(self, obj_id: int) -> Steps:
+        yield self.client.begin("DELETE", f"{self._path}/objects/{int(obj_id)}")
         self.objects.pop(int(obj_id), None)
 
     def reset(self) -> None:
         """Remove every object."""
-        self.client.request("POST", f"{self._path}/reset")
+        self.client.begin("POST", f"{self._path}/reset").wait()
         self.objects.clear()
         self._confidences.clear()
 
@@ -228,12 +257,15 @@ class RemoteSession(Tracker):
         Raises:
             ServerError: as ``start_job`` (the job starts at once, before the first frame).
         """
-        job = self.start_job(plan.passes, obj_ids=plan.obj_ids)
+        return drive(self._run_steps(plan, cancel))
+
+    def _run_steps(self, plan: TrackingPlan, cancel: threading.Event | None = None) -> Steps:
+        job = yield from self._start_job_steps(plan.passes, obj_ids=plan.obj_ids)
         return RemoteRun(self, job, cancel)
 
     def info(self) -> dict:
         """``{"session", "engine", "num_frames", "height", "width", "obj_ids", "jobs", "running_job"}``."""
-        return self.client.request("GET", self._path)
+        return self.client.begin("GET", self._path, timeout=self.client.quick_timeout).wait()
 
     def start_job(
         self, passes: Sequence[tuple[int, int, bool]], obj_ids: Sequence[int] | None = None, logits: bool = False
@@ -253,19 +285,30 @@ class RemoteSession(Tracker):
             ServerBusy: a job of this session runs. ServerError: code ``invalid_prompt`` (bad
             frames, no prompt), ``object_not_found``.
         """
+        return drive(self._start_job_steps(passes, obj_ids, logits))
+
+    def _start_job_steps(
+        self, passes: Sequence[tuple[int, int, bool]], obj_ids: Sequence[int] | None = None, logits: bool = False
+    ) -> Steps:
         body = {
             "passes": [[None if s is None else int(s), None if e is None else int(e), bool(r)] for s, e, r in passes],
             "obj_ids": None if obj_ids is None else [int(k) for k in obj_ids],
             "logits": bool(logits),
         }
-        answer = self.client.request("POST", f"{self._path}/jobs", json_body=body)
+        answer = yield self.client.begin("POST", f"{self._path}/jobs", json_body=body)
         return RemoteJob(self, answer["job"], answer["total"])
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         """Close the session on the server (cancels its job), then call ``on_close``; closing a
-        session that is already gone (closed, expired, server stopped) raises nothing."""
+        session that is already gone (closed, expired, server stopped) raises nothing. The request
+        takes ``client.quick_timeout`` at most; ``wait=False`` sends it without waiting for the
+        answer (a GUI; a server that missed it expires the idle session)."""
         try:
-            self.client.request("DELETE", self._path)
+            call = self.client.begin("DELETE", self._path, timeout=self.client.quick_timeout)
+            if wait:
+                call.wait()
+            else:
+                self.client.send_and_forget(call)
         except ServerError:
             pass
         finally:
@@ -309,21 +352,29 @@ class RemoteRun:
     def cancel(self) -> None:
         """Ask the server to stop the job after its current frame (once; errors ignored: a
         server that is gone stops anyway). Frames done stay receivable."""
+        drive(self._cancel_steps())
+
+    def _cancel_steps(self) -> Steps:
         if not self._cancelled:
             self._cancelled = True
             try:
-                self.job.cancel()
+                yield from self.job.cancel_steps()
             except ServerError:
                 pass
 
     def ready(self) -> list[TrackedFrame]:
         """The frames the server finished since the last call: one request, no waiting for
         tracking. Raises ``ServerError`` (e.g. ``ServerUnavailable``: the server is gone)."""
+        return drive(self.ready_steps())
+
+    def ready_steps(self) -> Steps:
+        """:meth:`ready` as steps (``sam2s.serving.steps``): the cancel (when ``cancel_event`` is
+        set) and the poll are calls with the client's ``quick_timeout``."""
         if self.cancel_event is not None and self.cancel_event.is_set():
-            self.cancel()
+            yield from self._cancel_steps()
         if self.job.finished:
             return []
-        update = self.job.poll()
+        update = yield from self.job.poll_steps()
         self.error = update.error
         frames = []
         for k, (frame_idx, ids, masks) in enumerate(update.frames):
@@ -392,7 +443,13 @@ class RemoteJob:
         Raises:
             SessionNotFound: the session is gone. ServerError: code ``job_not_found``, or a failure.
         """
-        header, arrays = self.session.client.request("GET", self._path, query={"since": self.received}, binary=True)
+        return drive(self.poll_steps())
+
+    def poll_steps(self) -> Steps:
+        """:meth:`poll` as steps (``sam2s.serving.steps``), with the client's ``quick_timeout``."""
+        client = self.session.client
+        query = {"since": self.received}
+        header, arrays = yield client.begin("GET", self._path, query=query, binary=True, timeout=client.quick_timeout)
         listed = header.get("frames")
         if not isinstance(listed, list) or len(listed) != len(arrays):
             raise ServerError(200, "bad_response", "a job poll answer lists one array per frame")
@@ -408,7 +465,12 @@ class RemoteJob:
     def cancel(self) -> None:
         """Ask the job to stop after its current frame; the frames done stay pollable (poll until
         ``finished`` to get them and the final status ``"cancelled"``)."""
-        answer = self.session.client.request("DELETE", self._path)
+        drive(self.cancel_steps())
+
+    def cancel_steps(self) -> Steps:
+        """:meth:`cancel` as steps (``sam2s.serving.steps``), with the client's ``quick_timeout``."""
+        client = self.session.client
+        answer = yield client.begin("DELETE", self._path, timeout=client.quick_timeout)
         self.status = answer.get("status", self.status) if isinstance(answer, dict) else self.status
         if self.status in TERMINAL_STATUSES:
             self.done = max(self.done, int(answer.get("done", self.done)))
