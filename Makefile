@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 DEMO_DATA ?= ../shared/data/endoscapes_v4
 EXTRAS := cli,test,batch,coco,plots,metrics,dicom,web,webtest
 
-.PHONY: test test-fast test-web fuzz demo web lint env clean
+.PHONY: test test-fast test-web fuzz demo web lint env clean factory-test
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -35,6 +35,16 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	@start=$$(date +%s); $(PY) -m pytest -q -m "not slow"; status=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start )) s wall time"; exit $$status
+
+# make factory-test: Slicer's extension factory (no PyTorch, no PyAV, none of the packages the
+# extension installs on first use) modelled by a venv with slicer-core, numpy and pillow only; the
+# module test's Qt-free part runs in it (Testing/Factory/run_module_test.py, issue 23 acceptance 6).
+FACTORY_VENV ?= .venv-factory
+factory-test:
+	rm -rf $(FACTORY_VENV)
+	python3 -m venv $(FACTORY_VENV)
+	$(FACTORY_VENV)/bin/python -m pip install -q "slicer-core>=5.11.0.6,<5.12" "numpy>=1.23" "pillow>=9.1"
+	$(FACTORY_VENV)/bin/python Testing/Factory/run_module_test.py
 
 # make fuzz: every fuzz property (Testing/Python/fuzzing.py) with 10,000 random examples each; prints the
 # counts per property and fails when one ran fewer (README "Fuzzing").

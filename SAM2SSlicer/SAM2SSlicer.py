@@ -21,10 +21,11 @@ import ctk
 import qt
 import slicer
 from SAM2SSlicerLib import ModelSettings
-from SAM2SSlicerLib.controller import SCOPES, SHORTCUTS, SAM2SController, frameOfSlice
+from SAM2SSlicerLib.controller import DOCUMENTATION_URL, SCOPES, SHORTCUTS, SAM2SController, frameOfSlice
 from SAM2SSlicerLib.logic import SAM2STrackingLogic, TrackingBusyError
 from SAM2SSlicerLib.videoimport import SOURCE, frameRate
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -52,7 +53,9 @@ class SAM2SSlicer(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SAM2S Video Tracking")
-        self.parent.categories = [_("Segmentation")]
+        # Slicer's category names are translated in the core modules' context, as its templates do
+        # (Extensions/Testing/ScriptedLoadableExtensionTemplate): "Segmentation" is Slicer's own.
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = ["Segmentations", "Markups", "Sequences"]
         self.parent.contributors = ["SAM2SSlicer developers (SAM2SSlicer project)"]
         self.parent.helpText = (
@@ -63,6 +66,8 @@ class SAM2SSlicer(ScriptedLoadableModule):
             )
             + "\n"
             + shortcutHelp()
+            + "\n"
+            + _('See the <a href="{url}">documentation</a>.').format(url=DOCUMENTATION_URL)
         )
         self.parent.acknowledgementText = _(
             "SAM 2 by Meta AI (Apache-2.0); SAM2S (arXiv 2511.16618) memory design. Developed by the "
@@ -112,11 +117,15 @@ def getSharedController() -> SAM2SController:
 
         logic = SAM2SSlicerLogic().tracking
         holder = {}
-        gate = DependencyGate(
-            lambda: dependenciesReady(holder["controller"].isRemote()),
-            lambda: ensureDependencies(remote=holder["controller"].isRemote()),
+
+        def purpose() -> str:
+            return "remote" if holder["controller"].isRemote() else "local"
+
+        gate = DependencyGate(lambda: dependenciesReady(purpose()), lambda: ensureDependencies(purpose=purpose()))
+        importGate = DependencyGate(lambda: dependenciesReady("import"), lambda: ensureDependencies(purpose="import"))
+        controller = SAM2SController(
+            logic, QSettingsStore(), dependencies=gate, backendFactory=_backend, importDependencies=importGate
         )
-        controller = SAM2SController(logic, QSettingsStore(), dependencies=gate, backendFactory=_backend)
         holder["controller"] = controller
         timer = qt.QTimer()
         timer.setInterval(100)
@@ -130,9 +139,27 @@ def getSharedController() -> SAM2SController:
         controller.runner.startListeners.append(lambda job: timer.start())
         controller.timer = timer  # kept alive with the controller
         controller.statusListeners.append(lambda text: slicer.util.showStatusMessage(f"SAM2S: {text}", 5000))
-        slicer.app.connect("aboutToQuit()", logic.close)
+        slicer.app.connect("aboutToQuit()", shutdownSharedController)
         _sharedController = controller
     return _sharedController
+
+
+def existingSharedController() -> SAM2SController | None:
+    """The shared controller if it was made, else None (without making it: N18 of issue 23, the
+    effect's ``cleanup`` during Slicer's exit must not start SAM2S)."""
+    return _sharedController
+
+
+def shutdownSharedController() -> None:
+    """Stop the shared controller's timer, job and tracking server and forget it (issue 23, N11):
+    called by the module widget's ``cleanup()`` (a module reload calls it:
+    ``slicer.util.reloadScriptedModule``) and when Slicer quits; the next use makes a new one."""
+    global _sharedController
+    controller, _sharedController = _sharedController, None
+    if controller is None:
+        return
+    controller.timer.stop()
+    controller.shutdown()
 
 
 def _backend(url, token):
@@ -140,10 +167,10 @@ def _backend(url, token):
     from SAM2SSlicerLib.controller import serverBackend
 
     def uploadProgress(sent: int, total: int) -> None:
+        # called from a timer tick, one chunk per tick: no processEvents (a nested tick would re-enter the job)
         slicer.util.showStatusMessage(
             _("SAM2S: uploading the frames: {percent}%").format(percent=100 * sent // max(total, 1))
         )
-        slicer.app.processEvents()
 
     return serverBackend(url, token, uploadProgress)
 
@@ -164,6 +191,34 @@ def showErrors(message: str):
         slicer.util.errorDisplay(f"{message}\n\n{error}", detailedText=traceback.format_exc())
         return
     slicer.app.restoreOverrideCursor()
+
+
+def askWhereToCompute(controller: SAM2SController) -> None:
+    """The first-use question (as SlicerNNInteractive asks): this computer, or a server. Asked
+    from the module panel's ``enter`` and from the effect's ``activate`` (the effect selected in
+    the Segment Editor module, the SAM2S panel never opened: N19), before anything is installed."""
+    box = qt.QMessageBox(slicer.util.mainWindow())
+    box.setWindowTitle(_("SAM2S: where should tracking run?"))
+    box.setText(
+        _(
+            "Track on this computer (installs PyTorch into Slicer on first use), or on a tracking server "
+            "started with `sam2s serve` on a GPU machine (Slicer then needs no PyTorch)?"
+        )
+    )
+    box.addButton(_("This computer"), qt.QMessageBox.AcceptRole)
+    box.addButton(_("A server..."), qt.QMessageBox.ActionRole)
+    box.exec_()
+    if box.buttonRole(box.clickedButton()) == qt.QMessageBox.AcceptRole:
+        with showErrors(_("SAM2S could not do this.")):
+            controller.setCompute("local")
+        return
+    url = qt.QInputDialog.getText(slicer.util.mainWindow(), _("Tracking server"), _("Server URL (http://host:port):"))
+    token = qt.QInputDialog.getText(
+        slicer.util.mainWindow(), _("Tracking server"), _("Token printed by sam2s serve:"), qt.QLineEdit.Password
+    )
+    if url:
+        with showErrors(_("SAM2S could not do this.")):
+            controller.setCompute("server", url, token)
 
 
 def sliceToRasOf(viewName: str = "Red"):
@@ -219,8 +274,6 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.setSourceVolumeNodeSelectorVisible(False)
         self.editor.setSwitchToSegmentationsButtonVisible(False)
         self.ui.promptsCollapsibleButton.layout().addWidget(self.editor)
-        self.editor.setMaximumNumberOfUndoStates(self.controller.undoLimit)
-        self.controller.undoLimitListeners.append(self.onUndoLimit)
         self.editorNode = self._segmentEditorNode()
         self.editor.setMRMLSegmentEditorNode(self.editorNode)
         # Effects registered after this widget was made (SAM2S as the startup module) must show up:
@@ -273,19 +326,22 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             button.connect("clicked(bool)", lambda checked=False, d=direction: self.onPropagate(d))
         ui.cancelButton.connect("clicked(bool)", c.cancel)
+        ui.segmentsComboBox.connect("currentIndexChanged(int)", lambda index: c.setScope(SCOPES[max(index, 0)]))
         ui.exportSegNrrdButton.connect("clicked(bool)", self.onExportSegNrrd)
         ui.exportPngButton.connect("clicked(bool)", self.onExportPngs)
         ui.exportCocoButton.connect("clicked(bool)", self.onExportCoco)
         ui.statisticsButton.connect("clicked(bool)", self.onStatistics)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.controller.restoreParameters(self.editorNode)  # a reloaded module takes up the scene's state
         self.updateGUI()
 
     def enter(self) -> None:
         """Install the Segment Editor's shortcuts (Escape, Z / Ctrl+Z undo, Y / Ctrl+Y redo), as
         SegmentEditor.py's ``enter`` does; ask the first-use question once."""
         self.editor.installKeyboardShortcuts()
-        self.controller.saveStateForUndo = self.editor.saveStateForUndo
+        self.controller.undoEditor = self.editor  # its undo history covers the panel's tracking writes
         if self.controller.needsComputeChoice():
             self.askWhereToCompute()
         self.updateGUI()
@@ -299,15 +355,11 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.removeViewObservations()
 
     def cleanup(self) -> None:
+        """The module is unloaded or reloaded (``slicer.util.reloadScriptedModule`` calls this):
+        observers go, and the shared controller stops its timer, job and server (N11)."""
         self.removeObservers()
         self.effectFactory.disconnect("effectRegistered(QString)", self.onEffectRegistered)
-        for listeners, listener in (
-            (self.controller.runner.listeners, self.onJobProgress),
-            (self.controller.statusListeners, self.onStatus),
-            (self.controller.undoLimitListeners, self.onUndoLimit),
-        ):
-            if listener in listeners:
-                listeners.remove(listener)
+        shutdownSharedController()
 
     # ---------------------------------------------------------------- helpers
     def _segmentEditorNode(self):
@@ -330,40 +382,13 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onEffectRegistered(self) -> None:
         self.editor.updateEffectList()
 
-    def onUndoLimit(self, limit: int) -> None:
-        """The undo states that fit the budget (``undo.undoStateLimit``; never 1: Slicer's Undo with a
-        maximum of 1 restores state -1 and crashes, see ``SAM2SSlicerLib/undo.py``)."""
-        self.editor.setUndoEnabled(limit > 0)
-        if limit > 0:
-            self.editor.setMaximumNumberOfUndoStates(max(limit, 2))
-
     def onStatus(self, text: str) -> None:
         self.ui.statusLabel.text = text
 
     def askWhereToCompute(self) -> None:
-        """The first-use question (as SlicerNNInteractive asks): this computer, or a server."""
-        box = qt.QMessageBox(slicer.util.mainWindow())
-        box.setWindowTitle(_("SAM2S: where should tracking run?"))
-        box.setText(
-            _(
-                "Track on this computer (installs PyTorch into Slicer on first use), or on a tracking server "
-                "started with `sam2s serve` on a GPU machine (Slicer then needs no PyTorch)?"
-            )
-        )
-        box.addButton(_("This computer"), qt.QMessageBox.AcceptRole)
-        box.addButton(_("A server..."), qt.QMessageBox.ActionRole)
-        box.exec_()
-        if box.buttonRole(box.clickedButton()) == qt.QMessageBox.AcceptRole:
-            self._do(self.controller.setCompute, "local")
-            return
-        url = qt.QInputDialog.getText(
-            slicer.util.mainWindow(), _("Tracking server"), _("Server URL (http://host:port):")
-        )
-        token = qt.QInputDialog.getText(
-            slicer.util.mainWindow(), _("Tracking server"), _("Token printed by sam2s serve:"), qt.QLineEdit.Password
-        )
-        if url:
-            self._do(self.controller.setCompute, "server", url, token)
+        """The first-use question (``askWhereToCompute``), then the panel shows the settings."""
+        askWhereToCompute(self.controller)
+        self.updateGUI()
         self._showSettings()
 
     def _showSettings(self) -> None:
@@ -397,6 +422,9 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             selector.setCurrentNode(node)
             selector.blockSignals(wasBlocked)
         frames = c.frameCount()
+        wasBlocked = self.ui.segmentsComboBox.blockSignals(True)
+        self.ui.segmentsComboBox.currentIndex = SCOPES.index(c.scope)
+        self.ui.segmentsComboBox.blockSignals(wasBlocked)
         for spin, value in ((self.ui.firstFrameSpinBox, c.firstFrame), (self.ui.lastFrameSpinBox, c.lastFrame)):
             wasBlocked = spin.blockSignals(True)
             spin.maximum = max(frames - 1, 0)
@@ -474,6 +502,12 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.setMRMLSegmentEditorNode(self.editorNode)
         self.updateGUI()
 
+    def onSceneEndImport(self, caller=None, event=None) -> None:
+        """A scene was loaded (.mrml / .mrb): take up its SAM2S parameter node (video,
+        segmentation, frame range, scope, tool: ``controller.restoreParameters``)."""
+        self.controller.restoreParameters(self.editorNode)
+        self.updateGUI()
+
     def onFrameRangeChanged(self, value=None) -> None:
         first, last = int(self.ui.firstFrameSpinBox.value), int(self.ui.lastFrameSpinBox.value)
         if first <= last:
@@ -491,8 +525,9 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _runImport(self, function, source, **options) -> None:
         """An import with a cancellable progress dialog (decoding on the main thread, events processed
-        after each frame). Cancel is not an error: the controller says "Import cancelled"."""
-        if not self.controller.installDependencies():
+        after each frame). Cancel is not an error: the controller says "Import cancelled". Only the
+        import's packages are installed first (no PyTorch: N19)."""
+        if not self.controller.installImportDependencies():
             return
         cancel = threading.Event()
         dialog = slicer.util.createProgressDialog(labelText=_("Importing frames..."), maximum=100)
@@ -678,15 +713,12 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStatistics(self) -> None:
         """Compute the statistics nodes (``logic.updateStatistics``), show the area chart and the
         table in the layout, and go to the frame of a clicked table row or plot point."""
-        from SAM2SSlicerLib.stats import frameOfPlotPoint, frameOfTableRow
+        from SAM2SSlicerLib.stats import frameOfPlotPoint, frameOfTableRow, showStatisticsInLayout
 
         with showErrors(_("Statistics failed.")):
             nodes = self.controller.logic.updateStatistics()
-            slicer.modules.plots.logic().ShowChartInLayout(nodes.chart)
+            showStatisticsInLayout(slicer.mrmlScene, slicer.app.applicationLogic(), nodes)  # plot AND table (N17)
             layoutManager = slicer.app.layoutManager()
-            selection = slicer.app.applicationLogic().GetSelectionNode()
-            selection.SetActiveTableID(nodes.table.GetID())
-            slicer.app.applicationLogic().PropagateTableSelection()
             plotView = layoutManager.plotWidget(0).plotView() if layoutManager.plotViewCount else None
             tableView = layoutManager.tableWidget(0).tableView() if layoutManager.tableViewCount else None
             if plotView is not None and not getattr(self, "_plotConnected", False):
@@ -765,49 +797,32 @@ class SAM2SSlicerTest(ScriptedLoadableModuleTest):
         self.test_SAM2SSlicer_trackingFlow()
 
     def _clip(self):
-        import numpy as np
-        from SAM2SSlicerLib.synthetic import SyntheticClip
+        from SAM2SSlicerLib.moduletest import generatedClip
 
-        clip = SyntheticClip(num_frames=12, height=120, width=160, num_objects=2, seed=0)
-        return clip, np.stack([clip.get(i) for i in range(12)])
+        return generatedClip()
 
     def test_SAM2SSlicer_panelFlow(self):
         import tempfile
 
         from SAM2SSlicerLib.backends import InProcessBackend
         from SAM2SSlicerLib.controller import JsonSettingsStore
+        from SAM2SSlicerLib.moduletest import panelFlow
 
-        self.delayDisplay("Importing a generated clip through the controller")
-        clip, frames = self._clip()
         store = JsonSettingsStore(os.path.join(tempfile.mkdtemp(), "settings.json"))
         controller = SAM2SController(
             SAM2SSlicerLogic().tracking, store, backendFactory=lambda url, token: InProcessBackend()
         )
-        video = controller.importVideo(frames, name="clip", frameRate=25)
-        self.assertEqual(video.GetImageData().GetDimensions(), (160, 120, 12))
-        self.assertEqual((controller.firstFrame, controller.lastFrame), (0, 11))
+        video = panelFlow(controller, slicer.mrmlScene, self.assertTrue, self.delayDisplay)
+        self.delayDisplay("The video is shown in the slice views")  # the Qt part
         showVideo(video)
         self.assertEqual(shownFrame(video), frameOfSlice(video, sliceToRasOf("Red")))
 
-        self.delayDisplay("New segmentation: its first segment is selected")
-        editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
-        controller.createSegmentation(editorNode)
-        self.assertTrue(editorNode.GetSelectedSegmentID())
-        self.assertIs(editorNode.GetSourceVolumeNode(), video)
-
-        self.delayDisplay("Keys go to the effect only while it is active")
-        controller.effectActivated(editorNode)
-        self.assertTrue(controller.keyPress("x", False, False, 0, editorNode))
-        self.assertEqual(controller.tool, "box")
-        controller.moduleExited()
-        self.assertFalse(controller.keyPress("x", False, False, 0, editorNode))
-        self.assertFalse(controller.click((10.0, 10.0, 0), False, editorNode))
-
     def test_SAM2SSlicer_trackingFlow(self):
-        import importlib.util
         import tempfile
 
-        if importlib.util.find_spec("torch") is None:
+        from SAM2SSlicerLib.moduletest import trackingAvailable
+
+        if not trackingAvailable():
             logging.warning("test_SAM2SSlicer_trackingFlow skipped: PyTorch is not installed (extension build machine)")
             self.delayDisplay("Tracking part skipped: no PyTorch")
             return

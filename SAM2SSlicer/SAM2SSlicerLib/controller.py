@@ -43,6 +43,7 @@ from . import segments as _segments
 from .computesettings import ComputeSettings
 from .controls import COMPUTE_LOCAL as COMPUTE_LOCAL  # re-exported
 from .controls import COMPUTE_SERVER as COMPUTE_SERVER  # re-exported
+from .controls import DOCUMENTATION_URL as DOCUMENTATION_URL  # re-exported
 from .controls import (
     SCOPES,
     SHORTCUTS,
@@ -63,7 +64,10 @@ from .prompts import PromptError
 from .runner import JobRunner
 from .videoimport import ImportCancelled
 
-__all__ = ["SAM2SController", *_controls.__all__]  # the names of ``controls`` are importable from here too
+__all__ = ["PROPAGATION", "SAM2SController", *_controls.__all__]
+
+PROPAGATION = "propagation"
+"""The ``JobRunner.pendingLabel`` of a propagation queued behind a click's preview."""  # the names of ``controls`` are importable from here too
 
 
 def _promptDigest(frames: dict) -> str:
@@ -80,19 +84,26 @@ class SAM2SController(ComputeSettings):
         store: where settings persist (:class:`SettingsStore`).
         runner: the :class:`JobRunner` of the logic (default: a new one; the Qt shell ticks it
             from a QTimer).
-        dependencies: the install gate (default: nothing to install, always ready).
+        dependencies: the install gate of tracking (default: nothing to install, always ready).
+        importDependencies: the install gate of importing a video (``dependencies.requirementsFor("import")``:
+            no PyTorch; default: always ready).
         backendFactory: ``(url or None, token) -> backend`` for :meth:`setCompute` (default:
             ``backends.ServerBackend``: a local tracking server, or the remote one at ``url``).
 
     Attributes:
         tool: ``TOOL_POINT`` or ``TOOL_BOX``. firstFrame, lastFrame: the propagation range.
+        scope: the last propagation's scope (:data:`SCOPES`), shown again by the panel.
+        The video, segmentation, range, scope and tool are kept in the scene's parameter node
+        (``parameters``: saved with the scene, read back by :meth:`restoreParameters`).
         statusListeners: ``listener(text)`` for messages to the user (status line / label).
-        saveStateForUndo: called once before a job's first write when an undo state fits the budget
-            (the Qt shell sets the Segment Editor's ``saveStateForUndo``); None disables undo states.
+        undoEditor: the Segment Editor whose undo history covers the tracking writes: the
+            ``qMRMLSegmentEditorWidget`` that owns the active SAM2S effect (the module panel's or
+            the Segment Editor module's: ``undo.editorOf``), or a ``vtkSlicerSegmentEditorLogic``
+            headless; None: no undo states. Before each job's first write its maximum is set to
+            the states that fit ``undoBudget`` (``undo.limitUndoStates``) and one state is saved.
         undoBudget: bytes the undo history may keep (``undo.DEFAULT_UNDO_BUDGET``, 1 GiB).
         undoLimit: undo states that fit (``undo.undoStateLimit``, updated before each job's first
-            write; 0 = undo off). undoLimitListeners: ``listener(limit)`` when it changes (the Qt
-            shell sets the editor's maximum number of undo states and enables Undo).
+            write; 0 = undo off).
     """
 
     def __init__(
@@ -102,21 +113,23 @@ class SAM2SController(ComputeSettings):
         runner: JobRunner | None = None,
         dependencies: DependencyGate | None = None,
         backendFactory: Callable[[str | None, str], Any] | None = None,
+        importDependencies: DependencyGate | None = None,
     ) -> None:
         self.logic = logic
         self.store = store
         self.runner = runner if runner is not None else JobRunner(logic)
         self.dependencies = dependencies or DependencyGate(lambda: True, lambda: None)
+        self.importDependencies = importDependencies or DependencyGate(lambda: True, lambda: None)
         self.backendFactory = backendFactory or serverBackend
         self.tool = TOOL_POINT
+        self.scope = SCOPES[0]
         self.firstFrame = self.lastFrame = 0
         self.statusListeners: list[Callable[[str], None]] = []
-        self.saveStateForUndo: Callable[[], None] | None = None
+        self.undoEditor: Any = None
         from .undo import DEFAULT_UNDO_BUDGET, SLICER_DEFAULT_UNDO_STATES
 
         self.undoBudget = DEFAULT_UNDO_BUDGET
         self.undoLimit = SLICER_DEFAULT_UNDO_STATES
-        self.undoLimitListeners: list[Callable[[int], None]] = []
         self.effectActive = False
         self.lastStatus = ""
         self._boxStart: tuple[float, float, int] | None = None
@@ -126,6 +139,7 @@ class SAM2SController(ComputeSettings):
         self._computeKey: tuple[str, str, str] | None = None
         self.serverToken = ""  # the remote server's token, in memory only: never saved (a password)
         self.runner.listeners.append(self._onJobTick)
+        self.runner.failedListeners.append(self._queuedFailed)
         self.loadSettings()
 
     # ------------------------------------------------------------------ messages
@@ -154,6 +168,19 @@ class SAM2SController(ComputeSettings):
             )
         return False
 
+    def installImportDependencies(self) -> bool:
+        """Install what importing a video needs (PyAV, OpenCV; never PyTorch: N19), from the import
+        buttons. Returns True when ready; False when an install runs or failed (a message says which)."""
+        gate = self.importDependencies
+        if gate.isInstalling() or self.dependencies.isInstalling():
+            self.status(_("The Python packages of SAM2S are being installed; wait until it finishes."))
+            return False
+        if gate.ensure():
+            return True
+        if gate.state == "failed":
+            self.status(_("SAM2S cannot import videos without its Python packages: {error}").format(error=gate.error))
+        return False
+
     def _dependenciesReadyOrSay(self) -> bool:
         """For mouse and key handlers: never installs, only tells the user how to."""
         if self.dependencies.isReady():
@@ -178,6 +205,7 @@ class SAM2SController(ComputeSettings):
         frames = self.frameCount()
         self.firstFrame, self.lastFrame = 0, max(frames - 1, 0)
         self.bindEditorNode(editorNode)
+        self.storeParameters()
 
     def setSegmentationNode(self, segmentationNode, editorNode=None) -> None:
         """Write into ``segmentationNode``; with ``editorNode`` its segmentation follows (so that the
@@ -186,6 +214,7 @@ class SAM2SController(ComputeSettings):
         Raises what ``SAM2STrackingLogic.setSegmentationNode`` raises."""
         self.logic.setSegmentationNode(segmentationNode)
         self.bindEditorNode(editorNode)
+        self.storeParameters()
 
     def bindEditorNode(self, editorNode) -> None:
         """Make ``editorNode`` (``vtkMRMLSegmentEditorNode``) show the logic's segmentation and video.
@@ -217,6 +246,7 @@ class SAM2SController(ComputeSettings):
                 return False
             if segmentation is not self.logic.segmentationNode:
                 self.logic.setSegmentationNode(segmentation)
+                self.storeParameters()
         except (ValueError, RuntimeError) as error:  # TrackingBusyError is a RuntimeError
             self.status(str(error))
             return False
@@ -242,6 +272,51 @@ class SAM2SController(ComputeSettings):
                 )
             )
         self.firstFrame, self.lastFrame = int(first), int(last)
+        self.storeParameters()
+
+    def storeParameters(self) -> None:
+        """Write the video, segmentation, frame range, scope and tool into the scene's parameter
+        node (``parameters.writeParameters``): they are saved with the scene (N21)."""
+        from .parameters import TrackingParameters, writeParameters
+
+        logic = self.logic
+        writeParameters(
+            logic.scene,
+            TrackingParameters(
+                logic.videoNode, logic.segmentationNode, self.firstFrame, self.lastFrame, self.scope, self.tool
+            ),
+        )
+
+    def restoreParameters(self, editorNode=None) -> bool:
+        """Take up what the scene's parameter node holds (a loaded scene, a reloaded module): its
+        video (when it is a SAM2S video), segmentation, frame range (when within the video),
+        scope and tool; ``editorNode`` follows. Values that do not fit are left at their defaults.
+        Returns False (changing nothing) without a parameter node, or while a job runs."""
+        from .parameters import readParameters
+        from .videoimport import isVideoVolume
+
+        stored = readParameters(self.logic.scene)
+        if stored is None or self.runner.isRunning():
+            return False
+        try:
+            if stored.videoNode is not None and isVideoVolume(stored.videoNode):
+                if stored.videoNode is not self.logic.videoNode:
+                    self.logic.setVideoNode(stored.videoNode)
+                if stored.segmentationNode is not None and stored.segmentationNode is not self.logic.segmentationNode:
+                    self.logic.setSegmentationNode(stored.segmentationNode)
+        except (ValueError, RuntimeError) as error:
+            self.status(str(error))
+        frames = self.frameCount()
+        if 0 <= stored.firstFrame <= stored.lastFrame < frames:
+            self.firstFrame, self.lastFrame = stored.firstFrame, stored.lastFrame
+        else:
+            self.firstFrame, self.lastFrame = 0, max(frames - 1, 0)
+        if stored.scope in SCOPES:
+            self.scope = stored.scope
+        if stored.tool in (TOOL_POINT, TOOL_BOX):
+            self.tool, self._boxStart = stored.tool, None
+        self.bindEditorNode(editorNode)
+        return True
 
     def jumpToFrame(self, frame: int, sliceNodes: Iterable | None = None) -> bool:
         """Show ``frame`` (K index of the video, 0-based) in the slice views: each slice node
@@ -272,6 +347,7 @@ class SAM2SController(ComputeSettings):
         node = self.logic.createSegmentation()
         self.bindEditorNode(editorNode)
         self.newSegment(editorNode)
+        self.storeParameters()
         return node
 
     def newSegment(self, editorNode=None, name: str | None = None) -> str:
@@ -290,9 +366,10 @@ class SAM2SController(ComputeSettings):
 
     # ------------------------------------------------------------------ state
     def isBusy(self) -> bool:
-        """True while a propagation runs (a preview does not count: clicks may go on)."""
+        """True while a propagation runs or waits for a click's preview to finish (a preview alone
+        does not count: clicks may go on)."""
         job = self.runner.job
-        return job is not None and not job.isPreview
+        return (job is not None and not job.isPreview) or self.runner.pendingLabel == PROPAGATION
 
     def actions(self, editorNode=None) -> dict[str, bool]:
         """Which actions are enabled now (the Qt shell enables its buttons from this).
@@ -351,6 +428,24 @@ class SAM2SController(ComputeSettings):
         keyboard shortcuts and the view observations, as ``SegmentEditor.py`` does). A propagation
         started from the panel's buttons goes on; its progress is shown in the status bar."""
         self.effectDeactivated()
+
+    def shutdown(self) -> None:
+        """Stop everything this controller runs, for a module reload, the module's ``cleanup()`` or
+        Slicer's quit (issue 23, N11): the running job is cancelled and dropped without writing,
+        the queued request forgotten, the engine session closed and the backend closed (a local
+        tracking server and its processes end: ``backends.LocalServer.stop``). Listeners are
+        removed. Safe to call twice; the controller is not used afterwards."""
+        self.effectActive = False
+        job = self.runner.job
+        self.runner.cancel()
+        if job is not None:
+            job.discardResults()
+        self.runner.job = None
+        self.logic.close()
+        self.statusListeners.clear()
+        self.undoEditor = None
+        self.runner.listeners.clear()
+        self.runner.startListeners.clear()
 
     # ------------------------------------------------------------------ mouse
     def click(self, pixel: tuple[float, float, int] | None, negative: bool, editorNode) -> bool:
@@ -464,11 +559,21 @@ class SAM2SController(ComputeSettings):
             self._removePrompts(shortcut.keySym == "BackSpace", frame, editorNode)
         return True
 
+    def setScope(self, scope: str) -> None:
+        """The panel's propagation scope (:data:`SCOPES`), kept in the parameter node.
+        Raises ValueError for another name."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}.")
+        if scope != self.scope:
+            self.scope = scope
+            self.storeParameters()
+
     def setTool(self, tool: str) -> None:
         """``TOOL_POINT`` or ``TOOL_BOX``; a box drag in progress is dropped."""
         if tool not in (TOOL_POINT, TOOL_BOX):
             raise ValueError(f"tool must be {TOOL_POINT!r} or {TOOL_BOX!r}; got {tool!r}.")
         self.tool, self._boxStart = tool, None
+        self.storeParameters()
 
     def _removePrompts(self, lastOnly: bool, frame: int | None, editorNode) -> None:
         if self.isBusy():
@@ -531,6 +636,8 @@ class SAM2SController(ComputeSettings):
         """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}.")
+        if origin == "panel":
+            self.setScope(scope)  # the panel's choice, kept with the scene
         if self.runner.isRunning() and not self.runner.job.isPreview:
             self.status(_("Tracking is running; cancel it or wait for it to finish first."))
             return None
@@ -553,24 +660,23 @@ class SAM2SController(ComputeSettings):
             segmentIds = None
         if startFrame is not None:
             startFrame = min(max(int(startFrame), self.firstFrame), self.lastFrame)
-        if self.runner.isRunning():  # a preview: let it finish its one frame first
-            self.runner.dropPending()
-            self._waitForPreview()
-        try:
+
+        def makeJob() -> TrackingJob:
             job = self.logic.createTrackingJob(segmentIds, startFrame, self.firstFrame, self.lastFrame, direction)
-            self.runner.start(job, beforeWrite=self._undoHook(), onFinished=self._finished)
+            self._effectJob = job if origin == "effect" else None
+            self.status(_("Tracking {n} frames...").format(n=job.totalFrames))
+            return job
+
+        try:
+            if not self.runner.startWhenIdle(makeJob, self._undoHook(), self._finished, label=PROPAGATION):
+                # a click's preview (maybe still making the server session) runs: the propagation
+                # follows it, never nested in it (issue 23, N5)
+                self.status(_("Tracking starts when the mask being computed is ready."))
+                return None
         except (PromptError, ValueError, KeyError, RuntimeError) as error:
             self.status(str(error).strip("'\""))
             return None
-        self._effectJob = job if origin == "effect" else None
-        self.status(_("Tracking {n} frames...").format(n=job.totalFrames))
-        return job
-
-    def _waitForPreview(self) -> None:
-        """Finish a running preview (one frame) before a propagation starts."""
-        while self.runner.isRunning() and self.runner.job.isPreview:
-            if not self.runner.tick():
-                threading.Event().wait(0.01)
+        return self.runner.job
 
     def cancel(self) -> None:
         """Stop the running job after its current frame (finished frames are kept)."""
@@ -589,35 +695,35 @@ class SAM2SController(ComputeSettings):
         self.logic.forgetNodes()
 
     def _undoHook(self) -> Callable[[], None] | None:
-        """``beforeWrite`` of a job: bound the undo history (``undo.undoStateLimit``: whole labelmap
-        layers are copied per state, ``vtkSegmentationHistory::SaveState``), then save one state
-        when at least one fits the budget; otherwise undo is off for this video and the user is told."""
-        save = self.saveStateForUndo
-        if save is None:
+        """``beforeWrite`` of a job: bound the undo history of :attr:`undoEditor`
+        (``undo.limitUndoStates``: whole labelmap layers are copied per state,
+        ``vtkSegmentationHistory::SaveState``), then save one state when at least one fits the
+        budget; otherwise undo is off for this video (maximum 0, shortcuts included) and the user
+        is told."""
+        editor = self.undoEditor
+        if editor is None:
             return None
 
         def beforeWrite() -> None:
             from . import undo
 
             segmentation = self.logic.segmentationNode
-            limit = undo.undoStateLimit(segmentation, self.undoBudget) if segmentation is not None else 0
-            if limit != self.undoLimit:
-                self.undoLimit = limit
-                for listener in list(self.undoLimitListeners):
-                    listener(limit)
-            if limit > 0:
-                save()
+            if segmentation is None:
+                return
+            self.undoLimit = undo.limitUndoStates(editor, segmentation, self.undoBudget)
+            if self.undoLimit > 0:
+                undo.saveUndoState(editor)
             else:
                 self.status(
                     _(
                         "Undo is off for this video: one undo state would copy {mb:.0f} MB (budget {budget:.0f} MB)."
-                    ).format(
-                        mb=undo.fullUndoStateBytes(segmentation) / 1e6 if segmentation is not None else 0,
-                        budget=self.undoBudget / 1e6,
-                    )
+                    ).format(mb=undo.fullUndoStateBytes(segmentation) / 1e6, budget=self.undoBudget / 1e6)
                 )
 
         return beforeWrite
+
+    def _queuedFailed(self, label: str, error: Exception) -> None:
+        self.status(str(error).strip("'\""))
 
     def _onJobTick(self, job: TrackingJob, finished: bool) -> None:
         if not job.isPreview and not finished:
@@ -636,6 +742,8 @@ class SAM2SController(ComputeSettings):
             self.status(_("Tracking stopped: the scene was closed."))
         elif job.error is not None:
             self.status(_("Tracking stopped: {error}").format(error=job.error))
+        elif job.isPreview and job.cancelled:
+            self.status(_("Cancelled before the frames reached the server; click again to start over."))
         elif job.isPreview:
             self.status(_("Frame {frame} updated.").format(frame=job.plan.previewFrame))
         elif job.cancelled:

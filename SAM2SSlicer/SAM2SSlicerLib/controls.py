@@ -39,6 +39,7 @@ _ = tr  # the name Slicer's translation tools look for
 
 __all__ = [
     "COMPUTE_LOCAL",
+    "DOCUMENTATION_URL",
     "COMPUTE_SERVER",
     "SCOPES",
     "SETTINGS_PREFIX",
@@ -60,6 +61,9 @@ SCOPES = ("selected", "changed", "all")
 """Which segments a propagation writes: the selected one, those whose prompts changed since they
 were last propagated (new objects, corrections), or every prompted one."""
 SETTINGS_PREFIX = "SAM2SSlicer/"
+DOCUMENTATION_URL = "https://github.com/sam2sslicer/SAM2SSlicer#readme"
+"""The user documentation (README), linked from the module's and the effect's help (the
+extension's homepage, ``EXTENSION_HOMEPAGE`` in CMakeLists.txt)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +71,12 @@ class Shortcut:
     """One row of the shortcut table (the effect's help, the README walk-through and the tests).
 
     Attributes:
-        keys: as written for users, e.g. ``"Shift+Return"`` or ``"click"``.
+        keys: as written for users, e.g. ``"Shift+Return"`` or ``"click"`` (mouse words translated
+            with Slicer's ``tr``, key names as Qt writes them).
         keySym: VTK key symbol (``vtkRenderWindowInteractor::GetKeySym``), None for a mouse click.
         ctrl, shift: modifiers that must be held (others are not checked).
-        action: what happens, one line.
+        action: what happens, one line (translated with Slicer's ``tr``: context
+            ``SAM2SSlicerLib.controls``, ``Base/Python/slicer/i18n.py`` ``getContext``).
         handledBy: ``"effect"`` (this controller, through the effect's ``processInteractionEvents``)
             or ``"editor"`` (a ``qMRMLSegmentEditorWidget`` keyboard shortcut, installed by the
             Segment Editor module and by the SAM2S panel on ``enter``).
@@ -85,25 +91,27 @@ class Shortcut:
 
 
 SHORTCUTS: tuple[Shortcut, ...] = (
-    Shortcut("click", None, False, False, "positive point (inside the object) for the selected segment"),
-    Shortcut("Shift+click", None, False, True, "negative point (outside the object)"),
-    Shortcut("X", "x", False, False, "box tool on / off; with it, drag a box around the object"),
-    Shortcut("Return", "Return", False, False, "propagate forward from the shown frame"),
-    Shortcut("Shift+Return", "Return", False, True, "propagate backward from the shown frame"),
-    Shortcut("Ctrl+Return", "Return", True, False, "propagate in both directions"),
-    Shortcut("BackSpace", "BackSpace", False, False, "remove the last click of the selected segment on this frame"),
-    Shortcut("Delete", "Delete", False, False, "clear the selected segment's prompts on this frame"),
+    Shortcut(_("click"), None, False, False, _("positive point (inside the object) for the selected segment")),
+    Shortcut(_("Shift+click"), None, False, True, _("negative point (outside the object)")),
+    Shortcut("X", "x", False, False, _("box tool on / off; with it, drag a box around the object")),
+    Shortcut("Return", "Return", False, False, _("propagate forward from the shown frame")),
+    Shortcut("Shift+Return", "Return", False, True, _("propagate backward from the shown frame")),
+    Shortcut("Ctrl+Return", "Return", True, False, _("propagate in both directions")),
+    Shortcut("BackSpace", "BackSpace", False, False, _("remove the last click of the selected segment on this frame")),
+    Shortcut("Delete", "Delete", False, False, _("clear the selected segment's prompts on this frame")),
     Shortcut(
         "Escape",
         "Escape",
         False,
         False,
-        "deselect the SAM2S effect; tracking started from the effect stops after its current frame "
-        "(finished frames are kept)",
+        _(
+            "deselect the SAM2S effect; tracking started from the effect stops after its current frame "
+            "(finished frames are kept)"
+        ),
         "editor",
     ),
-    Shortcut("Ctrl+Z", "z", True, False, "undo the last prompt's mask or propagation (also Z)", "editor"),
-    Shortcut("Ctrl+Y", "y", True, False, "redo (also Y)", "editor"),
+    Shortcut("Ctrl+Z", "z", True, False, _("undo the last prompt's mask or propagation (also Z)"), "editor"),
+    Shortcut("Ctrl+Y", "y", True, False, _("redo (also Y)"), "editor"),
 )
 
 

@@ -3,7 +3,8 @@
 ``Resources/requirements.txt`` lists the pip packages with pinned ranges; PyTorch is installed
 through the PyTorch extension's ``PyTorchUtils`` (the right CUDA / CPU build for the machine).
 Nothing is installed when this module is imported: :func:`ensureDependencies` is called by the
-GUI on first use (import or tracking), asks the user, and only then downloads.
+GUI on first use, for what is asked (an import needs PyAV and OpenCV only; tracking on this
+computer needs PyTorch too: :func:`requirementsFor`), asks the user, and only then downloads.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ _IMPORT_NAMES = {"pillow": "PIL", "opencv-python-headless": "cv2", "av": "av", "
 
 SERVER_ONLY = ("fastapi", "uvicorn")
 """Packages only the local tracking server needs (not Slicer's process when tracking is remote)."""
+IMPORT_ONLY = ("av", "opencv-python-headless")
+"""What importing a video needs (PyAV decodes, OpenCV resizes): no PyTorch, no server (N19)."""
+PURPOSES = ("import", "remote", "local")
+"""What the packages are for: importing a video, tracking on a remote server, tracking here."""
 
 __all__ = [
+    "IMPORT_ONLY",
+    "PURPOSES",
     "REQUIREMENTS_FILE",
     "SERVER_ONLY",
     "TORCH_REQUIREMENT",
@@ -71,19 +78,32 @@ def missingRequirements(requirements: list[str] | None = None) -> list[str]:
     return missing
 
 
-def requirementsFor(remote: bool) -> list[str]:
-    """What Slicer's Python needs: with a remote tracking server only the import packages (PyAV,
-    OpenCV, tqdm: no PyTorch, no server packages); on this computer also the local tracking
-    server's packages and PyTorch (``TORCH_REQUIREMENT``)."""
+def requirementsFor(purpose: str) -> list[str]:
+    """What Slicer's Python needs for ``purpose`` (:data:`PURPOSES`):
+
+    * ``"import"``: importing a video, folder or Sequence: PyAV and OpenCV only (:data:`IMPORT_ONLY`),
+      so a user who only imports is never asked for PyTorch (N19);
+    * ``"remote"``: tracking on a remote server: everything of ``requirements.txt`` but the server
+      packages (no PyTorch, no FastAPI / uvicorn);
+    * ``"local"``: tracking on this computer: also the local tracking server's packages and PyTorch
+      (``TORCH_REQUIREMENT``).
+
+    Raises:
+        ValueError: another ``purpose``.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.")
     requirements = readRequirements()
-    if remote:
+    if purpose == "import":
+        return [r for r in requirements if _name(r).lower() in IMPORT_ONLY]
+    if purpose == "remote":
         return [r for r in requirements if _name(r).lower() not in SERVER_ONLY]
     return requirements + [TORCH_REQUIREMENT]
 
 
-def dependenciesReady(remote: bool) -> bool:
-    """True when everything of :func:`requirementsFor` is installed in a satisfying version."""
-    return not missingRequirements(requirementsFor(remote))
+def dependenciesReady(purpose: str) -> bool:
+    """True when everything of :func:`requirementsFor` ``(purpose)`` is installed in a satisfying version."""
+    return not missingRequirements(requirementsFor(purpose))
 
 
 def _ensureTorch() -> None:
@@ -109,9 +129,9 @@ def _ensureTorch() -> None:
         )
 
 
-def ensureDependencies(requester: str = REQUESTER, remote: bool = False) -> None:
-    """Make sure the packages of :func:`requirementsFor` are importable (inside Slicer): with
-    ``remote`` (tracking on a server) no PyTorch and no server packages are installed.
+def ensureDependencies(requester: str = REQUESTER, purpose: str = "local") -> None:
+    """Make sure the packages of :func:`requirementsFor` ``(purpose)`` are importable (inside
+    Slicer): PyTorch only for ``"local"``; for ``"import"`` only PyAV and OpenCV.
 
     Uses ``slicer.packaging.pip_ensure`` (Slicer >= 5.11: asks, shows progress, offers a restart)
     or, on older Slicer, asks with ``slicer.util.confirmOkCancelDisplay`` and runs
@@ -122,9 +142,9 @@ def ensureDependencies(requester: str = REQUESTER, remote: bool = False) -> None
     """
     import slicer
 
-    if not remote:
+    if purpose == "local":
         _ensureTorch()
-    requirements = requirementsFor(remote)
+    requirements = requirementsFor(purpose)
     missing = missingRequirements([r for r in requirements if r != TORCH_REQUIREMENT])
     if not missing:
         return

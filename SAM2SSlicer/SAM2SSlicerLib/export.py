@@ -112,6 +112,7 @@ def exportSegmentation(
             temporary = target = _copySegments(scene, segmentation, ids)
         if referenceVolumeNode is not None:
             _segments.ensureReferenceGeometry(target, referenceVolumeNode)
+        _segments.shrinkLayers(target)  # the extents Slicer's own edits leave (voxels unchanged)
         _writeSegmentationFile(target, path, folder, useCompression)
         succeeded = True
     finally:

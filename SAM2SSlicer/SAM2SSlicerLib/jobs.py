@@ -18,13 +18,14 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from sam2s.serving.steps import Stepper, Steps, drive
 from sam2s.session import TrackerBusyError, TrackingPlan
 
 from . import provenance as _provenance
@@ -102,22 +103,24 @@ class TrackingSession:
     clicks / box).
 
     Args:
-        createTracker: makes the engine session on first use (``backends``: a ``sam2s.VideoTracker`` /
-            ``FlowTracker`` in this process, or a ``sam2s.serving.client.RemoteSession`` in a
-            tracking server): a ``sam2s.Tracker``.
+        createTrackerSteps: ``createTrackerSteps(cancel)`` makes the engine session on first use, as
+            steps (``sam2s.serving.steps``; ``backends``: a ``sam2s.VideoTracker`` / ``FlowTracker``
+            in this process, or a ``sam2s.serving.client.RemoteSession`` in a tracking server,
+            whose upload stops when ``cancel()`` is True): a ``sam2s.Tracker``.
         key: identifies what the session was built for (video data, segmentation, model, memory,
             backend).
     """
 
-    def __init__(self, createTracker: Callable[[], Any], key, generation: Callable[[], int] = lambda: 0) -> None:
-        self.createTracker = createTracker
+    def __init__(
+        self, createTrackerSteps: Callable[..., Steps], key, generation: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.createTrackerSteps = createTrackerSteps
         self.key = key
         self.applied: dict[int, dict[int, FramePrompts]] = {}
         self.broken = False  # the server lost it (killed, expired): the logic makes a new session
         self._generation = generation  # the backend's server generation (a local server restarted)
         self._createdIn: int | None = None
         self._tracker = None
-        self.lock = threading.Lock()
 
     @property
     def stale(self) -> bool:
@@ -132,23 +135,39 @@ class TrackingSession:
     @property
     def isRemote(self) -> bool:
         """True when the engine session lives in a tracking server (its stream is polled)."""
-        from sam2s.serving.client import RemoteSession
-
-        return isinstance(self._tracker, RemoteSession)
+        return self.isRemoteTracker(self._tracker)
 
     @property
     def tracker(self):
-        """The engine session (created on first use; loads the model)."""
+        """The engine session (created on first use; loads the model; blocking)."""
+        return drive(self.trackerSteps())
+
+    def trackerSteps(self, cancel: Callable[[], bool] | None = None) -> Steps:
+        """:attr:`tracker` as steps (``sam2s.serving.steps``): a server session is made without the
+        caller waiting (server start, frames, model load)."""
         if self._tracker is None:
-            self._tracker = self.createTracker()
-            self._createdIn = self._generation()
+            tracker = yield from self.createTrackerSteps(cancel)
+            self._tracker, self._createdIn = tracker, self._generation()
         return self._tracker
 
-    def close(self) -> None:
-        """Release the engine session (a server session is closed; errors are ignored)."""
+    def close(self, wait: bool = True) -> None:
+        """Release the engine session (a server session is closed; errors are ignored). With
+        ``wait`` False, or for a session the server lost (``broken``: it may have stopped
+        answering), the server's answer is not waited for (a GUI goes on at once)."""
         tracker, self._tracker = self._tracker, None
-        if tracker is not None:
+        if tracker is None:
+            return
+        if self.isRemoteTracker(tracker) and (self.broken or not wait):
+            tracker.close(wait=False)
+        else:
             tracker.close()
+
+    @staticmethod
+    def isRemoteTracker(tracker) -> bool:
+        """True for an engine session in a tracking server (``sam2s.serving.client.RemoteSession``)."""
+        from sam2s.serving.client import RemoteSession
+
+        return isinstance(tracker, RemoteSession)
 
     def renew(self) -> None:
         """Start over with a new engine session (the next ``syncPrompts`` sends every prompt again):
@@ -179,29 +198,38 @@ class TrackingSession:
         Raises:
             sam2s.PromptError: a prompt the engine refuses (that prompt is not applied; the rest is).
         """
-        tracker = self.tracker
+        return drive(self.syncPromptsSteps(prompts, force))
+
+    def syncPromptsSteps(
+        self, prompts: dict[int, dict[int, FramePrompts]], force: Iterable[tuple[int, int]] = ()
+    ) -> Steps:
+        """:meth:`syncPrompts` as steps (``sam2s.serving.steps``): each prompt sent to a server is a
+        request the caller does not wait for (``sam2s.Tracker.steps``)."""
+        tracker = yield from self.trackerSteps()
         force = set(force)
         sent: dict[tuple[int, int], np.ndarray] = {}
         for objectId in list(self.applied):
             if objectId not in prompts:
-                self._remove(tracker, objectId)
+                yield from self._removeSteps(tracker, objectId)
         for objectId, frames in prompts.items():
             applied = self.applied.setdefault(objectId, {})
             if any(frame not in frames for frame in applied):
-                self._remove(tracker, objectId)
+                yield from self._removeSteps(tracker, objectId)
                 applied = self.applied.setdefault(objectId, {})
             for frame, prompt in frames.items():
                 if applied.get(frame) == prompt and (objectId, frame) not in force:
                     continue
                 logits = None
                 if prompt.mask is not None:
-                    logits = tracker.add_mask(frame, objectId, prompt.mask)
+                    logits = yield from tracker.steps("add_mask", frame, objectId, prompt.mask)
                 points = prompt.pointArray() if prompt.points else None
                 labels = prompt.labelArray() if prompt.points else None
                 if prompt.box is not None:
-                    logits = tracker.add_box(frame, objectId, np.asarray(prompt.box), points, labels)
+                    logits = yield from tracker.steps(
+                        "add_box", frame, objectId, np.asarray(prompt.box), points, labels
+                    )
                 elif prompt.points:
-                    logits = tracker.add_points(frame, objectId, points, labels)
+                    logits = yield from tracker.steps("add_points", frame, objectId, points, labels)
                 if logits is None:
                     continue  # an empty prompt (nothing to send)
                 applied[frame] = prompt
@@ -223,9 +251,9 @@ class TrackingSession:
         applied[frame] = dataclasses.replace(prompt, mask=written, maskDigest=maskDigest(written))
         return True
 
-    def _remove(self, tracker, objectId: int) -> None:
+    def _removeSteps(self, tracker, objectId: int) -> Steps:
         if objectId in tracker.objects:
-            tracker.remove_object(objectId)
+            yield from tracker.steps("remove_object", objectId)
         self.applied.pop(objectId, None)
 
 
@@ -300,7 +328,8 @@ class TrackingJob:
         self.wroteAny = False  # applyTrackingResults wrote a chunk (beforeWrite was called)
         self._droppedSegments: set[str] = set()
         self._droppedSegmentation = False
-        self._stream = None  # a sam2s.serving.client.RemoteRun while a propagation runs in a server
+        self._stepper: Stepper | None = None  # begin() / advance()
+        self.prepareSteps: Callable[[], Steps] | None = None  # steps before the job's own (provenanceSteps)
         self.closedWithScene = False  # stopped because the scene closed: no error for the user
         self.provenance = None  # what made the results (provenance.Provenance), set when they are written
 
@@ -311,7 +340,8 @@ class TrackingJob:
 
     @property
     def cancelled(self) -> bool:
-        """True when a propagation stopped early because cancel was requested."""
+        """True when a propagation stopped early because cancel was requested (or any job whose
+        frames upload to a server was cancelled)."""
         return self.status == "cancelled"
 
     def hasUnwrittenResults(self) -> bool:
@@ -319,18 +349,26 @@ class TrackingJob:
         return not self.results.empty() or bool(self._pending)
 
     def discardResults(self) -> None:
-        """Drop the frames not written yet (a preview computed without writing it)."""
+        """Drop the frames not written yet (a preview computed without writing it; the backlog of a
+        cancelled job). They leave ``trackedFrames`` too, which then lists the frames kept."""
+        dropped = {f for frames in self._pending.values() for f in frames}
         while not self.results.empty():
-            self.results.get_nowait()
+            dropped.add(self.results.get_nowait()[0])
         self._pending.clear()
+        if dropped:
+            self.trackedFrames = [f for f in self.trackedFrames if f not in dropped]
 
-    def takeChunk(self, chunkSize: int, flush: bool = False) -> dict[int, dict[int, np.ndarray]]:
+    def takeChunk(
+        self, chunkSize: int, flush: bool = False, maxFrames: int | None = None
+    ) -> dict[int, dict[int, np.ndarray]]:
         """Move the queued frames into the pending chunk and hand the chunk over once ``chunkSize``
-        frames are pending (or any with ``flush``).
+        frames are pending (or any with ``flush``). With ``maxFrames`` (a GUI timer's time-bounded
+        write), at most that many frames (the earliest) are handed over at each call, whenever any
+        are pending; the others stay pending.
 
         Returns:
-            ``{objectId: {frame: (H, W) bool mask}}`` (the pending chunk is then empty), or ``{}``
-            while fewer frames are pending.
+            ``{objectId: {frame: (H, W) bool mask}}`` (those frames leave the pending chunk), or
+            ``{}`` while fewer frames are pending.
         """
         while True:
             try:
@@ -339,10 +377,19 @@ class TrackingJob:
                 break
             for objectId, mask in masks.items():
                 self._pending.setdefault(objectId, {})[frame] = mask
-        pendingFrames = {f for frames in self._pending.values() for f in frames}
-        if not pendingFrames or (not flush and len(pendingFrames) < chunkSize):
+        pendingFrames = sorted({f for frames in self._pending.values() for f in frames})
+        if maxFrames is None and (not pendingFrames or (not flush and len(pendingFrames) < chunkSize)):
             return {}
-        chunk, self._pending = self._pending, {}
+        if maxFrames is None or len(pendingFrames) <= maxFrames:
+            chunk, self._pending = self._pending, {}
+            return chunk
+        taken = set(pendingFrames[: max(1, int(maxFrames))])
+        chunk = {}
+        for objectId, frames in self._pending.items():
+            mine = {f: frames.pop(f) for f in sorted(taken & frames.keys())}
+            if mine:
+                chunk[objectId] = mine
+        self._pending = {o: frames for o, frames in self._pending.items() if frames}
         return chunk
 
     def dropSegmentation(self, fromFrame: int) -> None:
@@ -367,15 +414,29 @@ class TrackingJob:
                 f"{fromFrame} on were dropped. Add the segment again and track it to fill those frames."
             )
 
+    @staticmethod
+    def _settledSpec(settings):
+        spec = settings.toSpec()
+        with contextlib.suppress(FileNotFoundError):  # a model given with setModel has no file
+            spec = spec.settle()
+        return spec
+
+    def provenanceSteps(self, settings) -> Steps:
+        """Hash the checkpoint of ``settings`` (``provenance.fileSha256Steps``, cached per file) as
+        steps, so that :meth:`makeProvenance` at the first write finds it without reading the file
+        on the GUI thread at once; a file that cannot be read is left to ``makeProvenance``."""
+        spec = self._settledSpec(settings)
+        if spec.engine == "sam2" and spec.checkpoint and os.path.isfile(spec.checkpoint):
+            with contextlib.suppress(OSError):
+                yield from _provenance.fileSha256Steps(spec.checkpoint, cache=True)
+
     def makeProvenance(self, settings) -> _provenance.Provenance:
         """What made the job's results (``provenance.makeProvenance``, once per job, kept in
         ``provenance``): the model ``settings`` (``settings.ModelSettings``; checkpoint resolved when
         cached), the SHA-256 of the plan's prompts (they live in the scene, not in a file), the
         frame range and the passes."""
         if self.provenance is None:
-            spec = settings.toSpec()
-            with contextlib.suppress(FileNotFoundError):  # a model given with setModel has no file
-                spec = spec.settle()
+            spec = self._settledSpec(settings)
             prompts = {
                 str(o): {str(t): [p.points, p.labels, p.box, p.maskDigest] for t, p in sorted(frames.items())}
                 for o, frames in sorted(self.plan.prompts.items())
@@ -393,83 +454,120 @@ class TrackingJob:
         return self.provenance
 
     def requestCancel(self) -> None:
-        """Stop after the frame being computed (thread-safe); finished frames are kept. A job in a
-        server is asked to stop too (one HTTP request)."""
+        """Stop after the frame being computed (thread-safe, never waits); finished frames are kept.
+        A job in a server is cancelled there by its next step (one request)."""
         self.cancelEvent.set()
-        self._cancelRemote()
 
     def run(self, onFrame: Callable[[TrackingJob], None] | None = None) -> None:
-        """Compute the job to its end; results go to ``self.results`` as ``(frame, {objectId: (H, W)
-        bool mask})``.
+        """Compute the job to its end, blocking (``drive`` of :meth:`steps`); results go to
+        ``self.results`` as ``(frame, {objectId: (H, W) bool mask})``.
 
         ``onFrame(job)`` is called after each frame (the synchronous path writes chunks from it).
         Exceptions are stored in ``self.error`` (not raised) so that finished frames can still be
-        written; ``finished`` is set at the end in every case. With a server session this is
-        :meth:`start` then :meth:`poll` until the end (the GUI calls those two itself, from a timer).
+        written; ``finished`` is set at the end in every case.
         """
-        if not self.start(onFrame):
-            while not self.finished.is_set():
-                if not self.poll(onFrame):
-                    time.sleep(0.02)
+        drive(self.steps(onFrame))
 
-    def start(self, onFrame: Callable[[TrackingJob], None] | None = None) -> bool:
-        """Begin the job: send the prompts and, for a preview, compute it; for a propagation in a
-        server, start it there and return at once (then call :meth:`poll` until ``finished``).
-        In this process a propagation runs to its end here. Returns True when the job finished.
+    def begin(self, onFrame: Callable[[TrackingJob], None] | None = None) -> None:
+        """Prepare the job for :meth:`advance` (a GUI timer: ``runner.JobRunner``)."""
+        self._stepper = Stepper(self.steps(onFrame))
+
+    def advance(self) -> bool:
+        """Advance the job begun with :meth:`begin` without waiting for a server: a few
+        milliseconds of work at most when it runs in a server (each request is sent or read
+        when the socket allows). In this process the whole job runs here. Returns True once
+        ``finished``."""
+        if self._stepper is None:
+            raise RuntimeError("call begin() before advance()")
+        self._stepper.advance()
+        return self.finished.is_set()
+
+    def steps(self, onFrame: Callable[[TrackingJob], None] | None = None) -> Steps:
+        """The whole job as steps (``sam2s.serving.steps``): the engine session (made on first use:
+        server start, frames, model load), the prompts, then the preview, or the propagation (in a
+        server: started there, then one poll per step until it ends; in this process: run to its
+        end). ``status`` says where it is; ``finished`` is set at the end in every case.
 
         A server session that expired while idle is made again from the plan's prompts (read from
         MRML) and the job goes on; ``warnings`` gets one line about it.
         """
+        from sam2s.serving.client import SessionNotFound, UploadCancelled
+
         self.started.set()
         try:
-            with self.session.lock:
-                try:
-                    if self._begin(onFrame):
-                        return False  # running in the server
-                except Exception as error:
-                    from sam2s.serving.client import SessionNotFound
-
-                    if not isinstance(error, SessionNotFound):
-                        raise
-                    self.session.renew()  # made again from the scene's prompts, unnoticed but for this line
-                    self.warnings.append("The tracking server had closed the idle session; it was made again.")
-                    if self._begin(onFrame):
-                        return False
-            self.status = "cancelled" if self.cancelEvent.is_set() and not self.isPreview else "done"
+            if self.prepareSteps is not None:
+                yield from self.prepareSteps()
+            try:
+                yield from self._computeSteps(onFrame)
+            except SessionNotFound:
+                self.session.renew()  # made again from the scene's prompts, unnoticed but for this line
+                self.warnings.append("The tracking server had closed the idle session; it was made again.")
+                yield from self._computeSteps(onFrame)
+            if self.status == "tracking":  # a server's job has its own final status
+                self.status = "cancelled" if self.cancelEvent.is_set() and not self.isPreview else "done"
+        except GeneratorExit:
+            self.finished.set()
+            raise
+        except UploadCancelled:
+            self.status = "cancelled"  # cancelled while the frames went to the server: nothing to write
         except BaseException as error:  # noqa: BLE001 - stored and re-raised by the caller
             self._fail(error)
         self.finished.set()
-        return True
 
-    def _begin(self, onFrame) -> bool:
-        """Send the prompts, then compute a preview, start a server propagation (returns True) or
-        run an in-process propagation to its end (with ``session.lock`` held)."""
+    def _computeSteps(self, onFrame) -> Steps:
+        """Send the prompts, then compute a preview, or run the propagation to its end."""
         plan = self.plan
         self.status = "tracking" if self.session.isLoaded else "loading model"
-        tracker = self.session.tracker
+        tracker = yield from self.session.trackerSteps(cancel=self.cancelEvent.is_set)
         self.status = "tracking"
         force = {(o, plan.previewFrame) for o in plan.writeObjects} if self.isPreview else ()
-        sent = self.session.syncPrompts(plan.prompts, force=force)
+        sent = yield from self.session.syncPromptsSteps(plan.prompts, force=force)
         if self.isPreview:
             masks = {o: sent[(o, plan.previewFrame)] > 0 for o in plan.writeObjects if (o, plan.previewFrame) in sent}
             if masks:
                 self.previewMask = next(iter(masks.values()))
                 self._noteConfidences(tracker, plan.previewFrame, masks)
                 self._emit(plan.previewFrame, masks, onFrame)
-            return False
+            return
         if self.cancelEvent.is_set():  # cancelled before it started
-            return False
+            return
         # only the written objects: the others are not re-tracked (engine state kept)
-        stream = tracker.run(TrackingPlan(tuple(plan.passes), tuple(plan.writeObjects)), cancel=self.cancelEvent)
+        trackingPlan = TrackingPlan(tuple(plan.passes), tuple(plan.writeObjects))
+        stream = yield from tracker.steps("run", trackingPlan, cancel=self.cancelEvent)
         if self.session.isRemote:
-            self._stream = stream  # polled by poll()
-            return True
+            yield from self._pollSteps(stream, onFrame)
+            return
         # closing(): the engine refuses changes while a stream is open (sam2s.TrackerBusyError),
         # so close it on errors too, not at collection.
         with contextlib.closing(stream):
             for tracked in stream:
                 self._consume(tracked, onFrame)
-        return False
+
+    def _pollSteps(self, stream, onFrame) -> Steps:
+        """Fetch the frames the server finishes (``RemoteRun.ready_steps``: one request, which also
+        sends a requested cancel), one poll per step, until the job ended and every frame came. A
+        server that stopped answering (killed, unreachable, stalled past the client's quick
+        timeout) ends the job as ``failed`` with a message naming the last finished frame; every
+        frame received stays in ``results``.
+
+        After a cancel (``requestCancel``) the polls go on until the server's job ended (so that the
+        session is free for the next job), but the frames they bring are dropped: Cancel keeps what
+        was fetched before it, not the backlog the server had finished meanwhile, and the job ends
+        ``cancelled`` even when the server had already finished it."""
+        while True:
+            for tracked in (yield from stream.ready_steps()):
+                if not (self.cancelEvent.is_set() and not self.isPreview):
+                    self._consume(tracked, onFrame)
+            if stream.finished:  # an ended job whose every frame was received (a poll brings at most 64)
+                if stream.status == "failed":
+                    reason = f"tracking failed in the server ({stream.error})"
+                    self.error = TrackingFailedError(
+                        f"Tracking failed in the server: {stream.error}", reason, self.trackedFrames
+                    )
+                cancelled = self.cancelEvent.is_set() and not self.isPreview and stream.status == "done"
+                self.status = "cancelled" if cancelled else stream.status
+                return
+            yield None  # the next poll at the next step (a GUI timer tick)
 
     def _consume(self, tracked, onFrame) -> None:
         """Queue one ``sam2s.TrackedFrame`` of the stream: the written objects' masks and confidences."""
@@ -479,39 +577,6 @@ class TrackingJob:
                 self.confidences.setdefault(objectId, {})[tracked.frame_idx] = (float(value[0]), float(value[1]))
         masks = {o: m for o, m in tracked.masks().items() if o in writeObjects}
         self._emit(tracked.frame_idx, masks, onFrame)
-
-    def poll(self, onFrame: Callable[[TrackingJob], None] | None = None) -> int:
-        """Fetch the frames a server finished since the last poll (one HTTP request, no waiting) into
-        ``results``; update ``status``, ``doneFrames`` and ``finished``. Returns the number of new
-        frames (0 for a job that is not running in a server).
-
-        A server that stopped answering (killed, unreachable) ends the job as ``failed`` with a
-        message naming the last finished frame; every frame received stays in ``results``.
-        """
-        stream = self._stream
-        if stream is None or self.finished.is_set():
-            return 0
-        try:
-            frames = stream.ready()
-        except BaseException as error:  # noqa: BLE001 - the job fails, finished frames are kept
-            self._fail(error)
-            self.finished.set()
-            return 0
-        for tracked in frames:
-            self._consume(tracked, onFrame)
-        if stream.finished:  # an ended job whose every frame was received (a poll brings at most 64)
-            self.status = stream.status
-            if stream.status == "failed":
-                reason = f"tracking failed in the server ({stream.error})"
-                self.error = TrackingFailedError(
-                    f"Tracking failed in the server: {stream.error}", reason, self.trackedFrames
-                )
-            self.finished.set()
-        return len(frames)
-
-    def _cancelRemote(self) -> None:
-        if self._stream is not None:
-            self._stream.cancel()  # once; a server that is gone stops anyway
 
     def _fail(self, error: BaseException) -> None:
         """Record ``error``; a lost server session (server killed or restarted, session expired) is

@@ -11,10 +11,10 @@ caller (Slicer's main thread), which never waits for the engine:
 
 1. ``createTrackingJob`` / ``createPreviewJob`` read the prompts and the object / segment mapping
    from MRML into a plain :class:`JobPlan`;
-2. ``TrackingJob.start`` hands the prompts to the reused engine session and, in a server, starts
-   the propagation there (``TrackingJob.poll`` then fetches finished frames without blocking;
-   ``runner.JobRunner`` does both from a GUI timer); in this process ``TrackingJob.run`` loads the
-   model if needed and propagates; either way each frame's masks go into a queue, no MRML access;
+2. ``TrackingJob.begin`` / ``advance`` (``runner.JobRunner``, from a GUI timer) hand the prompts
+   to the reused engine session and, in a server, start the propagation there and fetch finished
+   frames, one request per tick, never waiting; in this process the job loads the model if needed
+   and propagates; either way each frame's masks go into a queue, no MRML access;
 3. ``applyTrackingResults`` writes the queued frames into the segments in bulk chunks
    (``chunkSize`` frames, and everything left with ``flush=True``).
 
@@ -409,7 +409,7 @@ class SAM2STrackingLogic:
             self._activeJob.discardResults()
         self.videoNode = self.segmentationNode = None
         self._confidences.clear()
-        self._dropSession()
+        self._dropSession(wait=False)
 
     def setBackend(self, backend) -> None:
         """Run the engine through ``backend`` from now on (see the class docstring); the current
@@ -429,11 +429,12 @@ class SAM2STrackingLogic:
         self._dropSession()
         self.backend.close()
 
-    def _dropSession(self) -> None:
-        """Close the engine session, if any (a server session is closed there, shared memory freed)."""
+    def _dropSession(self, wait: bool = True) -> None:
+        """Close the engine session, if any (a server session is closed there, shared memory freed;
+        ``wait`` False: without waiting for the server's answer)."""
         session, self._session = self._session, None
         if session is not None:
-            session.close()
+            session.close(wait)
 
     def resetSession(self) -> None:
         """Forget the engine session (prompts are re-sent from MRML on next use)."""
@@ -518,13 +519,19 @@ class SAM2STrackingLogic:
         return self._newJob(plan, progressCallback)
 
     def applyTrackingResults(
-        self, job: TrackingJob, flush: bool = False, beforeWrite: Callable[[], None] | None = None
+        self,
+        job: TrackingJob,
+        flush: bool = False,
+        beforeWrite: Callable[[], None] | None = None,
+        maxFrames: int | None = None,
     ) -> int:
         """Write the job's finished frames into their segments (main thread).
 
         Frames are collected until ``chunkSize`` are pending (or ``flush``), then each segment's
         runs of consecutive frames are replaced in one write each (``segments.writeSegmentFrames``);
-        other frames and segments are untouched. ``beforeWrite`` is called once per job, before
+        other frames and segments are untouched. With ``maxFrames`` (``runner.JobRunner``: a GUI
+        tick's time budget) at most that many pending frames are written per call, as soon as
+        any are pending (``TrackingJob.takeChunk``). ``beforeWrite`` is called once per job, before
         its first write (e.g. ``saveStateForUndo``).
 
         A segment deleted while the job runs gets nothing more; one warning per deleted segment
@@ -536,7 +543,7 @@ class SAM2STrackingLogic:
             The number of frames written now into at least one existing segment (also added to
             ``job.writtenFrames``).
         """
-        chunk = job.takeChunk(self.chunkSize, flush)
+        chunk = job.takeChunk(self.chunkSize, flush, maxFrames)
         if not chunk:
             return 0
         live = self._liveSegments(job, chunk)
@@ -587,9 +594,17 @@ class SAM2STrackingLogic:
         their confidences and note written mask-prompt results in the session; returns the frames."""
         plan = job.plan
         written: set[int] = set()
+        # a propagation reserves its frames in the layer at once (one layer copy, not one per few frames)
+        reserve = (
+            (min(min(a, b) for a, b, _ in plan.passes), max(max(a, b) for a, b, _ in plan.passes))
+            if plan.passes and plan.previewFrame is None
+            else None
+        )
         for begin, end in _segments.frameRuns(frames):
             masks = np.stack([frames[f] for f in range(begin, end + 1)])
-            _segments.writeSegmentFrames(plan.segmentationNode, segmentId, plan.videoNode, begin, masks)
+            _segments.writeSegmentFrames(
+                plan.segmentationNode, segmentId, plan.videoNode, begin, masks, reserve=reserve
+            )
             written.update(range(begin, end + 1))
         known = job.confidences.get(objectId, {})
         kept = self.confidencesOf(plan.segmentationNode).setdefault(segmentId, {})
@@ -725,6 +740,8 @@ class SAM2STrackingLogic:
     # ------------------------------------------------------------------ internals
     def _newJob(self, plan: JobPlan, progressCallback) -> TrackingJob:
         job = TrackingJob(self._getSession(plan.videoNode, plan.segmentationNode), plan, progressCallback)
+        settings = dataclasses.replace(self.settings)
+        job.prepareSteps = lambda: job.provenanceSteps(settings)
         self._activeJob = job
         return job
 
@@ -793,7 +810,7 @@ class SAM2STrackingLogic:
             self._dropSession()
             backend, settings = self.backend, dataclasses.replace(self.settings)
             self._session = TrackingSession(
-                lambda: backend.createTracker(frames, videoNode, settings, self.getModel),
+                lambda cancel=None: backend.createTrackerSteps(frames, videoNode, settings, self.getModel, cancel),
                 key,
                 lambda: backend.generation,
             )

@@ -27,6 +27,7 @@ from typing import Any
 from sam2s import __version__ as SAM2S_VERSION
 from sam2s import strictjson
 from sam2s.modelspec import ModelSpec
+from sam2s.serving.steps import MORE, Steps, drive
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -155,6 +156,13 @@ def fileSha256(path: str | os.PathLike, cache: bool = False) -> str:
     Raises:
         OSError: the file cannot be read (FileNotFoundError, PermissionError, ...).
     """
+    return drive(fileSha256Steps(path, cache))
+
+
+def fileSha256Steps(path: str | os.PathLike, cache: bool = False) -> Steps:
+    """:func:`fileSha256` as steps (``sam2s.serving.steps``): ``MORE`` after each block, so that a
+    GUI timer hashes a checkpoint of hundreds of MB a few blocks per tick (a tracking job does,
+    before its first write needs the provenance)."""
     real = os.path.realpath(path)
     stat = os.stat(real)
     key = (real, stat.st_size, stat.st_mtime_ns)
@@ -164,6 +172,7 @@ def fileSha256(path: str | os.PathLike, cache: bool = False) -> str:
     with open(real, "rb") as file:
         while block := file.read(BLOCK_BYTES):
             digest.update(block)
+            yield MORE
     if cache:
         _HASHES[key] = digest.hexdigest()
     return digest.hexdigest()

@@ -16,6 +16,20 @@ segment to its own layer, so the other segment keeps its voxels). Sources:
 ``Libs/vtkSegmentationCore/vtkSegmentationModifier.cxx`` (``AppendLabelmapToSegment``,
 ``SeparateModifiedSegmentFromSharedLabelmap``) and ``vtkSlicerSegmentEditorLogic.cxx`` in
 Slicer/Slicer.
+
+That path costs time in proportion to the whole layer, not to the frames written: the modifier
+copies the layer and shrinks it to its effective extent on every call (``ModifyBinaryLabelmap``:
+``AppendLabelmapToSegment``, ``ShrinkSegmentToEffectiveExtent``), about 14 ms per call for 48
+frames of 854 x 480 here, so a GUI timer writing a few frames per tick would stall longer and
+longer as tracking goes on. :func:`writeSegmentFrames` therefore writes the frames straight into
+the segment's layer when the result is the same: the layer has the video's lattice (the
+segmentation's reference geometry); when another segment of that layer lies under the new mask,
+the segment first moves to a layer of its own, as in the modifier. The layer grows
+to hold the voxels written (with margins: ``_grow``; never beyond the video, whose labelmap the import planned memory for: ``videoimport.checkVideoMemory``), and the
+segmentation announces the change as the modifier does (``SourceRepresentationModified``
+and ``RepresentationModified`` with the segment ID), so displays follow. A segment that also has
+other representations (a closed surface while shown in 3D) takes the modifier's path, which
+converts them again (``vtkSlicerSegmentationsModuleLogic::SetBinaryLabelmapToSegment``).
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ __all__ = [
     "readSegmentMask",
     "segmentIdForObject",
     "setMaskPromptFrames",
+    "shrinkLayers",
     "writeSegmentFrames",
 ]
 
@@ -298,12 +313,27 @@ def _modifierImage(volumeNode, firstFrame: int, masks: np.ndarray):
     return image
 
 
-def writeSegmentFrames(segmentationNode, segmentId: str, volumeNode, firstFrame: int, masks: np.ndarray) -> None:
+def writeSegmentFrames(
+    segmentationNode,
+    segmentId: str,
+    volumeNode,
+    firstFrame: int,
+    masks: np.ndarray,
+    direct: bool = True,
+    reserve: tuple[int, int] | None = None,
+) -> None:
     """Replace frames ``firstFrame .. firstFrame + n - 1`` of one segment by ``masks``.
 
     Args:
         masks: ``(n, H, W)`` bool or 0/1 array; ``masks[i, y, x]`` is voxel IJK = (x, y, firstFrame + i)
             of ``volumeNode`` (frame, row from the top, column from the left).
+        direct: write straight into the segment's layer where that gives the modifier's result
+            (see the module docstring); False always uses Slicer's modifier (the reference the
+            direct write is tested against).
+        reserve: ``(first, last)`` frames (inclusive) that later writes will fill, e.g. a
+            propagation's range: a direct write that must grow the layer along the frames grows it
+            to cover them at once, so that a propagation copies the layer once instead of every
+            few frames (each copy of a long layer is a long GUI tick). Voxels are unchanged by it.
 
     Other frames of the segment and all other segments (also those sharing its labelmap layer)
     keep their voxels; see the module docstring for why ``MODE_REPLACE`` is not used.
@@ -323,6 +353,8 @@ def writeSegmentFrames(segmentationNode, segmentId: str, volumeNode, firstFrame:
         raise ValueError(
             f"Frames {firstFrame}..{firstFrame + masks.shape[0] - 1} are outside the video's frames 0..{frames - 1}."
         )
+    if direct and _writeIntoLayer(segmentationNode, segmentId, volumeNode, firstFrame, masks != 0, reserve=reserve):
+        return
     logic = _segmentLogic()
     zeros = _modifierImage(volumeNode, firstFrame, np.zeros(masks.shape, dtype=np.uint8))
     extent = zeros.GetExtent()
@@ -336,6 +368,226 @@ def writeSegmentFrames(segmentationNode, segmentId: str, volumeNode, firstFrame:
             modifier, segmentationNode, segmentId, logic.MODE_MERGE_MASK, extent, False, []
         ):
             raise RuntimeError(f"Slicer could not write frames {extent[4]}..{extent[5]} of segment '{segmentId}'.")
+
+
+def _writeIntoLayer(
+    segmentationNode,
+    segmentId: str,
+    volumeNode,
+    firstFrame: int,
+    masks: np.ndarray,
+    separated: bool = False,
+    reserve: tuple[int, int] | None = None,
+) -> bool:
+    """Replace frames ``firstFrame ..`` of the segment by ``masks`` ((n, H, W) bool) directly in its
+    binary labelmap layer (see the module docstring); False where the modifier's result could
+    differ (another lattice; voxels outside the video; an empty layer shared with other segments;
+    a segment with other representations, which
+    ``SetBinaryLabelmapToSegment`` converts again): the caller then uses the modifier. The layer
+    only grows to hold the mask's voxels (frames by at least ``LAYER_FRAME_STEP``). When another
+    segment of the layer lies under the mask, this segment first moves to a layer of its own
+    (:func:`_separate`, as the modifier does)."""
+    segmentation = segmentationNode.GetSegmentation()
+    segment = segmentation.GetSegment(segmentId)
+    layer = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    names: list[str] = []
+    segment.GetContainedRepresentationNames(names)
+    if layer is None or len(names) != 1 or not _sameLattice(layer, volumeNode):
+        return False
+    frames, height, width = _volumeShape(volumeNode)
+    extent = list(layer.GetExtent())
+    empty = layer.GetPointData().GetScalars() is None or extent[0] > extent[1]
+    video = [0, width - 1, 0, height - 1, 0, frames - 1]
+    if empty and len(segmentation.GetSegmentIDsForLayer(segmentation.GetLayerIndex(segmentId))) != 1:
+        return False
+    if not empty and not _contains(video, extent):
+        return False
+    if not empty and (layer.GetScalarType() != vtk.VTK_UNSIGNED_CHAR or layer.GetNumberOfScalarComponents() != 1):
+        return False
+    needed = _maskExtent(masks, firstFrame)
+    if needed is None and empty:
+        return True  # nothing to clear, nothing to paint
+    if empty or (needed is not None and not _contains(extent, needed)):
+        _grow(layer, None if empty else extent, needed, video, reserve)
+    e = layer.GetExtent()
+    last = firstFrame + masks.shape[0] - 1
+    k0, k1 = max(firstFrame, e[4]), min(last, e[5])
+    if k0 <= k1:
+        voxels = numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(
+            e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1
+        )
+        region = voxels[k0 - e[4] : k1 - e[4] + 1]
+        new = masks[k0 - firstFrame : k1 - firstFrame + 1, e[2] : e[3] + 1, e[0] : e[1] + 1]
+        label = segment.GetLabelValue()
+        if np.any(new & (region != 0) & (region != label)):
+            # another segment of the layer lies under the mask: this segment moves to a layer of
+            # its own first, as the modifier does (SeparateModifiedSegmentFromSharedLabelmap)
+            if separated:
+                return False
+            _separate(segment, layer, voxels, e)
+            return _writeIntoLayer(
+                segmentationNode, segmentId, volumeNode, firstFrame, masks, separated=True, reserve=reserve
+            )
+        region[region == label] = 0
+        region[new] = label
+        layer.GetPointData().GetScalars().Modified()
+        layer.Modified()
+    segmentation.InvokeEvent(slicer.vtkSegmentation.SourceRepresentationModified, segmentId)
+    segmentation.InvokeEvent(slicer.vtkSegmentation.RepresentationModified, segmentId)
+    return True
+
+
+def _separate(segment, layer, voxels: np.ndarray, extent) -> None:
+    """Move ``segment`` out of its shared ``layer`` (``voxels``: the layer's ``(K, J, I)`` view over
+    ``extent``) into a layer of its own with label value 1, as
+    ``vtkSegmentation::SeparateSegmentLabelmap`` does (Libs/vtkSegmentationCore/vtkSegmentation.cxx:
+    a new labelmap for the segment via ``vtkSegment::AddRepresentation``, its voxels erased from the
+    shared one, ``SetLabelValue(DEFAULT_LABEL_VALUE)``), in numpy and cropped to the segment's
+    voxels, so that it costs one pass over the layer."""
+    label = segment.GetLabelValue()
+    # the frames holding the segment, one frame at a time (no layer-sized temporary: a new, empty
+    # segment in the shared layer of a tracked video costs one comparison pass, ~10 ms for 127
+    # frames of 854 x 480, instead of a full-layer mask and assignment)
+    frames = [k for k in range(voxels.shape[0]) if (voxels[k] == label).any()]
+    own = slicer.vtkOrientedImageData()
+    own.ShallowCopy(layer)  # the geometry
+    if frames:
+        k0, k1 = frames[0], frames[-1]
+        sub = voxels[k0 : k1 + 1]
+        mine = sub == label
+        rows = np.flatnonzero(mine.any(axis=(0, 2)))
+        columns = np.flatnonzero(mine.any(axis=(0, 1)))
+        j0, j1, i0, i1 = int(rows[0]), int(rows[-1]), int(columns[0]), int(columns[-1])
+        part = mine[:, j0 : j1 + 1, i0 : i1 + 1]
+        own.SetExtent(extent[0] + i0, extent[0] + i1, extent[2] + j0, extent[2] + j1, extent[4] + k0, extent[4] + k1)
+        own.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        numpy_support.vtk_to_numpy(own.GetPointData().GetScalars())[:] = part.reshape(-1)
+        sub[mine] = 0  # the segment leaves the shared layer (the other segments keep theirs)
+        layer.GetPointData().GetScalars().Modified()
+    else:
+        own.SetExtent(0, -1, 0, -1, 0, -1)
+        own.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), own)
+    segment.SetLabelValue(1)
+
+
+LAYER_FRAME_STEP = 16
+"""Frames a layer grows by at least when a write needs more (so that a propagation, writing a few
+frames per GUI tick, copies the layer a few times, not once per tick)."""
+
+
+def _contains(outer, inner) -> bool:
+    return all(outer[2 * a] <= inner[2 * a] and inner[2 * a + 1] <= outer[2 * a + 1] for a in range(3))
+
+
+def _maskExtent(masks: np.ndarray, firstFrame: int) -> list[int] | None:
+    """The IJK extent ``[i0, i1, j0, j1, k0, k1]`` of the True voxels of ``masks`` (None: none)."""
+    ks = np.flatnonzero(masks.any(axis=(1, 2)))
+    if ks.size == 0:
+        return None
+    rows = np.flatnonzero(masks.any(axis=(0, 2)))
+    columns = np.flatnonzero(masks.any(axis=(0, 1)))
+    k = firstFrame + ks
+    return [int(columns[0]), int(columns[-1]), int(rows[0]), int(rows[-1]), int(k[0]), int(k[-1])]
+
+
+def _sameLattice(layer, volumeNode) -> bool:
+    """True when the layer's image-to-world matrix is the video's IJK-to-RAS matrix."""
+    mine, video = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    layer.GetImageToWorldMatrix(mine)
+    volumeNode.GetIJKToRASMatrix(video)
+    return all(abs(mine.GetElement(r, c) - video.GetElement(r, c)) < 1e-6 for r in range(4) for c in range(4))
+
+
+def _grow(
+    layer, old: list[int] | None, needed: list[int], video: list[int], reserve: tuple[int, int] | None = None
+) -> None:
+    """Make the layer (in place: every segment of it sees the change) hold ``old`` (its extent, or
+    None when empty) and ``needed``, zeros elsewhere, in one numpy copy (as
+    ``vtkOrientedImageDataResample::PadImageToContainImage``), within the ``video`` extent. A side
+    that grows gets a margin (``LAYER_FRAME_STEP`` frames or half the layer's frames, and an eighth
+    of the frame in-plane), so that a propagation copies the layer a few times, not once per tick;
+    with ``reserve`` (frames ``(first, last)``) a side that grows along the frames reaches it at once."""
+    new = (
+        list(needed)
+        if old is None
+        else [min(old[a], needed[a]) if a % 2 == 0 else max(old[a], needed[a]) for a in range(6)]
+    )
+    margins = (
+        max(16, (video[1] + 1) // 8),
+        max(16, (video[3] + 1) // 8),
+        max(LAYER_FRAME_STEP, 0 if old is None else (old[5] - old[4] + 1) // 2),
+    )
+    for axis, margin in enumerate(margins):
+        if old is None or new[2 * axis] < old[2 * axis]:
+            new[2 * axis] = max(video[2 * axis], new[2 * axis] - margin)
+            if axis == 2 and reserve is not None:
+                new[4] = max(video[4], min(new[4], int(reserve[0])))
+        if old is None or new[2 * axis + 1] > old[2 * axis + 1]:
+            new[2 * axis + 1] = min(video[2 * axis + 1], new[2 * axis + 1] + margin)
+            if axis == 2 and reserve is not None:
+                new[5] = min(video[5], max(new[5], int(reserve[1])))
+    grown = slicer.vtkOrientedImageData()
+    grown.ShallowCopy(layer)  # the geometry
+    grown.SetExtent(*new)
+    grown.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    voxels = numpy_support.vtk_to_numpy(grown.GetPointData().GetScalars()).reshape(
+        new[5] - new[4] + 1, new[3] - new[2] + 1, new[1] - new[0] + 1
+    )
+    if old is None:
+        voxels[:] = 0
+    else:  # zeros around the old box, then the old voxels into it: each voxel written once
+        k0, k1, j0, j1, i0, i1 = (
+            old[4] - new[4],
+            old[5] - new[4] + 1,
+            old[2] - new[2],
+            old[3] - new[2] + 1,
+            old[0] - new[0],
+            old[1] - new[0] + 1,
+        )
+        voxels[:k0] = 0
+        voxels[k1:] = 0
+        voxels[k0:k1, :j0] = 0
+        voxels[k0:k1, j1:] = 0
+        voxels[k0:k1, j0:j1, :i0] = 0
+        voxels[k0:k1, j0:j1, i1:] = 0
+        voxels[k0:k1, j0:j1, i0:i1] = numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(
+            old[5] - old[4] + 1, old[3] - old[2] + 1, old[1] - old[0] + 1
+        )
+    layer.ShallowCopy(grown)
+
+
+def shrinkLayers(segmentationNode) -> None:
+    """Crop every binary labelmap layer of the segmentation to its voxels (its effective extent),
+    as Slicer's modifier does after each change (``vtkSegmentationModifier::
+    ShrinkSegmentToEffectiveExtent``; an empty layer is left as it is). Direct writes
+    (:func:`writeSegmentFrames`) leave margins around the voxels; an export calls this first so
+    that a ``.seg.nrrd`` holds the extents Slicer would write. Voxels do not change."""
+    segmentation = segmentationNode.GetSegmentation()
+    for index in range(segmentation.GetNumberOfLayers()):
+        layer = segmentation.GetLayerDataObject(index)
+        scalars = layer.GetPointData().GetScalars() if layer is not None else None
+        e = layer.GetExtent() if layer is not None else (0, -1, 0, -1, 0, -1)
+        if scalars is None or e[0] > e[1] or e[2] > e[3] or e[4] > e[5] or scalars.GetNumberOfComponents() != 1:
+            continue
+        voxels = numpy_support.vtk_to_numpy(scalars).reshape(e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+        frames = np.flatnonzero(voxels.any(axis=(1, 2)))
+        if frames.size == 0:
+            continue
+        k0, k1 = int(frames[0]), int(frames[-1])
+        rows = np.flatnonzero(voxels[k0 : k1 + 1].any(axis=(0, 2)))
+        columns = np.flatnonzero(voxels[k0 : k1 + 1].any(axis=(0, 1)))
+        j0, j1, i0, i1 = int(rows[0]), int(rows[-1]), int(columns[0]), int(columns[-1])
+        if (k0, j0, i0) == (0, 0, 0) and (k1, j1, i1) == tuple(n - 1 for n in voxels.shape):
+            continue
+        cropped = slicer.vtkOrientedImageData()
+        cropped.ShallowCopy(layer)  # the geometry
+        cropped.SetExtent(e[0] + i0, e[0] + i1, e[2] + j0, e[2] + j1, e[4] + k0, e[4] + k1)
+        cropped.AllocateScalars(scalars.GetDataType(), 1)
+        numpy_support.vtk_to_numpy(cropped.GetPointData().GetScalars())[:] = voxels[
+            k0 : k1 + 1, j0 : j1 + 1, i0 : i1 + 1
+        ].reshape(-1)
+        layer.ShallowCopy(cropped)
 
 
 def frameRuns(frames) -> list[tuple[int, int]]:

@@ -59,6 +59,7 @@ __all__ = [
     "requireMatplotlib",
     "reviewList",
     "segmentationStatistics",
+    "showStatisticsInLayout",
     "writeStatisticsFolder",
 ]
 
@@ -548,6 +549,40 @@ def createStatisticsNodes(
     for node in series.values():
         chart.AddAndObservePlotSeriesNodeID(node.GetID())
     return StatisticsNodes(table, areaTable, chart, series, review)
+
+
+def showStatisticsInLayout(scene, applicationLogic, nodes: StatisticsNodes):
+    """Show the area chart AND a table in the view layout; returns the table node shown.
+
+    ``vtkSlicerPlotsLogic::ShowChartInLayout`` alone switches to a layout with a plot view and no
+    table view (``GetLayoutWithPlot``: conventional -> ``SlicerLayoutConventionalPlotView``, most
+    others -> ``SlicerLayoutFourUpPlotView``), so the statistics and review tables were never shown
+    and a clicked row never moved to its frame (N17). Here the layout becomes
+    ``SlicerLayoutFourUpPlotTableView`` (38: slice views, a plot view and a table view;
+    ``Libs/MRML/Core/vtkMRMLLayoutNode.h``), and the selection node's active plot chart and table
+    are set and propagated to the views, as ``ShowChartInLayout`` and the Tables module do
+    (``vtkMRMLApplicationLogic::PropagatePlotChartSelection`` / ``PropagateTableSelection``).
+
+    The table shown is the review table when it lists frames to check, otherwise the statistics
+    table (the table view's node selector offers the other one).
+
+    Args:
+        scene: the ``vtkMRMLScene``; its first ``vtkMRMLLayoutNode`` is changed (none headless: the
+            selection is still set).
+        applicationLogic: the ``vtkMRMLApplicationLogic`` (``slicer.app.applicationLogic()``).
+        nodes: what ``createStatisticsNodes`` / ``SAM2STrackingLogic.updateStatistics`` made.
+    """
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is not None and layout.GetViewArrangement() != layout.SlicerLayoutFourUpPlotTableView:
+        layout.SetViewArrangement(layout.SlicerLayoutFourUpPlotTableView)
+    review = nodes.review.GetTable() if nodes.review is not None else None
+    shown = nodes.review if review is not None and review.GetNumberOfRows() > 0 else nodes.table
+    selection = applicationLogic.GetSelectionNode()
+    selection.SetActivePlotChartID(nodes.chart.GetID())
+    selection.SetActiveTableID(shown.GetID())
+    applicationLogic.PropagatePlotChartSelection()
+    applicationLogic.PropagateTableSelection()
+    return shown
 
 
 def frameOfTableRow(tableNode, row: int) -> int | None:

@@ -49,9 +49,12 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_UNDO_BUDGET",
     "SLICER_DEFAULT_UNDO_STATES",
+    "applyUndoLimit",
     "dataObjectBytes",
+    "editorOf",
     "fullUndoStateBytes",
     "limitUndoStates",
+    "saveUndoState",
     "undoHistoryBytes",
     "undoStateBytes",
     "undoStateLimit",
@@ -228,30 +231,102 @@ def limitUndoStates(
     budgetBytes: int = DEFAULT_UNDO_BUDGET,
     maximum: int = SLICER_DEFAULT_UNDO_STATES,
 ) -> int:
-    """Set the editor's maximum number of undo states to ``undoStateLimit(...)``; returns it.
+    """``applyUndoLimit(editor, undoStateLimit(segmentationNode, budgetBytes, maximum))``; returns the limit.
 
-    Call it before each tracking write and skip ``saveStateForUndo`` when it returns 0. Lowering
-    the maximum drops the oldest states at once (``vtkSegmentationHistory::SetMaximumNumberOfStates``),
-    so what the history keeps is back within the budget before the next state is saved.
+    Call it before each tracking write and skip ``saveUndoState`` when it returns 0. Lowering the
+    maximum drops the oldest states at once (``vtkSegmentationHistory::SetMaximumNumberOfStates``),
+    so what the history keeps is back within the budget before the next state is saved; the
+    newer states stay (a change of the limit keeps the history: N8).
 
     Args:
-        editor: a ``vtkSlicerSegmentEditorLogic`` (``SetMaximumNumberOfUndoStates``) or a
-            ``qMRMLSegmentEditorWidget`` (``setMaximumNumberOfUndoStates``) working on
-            ``segmentationNode``.
-
-    When the limit is 0 and the editor is a ``vtkSlicerSegmentEditorLogic``, its states are also
-    cleared (``ClearUndoState``): lowering the maximum to 0 right after a save leaves
-    ``CanUndo()`` true with nothing to restore (an "internal error" on Undo). A
-    ``qMRMLSegmentEditorWidget`` has no such call: hide its buttons with ``setUndoEnabled(False)``.
+        editor: a ``vtkSlicerSegmentEditorLogic`` or a ``qMRMLSegmentEditorWidget`` working on
+            ``segmentationNode`` (see :func:`applyUndoLimit`).
     """
     limit = undoStateLimit(segmentationNode, budgetBytes, maximum)
-    if hasattr(editor, "SetMaximumNumberOfUndoStates"):
-        current, setMaximum = editor.GetMaximumNumberOfUndoStates(), editor.SetMaximumNumberOfUndoStates
-    else:
-        current, setMaximum = editor.maximumNumberOfUndoStates, editor.setMaximumNumberOfUndoStates
-        current = current() if callable(current) else current
-    if current != limit:
-        setMaximum(limit)
-    if limit == 0 and hasattr(editor, "ClearUndoState"):
-        editor.ClearUndoState()
+    applyUndoLimit(editor, limit)
     return limit
+
+
+def _isEditorLogic(editor) -> bool:
+    return hasattr(editor, "SetMaximumNumberOfUndoStates")  # vtkSlicerSegmentEditorLogic (else the Qt widget)
+
+
+def _property(editor, name: str):
+    value = getattr(editor, name)  # PythonQt gives a Q_PROPERTY's value; a plain method otherwise
+    return value() if callable(value) else value
+
+
+def applyUndoLimit(editor, limit: int) -> None:
+    """Make ``editor`` keep at most ``limit`` undo states, keeping what its history holds.
+
+    * ``limit == 0``: the maximum becomes 0 and the history is emptied, so Undo has nothing to
+      restore, from the buttons or from the Z / Ctrl+Z shortcuts alike (they call
+      ``vtkSlicerSegmentEditorLogic::Undo`` through ``qMRMLSegmentEditorWidget::undo``), and
+      ``SaveStateForUndo`` saves nothing at maximum 0 (``vtkSlicerSegmentEditorLogic.cxx``). For the
+      Qt widget, which has no ``ClearUndoState``, the history is emptied through
+      ``setUndoEnabled(True)`` (which calls ``Logic->ClearUndoState()``,
+      ``qMRMLSegmentEditorWidget.cxx`` ``setUndoEnabled``) and the buttons are then hidden with
+      ``setUndoEnabled(False)``. Emptying matters: lowering the maximum to 0 right after a save
+      leaves ``CanUndo()`` true with nothing to restore.
+    * ``limit >= 2``: only the maximum changes (``SetMaximumNumberOfUndoStates``, which drops the
+      oldest states beyond it and keeps the rest), so a change of the limit never clears the
+      history (N8). A widget whose undo was off (limit 0 before: its history is empty) gets its
+      buttons back with ``setUndoEnabled(True)``; one whose undo is on is never sent
+      ``setUndoEnabled(True)`` again, since that call clears the history.
+
+    Args:
+        editor: a ``vtkSlicerSegmentEditorLogic`` (``SetMaximumNumberOfUndoStates``,
+            ``ClearUndoState``) or a ``qMRMLSegmentEditorWidget`` (``maximumNumberOfUndoStates``,
+            ``undoEnabled`` properties).
+        limit: 0 or at least 2 (``undoStateLimit``'s values).
+
+    Raises:
+        ValueError: ``limit`` is negative or 1 (one state gives no undo step, and Undo with it
+            crashes Slicer: see the module docstring).
+    """
+    limit = int(limit)
+    if limit < 0 or limit == 1:
+        raise ValueError(f"An undo limit is 0 (no undo) or at least 2 states; got {limit}.")
+    if _isEditorLogic(editor):
+        if editor.GetMaximumNumberOfUndoStates() != limit:
+            editor.SetMaximumNumberOfUndoStates(limit)
+        if limit == 0:
+            editor.ClearUndoState()
+        return
+    if _property(editor, "maximumNumberOfUndoStates") != limit:
+        editor.setMaximumNumberOfUndoStates(limit)
+    enabled = bool(_property(editor, "undoEnabled"))
+    if limit == 0:
+        if enabled:
+            editor.setUndoEnabled(True)  # ClearUndoState: nothing stays to restore
+            editor.setUndoEnabled(False)
+    elif not enabled:
+        editor.setUndoEnabled(True)  # its history is empty (it was off): clearing it loses nothing
+
+
+def saveUndoState(editor) -> None:
+    """Save one undo state of ``editor``'s segmentation (``SaveStateForUndo`` of a
+    ``vtkSlicerSegmentEditorLogic``, ``saveStateForUndo`` of a ``qMRMLSegmentEditorWidget``; the
+    scripted effects' ``saveStateForUndo`` reaches the same widget slot)."""
+    if _isEditorLogic(editor):
+        editor.SaveStateForUndo()
+    else:
+        editor.saveStateForUndo()
+
+
+def editorOf(segmentEditorNode, editors):
+    """The editor among ``editors`` that works with ``segmentEditorNode`` (the parameter node an
+    effect gets from ``scriptedEffect.parameterSetNode()``), or None.
+
+    Each ``qMRMLSegmentEditorWidget`` (the module panel's, the Segment Editor module's) has its
+    own ``vtkMRMLSegmentEditorNode`` and its own undo history, so the budget must go to the
+    editor whose effect is active (N9). Compares node IDs (``mrmlSegmentEditorNode()`` of a widget,
+    ``GetSegmentEditorNode()`` of a ``vtkSlicerSegmentEditorLogic``)."""
+    if segmentEditorNode is None:
+        return None
+    wanted = segmentEditorNode.GetID()
+    for editor in editors:
+        node = editor.GetSegmentEditorNode() if _isEditorLogic(editor) else editor.mrmlSegmentEditorNode()
+        if node is not None and node.GetID() == wanted:
+            return editor
+    return None

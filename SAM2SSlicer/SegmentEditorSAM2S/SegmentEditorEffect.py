@@ -41,10 +41,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
 
     def helpText(self):
-        from SAM2SSlicerLib.controller import SHORTCUTS
+        from SAM2SSlicerLib.controller import DOCUMENTATION_URL, SHORTCUTS
 
-        rows = "".join(f"<br><b>{s.keys}</b>: {s.action}" for s in SHORTCUTS)
-        return "<html>" + _("Track the selected segment through the video with SAM2S.") + rows + "</html>"
+        rows = "".join(f"<br><b>{s.keys}</b>: {s.action}" for s in SHORTCUTS)  # translated in controls.py
+        link = _('See the <a href="{url}">documentation</a>.').format(url=DOCUMENTATION_URL)
+        return (
+            "<html>" + _("Track the selected segment through the video with SAM2S.") + rows + "<br>" + link + "</html>"
+        )
 
     @staticmethod
     def _controller():
@@ -97,28 +100,53 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         """Selected: listen to progress and messages, install missing packages (asks first: a
         selection, not a click in a view), follow the editor's video and segmentation."""
         controller = self._controller()
+        if controller.needsComputeChoice():  # selected in the Segment Editor module first (N19)
+            import SAM2SSlicer
+
+            SAM2SSlicer.askWhereToCompute(controller)
         if self.onJobProgress not in controller.runner.listeners:
             controller.runner.listeners.append(self.onJobProgress)
         if self.onStatus not in controller.statusListeners:
             controller.statusListeners.append(self.onStatus)
-        controller.saveStateForUndo = self.scriptedEffect.saveStateForUndo
+        controller.undoEditor = self._owningEditor()  # N9: the undo budget goes to this effect's editor
         controller.effectActivated(self.scriptedEffect.parameterSetNode())
         self.updateGUIFromMRML()
 
     def deactivate(self):
         """Deselected (Escape, another effect, the module left): the controller stops taking events
-        and stops tracking started from here; the box outline goes."""
-        self._controller().effectDeactivated()
+        and stops tracking started from here; the box outline goes. A controller that was never
+        made is not made now (N18)."""
+        controller = self._existingController()
+        if controller is not None:
+            controller.effectDeactivated()
         self._clearBox()
         self._removeListeners()
 
     def cleanup(self):
-        """The effect is deleted (Slicer exits or the editor widget goes)."""
+        """The effect is deleted (Slicer exits or the editor widget goes): it never makes the
+        controller (N18: possibly during shutdown)."""
         self._clearBox()
         self._removeListeners()
 
+    def _owningEditor(self):
+        """The ``qMRMLSegmentEditorWidget`` this effect instance belongs to (the SAM2S panel's or the
+        Segment Editor module's): the one whose segment editor node is the effect's parameter node
+        (``undo.editorOf``). None if no shown editor matches (no undo states are saved then)."""
+        from SAM2SSlicerLib import undo
+
+        editors = slicer.util.findChildren(slicer.util.mainWindow(), className="qMRMLSegmentEditorWidget")
+        return undo.editorOf(self.scriptedEffect.parameterSetNode(), editors)
+
+    @staticmethod
+    def _existingController():
+        import SAM2SSlicer
+
+        return SAM2SSlicer.existingSharedController()
+
     def _removeListeners(self):
-        controller = self._controller()
+        controller = self._existingController()
+        if controller is None:
+            return
         for listeners, listener in (
             (controller.runner.listeners, self.onJobProgress),
             (controller.statusListeners, self.onStatus),
@@ -127,10 +155,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 listeners.remove(listener)
 
     def setMRMLDefaults(self):
-        self.scriptedEffect.setParameterDefault("Tool", TOOL_POINT)
+        """No effect parameters: the tool is the controller's, kept in the module's parameter node
+        (``SAM2SSlicerLib.parameters``) with the video, segmentation and frame range (N21)."""
 
     def updateGUIFromMRML(self):
-        tool = self._controller().tool
+        controller = self._existingController()  # not made just to show the tool (N18)
+        tool = controller.tool if controller is not None else TOOL_POINT
         for button, value in ((self.pointToolButton, TOOL_POINT), (self.boxToolButton, TOOL_BOX)):
             wasBlocked = button.blockSignals(True)
             button.checked = tool == value

@@ -33,7 +33,6 @@ from SAM2SSlicerLib.controller import (  # noqa: E402
     frameOfSlice,
     pixelOfRas,
 )
-from SAM2SSlicerLib.runner import JobRunner  # noqa: E402
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
 
 
@@ -207,6 +206,34 @@ def test_install_never_runs_twice_or_from_a_click(tmp_path, model, clip):
     assert other.installDependencies() is False and failing.state == "failed" and "declined" in other.lastStatus
 
 
+def test_importing_a_video_installs_only_the_import_packages(tmp_path, clip):
+    """N19: an import asks for PyAV and OpenCV only, never for PyTorch or the server packages; the
+    tracking install is left for when tracking is asked for."""
+    from SAM2SSlicerLib.dependencies import requirementsFor
+
+    names = {
+        kind: {r.split(">")[0].split("<")[0].strip() for r in requirementsFor(kind)}
+        for kind in ("import", "remote", "local")
+    }
+    assert names["import"] == {"av", "opencv-python-headless"}
+    assert "torch" in names["local"] and not {"torch", "fastapi", "uvicorn"} & (names["import"] | names["remote"])
+    with pytest.raises(ValueError, match="purpose"):
+        requirementsFor("gpu")
+    calls = []
+    tracking = DependencyGate(lambda: False, lambda: calls.append("tracking"))
+    importing = DependencyGate(lambda: "import" in calls, lambda: calls.append("import"))
+    logic = headless.createTrackingLogic()
+    controller = SAM2SController(
+        logic, JsonSettingsStore(tmp_path / "s.json"), dependencies=tracking, importDependencies=importing
+    )
+    assert controller.installImportDependencies() is True and calls == ["import"]
+    controller.importVideo(clip[0])  # what the panel's import does after the gate
+    assert logic.videoNode is not None and calls == ["import"] and not tracking.isReady()
+    failing = DependencyGate(lambda: False, lambda: (_ for _ in ()).throw(RuntimeError("declined")))
+    other = SAM2SController(logic, JsonSettingsStore(tmp_path / "t.json"), importDependencies=failing)
+    assert other.installImportDependencies() is False and "declined" in other.lastStatus
+
+
 def test_first_use_question_and_saved_settings_reach_a_new_session(tmp_path, monkeypatch):
     store = JsonSettingsStore(tmp_path / "settings.json")
     backends = Backends()
@@ -359,31 +386,85 @@ def test_actions_enabled_follow_the_state(tmp_path, model, clip):
     assert controller.actions(editor)["propagate"]
 
 
+def _segmentEditorLogic(controller, editorNode):
+    """Slicer's real ``vtkSlicerSegmentEditorLogic`` on the controller's scene and editor node,
+    configured as Slicer's SegmentEditorLogicTest.py does (the logic inside the Qt editor widget)."""
+    appLogic = slicer.vtkSlicerApplicationLogic()
+    appLogic.SetMRMLScene(controller.logic.scene)
+    editorLogic = slicer.vtkSlicerSegmentEditorLogic()
+    editorLogic.SetMRMLScene(controller.logic.scene)
+    editorLogic.SetMRMLApplicationLogic(appLogic)
+    editorLogic.SetSegmentEditorNode(editorNode)
+    editorLogic.SetSourceVolumeNode(controller.logic.videoNode)
+    editorLogic.SetMaximumNumberOfUndoStates(10)
+    editorLogic.appLogic = appLogic  # kept alive with it
+    assert editorLogic.IsSegmentationNodeValid()
+    return editorLogic
+
+
 def test_undo_is_saved_once_per_job_and_bounded_by_the_budget(tmp_path, model, clip):
     from SAM2SSlicerLib import undo
 
     controller, editor = _ready(tmp_path, model, clip)
-    saved, limits = [], []
-    controller.saveStateForUndo = lambda: saved.append(
-        controller.logic.segmentMask(editor.GetSelectedSegmentID()).copy()
-    )
-    controller.undoLimitListeners.append(limits.append)
+    editorLogic = _segmentEditorLogic(controller, editor)
+    controller.undoEditor = editorLogic
+    segmentId = editor.GetSelectedSegmentID()
     controller.click((*clip[1][0], 0), False, editor)
     _run(controller)
-    assert len(saved) == 1 and not saved[0].any()  # saved before the preview wrote frame 0
+    preview = controller.logic.segmentMask(segmentId).copy()
+    assert preview[0].any() and editorLogic.CanUndo()
     assert controller.undoLimit == undo.undoStateLimit(controller.logic.segmentationNode) == 10
     controller.propagate("forward", 0, editor)
     _run(controller)
-    assert len(saved) == 2 and saved[1][0].any() and not saved[1][1:].any()
-    # a budget below one state (a long video): no undo state is saved, the user is told, the editor is told
+    assert controller.logic.segmentMask(segmentId)[1:].any()
+    editorLogic.Undo()  # one Undo reverts the whole propagation (one state per job)
+    np.testing.assert_array_equal(controller.logic.segmentMask(segmentId), preview)
+    editorLogic.Undo()
+    assert not controller.logic.segmentMask(segmentId).any()  # and the next one the click
+    editorLogic.Redo()
+    editorLogic.Redo()
+    propagated = controller.logic.segmentMask(segmentId).copy()
+    # A budget below one state (a long video): the editor's maximum is 0, the user is told, and
+    # Undo (the Z shortcut) cannot revert the propagation (N7).
     controller.undoBudget = undo.fullUndoStateBytes(controller.logic.segmentationNode) - 1
     controller.click((*clip[1][0], 3), False, editor)
     _run(controller)
-    assert len(saved) == 2 and limits == [0] and "Undo is off" in controller.messages[-2]
+    assert editorLogic.GetMaximumNumberOfUndoStates() == 0 and not editorLogic.CanUndo()
+    assert controller.undoLimit == 0 and "Undo is off" in controller.messages[-2]
+    afterClick = controller.logic.segmentMask(segmentId).copy()
+    assert afterClick[:3].sum() == propagated[:3].sum()
+    editorLogic.Undo()
+    np.testing.assert_array_equal(controller.logic.segmentMask(segmentId), afterClick)
     controller.undoBudget = 3 * undo.fullUndoStateBytes(controller.logic.segmentationNode)
     controller.click((*clip[1][0], 4), False, editor)
     _run(controller)
-    assert len(saved) == 3 and limits == [0, 3]
+    assert controller.undoLimit == 3 and editorLogic.GetMaximumNumberOfUndoStates() == 3
+    editorLogic.Undo()
+    np.testing.assert_array_equal(controller.logic.segmentMask(segmentId), afterClick)
+
+
+def test_the_undo_budget_goes_to_the_editor_that_owns_the_effect(tmp_path, model, clip):
+    """N9: the effect active in the Segment Editor module's editor (its own node and history)
+    makes that editor the controller's ``undoEditor``; the panel's editor keeps its history."""
+    from SAM2SSlicerLib import undo
+
+    controller, panelNode = _ready(tmp_path, model, clip)
+    panelEditor = _segmentEditorLogic(controller, panelNode)
+    moduleNode = _editorNode(controller.logic)
+    moduleNode.SetAndObserveSegmentationNode(controller.logic.segmentationNode)
+    moduleNode.SetSelectedSegmentID(panelNode.GetSelectedSegmentID())
+    moduleEditor = _segmentEditorLogic(controller, moduleNode)
+    controller.click((*clip[1][0], 0), False, panelNode)  # a mask on frame 0 first: states have a size
+    _run(controller)
+    controller.undoBudget = int(2.5 * undo.fullUndoStateBytes(controller.logic.segmentationNode))
+    # what SegmentEditorEffect.activate does in the Segment Editor module:
+    controller.undoEditor = undo.editorOf(moduleNode, [panelEditor, moduleEditor])
+    controller.effectActivated(moduleNode)
+    controller.click((*clip[1][0], 0), False, moduleNode)
+    _run(controller)
+    assert controller.undoEditor is moduleEditor
+    assert moduleEditor.GetMaximumNumberOfUndoStates() == 2 and moduleEditor.CanUndo()
+    assert panelEditor.GetMaximumNumberOfUndoStates() == 10 and not panelEditor.CanUndo()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,70 +498,6 @@ def test_propagating_changed_segments_leaves_the_others_untouched(tmp_path, mode
 # ---------------------------------------------------------------------------------------------
 # view geometry (the effect converts view positions with these)
 # ---------------------------------------------------------------------------------------------
-
-
-def _trackRecordingThreads(tmp_path, model, clip, background: bool):
-    """A click and a forward propagation with ``JobRunner(startInBackground=background)``, ticked 10 ms
-    apart as a GUI timer would (a busy loop would hold the GIL). Returns ``(mask, threads that ran
-    job.start, threads that wrote into MRML)``."""
-    logic = headless.createTrackingLogic()
-    logic.setModel(model)
-    runner = JobRunner(logic, startInBackground=background)
-    store = JsonSettingsStore(tmp_path / f"{background}.json")
-    controller = SAM2SController(logic, store, runner=runner, backendFactory=Backends())
-    editor = _editorNode(logic)
-    controller.importVideo(clip[0])
-    controller.createSegmentation(editor)
-    controller.effectActivated(editor)
-    starts, writes = [], []
-
-    def recording(create):
-        def createJob(*args, **kwargs):
-            job = create(*args, **kwargs)
-            start = job.start
-
-            def recordedStart(*startArgs):
-                starts.append(threading.current_thread())
-                return start(*startArgs)
-
-            job.start = recordedStart
-            return job
-
-        return createJob
-
-    logic.createPreviewJob = recording(logic.createPreviewJob)
-    logic.createTrackingJob = recording(logic.createTrackingJob)
-    apply = logic.applyTrackingResults
-
-    def recordedApply(*args, **kwargs):
-        writes.append(threading.current_thread())
-        return apply(*args, **kwargs)
-
-    logic.applyTrackingResults = recordedApply
-
-    def run():
-        while runner.isRunning():
-            if not runner.tick():
-                threading.Event().wait(0.01)
-
-    assert controller.click((*clip[1][0], 0), False, editor)
-    run()
-    assert controller.propagate("forward", 0, editor) is not None
-    run()
-    return logic.segmentMask(editor.GetSelectedSegmentID()), starts, writes
-
-
-def test_jobs_started_in_a_worker_thread_write_the_same_masks_from_ticks(tmp_path, model, clip):
-    """``JobRunner(startInBackground=True)`` (``sam2s web``): each job's ``start`` (prompts, the
-    preview's computation) runs in a worker thread, the masks are written into MRML only by
-    ``tick`` in the calling thread, and the segmentation ends as with synchronous starts."""
-    main = threading.main_thread()
-    results = {}
-    for background in (False, True):
-        results[background], starts, writes = _trackRecordingThreads(tmp_path, model, clip, background)
-        assert len(starts) == 2 and all((thread is not main) == background for thread in starts)
-        assert writes and all(thread is main for thread in writes)
-    assert results[True].any() and np.array_equal(results[True], results[False])
 
 
 def test_pixels_and_frames_of_a_slice_view(tmp_path, clip):
@@ -626,3 +643,48 @@ def test_a_server_url_waits_for_its_token(tmp_path):
     assert backends.calls == [("http://gpu-box:8000", "t" * 40)] and controller.isRemote()
     controller.serverFieldsEdited("", "t" * 40)
     assert backends.calls[-1] == (None, "") and not controller.isRemote()
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 23, N21: the panel's state is kept in the scene's parameter node
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_panel_state_is_saved_with_the_scene_and_taken_up_after_a_reload(tmp_path, model, clip):
+    from SAM2SSlicerLib import parameters
+
+    scene = headless.createHeadlessScene()
+    store = JsonSettingsStore(tmp_path / "settings.json")
+    controller = SAM2SController(headless.createTrackingLogic(scene), store, backendFactory=Backends())
+    editor = _editorNode(controller.logic)
+    controller.importVideo(clip[0])
+    segmentation = controller.createSegmentation(editor)
+    controller.setFrameRange(1, 4)
+    controller.setScope("all")
+    controller.setTool(TOOL_BOX)
+    # The scene's MRML (what .mrml / .mrb files hold) carries them, node references by ID.
+    scene.scene.SetSaveToXMLString(1)
+    scene.scene.Commit()
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetLoadFromXMLString(1)
+    loaded.SetSceneXMLString(scene.scene.GetSceneXMLString())
+    loaded.Import()
+    stored = parameters.readParameters(loaded)
+    assert (stored.firstFrame, stored.lastFrame, stored.scope, stored.tool) == (1, 4, "all", TOOL_BOX)
+    assert stored.videoNode.GetID() == controller.logic.videoNode.GetID()
+    assert stored.segmentationNode.GetID() == segmentation.GetID()
+    # A new controller on the same scene (a module reload, or the scene loaded) takes them up.
+    reloaded = SAM2SController(headless.createTrackingLogic(scene), store, backendFactory=Backends())
+    otherEditor = _editorNode(reloaded.logic)
+    assert reloaded.restoreParameters(otherEditor)
+    assert reloaded.logic.videoNode is controller.logic.videoNode
+    assert reloaded.logic.segmentationNode is segmentation
+    assert otherEditor.GetSegmentationNode() is segmentation
+    assert (reloaded.firstFrame, reloaded.lastFrame, reloaded.scope, reloaded.tool) == (1, 4, "all", TOOL_BOX)
+    # Values that no longer fit (a range beyond the video, an unknown tool) fall back to defaults.
+    node = parameters.parameterNode(scene.scene)
+    node.SetParameter("lastFrame", "99")
+    node.SetParameter("tool", "lasso")
+    assert reloaded.restoreParameters()
+    assert (reloaded.firstFrame, reloaded.lastFrame, reloaded.tool) == (0, 5, TOOL_BOX)
+    assert parameters.readParameters(slicer.vtkMRMLScene()) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -211,24 +212,34 @@ def test_without_pydicom_says_how_to_install_it(files, clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_dicom_video_is_tracked_through_the_local_server_as_in_process(files, clip):
+@pytest.mark.parametrize("kind", ["dicom", "mp4 outside the server's roots"])
+def test_a_video_the_server_cannot_open_is_tracked_through_the_local_server_as_in_process(files, clip, tmp_path, kind):
     """N4 of issue 23: the local server opens only video containers and image folders; a DICOM video
-    imported into the scene reaches it through shared memory, and the masks equal those tracked in
-    this process (the flow engine, the same mask prompt)."""
+    imported into the scene reaches it through shared memory. N3: an mp4 outside the folders the
+    server may read (on Windows: a UNC share, formerly any other drive) does too, instead of a 403.
+    The masks equal those tracked in this process (the flow engine, the same mask prompt)."""
     pytest.importorskip("slicer", reason="slicer-core is not installed")
     pytest.importorskip("fastapi")
+    from sam2sapp.visualize import write_video
     from SAM2SSlicerLib import headless
-    from SAM2SSlicerLib.backends import InProcessBackend, LocalServer, ServerBackend
+    from SAM2SSlicerLib.backends import InProcessBackend, LocalServer, ServerBackend, localServerRoots
     from SAM2SSlicerLib.settings import ModelSettings
 
-    source, _ = clip
+    source, frames = clip
+    if kind == "dicom":
+        video, roots = files["h264"], None
+    else:
+        (tmp_path / "readable").mkdir()
+        (tmp_path / "elsewhere").mkdir()
+        video, roots = write_video(tmp_path / "elsewhere" / "clip.mp4", frames), [str(tmp_path / "readable")]
+    assert localServerRoots() == [os.path.abspath(os.sep)] or os.name == "nt"
     masks = {}
-    local = LocalServer()
+    local = LocalServer(roots=roots)
     try:
         for name, backend in (("here", InProcessBackend()), ("server", ServerBackend(localServer=local))):
             logic = headless.createTrackingLogic(backend=backend)
             logic.setModelSettings(ModelSettings(engine="flow", device="cpu"))
-            logic.importVideo(str(files["h264"]))
+            logic.importVideo(str(video))
             logic.createSegmentation()
             sid = logic.addSegment("object", objectId=1)
             logic.setMaskPrompt(sid, 0, source.mask(0, 0))

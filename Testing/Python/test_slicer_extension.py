@@ -231,7 +231,7 @@ def test_requirements_are_pinned_ranges():
 
     requirements = readRequirements()
     names = {re.split(r"[<>=!~]", r)[0] for r in requirements}
-    assert names == {"av", "tqdm", "opencv-python-headless", "fastapi", "uvicorn"}
+    assert names == {"av", "tqdm", "opencv-python-headless", "h11", "fastapi", "uvicorn"}
     # Slicer bundles numpy and pillow; a range here could make pip_ensure downgrade them.
     assert not names & {"numpy", "pillow"}
     from setuptools.config.pyprojecttoml import read_configuration

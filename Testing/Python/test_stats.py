@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 pytest.importorskip("matplotlib", reason="the plots need matplotlib (pip install matplotlib)")
 
 from conftest import random_model  # noqa: E402
@@ -32,6 +32,7 @@ from SAM2SSlicerLib.stats import (  # noqa: E402
     frameOfPlotPoint,
     frameOfTableRow,
     maskProperties,
+    showStatisticsInLayout,
 )
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
 from slicertrack import track_in_slicer  # noqa: E402
@@ -218,7 +219,10 @@ def test_review_list_on_a_hand_built_sequence():
 
 def test_module_table_plot_review_nodes_and_jump_to_frame(clip, tmp_path):
     source = SyntheticClip(FRAMES, HEIGHT, WIDTH, 2, seed=4)
-    logic = headless.createTrackingLogic()
+    scene = headless.createHeadlessScene()
+    logic = headless.createTrackingLogic(scene)
+    layoutLogic = slicer.vtkMRMLLayoutLogic()  # Slicer's layout node and layout descriptions
+    layoutLogic.SetMRMLScene(logic.scene)
     controller = SAM2SController(logic, JsonSettingsStore(tmp_path / "settings.json"))
     video = controller.importVideo(np.stack([source.get(i) for i in range(FRAMES)]))
     node = logic.createSegmentation()
@@ -265,6 +269,20 @@ def test_module_table_plot_review_nodes_and_jump_to_frame(clip, tmp_path):
     ]  # fmt: skip
     assert entries == [(4, 2, "low_iou"), (4, 2, "iou_drop"), (5, 1, "disappears"), (7, 1, "appears")]
     assert frameOfTableRow(nodes.review, 2) == 5
+
+    # N17: the layout shows the chart AND a table (ShowChartInLayout alone picks a plot layout
+    # without a table view from the conventional layout); the review table, which lists frames.
+    layout = layoutLogic.GetLayoutNode()
+    layout.SetViewArrangement(layout.SlicerLayoutConventionalView)
+    assert "vtkMRMLTableViewNode" not in layout.GetLayoutDescription(layout.SlicerLayoutConventionalPlotView)
+    shown = showStatisticsInLayout(logic.scene, scene.applicationLogic, nodes)
+    arrangement = layout.GetViewArrangement()
+    assert arrangement == layout.SlicerLayoutFourUpPlotTableView
+    description = layout.GetLayoutDescription(arrangement)
+    assert "vtkMRMLTableViewNode" in description and "vtkMRMLPlotViewNode" in description
+    selection = scene.applicationLogic.GetSelectionNode()
+    assert shown is nodes.review and selection.GetActiveTableID() == nodes.review.GetID()
+    assert selection.GetActivePlotChartID() == nodes.chart.GetID()
 
     again = logic.updateStatistics()  # refilled, not duplicated
     assert again.table is nodes.table and again.series[1] is nodes.series[1]

@@ -1,6 +1,7 @@
-"""No orphan tracking server (issue 23, item 1 and acceptance 2, in part): the local server is started
+"""No orphan tracking server (issue 23, item 1 and acceptance 2): the local server is started
 through a launcher that behaves like PythonSlicer (CTKAppLauncher starts the real interpreter as its
-child and forwards no signal), and no server process is alive 20 s after ``LocalServer.stop()`` or
+child and forwards no signal), and no server process is alive 20 s after ``LocalServer.stop()``,
+after a module reload (``SAM2SController.shutdown``, what the module's ``cleanup()`` calls) or
 after SIGKILL of the application that started it (``sam2s.serving.supervise``); each start's work
 folder (ready file, log) goes with its server (N23)."""
 
@@ -111,3 +112,39 @@ def test_the_server_ends_itself_when_the_application_is_killed(launcher):
     finally:
         if app.poll() is None:
             app.kill()
+
+
+def test_a_module_reload_stops_the_controllers_job_and_server(launcher, tmp_path):
+    """A module reload (``slicer.util.reloadScriptedModule`` calls the widget's ``cleanup()``, which
+    calls ``SAM2SController.shutdown``; N11) while a click's session is being made in the local
+    server: the job is dropped, and no server process is alive 20 s later."""
+    import numpy as np
+    from SAM2SSlicerLib import headless
+    from SAM2SSlicerLib.backends import LocalServer, ServerBackend
+    from SAM2SSlicerLib.controller import JsonSettingsStore, SAM2SController
+    from SAM2SSlicerLib.synthetic import SyntheticClip
+
+    server = LocalServer(python=str(launcher))
+    logic = headless.createTrackingLogic()
+    controller = SAM2SController(
+        logic,
+        JsonSettingsStore(tmp_path / "s.json"),
+        backendFactory=lambda url, token: ServerBackend(localServer=server),
+    )
+    controller.setCompute("local")
+    clip = SyntheticClip(num_frames=4, height=32, width=48, num_objects=1, seed=1)
+    controller.importVideo(np.stack([clip.get(t) for t in range(4)]))
+    editor = logic.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    controller.createSegmentation(editor)
+    controller.effectActivated(editor)
+    assert controller.click((20.0, 15.0, 0), False, editor)
+    while server.process is None or server.url is None:  # ticks until the server listens
+        controller.runner.tick()
+        time.sleep(0.05)
+    launcherPid = server.process.pid
+    serverPid = child_of(launcherPid)
+    assert controller.runner.isRunning()
+    controller.shutdown()  # what the module's cleanup() does on reload
+    assert not controller.runner.isRunning()
+    assert gone_within([launcherPid, serverPid], 20), "a server process outlived the module reload"
+    controller.shutdown()  # twice: nothing happens

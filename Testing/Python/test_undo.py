@@ -316,3 +316,88 @@ def test_empty_segmentation_allows_the_maximum():
     assert undo.fullUndoStateBytes(seg) == undo.undoStateBytes(seg) == 0
     assert undo.undoStateLimit(seg, 0) == undo.SLICER_DEFAULT_UNDO_STATES
     assert undo.dataObjectBytes(None) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 23, N7-N9: undo that keeps its promises (vtkSlicerSegmentEditorLogic of slicer-core 5.11)
+# ---------------------------------------------------------------------------------------------
+
+
+def _propagate(editing: Editing, segmentId: str) -> np.ndarray:
+    """A propagation-like write: every frame of one segment (its masks shifted 3 columns)."""
+    masks = np.roll(editing.masks[segmentId], 3, axis=2)
+    segments.writeSegmentFrames(editing.seg, segmentId, editing.video, 0, masks)
+    return masks
+
+
+def _readAll(editing: Editing, segmentId: str) -> np.ndarray:
+    return segments.readSegmentMask(editing.seg, segmentId, editing.video)
+
+
+def test_no_undo_means_maximum_zero_so_undo_and_its_shortcuts_keep_the_propagation(editing):
+    """N7: with no undo state in the budget the editor's maximum is 0 and its history empty, so
+    Undo (what the Z / Ctrl+Z shortcuts call: qMRMLSegmentEditorWidget::undo -> Logic->Undo) changes
+    nothing, and a later limit > 0 does not bring back a state that reverts the propagation."""
+    full = undo.fullUndoStateBytes(editing.seg)
+    assert undo.limitUndoStates(editing.logic, editing.seg, 3 * full) == 3
+    editing.save()  # a state from before undo went off
+    editing.click(editing.a, 2)
+    assert editing.logic.CanUndo()
+    assert undo.limitUndoStates(editing.logic, editing.seg, full - 1) == 0
+    assert editing.logic.GetMaximumNumberOfUndoStates() == 0 and not editing.logic.CanUndo()
+    propagated = _propagate(editing, editing.a)  # the write that follows: no state saved
+    undo.saveUndoState(editing.logic)
+    editing.logic.Undo()  # Z
+    np.testing.assert_array_equal(_readAll(editing, editing.a), propagated)
+    # The budget grows again (e.g. a shorter segmentation): undo comes back, the propagation stays.
+    assert undo.limitUndoStates(editing.logic, editing.seg, 3 * full) == 3
+    undo.saveUndoState(editing.logic)
+    editing.click(editing.a, 7, np.zeros((HEIGHT, WIDTH), dtype=bool))
+    editing.logic.Undo()
+    np.testing.assert_array_equal(_readAll(editing, editing.a), propagated)
+    assert not editing.logic.CanUndo()
+
+
+def test_a_limit_change_keeps_the_undo_history(editing):
+    """N8: a change of the limit only changes the maximum: the states kept stay undoable (raising
+    keeps all, lowering drops only the oldest)."""
+    full = undo.fullUndoStateBytes(editing.seg)
+    assert undo.limitUndoStates(editing.logic, editing.seg, 10 * full) == 10
+    before = {frame: editing.frame(editing.a, frame) for frame in (3, 4, 5)}
+    for frame in (3, 4, 5):
+        undo.saveUndoState(editing.logic)
+        editing.click(editing.a, frame, np.zeros((HEIGHT, WIDTH), dtype=bool))
+    assert undo.limitUndoStates(editing.logic, editing.seg, 4 * full) == 4  # lower, still >= 3 states
+    assert editing.logic.CanUndo()
+    editing.logic.Undo()
+    np.testing.assert_array_equal(editing.frame(editing.a, 5), before[5])
+    # Lower to 3 of the 4 states (the Undo saved the current one): only the oldest is dropped.
+    assert undo.limitUndoStates(editing.logic, editing.seg, 3 * full) == 3
+    assert editing.logic.CanUndo()
+    editing.logic.Undo()
+    np.testing.assert_array_equal(editing.frame(editing.a, 4), before[4])
+    assert not editing.frame(editing.a, 3).any()  # its state was the oldest: dropped, as documented
+
+
+def test_the_budget_goes_to_the_editor_that_owns_the_effect(editing):
+    """N9: the Segment Editor module's editor (its own node, its own history, 10 states) gets the
+    limit when the SAM2S effect is active there; the panel's editor is left alone."""
+    scene = editing.headless.scene
+    moduleNode = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    moduleEditor = slicer.vtkSlicerSegmentEditorLogic()
+    moduleEditor.SetMRMLScene(scene)
+    moduleEditor.SetMRMLApplicationLogic(editing.headless.applicationLogic)
+    moduleEditor.SetSegmentEditorNode(moduleNode)
+    moduleNode.SetAndObserveSegmentationNode(editing.seg)
+    moduleEditor.SetSourceVolumeNode(editing.video)
+    moduleEditor.SetMaximumNumberOfUndoStates(undo.SLICER_DEFAULT_UNDO_STATES)
+    editors = [editing.logic, moduleEditor]
+    assert undo.editorOf(moduleNode, editors) is moduleEditor
+    assert undo.editorOf(editing.editorNode, editors) is editing.logic
+    assert undo.editorOf(scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode"), editors) is None
+    budget = 3 * undo.fullUndoStateBytes(editing.seg)
+    assert undo.limitUndoStates(undo.editorOf(moduleNode, editors), editing.seg, budget) == 3
+    assert moduleEditor.GetMaximumNumberOfUndoStates() == 3
+    assert editing.logic.GetMaximumNumberOfUndoStates() == undo.SLICER_DEFAULT_UNDO_STATES
+    with pytest.raises(ValueError, match="at least 2"):
+        undo.applyUndoLimit(moduleEditor, 1)

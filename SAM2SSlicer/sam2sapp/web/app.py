@@ -15,8 +15,9 @@ the options of ``sam2s web`` :mod:`.options`' (their public names are re-exporte
   to video pixels ``(x right, y down, frame)`` by ``controller.pixelOfRas``.
 * Tracking runs in a tracking server (``backends.ServerBackend``, a local child process unless
   ``--server``): trame's event loop only ticks the controller's ``JobRunner`` (one non-blocking
-  poll and a bulk write of the finished frames, every :data:`TICK_SECONDS`), so frame changes
-  answer while a propagation runs.
+  step of the job: the server's start, the model load, a click's preview and each poll are
+  requests it never waits for; and a bulk write of the finished frames, every
+  :data:`TICK_SECONDS`), so the page answers while a session starts or a propagation runs.
 * Access: bound to 127.0.0.1 by default. On any other address a token is required (the tracking
   server's rule, ``sam2s.serving.access.MIN_REMOTE_TOKEN_LENGTH`` characters or more): every HTTP and
   websocket request must carry it, as ``Authorization: Bearer TOKEN``, as ``?token=TOKEN`` (the
@@ -709,12 +710,13 @@ def createApp(args: argparse.Namespace, server=None) -> SAM2SWebApp:
         segmentationsLogic=slicerApp.segmentations_logic,
         volumesLogic=slicerApp.volumes_logic,
     )
-    # Jobs start in a worker thread (prompts, previews and frame uploads are requests of seconds to
-    # the tracking server): trame's event loop keeps answering meanwhile. MRML is written by ticks only.
+    # Jobs are ticked from trame's event loop: every request to the tracking server (prompts,
+    # previews, frame uploads, polls) is advanced without waiting (runner.JobRunner), so the loop
+    # keeps answering. MRML is written by ticks only.
     controller = SAM2SController(
         logic,
         MemorySettingsStore(),
-        runner=JobRunner(logic, startInBackground=True),
+        runner=JobRunner(logic),
         backendFactory=backendFactory(args.tracking_niceness),
     )
     controller.setModelSettings(settings)

@@ -8,17 +8,12 @@ import argparse
 import sys
 
 from sam2s.modelspec import ModelSpec, add_model_arguments, spec_error_for_options
+from SAM2SSlicerLib.backends import LOCAL_SERVER_NICENESS
 
 from .access import TOKEN_ENV
 
 WEB_MODEL = ModelSpec()
 """``sam2s web``'s model defaults (``--device auto``: the GPU when there is one)."""
-
-LOCAL_SERVER_NICENESS = 19
-"""Default niceness added to the local tracking server (``--tracking-niceness``): the lowest CPU
-priority, so that frame changes answer quickly while it tracks on the same cores; it still gets
-every cycle the page's server leaves. Measured in the browser test on 2 cores: frame changes
-during a propagation 184-288 ms at +19, 244-365 ms at +10, up to 500 ms at 0."""
 
 
 class MemorySettingsStore:
