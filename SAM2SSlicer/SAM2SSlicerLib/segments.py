@@ -527,33 +527,24 @@ def _grow(
             new[2 * axis + 1] = min(video[2 * axis + 1], new[2 * axis + 1] + margin)
             if axis == 2 and reserve is not None:
                 new[5] = min(video[5], max(new[5], int(reserve[1])))
+    # numpy.zeros (calloc): the zero pages cost nothing until a write touches them, so growing a
+    # layer by many frames costs the copy of its old voxels only, not a pass over the new size
+    voxels = np.zeros((new[5] - new[4] + 1, new[3] - new[2] + 1, new[1] - new[0] + 1), dtype=np.uint8)
+    if old is not None:
+        voxels[
+            old[4] - new[4] : old[5] - new[4] + 1,
+            old[2] - new[2] : old[3] - new[2] + 1,
+            old[0] - new[0] : old[1] - new[0] + 1,
+        ] = numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(
+            old[5] - old[4] + 1, old[3] - old[2] + 1, old[1] - old[0] + 1
+        )
+    # the VTK array uses the numpy memory (VTK keeps the array alive: numpy_support stores it on the
+    # wrapper, whose attributes VTK keeps while the C++ array lives) and never frees it itself
+    scalars = numpy_support.numpy_to_vtk(voxels.reshape(-1), deep=False, array_type=vtk.VTK_UNSIGNED_CHAR)
     grown = slicer.vtkOrientedImageData()
     grown.ShallowCopy(layer)  # the geometry
     grown.SetExtent(*new)
-    grown.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    voxels = numpy_support.vtk_to_numpy(grown.GetPointData().GetScalars()).reshape(
-        new[5] - new[4] + 1, new[3] - new[2] + 1, new[1] - new[0] + 1
-    )
-    if old is None:
-        voxels[:] = 0
-    else:  # zeros around the old box, then the old voxels into it: each voxel written once
-        k0, k1, j0, j1, i0, i1 = (
-            old[4] - new[4],
-            old[5] - new[4] + 1,
-            old[2] - new[2],
-            old[3] - new[2] + 1,
-            old[0] - new[0],
-            old[1] - new[0] + 1,
-        )
-        voxels[:k0] = 0
-        voxels[k1:] = 0
-        voxels[k0:k1, :j0] = 0
-        voxels[k0:k1, j1:] = 0
-        voxels[k0:k1, j0:j1, :i0] = 0
-        voxels[k0:k1, j0:j1, i1:] = 0
-        voxels[k0:k1, j0:j1, i0:i1] = numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(
-            old[5] - old[4] + 1, old[3] - old[2] + 1, old[1] - old[0] + 1
-        )
+    grown.GetPointData().SetScalars(scalars)
     layer.ShallowCopy(grown)
 
 
