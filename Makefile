@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# Meta's reference, for the parity tests only: no CUDA build step, no torchvision.
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
+	# EdgeTAM's reference (its import package is also `sam2`): in a folder of its own, with timm for its
+	# RepViT trunk; the tests run it in a subprocess (benchmarks/edgetam_reference.py).
+	$(PIP) install -q --no-deps --target $(VENV)/edgetam-ref edgetam-dimos==1.0.1 timm==1.0.31 \
+		huggingface_hub==0.26.5 safetensors==0.4.5
 	touch $@
 
 env: $(VENV)/.installed

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import CheckpointError, load_state_dict, resolve_checkpoint
-from .config import CONFIGS, get_config
+from .config import CONFIGS, TrunkConfig, get_config
 from .modeling.sam2 import SAM2Model
 from .resources import cpu_flags
 from .spec import check_precision
@@ -108,15 +108,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def guess_config(state_dict: dict[str, torch.Tensor]) -> str | None:
-    """Config name whose architecture a state dict has (from the trunk width and depth and the
-    SAM 2.1-only keys), or None when it matches none."""
+    """Config name whose architecture a state dict has (EdgeTAM: its RepViT trunk and spatial
+    perceiver; SAM 2 / 2.1: the Hiera trunk's width and depth and the SAM 2.1-only keys), or None
+    when it matches none."""
+    if "image_encoder.trunk.body.stem.conv1.c.weight" in state_dict and "spatial_perceiver.latents" in state_dict:
+        return "edgetam"
     w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
     if w is None:
         return None
     blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
     sam21 = "no_obj_embed_spatial" in state_dict
     for name, cfg in CONFIGS.items():
-        if cfg.trunk.embed_dim == w.shape[0] and sum(cfg.trunk.stages) == len(blocks) and cfg.sam21 == sam21:
+        hiera = isinstance(cfg.trunk, TrunkConfig)
+        if hiera and cfg.trunk.embed_dim == w.shape[0] and sum(cfg.trunk.stages) == len(blocks) and cfg.sam21 == sam21:
             return name
     return None
 

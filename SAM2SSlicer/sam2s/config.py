@@ -1,10 +1,16 @@
-"""Model configurations, named like Meta's config stems (``sam2.1_hiera_t`` ...).
+"""Model configurations, named like Meta's config stems (``sam2.1_hiera_t`` ...) and ``edgetam``.
 
-Every value comes from the YAML files of Meta's reference (PyPI ``sam2`` 1.1.0,
+Every SAM 2 / 2.1 value comes from the YAML files of Meta's reference (PyPI ``sam2`` 1.1.0,
 ``sam2/configs/sam2/*.yaml`` and ``sam2/configs/sam2.1/*.yaml``, plus the defaults of
 ``sam2/modeling/backbones/hieradet.py::Hiera`` for values a YAML leaves out).
 The sizes differ only in the Hiera trunk; SAM 2.1 adds the spatial "no object"
 embedding and the temporal encoding of object pointers.
+
+``edgetam`` (Zhou et al., "EdgeTAM: On-Device Track Anything Model", CVPR 2025) takes its values
+from ``sam2/configs/edgetam.yaml`` of its reference (PyPI ``edgetam-dimos`` 1.0.1): SAM 2.0 heads
+and flags, a RepViT-M1 trunk (:class:`RepViTConfig`), a 2-D spatial perceiver that compresses each
+memory frame (:class:`PerceiverConfig`) and 2 memory-attention layers whose cross-attention is
+RoPE v2 (queries on the feature grid, keys on the perceiver's 16 x 16 latent grid).
 """
 
 from __future__ import annotations
@@ -37,12 +43,36 @@ class TrunkConfig:
 
 
 @dataclass(frozen=True)
+class RepViTConfig:
+    """RepViT-M1 trunk of EdgeTAM (timm ``repvit_m1.dist_in1k`` with ``features_only``; Wang et
+    al., "RepViT: Revisiting Mobile CNN From ViT Perspective", CVPR 2024)."""
+
+    name: str = "repvit_m1"
+    channel_list: tuple[int, ...] = (384, 192, 96, 48)  # coarsest first, the neck's backbone_channel_list
+
+
+@dataclass(frozen=True)
+class PerceiverConfig:
+    """EdgeTAM's spatial perceiver (``spatial_perceiver`` of ``edgetam.yaml``): each memory frame's
+    ``(64, f, f)`` features become ``num_latents`` global plus ``num_latents_2d`` windowed latents."""
+
+    depth: int = 2
+    dim: int = 64
+    dim_head: int = 64
+    heads: int = 1
+    ff_mult: int = 4
+    num_latents: int = 256
+    num_latents_2d: int = 256
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes a SAM 2 / 2.1 model's architecture and inference behaviour."""
 
     name: str
-    trunk: TrunkConfig
+    trunk: TrunkConfig | RepViTConfig
     sam21: bool  # SAM 2.1 flags: no_obj_embed_spatial, add/proj/signed tpos enc of object pointers
+    perceiver: PerceiverConfig | None = None  # EdgeTAM: memory frames pass through a spatial perceiver
     image_size: int = 1024
     d_model: int = 256  # hidden dim of neck, memory attention and SAM heads
     mem_dim: int = 64  # memory encoder output channels
@@ -97,6 +127,9 @@ for _size, _trunk in (("t", _T), ("s", _S), ("b+", _BP), ("l", _L)):
     for _version in ("sam2", "sam2.1"):
         _name = f"{_version}_hiera_{_size}"
         CONFIGS[_name] = ModelConfig(name=_name, trunk=_trunk, sam21=_version == "sam2.1")
+CONFIGS["edgetam"] = ModelConfig(
+    name="edgetam", trunk=RepViTConfig(), sam21=False, perceiver=PerceiverConfig(), memory_attention_layers=2
+)
 
 
 def get_config(name: str, image_size: int = 1024) -> ModelConfig:

@@ -44,8 +44,11 @@ class DiveMemBank:
 
 
 def memory_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Cosine similarity of two memories ``(1, C, H, W)``: over the C channels of each token, then
-    averaged over the ``H * W`` tokens. Returns a float in [-1, 1]."""
+    """Cosine similarity of two memories ``(1, C, H, W)`` (or EdgeTAM's perceiver tokens
+    ``(1, N, C)``): over the C channels of each token, then averaged over the tokens. Returns a
+    float in [-1, 1]."""
+    if a.ndim == 3:  # (1, N, C) tokens: channels last
+        return float(F.cosine_similarity(a.float(), b.float(), dim=2).mean())
     return float(F.cosine_similarity(a.float().flatten(2), b.float().flatten(2), dim=1).mean())
 
 

@@ -131,8 +131,9 @@ class VideoTracker(Tracker):
         self.prefetch_frames: bool | None = None  # None: when a core is free (see the class docstring)
         self._prefetched: dict[int, Future] = {}  # frame -> preprocessed image, during propagate
         self._frames_lock = threading.Lock()  # frame sources are not thread-safe
-        # cross-attention keys / values per stored memory frame (None: recompute every frame)
-        self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache()
+        # cross-attention keys / values per stored memory frame (None: recompute every frame);
+        # EdgeTAM's perceiver memories (tokens, RoPE v2 keys) go through the uncached path for now
+        self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache() if model.config.perceiver is None else None
         # obj_id -> frame -> (predicted IoU, object score logit): two floats per frame and object,
         # kept for every frame even after the memory bank dropped the frame's FrameMemory
         self._confidences: dict[int, dict[int, tuple[float, float]]] = {}
@@ -430,7 +431,8 @@ class VideoTracker(Tracker):
         return ff
 
     def _encode_memory(self, frame_idx: int, low_res: torch.Tensor, object_score: torch.Tensor, binarize: bool):
-        """bf16 memory features ``(B, 64, f, f)`` of masks ``low_res (B, 1, 4f, 4f)`` on a frame."""
+        """bf16 memory features ``(B, 64, f, f)`` of masks ``low_res (B, 1, 4f, 4f)`` on a frame
+        (EdgeTAM: the spatial perceiver's ``(B, N, 64)`` tokens, see ``SAM2Model.encode_memory``)."""
         s = self.model.config.image_size
         high = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)
         ff = self._frame_features(frame_idx)
@@ -467,14 +469,14 @@ class VideoTracker(Tracker):
         """Memory-conditioned features ``(B, 256, f, f)`` of a frame for a batch of objects."""
         model, cfg = self.model, self.model.config
         device = model.device
-        hw = ff.feat.shape[-2] * ff.feat.shape[-1]
-        mem_pos = self._maskmem_pos.flatten(2).transpose(1, 2).to(device)  # (1, HW, 64)
+        mem_pos = _tokens(self._maskmem_pos).to(device)  # (1, HW, 64), or EdgeTAM's (1, N, 64) latents
+        hw = mem_pos.shape[1]  # memory tokens per frame
         max_rel = min(self.num_frames, cfg.max_obj_ptrs_in_encoder) - 1
         per_obj, banks = [], []
         for obj in objs:
             sel = self.memory.select(obj, frame_idx, reverse, self.num_frames)
             obj.last_attended = (frame_idx, sel)
-            feats = [m.maskmem.to(device).flatten(2).transpose(1, 2) for m, _ in sel.spatial]
+            feats = [_tokens(m.maskmem.to(device)) for m, _ in sel.spatial]
             poss = [mem_pos + model.memory_tpos(slot).reshape(1, 1, -1) for _, slot in sel.spatial]
             if sel.pointers:
                 rel = torch.tensor([r for r, _ in sel.pointers], device=device)
@@ -557,3 +559,9 @@ class VideoTracker(Tracker):
         """``(B, 1, 4f, 4f)`` logits -> ``(B, H, W)`` float32 numpy at the original resolution."""
         up = F.interpolate(low_res.float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
         return up[:, 0].cpu().numpy()
+
+
+def _tokens(memory: torch.Tensor) -> torch.Tensor:
+    """A memory frame as tokens ``(B, N, C)``: ``(B, C, h, w)`` spatial memory in row-major order,
+    or EdgeTAM's perceiver latents, already ``(B, N, C)``."""
+    return memory.flatten(2).transpose(1, 2) if memory.ndim == 4 else memory

@@ -48,7 +48,7 @@ def _assert_outputs_close(ref: dict, ours: dict, atol: float = ATOL) -> None:
     torch.testing.assert_close(ours["vision_features"], ref["vision_features"], rtol=0, atol=atol)
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", [n for n, c in CONFIGS.items() if isinstance(c.trunk, TrunkConfig)])  # Meta's
 def test_state_dict_matches_reference(name: str) -> None:
     ref_sd = _reference_encoder(name).state_dict()
     with torch.device("meta"):  # no weight init: only names and shapes matter here

@@ -1,7 +1,7 @@
 """Parity with Meta's reference (PyPI sam2==1.1.0) for the same random state dict.
 
 Acceptance items 2 and 3 of the engine issue: identical state-dict keys and shapes for all 8
-configs (strict loading), and per-frame logits within 1e-3 of the reference's video predictor
+SAM 2 / 2.1 configs (strict loading; EdgeTAM's parity is test_edgetam_parity.py), and per-frame logits within 1e-3 of the reference's video predictor
 on real frames, two objects (points / box), a second click on the middle frame, forward then backward.
 """
 
@@ -29,7 +29,7 @@ BACKWARD_AT = {512: True, 1024: False}
 
 
 @pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning")  # meta: names, shapes only
-@pytest.mark.parametrize("name", list(sam2s.CONFIGS))
+@pytest.mark.parametrize("name", [n for n, c in sam2s.CONFIGS.items() if c.perceiver is None])  # EdgeTAM: its own test
 def test_state_dict_matches_reference(name):
     """Same keys and shapes as the reference for all 8 configs, and a strict load: ours is built on
     the ``meta`` device and the reference without weight initialisation, so this takes seconds."""

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrunkConfig
 from .hiera import Hiera
 from .position_encoding import sine_position_encoding
+from .repvit import RepViTTrunk
 
 
 class FpnNeck(nn.Module):
@@ -75,7 +76,8 @@ class FpnNeck(nn.Module):
 class ImageEncoder(nn.Module):
     """SAM 2 / 2.1 image encoder (reference ``ImageEncoder`` with ``scalp=1``).
 
-    ``trunk`` is a :class:`~sam2s.modeling.hiera.Hiera`, ``neck`` an :class:`FpnNeck` with
+    ``trunk`` is a :class:`~sam2s.modeling.hiera.Hiera` (EdgeTAM: a
+    :class:`~sam2s.modeling.repvit.RepViTTrunk`), ``neck`` an :class:`FpnNeck` with
     ``d_model = cfg.d_model`` (256). The coarsest (stride-32) level is dropped after the
     top-down fusion. Position encodings are :func:`sine_position_encoding` with ``d_model``
     channels (no parameters, so no state-dict entries, as in the reference).
@@ -90,10 +92,10 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, scalp: int = 1) -> None:
         super().__init__()
-        self.trunk = Hiera(cfg.trunk)
-        self.neck = FpnNeck(cfg.d_model, cfg.trunk.channel_list, fpn_top_down_levels=(2, 3))
+        self.trunk = Hiera(cfg.trunk) if isinstance(cfg.trunk, TrunkConfig) else RepViTTrunk()  # EdgeTAM: RepViT-M1
+        self.neck = FpnNeck(cfg.d_model, tuple(cfg.trunk.channel_list), fpn_top_down_levels=(2, 3))
         self.scalp = scalp
-        assert self.trunk.channel_list == self.neck.backbone_channel_list
+        assert list(self.trunk.channel_list) == self.neck.backbone_channel_list
 
     def forward(self, sample: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         features = self.neck(self.trunk(sample))

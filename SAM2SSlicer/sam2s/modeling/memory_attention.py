@@ -203,12 +203,21 @@ class ObjectMemory:
 
 class MemoryAttentionLayer(nn.Module):
     """Pre-norm layer: RoPE self-attention, RoPE cross-attention (keys get their position
-    encoding added, queries do not), ReLU MLP of width 2048."""
+    encoding added, queries do not), ReLU MLP of width 2048. ``cross_attention`` replaces the
+    cross-attention module (EdgeTAM: ``rope_attention_v2.RoPEAttentionV2``)."""
 
-    def __init__(self, d_model: int = 256, mem_dim: int = 64, dim_feedforward: int = 2048) -> None:
+    def __init__(
+        self,
+        d_model: int = 256,
+        mem_dim: int = 64,
+        dim_feedforward: int = 2048,
+        cross_attention: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.self_attn = RoPEAttention(d_model)
-        self.cross_attn_image = RoPEAttention(d_model, kv_in_dim=mem_dim)
+        self.cross_attn_image = (
+            cross_attention if cross_attention is not None else RoPEAttention(d_model, kv_in_dim=mem_dim)
+        )
         self.linear1 = Linear(d_model, dim_feedforward)
         self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -224,11 +233,34 @@ class MemoryAttentionLayer(nn.Module):
 
 
 class MemoryAttention(nn.Module):
-    """Stack of ``MemoryAttentionLayer`` plus a final layer norm."""
+    """Stack of ``MemoryAttentionLayer`` plus a final layer norm.
 
-    def __init__(self, d_model: int = 256, mem_dim: int = 64, num_layers: int = 4) -> None:
+    ``perceiver_tokens`` (EdgeTAM: 512, ``PerceiverConfig.num_latents + num_latents_2d``): the memory
+    frames are spatial-perceiver tokens, and the cross-attention is
+    ``rope_attention_v2.RoPEAttentionV2`` (keys rotated on the perceiver's latent grid of side
+    ``sqrt(perceiver_grid)``, the leading global latents of each frame unrotated)."""
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        mem_dim: int = 64,
+        num_layers: int = 4,
+        perceiver_tokens: int | None = None,
+        perceiver_grid: int = 256,
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(MemoryAttentionLayer(d_model, mem_dim) for _ in range(num_layers))
+        from .rope_attention_v2 import RoPEAttentionV2
+
+        side = int(round(perceiver_grid**0.5))
+
+        def cross() -> nn.Module | None:
+            if perceiver_tokens is None:
+                return None
+            return RoPEAttentionV2(d_model, kv_in_dim=mem_dim, k_sizes=(side, side), tokens_per_frame=perceiver_tokens)
+
+        self.layers = nn.ModuleList(
+            MemoryAttentionLayer(d_model, mem_dim, cross_attention=cross()) for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
 
     def forward(

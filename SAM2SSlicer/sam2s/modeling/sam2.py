@@ -21,6 +21,7 @@ from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
+from .perceiver import PerceiverResampler
 from .prompt_encoder import PromptEncoder
 
 NO_OBJ_SCORE = -1024.0  # logit written where the object is predicted absent (reference value)
@@ -89,7 +90,14 @@ class SAM2Model(nn.Module):
         c, m = config.d_model, config.mem_dim
         self.image_encoder = ImageEncoder(config)
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
-        self.memory_attention = MemoryAttention(c, m, config.memory_attention_layers)
+        perceiver = config.perceiver
+        self.memory_attention = MemoryAttention(
+            c,
+            m,
+            config.memory_attention_layers,
+            perceiver_tokens=None if perceiver is None else perceiver.num_latents + perceiver.num_latents_2d,
+            perceiver_grid=256 if perceiver is None else perceiver.num_latents_2d,
+        )
         self.memory_encoder = MemoryEncoder(c, m)
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, m))
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, c))
@@ -101,6 +109,16 @@ class SAM2Model(nn.Module):
         if config.sam21:
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, m))
             self.obj_ptr_tpos_proj = nn.Linear(c, m)
+        if perceiver is not None:  # EdgeTAM
+            self.spatial_perceiver = PerceiverResampler(
+                dim=perceiver.dim,
+                depth=perceiver.depth,
+                dim_head=perceiver.dim_head,
+                heads=perceiver.heads,
+                num_latents=perceiver.num_latents,
+                num_latents_2d=perceiver.num_latents_2d,
+                ff_mult=perceiver.ff_mult,
+            )
         self.precision = "fp32"
 
     @property
@@ -249,7 +267,9 @@ class SAM2Model(nn.Module):
 
         Returns:
             ``(features (B, 64, f, f), position encoding (B, 64, f, f))``, in the model's dtype
-            (the mask's sigmoid is taken in float32, then cast).
+            (the mask's sigmoid is taken in float32, then cast). EdgeTAM: the spatial
+            perceiver's ``(B, N, 64)`` latents and their position encoding (N = 512), as the
+            reference's ``_encode_new_memory`` gives them (edgetam-dimos ``sam2_base.py``).
         """
         cfg = self.config
         high_res_masks = high_res_masks.float()
@@ -259,6 +279,8 @@ class SAM2Model(nn.Module):
         if self.config.sam21:
             absent = 1 - (object_score > 0).float()
             mem = mem + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        if self.config.perceiver is not None:
+            mem, mem_pos = self.spatial_perceiver(mem, mem_pos)
         return mem, mem_pos
 
     def memory_tpos(self, slot: int) -> torch.Tensor:
