@@ -13,7 +13,7 @@ every tracked frame, objects batched by memory size (no padding, no attention ma
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -235,31 +235,21 @@ class MemoryAttentionLayer(nn.Module):
 class MemoryAttention(nn.Module):
     """Stack of ``MemoryAttentionLayer`` plus a final layer norm.
 
-    ``perceiver_tokens`` (EdgeTAM: 512, ``PerceiverConfig.num_latents + num_latents_2d``): the memory
-    frames are spatial-perceiver tokens, and the cross-attention is
-    ``rope_attention_v2.RoPEAttentionV2`` (keys rotated on the perceiver's latent grid of side
-    ``sqrt(perceiver_grid)``, the leading global latents of each frame unrotated)."""
+    ``cross_attention`` (a factory, called once per layer; None: SAM 2's ``RoPEAttention``) gives
+    each layer its cross-attention module: EdgeTAM's memory frames are spatial-perceiver tokens,
+    attended with ``rope_attention_v2.RoPEAttentionV2`` (``SAM2Model`` passes it)."""
 
     def __init__(
         self,
         d_model: int = 256,
         mem_dim: int = 64,
         num_layers: int = 4,
-        perceiver_tokens: int | None = None,
-        perceiver_grid: int = 256,
+        cross_attention: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        from .rope_attention_v2 import RoPEAttentionV2
-
-        side = int(round(perceiver_grid**0.5))
-
-        def cross() -> nn.Module | None:
-            if perceiver_tokens is None:
-                return None
-            return RoPEAttentionV2(d_model, kv_in_dim=mem_dim, k_sizes=(side, side), tokens_per_frame=perceiver_tokens)
-
         self.layers = nn.ModuleList(
-            MemoryAttentionLayer(d_model, mem_dim, cross_attention=cross()) for _ in range(num_layers)
+            MemoryAttentionLayer(d_model, mem_dim, cross_attention=cross_attention() if cross_attention else None)
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 

@@ -22,6 +22,7 @@ from .mask_decoder import MaskDecoder
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .perceiver import PerceiverResampler
+from .rope_attention_v2 import RoPEAttentionV2
 from .prompt_encoder import PromptEncoder
 
 NO_OBJ_SCORE = -1024.0  # logit written where the object is predicted absent (reference value)
@@ -91,13 +92,15 @@ class SAM2Model(nn.Module):
         self.image_encoder = ImageEncoder(config)
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         perceiver = config.perceiver
-        self.memory_attention = MemoryAttention(
-            c,
-            m,
-            config.memory_attention_layers,
-            perceiver_tokens=None if perceiver is None else perceiver.num_latents + perceiver.num_latents_2d,
-            perceiver_grid=256 if perceiver is None else perceiver.num_latents_2d,
-        )
+        cross_attention = None
+        if perceiver is not None:  # EdgeTAM: RoPE v2 over each memory frame's perceiver latents
+            side = int(round(perceiver.num_latents_2d**0.5))
+            tokens = perceiver.num_latents + perceiver.num_latents_2d
+
+            def cross_attention() -> nn.Module:
+                return RoPEAttentionV2(c, kv_in_dim=m, k_sizes=(side, side), tokens_per_frame=tokens)
+
+        self.memory_attention = MemoryAttention(c, m, config.memory_attention_layers, cross_attention)
         self.memory_encoder = MemoryEncoder(c, m)
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, m))
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, c))
