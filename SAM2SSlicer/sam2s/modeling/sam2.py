@@ -22,8 +22,8 @@ from .mask_decoder import MaskDecoder
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .perceiver import PerceiverResampler
-from .rope_attention_v2 import RoPEAttentionV2
 from .prompt_encoder import PromptEncoder
+from .rope_attention_v2 import RoPEAttentionV2
 
 NO_OBJ_SCORE = -1024.0  # logit written where the object is predicted absent (reference value)
 PRECISIONS = ("fp32", "bf16")  # resolved precisions of a model (``"auto"`` is resolved by sam2s.build)
