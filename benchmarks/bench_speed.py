@@ -24,12 +24,19 @@ Also measured, in the same run, for sam2s only:
   objects cost at most 2x one object at 512 px). The third object is a click [[610, 400]] on the
   reddish tissue at the bottom right of frame 0 (not annotated in the clip; any structure does).
 
+``--versus CONFIG`` (e.g. ``edgetam``, issue 24) adds a second sam2s model to the alternation
+(reference frame t, sam2s frame t, versus frame t, ...), with seeded random weights
+(``meta_reference.perturb_``; EdgeTAM's reference is not needed for its speed), at the same
+``--precision`` and prompts: its times, its FLOPs per frame (attention included) and its speed-up
+over the first sam2s model and over Meta's reference are printed.
+
 Times: "median" is over the tracked frames 1..T-1; "total" is all propagation steps including
 frame 0 (its prompt result and first memory); the prompts (which encode frame 0) are listed
 apart. ::
 
     python benchmarks/bench_speed.py --image-size 512 --frames 12
     python benchmarks/bench_speed.py --image-size 1024 --frames 6 --json speed.json
+    python benchmarks/bench_speed.py --image-size 1024 --frames 8 --objects 0 --versus edgetam
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ sys.path.insert(0, str(ROOT / "SAM2SSlicer"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sam2s  # noqa: E402
-from meta_reference import SHARED_DATA, build_reference  # noqa: E402 - Meta's reference, random weights
+from meta_reference import SHARED_DATA, build_reference, perturb_  # noqa: E402 - Meta's reference, random weights
 from SAM2SSlicerLib.synthetic import SyntheticClip  # noqa: E402
 
 # (object id, kind, value, what) on frame 0 of the real clip; 1 and 2 are ../shared/.../prompts.json
@@ -339,6 +346,7 @@ def main() -> None:
     p.add_argument("--precision", default="auto", help='sam2s precision: "auto" | "fp32" | "bf16" (reference: fp32)')
     p.add_argument("--objects", type=int, default=3, choices=(0, 2, 3), help="time 1 vs N objects of sam2s (0: skip)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--versus", metavar="CONFIG", help="a second sam2s config timed in the same alternation")
     a = p.parse_args()
     if a.frames < 3:
         p.error("--frames must be >= 3")
@@ -361,6 +369,10 @@ def run(a, folder: Path) -> dict:
     checkpoint = folder / "weights.pt"
     torch.save({"model": ref.state_dict()}, checkpoint)  # Meta's checkpoint format
     ours, tracker_kw, precision = build_ours(a.config, a.image_size, checkpoint, a.precision)
+    versus = None
+    if a.versus:
+        torch.manual_seed(0)
+        versus = perturb_(sam2s.build_model(a.versus, image_size=a.image_size, precision=a.precision), 0)
     sections = Sections(ours)
     rates = MatmulRates()
     autocast_leaks = 0
@@ -381,6 +393,14 @@ def run(a, folder: Path) -> dict:
         prompt_s["sam2s"] += time.perf_counter() - t0
     steps = {"reference": [], "sam2s": []}
     gen_ref, gen_ours = ref.propagate_in_video(state), tracker.propagate()
+    gen_versus = None
+    if versus is not None:
+        tracker_versus = sam2s.VideoTracker(versus, frames_dir)
+        t0 = time.perf_counter()
+        for prompt in prompts[:2]:
+            add_ours(tracker_versus, prompt)
+        prompt_s["versus"] = time.perf_counter() - t0
+        gen_versus, steps["versus"] = tracker_versus.propagate(), []
     for t in range(a.frames):
         s_ref, f_ref = timed_step(gen_ref, reference=True)
         if t == 1:
@@ -391,9 +411,12 @@ def run(a, folder: Path) -> dict:
             raise RuntimeError(f"frame order differs: reference {f_ref}, sam2s {f_ours}, expected {t}")
         steps["reference"].append(s_ref)
         steps["sam2s"].append(s_ours)
+        if gen_versus is not None:
+            steps["versus"].append(timed_step(gen_versus)[0])
         rates.sample()
-    for gen in (gen_ref, gen_ours):
-        gen.close()
+    for gen in (gen_ref, gen_ours, gen_versus):
+        if gen is not None:
+            gen.close()
     component_s = {k: sections.seconds.get(k, 0.0) for k in COMPONENTS}
     component_s["other"] = sum(steps["sam2s"][1:]) - sum(component_s.values())
     del state, tracker
@@ -418,6 +441,20 @@ def run(a, folder: Path) -> dict:
     component_flops = {k: sections.flops.get(k, 0.0) for k in COMPONENTS}
     component_flops["other"] = sum(flops[1:]) - sum(component_flops.values())
     del tracker
+    versus_flops, versus_attention = [], []
+    if versus is not None:  # its FLOPs per frame, attention included (untimed pass, same prompts)
+        tracker = sam2s.VideoTracker(versus, frames_dir)
+        for prompt in prompts[:2]:
+            add_ours(tracker, prompt)
+        gen = tracker.propagate()
+        for _ in range(a.frames):
+            frame = CountedFrame()
+            with torch.inference_mode(), frame.counting():
+                next(gen)
+            versus_flops.append(frame.total())
+            versus_attention.append(frame.attention)
+        gen.close()
+        del tracker
 
     # ---- sam2s: 1 object versus N objects, alternated frame by frame
     objects = {}
@@ -462,6 +499,14 @@ def run(a, folder: Path) -> dict:
         "attention_gflop_per_frame": [f / 1e9 for f in attention],
         "matmul_gflops": rates.summary(),
         "objects": objects,
+        "versus": None
+        if versus is None
+        else {
+            "config": a.versus,
+            "precision": resolved_precision(a.precision, versus),
+            "gflop_per_frame": [f / 1e9 for f in versus_flops],
+            "attention_gflop_per_frame": [f / 1e9 for f in versus_attention],
+        },
     }
 
 
@@ -482,6 +527,25 @@ def report(a, r: dict) -> None:
         row = f"{side:11}{r['prompt_s'][side]:10.3f}{s[0]:10.3f}{median(s[1:]):11.3f}{sum(s):9.3f}"
         print(row + f"{sum(s) / len(s):10.3f}")
     print(f"speed-up of sam2s: {ref_m / our_m:.2f}x median, {ref_t / our_t:.2f}x total")
+    v = r.get("versus")
+    if v:
+        s = r["step_s"]["versus"]
+        vs_m, vs_t = median(s[1:]), sum(s)
+        print(
+            f"{v['config'] + ' (sam2s)':11}{r['prompt_s']['versus']:10.3f}{s[0]:10.3f}{vs_m:11.3f}{vs_t:9.3f}"
+            f"{vs_t / len(s):10.3f}   precision {v['precision']}"
+        )
+        gf, att = v["gflop_per_frame"][1:], v["attention_gflop_per_frame"][1:]
+        ours_gf, ours_att = r["gflop_per_frame"][1:], r["attention_gflop_per_frame"][1:]
+        print(
+            f"{v['config']} vs sam2s {r['config']}: {our_m / vs_m:.2f}x median, {our_t / vs_t:.2f}x total; "
+            f"vs Meta's reference (fp32): {ref_m / vs_m:.2f}x median, {ref_t / vs_t:.2f}x total"
+        )
+        print(
+            f"FLOPs per tracked frame, attention included (of which attention): {r['config']} "
+            f"{sum(ours_gf) / len(ours_gf):.1f} ({sum(ours_att) / len(ours_att):.1f}) GFLOP, {v['config']} "
+            f"{sum(gf) / len(gf):.1f} ({sum(att) / len(att):.1f}) GFLOP"
+        )
 
     tracked = r["frames"] - 1
     gflop = r["gflop_per_frame"][1:]

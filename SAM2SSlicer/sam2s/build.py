@@ -208,4 +208,5 @@ def build_model(
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint)
         load_checkpoint(model, load_state_dict(path), source=f"Checkpoint {str(path)!r}")
+    model.requires_grad_(False)  # inference only (no autograd bookkeeping; module hooks see plain tensors)
     return model.to(dev).set_precision(prec).eval()

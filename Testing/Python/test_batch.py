@@ -71,6 +71,7 @@ def data(tmp_path_factory) -> Path:
     clips = {f"clip{i}": make_clip(root / f"clip{i}", seed=i, as_mp4=i % 2 == 0) for i in range(4)}
     (root / "clips.json").write_text(json.dumps(clips))
     torch.save({"model": random_model("sam2.1_hiera_t", 64).state_dict()}, root / "tiny.pt")
+    torch.save({"model": random_model("edgetam", 256).state_dict()}, root / "edgetam.pt")  # issue 24
     return root
 
 
@@ -83,6 +84,8 @@ def clip_rows(data: Path, out: str) -> list[dict]:
         {"video": clips["clip2"][0], "prompts": clips["clip2"][1], "output_dir": f"{out}/clip2", "png": "false"},
         {"video": clips["clip3"][0], "prompts": clips["clip3"][1], "output_dir": f"{out}/clip3", "engine": "sam2",
          "checkpoint": "tiny.pt", "image_size": "64", "precision": "fp32"},
+        {"video": clips["clip1"][0], "prompts": clips["clip1"][1], "output_dir": f"{out}/clip1-edgetam",
+         "engine": "sam2", "model": "edgetam", "checkpoint": "edgetam.pt", "image_size": "256"},
     ]  # fmt: skip
     return rows
 
@@ -159,6 +162,8 @@ def test_clean_run_writes_every_output(clean, data):
             continue
         assert record["frames"] == FRAMES and [o["name"] for o in record["objects"]] == ["blob 1", "blob 2"]
         assert record["engine"] == row.get("engine", "flow")
+        if "model" in row:  # the EdgeTAM row (issue 24): the model the row chose tracked it
+            assert readProvenance(out / "result.json").config == row["model"] == "edgetam"
         assert all(o["frames_present"] == FRAMES for o in record["objects"])
         assert (out / "labels").is_dir() == (row.get("png") != "false")
         if row.get("png") != "false":
