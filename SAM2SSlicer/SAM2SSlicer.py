@@ -463,6 +463,17 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for widget in widgets:
                 widget.enabled = actions[name]
 
+    def _updateModelDescriptions(self) -> None:
+        """Each model's published accuracy and measured speed here as its tooltip (issue 24)."""
+        from SAM2SSlicerLib.settings import modelDescription
+
+        box = self.ui.configComboBox
+        size = int(self.ui.imageSizeComboBox.currentText or 1024)
+        precision, device = self.ui.precisionComboBox.currentText or "auto", self.ui.deviceComboBox.currentText
+        for index in range(box.count):
+            box.setItemData(index, modelDescription(box.itemText(index), size, precision, device), qt.Qt.ToolTipRole)
+        box.toolTip = modelDescription(box.currentText, size, precision, device)
+
     def _updateCheckpointStatus(self) -> None:
         if self.ui.checkpointPathLineEdit.currentPath:
             self.ui.checkpointStatusLabel.text = _("Local checkpoint file.")
@@ -475,6 +486,7 @@ class SAM2SSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         from SAM2SSlicerLib.settings import checkpointStatus
 
+        self._updateModelDescriptions()
         path = checkpointStatus(self.ui.configComboBox.currentText)
         self.ui.checkpointStatusLabel.text = _("Downloaded: {path}").format(path=path) if path else _("Not downloaded.")
         self.ui.downloadButton.enabled = path is None

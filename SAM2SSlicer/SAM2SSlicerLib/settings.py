@@ -32,6 +32,7 @@ __all__ = [
     "buildModel",
     "checkpointStatus",
     "configNames",
+    "modelDescription",
     "downloadCheckpoint",
     "resolveDeviceName",
 ]
@@ -102,6 +103,19 @@ class ModelSettings:
 def configNames() -> list[str]:
     """The model config names the engine knows (without importing torch)."""
     return list(CONFIG_NAMES)
+
+
+def modelDescription(configName: str, imageSize: int, precision: str = "auto", device: str = "cpu") -> str:
+    """What choosing ``configName`` means, for the model list's tooltips (issue 24, item 4):
+    ``"edgetam: SA-V test J&F 71.7, MOSE 70.0, DAVIS 2017 87.7; 0.42 s/frame here at 1024 px
+    (auto, cpu)"`` (``sam2s.modelcost``: the published accuracy, and the speed measured on this
+    computer by its first use or by ``sam2s models --measure``; "not measured yet" before).
+    Torch-free. ``device`` ``auto`` counts as ``cpu`` here (no torch to ask)."""
+    from sam2s import modelcost
+
+    device = "cpu" if device == "auto" else device
+    accuracy = modelcost.accuracy_text(configName)
+    return f"{configName}: {accuracy}; {modelcost.cost_text(configName, imageSize, precision, device)}"
 
 
 def resolveDeviceName(device: str) -> str:

@@ -149,11 +149,29 @@ def _names(items: Sequence[str], limit: int = 5) -> str:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
+    """``sam2s models``: the registry's checkpoints and whether they are cached, then each model
+    config's published accuracy and its measured speed on this computer (``sam2s.modelcost``; with
+    ``--measure`` the configs not measured yet at ``--image-size`` / ``--precision`` are timed
+    first, a few seconds each)."""
+    from sam2s import modelcost
+    from sam2s.config import CONFIGS
+
     print(f"cache: {checkpoints.cache_dir()}")
     print(f"{'name':16} {'file':28} {'size':>8}  cached")
     for info, path in checkpoints.cache_status():
         size = f"{info.size_bytes / 1e6:.0f} MB" if info.size_bytes else "?"
         print(f"{info.name:16} {info.filename:28} {size:>8}  {path or '-'}")
+    size, precision = a.image_size, a.precision
+    if a.measure:
+        for config in CONFIGS:
+            if modelcost.measured_seconds(config, size, precision) is None:
+                print(f"measuring {config} at {size} px ({precision})...", flush=True)
+                modelcost.measure(config, size, precision)
+    print(f"\n{'model':16} {'published accuracy':48} speed on this computer")
+    for config in CONFIGS:
+        print(f"{config:16} {modelcost.accuracy_text(config):48} {modelcost.cost_text(config, size, precision)}")
+    if not a.measure:
+        print("(sam2s models --measure times the models not measured yet; tracking with a model measures it too)")
     return 0
 
 
@@ -235,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_track_parser(sub)
     _add_batch_parser(sub)
     _add_eval_parser(sub)
-    sub.add_parser("models", help="list the checkpoints and whether they are cached").set_defaults(func=cmd_models)
+    models = sub.add_parser("models", help="list the checkpoints, the models' accuracy and their speed here")
+    models.add_argument("--measure", action="store_true", help="time the models not measured yet (seconds each)")
+    models.add_argument("--image-size", type=int, default=1024, help="image size of the speed shown (default 1024)")
+    models.add_argument("--precision", default="auto", help="precision of the speed shown (default auto)")
+    models.set_defaults(func=cmd_models)
     d = sub.add_parser("download", help="download a checkpoint into the cache (SHA-256 verified)")
     d.add_argument("name", help="model config name, e.g. sam2.1_hiera_t")
     d.add_argument("--cache-dir", help="default $SAM2S_CACHE_DIR or the platform cache")

@@ -178,6 +178,18 @@ class SAM2SWebApp:
         self._buildUi()
 
     # ------------------------------------------------------------------------------------ state
+    def _modelInfo(self) -> str:
+        """The model tracking uses, its published accuracy and its speed measured here (issue 24:
+        ``settings.modelDescription``; the flow engine has neither)."""
+        from SAM2SSlicerLib.settings import modelDescription
+
+        settings = self.controller.logic.settings
+        if getattr(settings, "engine", "sam2") != "sam2":
+            return _("Engine: {engine} (no model)").format(engine=settings.engine)
+        return _("Model {description}").format(
+            description=modelDescription(settings.configName, settings.imageSize, settings.precision, settings.device)
+        )
+
     def _initState(self) -> None:
         s = self.state
         s.trame__title = "SAM2S web"
@@ -185,6 +197,7 @@ class SAM2SWebApp:
             {
                 "video_path": "",
                 "video_name": "",
+                "model_info": self._modelInfo(),
                 "video_loaded": False,
                 "frame": 0,
                 "frame_count": 1,

@@ -73,6 +73,7 @@ def _videoCard(app, v3, html) -> None:
             classes="mt-2",
         )
         html.Div("{{ video_name }}", classes="text-caption", id="sam2s-video-name")
+        html.Div("{{ model_info }}", classes="text-caption", id="sam2s-model-info")
 
 
 def _segmentsCard(app, v3, html) -> None:
