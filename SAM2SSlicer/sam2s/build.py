@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, load_state_dict, resolve_checkpoint
+from .checkpoints import DEFAULT_IMAGE_SIZE, CheckpointError, default_image_size, load_state_dict, resolve_checkpoint
 from .config import CONFIGS, TrunkConfig, get_config
 from .modeling.sam2 import SAM2Model
 from .resources import cpu_flags
@@ -176,7 +176,7 @@ def build_model(
     name: str,
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",
-    image_size: int = 1024,
+    image_size: int | None = None,
     precision: str = "fp32",
 ) -> SAM2Model:
     """Build SAM 2 / 2.1 ``name`` (``sam2.1_hiera_t`` ... ``sam2_hiera_l``) in eval mode.
@@ -186,7 +186,9 @@ def build_model(
         checkpoint: path to Meta's ``.pt`` file, or a registry name that is already downloaded
             (``sam2s.download``); None keeps PyTorch's default initialisation (for tests).
         device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        image_size: input side in pixels, a multiple of 32. Meta trained at 1024; 512 runs about
+        image_size: input side in pixels, a multiple of 32; None: the size the checkpoint's registry
+            entry was trained at (``checkpoints.default_image_size``: 512 for SurgSAM-2 and MedSAM2),
+            else 1024. Meta trained at 1024; 512 runs about
             4x faster on the image encoder and memory attention with the same weights (position
             embeddings are interpolated) at some loss of boundary detail (not benchmarked by Meta).
         precision: ``"fp32"`` (the default: float32 throughout, Meta's reference numerics, as
@@ -201,6 +203,8 @@ def build_model(
         RuntimeError: device missing.
         FileNotFoundError: checkpoint not found. CheckpointError: not a checkpoint of this config.
     """
+    if image_size is None:
+        image_size = default_image_size(checkpoint) if checkpoint is not None else DEFAULT_IMAGE_SIZE
     cfg = get_config(name, image_size)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

@@ -1,14 +1,20 @@
-"""Registry, cache and downloader of Meta's SAM 2 / SAM 2.1 checkpoints (the safe loader is in
-:mod:`sam2s.safeload`; :func:`load_state_dict` and :class:`CheckpointError` are re-exported here).
+"""Registry, cache and downloader of SAM 2 family checkpoints: Meta's SAM 2 / SAM 2.1, EdgeTAM,
+SurgSAM-2 and MedSAM2 (the safe loader is in :mod:`sam2s.safeload`; :func:`load_state_dict` and
+:class:`CheckpointError` are re-exported here).
 
 Public API:
 
-* :data:`REGISTRY` -- ``{config name: CheckpointInfo}`` for the eight official checkpoints, keyed by
-  the config names of :mod:`sam2s.config` (``sam2_hiera_t`` ... ``sam2.1_hiera_l``).
+* :data:`REGISTRY` -- ``{name: CheckpointInfo}``: Meta's eight official checkpoints, keyed by the
+  config names of :mod:`sam2s.config` (``sam2_hiera_t`` ... ``sam2.1_hiera_l``), then ``edgetam``
+  (Meta's EdgeTAM), ``sam2_hiera_s_endo18`` (SurgSAM-2, bring your own file) and ``medsam2``
+  (MedSAM2). Each entry names the config its state dict must match (``CheckpointInfo.config``),
+  its licence and the image size it was trained at (``CheckpointInfo.image_size``, its default
+  image size: :meth:`CheckpointInfo.build`, :func:`default_image_size`).
 * :func:`cache_dir` -- where downloaded checkpoints live (``$SAM2S_CACHE_DIR`` or the platform cache).
 * :func:`download` -- fetch a checkpoint into the cache, verifying its size and SHA-256; a
   progress callback and a cancel event let an application follow and stop it
-  (:class:`DownloadCancelled`).
+  (:class:`DownloadCancelled`). A bring-your-own entry (no published SHA-256) is never
+  downloaded: the error says where to get the file and where to put it.
 * :func:`resolve_checkpoint` -- turn a local path or a registry name into a local file.
 * :func:`load_state_dict` -- ``torch.load(..., weights_only=True)``: a checkpoint never runs code.
 * :func:`cache_status` -- which registry checkpoints are in the cache (for ``sam2s models``).
@@ -49,7 +55,7 @@ from tqdm import tqdm
 from .safeload import CheckpointError, load_state_dict  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:
-    pass
+    from .modeling.sam2 import SAM2Model
 
 __all__ = [
     "REGISTRY",
@@ -61,6 +67,7 @@ __all__ = [
     "ProgressCallback",
     "cache_dir",
     "cache_status",
+    "default_image_size",
     "download",
     "get_info",
     "load_state_dict",
@@ -94,18 +101,33 @@ ProgressCallback = Callable[[int, int | None], None]
 """``progress(received_bytes, total_bytes_or_None)`` of :func:`download`, called after each block."""
 
 
+DEFAULT_IMAGE_SIZE = 1024
+"""The image size Meta trained SAM 2 / SAM 2.1 and EdgeTAM at, and the default of entries that do
+not say otherwise."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """Where to get one checkpoint and how to recognise it.
 
     Attributes:
-        name: registry key, equal to the model config name (e.g. ``"sam2.1_hiera_t"``).
-        config: config name passed to the model builder (:func:`sam2s.config.get_config`).
-        url: download URL (HTTPS).
-        filename: file name in the cache directory (Meta's official name, e.g. ``sam2.1_hiera_tiny.pt``).
+        name: registry key: the model config name for Meta's checkpoints (e.g. ``"sam2.1_hiera_t"``),
+            else the model's own name (``"edgetam"``, ``"sam2_hiera_s_endo18"``, ``"medsam2"``).
+        config: config name passed to the model builder (:func:`sam2s.config.get_config`): the key
+            layout and shapes its state dict must have (``sam2s.build.load_checkpoint`` is strict).
+        url: download URL (HTTPS); for a bring-your-own entry, the page the file is published on.
+        filename: file name in the cache directory (the publisher's name, e.g. ``sam2.1_hiera_tiny.pt``).
         size_bytes: exact file size in bytes, or ``None`` if unknown (then not checked).
         sha256: lowercase hex SHA-256 of the whole file, or ``None`` if unknown (then not checked,
             with a warning).
+        image_size: the input size in pixels the model was trained at: its default image size
+            wherever the registry name is used (:meth:`build`, :func:`default_image_size`).
+        licence: the licence the weights are published under, as published (short).
+        homepage: the project page (code, paper, licence).
+        bring_your_own: True when no SHA-256 / size of the file has been published: sam2s never
+            downloads it (:func:`download` raises ``DownloadError`` saying where to get it); a
+            file the user puts in the cache as ``filename`` (or passes by path) is used as is.
+        title: a human-readable name (``sam2s models``, messages).
     """
 
     name: str
@@ -114,6 +136,44 @@ class CheckpointInfo:
     filename: str
     size_bytes: int | None
     sha256: str | None
+    image_size: int = DEFAULT_IMAGE_SIZE
+    licence: str = "Apache-2.0"
+    homepage: str = ""
+    bring_your_own: bool = False
+    title: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line for listings: title, licence, training size, and whether sam2s can download it."""
+        how = "bring your own file (no published SHA-256)" if self.bring_your_own else "downloadable"
+        return f"{self.title or self.name}; licence {self.licence}; trained at {self.image_size} px; {how}"
+
+    def build(
+        self,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        image_size: int | None = None,
+        precision: str = "fp32",
+        allow_download: bool = False,
+    ) -> SAM2Model:
+        """Build this entry's model (``sam2s.build.build_model`` with :attr:`config`) and load its
+        checkpoint strictly, at :attr:`image_size` unless ``image_size`` is given.
+
+        Args:
+            checkpoint: a local file of this entry; None: the cached file (downloaded first when
+                ``allow_download`` and the entry is downloadable; see :func:`resolve_checkpoint`).
+            device, precision: as ``build_model``. image_size: None: :attr:`image_size`.
+
+        Raises:
+            FileNotFoundError: no such file / not cached (the message says how to get it).
+            sam2s.CheckpointError: the file's keys or shapes are not those of :attr:`config` (the
+                message names the config the file matches). ValueError, RuntimeError: as ``build_model``.
+        """
+        from .build import build_model  # sam2s.build imports this module
+
+        path = resolve_checkpoint(self if checkpoint is None else checkpoint, allow_download=allow_download)
+        size = self.image_size if image_size is None else image_size
+        return build_model(self.config, path, device, image_size=size, precision=precision)
 
 
 _SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
@@ -192,11 +252,89 @@ _REGISTRY_ROWS: tuple[tuple[str, str, str, int, str], ...] = (
     ),
 )
 
+_META = {"licence": "Apache-2.0", "homepage": "https://github.com/facebookresearch/sam2"}
+
+# Models trained from SAM 2 / EdgeTAM by others: each with the config its state dict must match
+# and the image size it was trained at (its default image size). Sizes and digests only as
+# published; where none is published the entry is "bring your own file" (never downloaded).
+#
+# EdgeTAM -- facebookresearch/EdgeTAM (Apache-2.0 for code and checkpoints: README "License",
+#   LICENSE); the checkpoint is committed as checkpoints/edgetam.pt (README "Downloading the
+#   model") and mirrored on Hugging Face, facebook/EdgeTAM. Config sam2/configs/edgetam.yaml,
+#   image_size: 1024; loaded by sam2/build_sam.py as torch.load(..., weights_only=True)["model"].
+#   SHA-256 [B] mikel-brostrom/boxmot, boxmot/segmentors/propagation/weights.py (commit 94e1cec),
+#   _EDGETAM_SHA256, which BoxMOT checks every download of exactly this URL against; the same
+#   digest with the size 56,116,523 bytes is recorded by several independent projects that pin the
+#   file (at EdgeTAM commit 7711e012 and at Hugging Face revisions 14b1b751 and f3a09791 of
+#   facebook/EdgeTAM); found in the public-code index by the digest.
+# SurgSAM-2 -- jinlab-imvr/Surgical-SAM-2 (Liu et al., NeurIPS 2024 workshop AIM-FM): README at
+#   commit 1b6ca9f links the weights "sam2_hiera_s_endo18" (Google Drive, saved as
+#   model_weights/sam2_hiera_s_endo18.pth) and the config sam2_configs/sam2_hiera_s_512.yaml: Meta's
+#   sam2_hiera_s.yaml with image_size: 512 (the only change). No SHA-256 or size is published and
+#   the repository has no licence file: bring your own file. Its loader (sam2/build_sam.py) takes
+#   the state dict at the top level or under "model". (The repository's later README instead links a
+#   SAM 2.1 Hiera-S file, sam2.1_hiera_s_endo18.pth, trained at 512 px: config sam2.1_hiera_s.)
+# MedSAM2 -- bowang-lab/MedSAM2 (Ma et al. 2025, arXiv:2504.03600): download.sh fetches
+#   MedSAM2_latest.pt ("recommended") from huggingface.co/wanglab/MedSAM2; the inference scripts use
+#   sam2/configs/sam2.1_hiera_t512.yaml: Meta's sam2.1_hiera_t.yaml with image_size: 512 (the only
+#   change); sam2/build_sam.py loads torch.load(..., weights_only=True)["model"]. Licence: the
+#   repository's LICENSE is Apache-2.0, as is the Azure AI catalogue entry of the model
+#   (Azure/azureml-assets, assets/models/system/MedSAM2/spec.yaml: "license: apache-2.0"); the Hugging
+#   Face model card is reported to restrict the weights to research and education: check it.
+#   No SHA-256 or size is published by its authors (the model card and repository list none), and a
+#   digest seen only in unnamed third-party code is not a citable source: bring your own file.
+_OTHER_ENTRIES: tuple[CheckpointInfo, ...] = (
+    CheckpointInfo(
+        name="edgetam",
+        config="edgetam",
+        url="https://huggingface.co/facebook/EdgeTAM/resolve/main/edgetam.pt",
+        filename="edgetam.pt",
+        size_bytes=56_116_523,
+        sha256="ed2d4850b8792c239689b043c47046ec239b6e808a3d9b6ae676c803fd8780df",
+        image_size=1024,
+        licence="Apache-2.0",
+        homepage="https://github.com/facebookresearch/EdgeTAM",
+        title="EdgeTAM (Meta, CVPR 2025)",
+    ),
+    CheckpointInfo(
+        name="sam2_hiera_s_endo18",
+        config="sam2_hiera_s",
+        url="https://drive.google.com/file/d/102AsbwpntPfUV96ANO2AWe7L6feskYnM/view?usp=sharing",
+        filename="sam2_hiera_s_endo18.pth",
+        size_bytes=None,
+        sha256=None,
+        image_size=512,
+        licence="none published",
+        homepage="https://github.com/jinlab-imvr/Surgical-SAM-2",
+        bring_your_own=True,
+        title="SurgSAM-2 (SAM 2 Hiera-S, EndoVis18)",
+    ),
+    CheckpointInfo(
+        name="medsam2",
+        config="sam2.1_hiera_t",
+        url="https://huggingface.co/wanglab/MedSAM2/resolve/e4a6f35edd7e091619cbc0750f462f1574e23955/MedSAM2_latest.pt",
+        filename="MedSAM2_latest.pt",
+        size_bytes=None,
+        sha256=None,
+        image_size=512,
+        licence="Apache-2.0 (code; see HF card)",
+        homepage="https://github.com/bowang-lab/MedSAM2",
+        bring_your_own=True,
+        title="MedSAM2 (SAM 2.1 tiny, medical)",
+    ),
+)
+
 REGISTRY: dict[str, CheckpointInfo] = {
-    name: CheckpointInfo(name=name, config=name, url=base + filename, filename=filename, size_bytes=size, sha256=sha)
-    for name, base, filename, size, sha in _REGISTRY_ROWS
+    **{
+        name: CheckpointInfo(
+            name=name, config=name, url=base + filename, filename=filename, size_bytes=size, sha256=sha, **_META
+        )
+        for name, base, filename, size, sha in _REGISTRY_ROWS
+    },
+    **{info.name: info for info in _OTHER_ENTRIES},
 }
-"""The official checkpoints, keyed by config name: SAM 2 (July 2024) and SAM 2.1 (Sept. 2024)."""
+"""The checkpoints sam2s knows: Meta's SAM 2 (July 2024) and SAM 2.1 (Sept. 2024), keyed by config
+name, then EdgeTAM, SurgSAM-2 and MedSAM2 (both bring your own file: no published SHA-256)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,8 +346,9 @@ def get_info(name: str) -> CheckpointInfo:
     """Return the registry entry for ``name``.
 
     Args:
-        name: a registry key (``"sam2.1_hiera_t"``), also accepted as the official file name
-            (``"sam2.1_hiera_tiny.pt"``) or a config path (``"configs/sam2.1/sam2.1_hiera_t.yaml"``).
+        name: a registry key (``"sam2.1_hiera_t"``, ``"medsam2"``), also accepted as the published
+            file name (``"sam2.1_hiera_tiny.pt"``, ``"MedSAM2_latest.pt"``, also as the last part of
+            a path) or a config path (``"configs/sam2.1/sam2.1_hiera_t.yaml"``).
 
     Returns:
         The :class:`CheckpointInfo`.
@@ -227,6 +366,17 @@ def get_info(name: str) -> CheckpointInfo:
         if stem == info.filename:
             return info
     raise ValueError(f"Unknown checkpoint {name!r}; known checkpoints: {', '.join(REGISTRY)}.")
+
+
+def default_image_size(name: str | Path) -> int:
+    """The image size a model named ``name`` was trained at: the registry entry's
+    :attr:`CheckpointInfo.image_size` (512 for ``medsam2`` and ``sam2_hiera_s_endo18``, 1024 for
+    Meta's checkpoints and ``edgetam``), found as :func:`get_info` finds it (key, file name, also
+    as the last part of a path, config path); :data:`DEFAULT_IMAGE_SIZE` (1024) for anything else."""
+    try:
+        return get_info(str(name)).image_size
+    except ValueError:
+        return DEFAULT_IMAGE_SIZE
 
 
 def cache_dir() -> Path:
@@ -356,6 +506,18 @@ def _manual_hint(info: CheckpointInfo, url: str, directory: Path) -> str:
     )
 
 
+def _bring_your_own_hint(info: CheckpointInfo, directory: Path) -> str:
+    return (
+        f"{info.title or info.name} is a bring-your-own checkpoint: sam2s does not download it, because no "
+        f"SHA-256 or size of the file has been published to check a download against (its hash is unknown). "
+        f"Download {info.filename} yourself from {info.url} (project: {info.homepage or '-'}; licence: "
+        f"{info.licence}), then pass its local path, or copy it into the sam2s cache as "
+        f"{directory / info.filename} (set ${ENV_CACHE_DIR} to use another cache folder). Its state dict "
+        f"(at the top level or under 'model') must have the keys and shapes of config {info.config!r}; "
+        f"the model was trained at {info.image_size} px."
+    )
+
+
 def _offline_hint(info: CheckpointInfo, url: str, directory: Path) -> str:
     return "The machine may be offline, or a proxy/firewall may block the server. To work offline, " + _manual_hint(
         info, url, directory
@@ -409,7 +571,9 @@ def download(
     Raises:
         ValueError: unknown registry name.
         DownloadError: the URL could not be reached (offline, DNS, refused, HTTP error, timeout)
-            or the transfer was interrupted; the message explains how to work offline.
+            or the transfer was interrupted; the message explains how to work offline. Also for a
+            bring-your-own entry that is not in the cache (nothing is requested; the message says
+            where to get the file and where to put it).
         ChecksumError: the downloaded size or SHA-256 differs from ``info``; nothing is kept.
         DownloadCancelled: ``cancel`` was set; the partial file was removed (set before the
             start: nothing was requested nor created).
@@ -420,6 +584,8 @@ def download(
     cached = _verified_cached(info, directory)
     if cached is not None:
         return cached
+    if info.bring_your_own:
+        raise DownloadError(_bring_your_own_hint(info, directory))
     transfer = _Transfer(info, url or info.url, directory, cancel)
     transfer.check_cancelled(info.size_bytes)  # before anything is created or requested
     directory.mkdir(parents=True, exist_ok=True)
@@ -593,7 +759,8 @@ def resolve_checkpoint(
     Raises:
         FileNotFoundError: not an existing file and either not a registry name, or a registry
             checkpoint that is not cached while ``allow_download`` is false (the message says
-            how to download it).
+            how to download it), or a bring-your-own entry that is not cached (the message says
+            where to get it and where to put it).
         DownloadError, ChecksumError, DownloadCancelled: see :func:`download`.
     """
     if not isinstance(name_or_path, CheckpointInfo):
@@ -613,6 +780,10 @@ def resolve_checkpoint(
     cached = _verified_cached(info, directory)
     if cached is not None:
         return cached
+    if info.bring_your_own:
+        raise FileNotFoundError(
+            f"Checkpoint {info.name!r} is not in the cache. " + _bring_your_own_hint(info, directory)
+        )
     if allow_download:
         return download(info, cache_dir=directory, progress=progress, timeout=timeout, cancel=cancel)
     raise FileNotFoundError(

@@ -157,10 +157,11 @@ def cmd_models(a: argparse.Namespace) -> int:
     from sam2s.config import CONFIGS
 
     print(f"cache: {checkpoints.cache_dir()}")
-    print(f"{'name':16} {'file':28} {'size':>8}  cached")
+    print(f"{'name':20} {'file':26} {'size':>7} {'trained':>8}  {'licence':30} cached")
     for info, path in checkpoints.cache_status():
         size = f"{info.size_bytes / 1e6:.0f} MB" if info.size_bytes else "?"
-        print(f"{info.name:16} {info.filename:28} {size:>8}  {path or '-'}")
+        cached = path or ("- (bring your own file)" if info.bring_your_own else "-")
+        print(f"{info.name:20} {info.filename:26} {size:>7} {info.image_size:>5} px  {info.licence:30} {cached}")
     size, precision = a.image_size, a.precision
     if a.measure:
         for config in CONFIGS:

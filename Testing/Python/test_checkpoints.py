@@ -284,12 +284,15 @@ def test_platform_cache_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 # --------------------------------------------------------------------------------------------
 
 
+META_NAMES = [f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")]
+OTHER_NAMES = ["edgetam", "sam2_hiera_s_endo18", "medsam2"]
+
+
 def test_registry_sanity() -> None:
-    expected = {f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")}
-    assert set(REGISTRY) == expected
-    assert len(REGISTRY) == 8
+    assert list(REGISTRY) == META_NAMES + OTHER_NAMES
     sizes = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
-    for name, info in REGISTRY.items():
+    for name in META_NAMES:
+        info = REGISTRY[name]
         version, size = name.split("_hiera_")
         assert info.name == name and info.config == name
         assert info.filename == f"{version}_hiera_{sizes[size]}.pt"
@@ -297,7 +300,9 @@ def test_registry_sanity() -> None:
         assert info.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/{stamp}/{info.filename}"
         assert re.fullmatch(r"[0-9a-f]{64}", info.sha256)
         assert isinstance(info.size_bytes, int) and info.size_bytes > 0
-    assert len({info.sha256 for info in REGISTRY.values()}) == 8
+        assert (info.image_size, info.licence, info.bring_your_own) == (1024, "Apache-2.0", False)
+    downloadable = [info for info in REGISTRY.values() if not info.bring_your_own]
+    assert len({info.sha256 for info in downloadable}) == len(downloadable) == 9
     # Sizes grow with the model (t < s < b+ < l) and SAM 2.1 files are slightly larger.
     for version in ("sam2", "sam2.1"):
         row = [REGISTRY[f"{version}_hiera_{s}"].size_bytes for s in ("t", "s", "b+", "l")]
@@ -317,6 +322,154 @@ def test_get_info_aliases() -> None:
     assert ck.get_info("configs/sam2/sam2_hiera_b+.yaml") is REGISTRY["sam2_hiera_b+"]
     with pytest.raises(ValueError, match="known checkpoints"):
         ck.get_info("nope")
+
+
+# --------------------------------------------------------------------------------------------
+# (f2) EdgeTAM, SurgSAM-2 and MedSAM2: metadata, strict loading at their training size, wrong
+#      layouts refused, the bring-your-own entry never downloaded, `sam2s models`
+# --------------------------------------------------------------------------------------------
+
+# name: (config, trained image size, bring your own, file name)
+OTHER_ENTRIES = {
+    "edgetam": ("edgetam", 1024, False, "edgetam.pt"),
+    "sam2_hiera_s_endo18": ("sam2_hiera_s", 512, True, "sam2_hiera_s_endo18.pth"),
+    "medsam2": ("sam2.1_hiera_t", 512, True, "MedSAM2_latest.pt"),
+}
+
+
+def test_other_entries_metadata() -> None:
+    for name, (config, image_size, byo, filename) in OTHER_ENTRIES.items():
+        info = REGISTRY[name]
+        assert (info.name, info.config, info.image_size, info.bring_your_own) == (name, config, image_size, byo)
+        assert info.filename == filename and info.url.startswith("https://") and info.homepage.startswith("https://")
+        assert info.licence and info.title and str(image_size) in info.summary and info.licence in info.summary
+        if byo:  # no published hash: nothing to check a download against, so none is made
+            assert info.sha256 is None and info.size_bytes is None and "bring your own" in info.summary
+        else:
+            assert re.fullmatch(r"[0-9a-f]{64}", info.sha256)
+            assert isinstance(info.size_bytes, int) and info.size_bytes > 1_000_000
+        assert ck.get_info(filename) is info and ck.get_info(f"/somewhere/{filename}") is info
+        assert ck.default_image_size(name) == ck.default_image_size(f"/somewhere/{filename}") == image_size
+    assert REGISTRY["edgetam"].licence == "Apache-2.0"
+    assert REGISTRY["edgetam"].size_bytes == 56_116_523
+    assert "/resolve/" in REGISTRY["medsam2"].url and "wanglab/MedSAM2" in REGISTRY["medsam2"].url
+    # Meta's entries and plain config names keep 1024.
+    assert ck.default_image_size("sam2_hiera_s") == ck.default_image_size("sam2.1_hiera_tiny.pt") == 1024
+    assert ck.default_image_size("no_such_model") == ck.DEFAULT_IMAGE_SIZE == 1024
+
+
+def _state_dict_of(config: str, image_size: int) -> dict[str, torch.Tensor]:
+    """Our model's keys and shapes for ``config`` with its (random) initial values, floats in fp16
+    to halve the files (loading converts them back)."""
+    from sam2s.config import get_config
+    from sam2s.modeling.sam2 import SAM2Model
+
+    torch.manual_seed(0)
+    state = SAM2Model(get_config(config, image_size)).state_dict()
+    return {k: v.half() if v.is_floating_point() else v.clone() for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def layout_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, torch.Tensor]]]:
+    """``{config: (file, state dict)}``: a checkpoint of each new entry's config: Meta's layout
+    under "model" (EdgeTAM, MedSAM2 as their loaders read it) or at the top level (SurgSAM-2's
+    loader takes both)."""
+    directory = tmp_path_factory.mktemp("layouts")
+    files = {}
+    for config, image_size, top_level in (("edgetam", 1024, False), ("sam2_hiera_s", 512, True),
+                                          ("sam2.1_hiera_t", 512, False)):  # fmt: skip
+        state = _state_dict_of(config, image_size)
+        path = directory / f"{config}.pt"
+        torch.save(state if top_level else {"model": state}, path)
+        files[config] = (path, state)
+    return files
+
+
+@pytest.mark.parametrize("name", OTHER_NAMES)
+def test_other_entry_loads_strictly_at_its_training_size(
+    name: str, layout_files: dict, cache: Path, tmp_path: Path
+) -> None:
+    """A file with the entry's key layout loads strictly through the registry (``CheckpointInfo.build``:
+    ``build_model`` with the entry's config) at the image size the model was trained at; the
+    bring-your-own file is found in the cache under its published name."""
+    info = REGISTRY[name]
+    path, state = layout_files[info.config]
+    if info.bring_your_own:
+        cache.mkdir()
+        (cache / info.filename).write_bytes(path.read_bytes())
+        model = info.build()  # resolved from the cache: never downloaded, never hashed
+    else:
+        copy = tmp_path / info.filename  # a local path: its size and SHA-256 are not the registry's
+        copy.write_bytes(path.read_bytes())
+        model = info.build(copy)
+    assert model.config.name == info.config and model.config.image_size == info.image_size
+    loaded = model.state_dict()
+    assert set(loaded) == set(state)
+    for key in list(state)[:: max(1, len(state) // 20)]:  # the file's values, not the initial ones
+        assert torch.equal(loaded[key], state[key].to(loaded[key].dtype)), key
+    if name == "medsam2":  # an explicit size wins; Meta's entries keep 1024
+        assert info.build(cache / info.filename, image_size=1024).config.image_size == 1024
+        # build_model without a size takes the entry's training size from the file's name
+        from sam2s import build_model
+
+        assert build_model("sam2.1_hiera_t", checkpoint=cache / info.filename).config.image_size == 512
+
+
+@pytest.mark.parametrize(
+    ("name", "wrong"),
+    [("edgetam", "sam2.1_hiera_t"), ("sam2_hiera_s_endo18", "sam2.1_hiera_t"), ("medsam2", "edgetam")],
+)
+def test_other_entry_refuses_a_file_of_another_layout(name: str, wrong: str, layout_files: dict) -> None:
+    """E.g. SAM 2.1 tiny keys for the EdgeTAM entry: refused before anything is loaded, naming the
+    config the file matches."""
+    info = REGISTRY[name]
+    with pytest.raises(CheckpointError) as excinfo:
+        info.build(layout_files[wrong][0])
+    message = str(excinfo.value)
+    assert f"does not fit model config {info.config!r}" in message
+    assert f"It matches config {wrong!r}" in message
+
+
+def test_bring_your_own_entry_is_never_downloaded(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a bring-your-own entry must not reach the network")
+
+    monkeypatch.setattr(ck.urllib.request, "urlopen", no_network)
+    info = REGISTRY["sam2_hiera_s_endo18"]
+    with pytest.raises(DownloadError) as excinfo:
+        download(info.name, progress=False)
+    message = str(excinfo.value)
+    for part in (info.url, str(cache / info.filename), "'sam2_hiera_s'", "512 px", "hash is unknown", "local path"):
+        assert part in message, part
+    assert _listing(cache) == []
+    with pytest.raises(FileNotFoundError) as excinfo:
+        resolve_checkpoint(info.name, allow_download=True)
+    assert info.url in str(excinfo.value) and "not in the cache" in str(excinfo.value)
+    # A file the user brings is used as is (nothing to check it against).
+    cache.mkdir()
+    (cache / info.filename).write_bytes(b"weights")
+    assert download(info.name, progress=False) == resolve_checkpoint(info.name) == cache / info.filename
+    assert dict((i.name, p) for i, p in cache_status())[info.name] == cache / info.filename
+
+
+def test_models_command_lists_the_new_entries(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sam2sapp import cli
+
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, _, _, filename) in OTHER_ENTRIES.items():
+        assert name in out and filename in out
+
+
+def test_models_command_shows_licence_and_training_size(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sam2sapp import cli
+
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in OTHER_NAMES:
+        info = REGISTRY[name]
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert info.licence in row and f"{info.image_size} px" in row, row
 
 
 # --------------------------------------------------------------------------------------------
