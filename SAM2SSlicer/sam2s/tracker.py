@@ -131,9 +131,9 @@ class VideoTracker(Tracker):
         self.prefetch_frames: bool | None = None  # None: when a core is free (see the class docstring)
         self._prefetched: dict[int, Future] = {}  # frame -> preprocessed image, during propagate
         self._frames_lock = threading.Lock()  # frame sources are not thread-safe
-        # cross-attention keys / values per stored memory frame (None: recompute every frame);
-        # EdgeTAM's perceiver memories (tokens, RoPE v2 keys) go through the uncached path for now
-        self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache() if model.config.perceiver is None else None
+        # cross-attention keys / values per stored memory frame (None: recompute every frame), for
+        # SAM 2's maps and EdgeTAM's perceiver tokens alike
+        self.memory_kv_cache: MemoryKVCache | None = MemoryKVCache()
         # obj_id -> frame -> (predicted IoU, object score logit): two floats per frame and object,
         # kept for every frame even after the memory bank dropped the frame's FrameMemory
         self._confidences: dict[int, dict[int, tuple[float, float]]] = {}

@@ -106,6 +106,18 @@ class RoPEAttention(Attention):
         return self.merge(out)
 
 
+def _frame_tokens(mem: torch.Tensor) -> int:
+    """Number of tokens of a stored memory frame: ``f * f`` of a ``(1, C, f, f)`` map, ``L`` of
+    ``(1, L, C)`` tokens (EdgeTAM)."""
+    return mem.shape[-2] * mem.shape[-1] if mem.ndim == 4 else mem.shape[-2]
+
+
+def _as_tokens(mem: torch.Tensor) -> torch.Tensor:
+    """A stored memory frame as ``(L, C)`` tokens: a ``(1, C, f, f)`` map in row-major order, or
+    ``(1, L, C)`` tokens as they are."""
+    return mem[0].flatten(1).transpose(0, 1) if mem.ndim == 4 else mem[0]
+
+
 class MemoryKVCache:
     """Cross-attention keys / values of stored memory frames, per frame and per layer.
 
@@ -127,7 +139,9 @@ class MemoryKVCache:
     tensor they were made from; everything is dropped when the weights change
     (``check_weights``). Size: per memory frame and layer two ``(heads, HW, 256 / heads)``
     tensors (float32 key part, value in the compute dtype), ~8 MiB per frame at 512 px and
-    ~32 MiB at 1024 px over the 4 layers; plus one float32 key part per position (slot).
+    ~32 MiB at 1024 px over the 4 layers; EdgeTAM (``(1, 512, 64)`` perceiver tokens per frame,
+    2 layers, ``rope_attention_v2.RoPEAttentionV2`` rotating only each frame's latent grid) ~2 MiB
+    per frame at any image size in float32; plus one float32 key part per position (slot).
     """
 
     def __init__(self) -> None:
@@ -190,8 +204,9 @@ class ObjectMemory:
     """The memory one object attends to on one frame (input of ``MemoryAttention.forward_bank``).
 
     spatial: ``(features, position key)`` per memory frame, in attention order: ``features`` the
-        stored ``(1, mem_dim, f, f)`` memory tensor (any dtype; also the cache key, so pass the
-        tensor the session stores, not a copy), ``position key`` a key of ``positions`` (its slot).
+        stored memory tensor, a ``(1, mem_dim, f, f)`` map (SAM 2) or ``(1, L, mem_dim)`` tokens
+        (EdgeTAM's perceiver latents), any dtype (also the cache key, so pass the tensor the
+        session stores, not a copy), ``position key`` a key of ``positions`` (its slot).
     pointers: ``(P, mem_dim)`` object-pointer tokens (not rotated, not cached);
     pointer_pos: ``(P, mem_dim)`` their temporal encoding.
     """
@@ -303,8 +318,9 @@ class MemoryAttention(nn.Module):
             curr: ``(B, HW, d_model)`` current-frame features; curr_pos: same shape.
             objects: ``B`` ``ObjectMemory`` (one per batch row); every object needs at least one
                 memory token.
-            positions: position key -> ``(HW, mem_dim)`` position encoding of a spatial memory
-                (sine encoding + temporal embedding of its slot).
+            positions: position key -> ``(L, mem_dim)`` position encoding of a spatial memory
+                (sine encoding + temporal embedding of its slot; ``L`` its tokens: ``f * f`` for
+                a SAM 2 map, the perceiver's latents for EdgeTAM).
             cache: ``MemoryKVCache`` or None.
 
         Returns:
@@ -317,7 +333,7 @@ class MemoryAttention(nn.Module):
         pos_entries = {key: cache.pos_entry(key, pos, n_layers) for key, pos in positions.items()}
         sizes: dict[int, list[int]] = {}  # objects grouped by memory size: one attention call each
         for b, obj in enumerate(objects):
-            n = sum(m.shape[-2] * m.shape[-1] for m, _ in obj.spatial) + obj.pointers.shape[0]
+            n = sum(_frame_tokens(m) for m, _ in obj.spatial) + obj.pointers.shape[0]
             sizes.setdefault(n, []).append(b)
         x = curr + 0.1 * curr_pos
         for i, layer in enumerate(self.layers):
@@ -331,7 +347,7 @@ class MemoryAttention(nn.Module):
                     obj, start = objects[b], 0
                     for (mem, pos_key), layers in zip(obj.spatial, frame_entries[b]):
                         if layers[i] is None:
-                            layers[i] = attn.memory_kv(mem.flatten(2)[0].transpose(0, 1).to(curr.dtype))
+                            layers[i] = attn.memory_kv(_as_tokens(mem).to(curr.dtype))
                         part = pos_entries[pos_key]
                         if part[i] is None:
                             part[i] = attn.position_k(positions[pos_key].to(curr.dtype))

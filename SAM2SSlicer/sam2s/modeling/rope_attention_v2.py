@@ -16,6 +16,13 @@ Key layout (``sam2_base.py::_prepare_memory_conditioned_features``): ``rope_k_re
 frames, each ``P`` tokens without RoPE (the perceiver's global latents, ``P = 256`` in EdgeTAM)
 followed by the ``k_sizes`` grid of rotated tokens (its window latents), then
 ``num_k_exclude_rope`` object-pointer tokens without RoPE.
+
+``memory_kv`` / ``position_k`` / ``forward_bank`` are ``RoPEAttention``'s cached-path contract
+(``MemoryAttention.forward_bank`` with a ``MemoryKVCache``): each memory frame's keys are rotated
+by the per-frame rule on their own (the first ``L - k_side**2`` keys plain, the grid rotated), and
+as the rotation and ``k_proj`` without its bias are linear, ``rule(k_proj.weight @ m) +
+rule(k_proj(pos))`` equals ``rule(k_proj(m + pos))`` of ``forward`` (bias counted once, in the
+position part) up to float rounding.
 """
 
 from __future__ import annotations
@@ -103,16 +110,56 @@ class RoPEAttentionV2(Attention):
             ValueError: ``Nq`` is not a square number of queries, or the keys to rotate do not
                 split into ``rope_k_repeat`` frames of at least one key grid each.
         """
-        q_side = int(round(q.shape[1] ** 0.5))
-        if q_side * q_side != q.shape[1]:
-            raise ValueError(f"expected a square grid of queries, got {q.shape[1]}")
+        table = self._q_table(q.shape[1], q.device)
         q, k, v = self.heads(self.q_proj(q)), self.heads(self.k_proj(k)), self.heads(self.v_proj(v))
-        q = apply_rope(q, self._table(q_side, q.device)).type_as(v)
+        q = apply_rope(q, table).type_as(v)
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             frames = n_rope // self.tokens_per_frame if rope_k_repeat is None else rope_k_repeat
             k = torch.cat([self._rotate_frames(k[:, :, :n_rope], frames), k[:, :, n_rope:]], dim=2)
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+
+    def _q_table(self, n: int, device: torch.device) -> torch.Tensor:
+        """Rotations of ``n`` queries, a square grid in row-major order."""
+        q_side = int(round(n**0.5))
+        if q_side * q_side != n:
+            raise ValueError(f"expected a square grid of queries, got {n}")
+        return self._table(q_side, device)
+
+    def memory_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cacheable parts of one memory frame ``tokens (L, kv_in_dim)`` (``L - k_side**2`` plain
+        tokens, then the key grid in row-major order): ``(rule(k_proj.weight @ tokens) (heads, L, d)
+        float32, v_proj(tokens) (heads, L, d))``, ``rule`` rotating the grid keys only (no bias:
+        ``position_k`` carries it).
+
+        Raises:
+            ValueError: fewer than ``k_side**2`` tokens.
+        """
+        k = self.heads(F.linear(tokens[None], self.k_proj.weight)).float()
+        return self._rotate_frames(k, 1)[0], self.heads(self.v_proj(tokens[None]))[0]
+
+    def position_k(self, pos: torch.Tensor) -> torch.Tensor:
+        """Key part of one memory frame's position encoding ``pos (L, kv_in_dim)``:
+        ``rule(k_proj(pos))`` ``(heads, L, d)`` float32 (bias included), ``rule`` as in ``memory_kv``."""
+        return self._rotate_frames(self.heads(self.k_proj(pos[None])).float(), 1)[0]
+
+    def forward_bank(self, q: torch.Tensor, groups: list[tuple[list[int], torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Cross-attention of ``q (B, Nq, embedding_dim)`` (a square grid, rotated here) to
+        already projected and rotated keys / values, per group of objects with equal key counts
+        ``M``: ``(batch rows, k (G, heads, M, d), v (G, heads, M, d))`` (``RoPEAttention.
+        forward_bank``'s contract). One ``scaled_dot_product_attention`` call per group.
+
+        Raises:
+            ValueError: ``Nq`` is not a square number.
+        """
+        table = self._q_table(q.shape[1], q.device)
+        q = apply_rope(self.heads(self.q_proj(q)), table).type_as(groups[0][2])
+        if len(groups) == 1:
+            return self.merge(F.scaled_dot_product_attention(q, groups[0][1], groups[0][2]))
+        out = q.new_empty(q.shape[:-1] + (groups[0][2].shape[-1],))
+        for idx, k, v in groups:
+            out[idx] = F.scaled_dot_product_attention(q[idx], k, v)
+        return self.merge(out)
 
     def _rotate_frames(self, k: torch.Tensor, frames: int) -> torch.Tensor:
         """Rotate the grid part of each of ``frames`` equal frames of ``k (B, heads, N, d)``."""
