@@ -9,7 +9,7 @@ Public API:
   (Meta's EdgeTAM), ``sam2_hiera_s_endo18`` (SurgSAM-2, bring your own file) and ``medsam2``
   (MedSAM2). Each entry names the config its state dict must match (``CheckpointInfo.config``),
   its licence and the image size it was trained at (``CheckpointInfo.image_size``, its default
-  image size: :meth:`CheckpointInfo.build`, :func:`default_image_size`).
+  image size: :func:`default_image_size`, which ``sam2s.build_model`` uses when no size is given).
 * :func:`cache_dir` -- where downloaded checkpoints live (``$SAM2S_CACHE_DIR`` or the platform cache).
 * :func:`download` -- fetch a checkpoint into the cache, verifying its size and SHA-256; a
   progress callback and a cancel event let an application follow and stop it
@@ -48,14 +48,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from .safeload import CheckpointError, load_state_dict  # noqa: F401 - part of this module's API
-
-if TYPE_CHECKING:
-    from .modeling.sam2 import SAM2Model
 
 __all__ = [
     "REGISTRY",
@@ -147,33 +143,6 @@ class CheckpointInfo:
         """One line for listings: title, licence, training size, and whether sam2s can download it."""
         how = "bring your own file (no published SHA-256)" if self.bring_your_own else "downloadable"
         return f"{self.title or self.name}; licence {self.licence}; trained at {self.image_size} px; {how}"
-
-    def build(
-        self,
-        checkpoint: str | Path | None = None,
-        device: str = "cpu",
-        image_size: int | None = None,
-        precision: str = "fp32",
-        allow_download: bool = False,
-    ) -> SAM2Model:
-        """Build this entry's model (``sam2s.build.build_model`` with :attr:`config`) and load its
-        checkpoint strictly, at :attr:`image_size` unless ``image_size`` is given.
-
-        Args:
-            checkpoint: a local file of this entry; None: the cached file (downloaded first when
-                ``allow_download`` and the entry is downloadable; see :func:`resolve_checkpoint`).
-            device, precision: as ``build_model``. image_size: None: :attr:`image_size`.
-
-        Raises:
-            FileNotFoundError: no such file / not cached (the message says how to get it).
-            sam2s.CheckpointError: the file's keys or shapes are not those of :attr:`config` (the
-                message names the config the file matches). ValueError, RuntimeError: as ``build_model``.
-        """
-        from .build import build_model  # sam2s.build imports this module
-
-        path = resolve_checkpoint(self if checkpoint is None else checkpoint, allow_download=allow_download)
-        size = self.image_size if image_size is None else image_size
-        return build_model(self.config, path, device, image_size=size, precision=precision)
 
 
 _SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sam2s import build_model
 from sam2s import checkpoints as ck
 from sam2s.checkpoints import (
     REGISTRY,
@@ -397,21 +398,19 @@ def test_other_entry_loads_strictly_at_its_training_size(
     if info.bring_your_own:
         cache.mkdir()
         (cache / info.filename).write_bytes(path.read_bytes())
-        model = info.build()  # resolved from the cache: never downloaded, never hashed
+        model = build_model(info.config, checkpoint=info.name)  # from the cache: never downloaded, never hashed
     else:
         copy = tmp_path / info.filename  # a local path: its size and SHA-256 are not the registry's
         copy.write_bytes(path.read_bytes())
-        model = info.build(copy)
+        model = build_model(info.config, checkpoint=copy)
     assert model.config.name == info.config and model.config.image_size == info.image_size
     loaded = model.state_dict()
     assert set(loaded) == set(state)
     for key in list(state)[:: max(1, len(state) // 20)]:  # the file's values, not the initial ones
         assert torch.equal(loaded[key], state[key].to(loaded[key].dtype)), key
     if name == "medsam2":  # an explicit size wins; Meta's entries keep 1024
-        assert info.build(cache / info.filename, image_size=1024).config.image_size == 1024
+        assert build_model(info.config, checkpoint=cache / info.filename, image_size=1024).config.image_size == 1024
         # build_model without a size takes the entry's training size from the file's name
-        from sam2s import build_model
-
         assert build_model("sam2.1_hiera_t", checkpoint=cache / info.filename).config.image_size == 512
 
 
@@ -424,7 +423,7 @@ def test_other_entry_refuses_a_file_of_another_layout(name: str, wrong: str, lay
     config the file matches."""
     info = REGISTRY[name]
     with pytest.raises(CheckpointError) as excinfo:
-        info.build(layout_files[wrong][0])
+        build_model(info.config, checkpoint=layout_files[wrong][0])
     message = str(excinfo.value)
     assert f"does not fit model config {info.config!r}" in message
     assert f"It matches config {wrong!r}" in message
