@@ -6,11 +6,12 @@ module's model list, the web app's) shows, per config:
 * its **published accuracy** (:data:`PUBLISHED_ACCURACY`, J&F on the benchmarks its authors report,
   with the source);
 * its **measured seconds per frame on this computer** at a given image size, precision and device,
-  once measured: :func:`measure` times a short propagation (random weights, random frames, 2
-  objects) and :func:`record` keeps the result, as does every real propagation of
-  ``VideoTracker`` (its first use is its timing). Results are cached per CPU in ``speed.json``
-  of the checkpoint cache folder (``checkpoints.cache_dir``), keyed by config, image size,
-  precision, device and this CPU's model and bf16 flags (a figure from another CPU never shows).
+  once measured: every propagation of ``VideoTracker`` of 3 frames or more :func:`record` s its
+  median (a model's first use is its timing), and ``sam2s.speedcheck.measure`` (``sam2s models
+  --measure``) times a short propagation with random weights. Results are cached per CPU in
+  ``speed.json`` of the checkpoint cache folder (``checkpoints.cache_dir``), keyed by config,
+  image size, resolved precision (``"auto"`` is looked up as what it means on this computer),
+  device and this CPU's model and bf16 flags (a figure from another CPU never shows).
 
 Torch-free at import (the Slicer module imports it without PyTorch for a remote server).
 """
@@ -30,7 +31,6 @@ __all__ = [
     "PublishedAccuracy",
     "accuracy_text",
     "cost_text",
-    "measure",
     "measured_seconds",
     "record",
     "speed_file",
@@ -113,6 +113,19 @@ def _key(config: str, image_size: int, precision: str, device: str) -> str:
     return f"{config}@{int(image_size)}/{precision}/{device}/{_cpu() if device == 'cpu' else device}"
 
 
+def _precisions(precision: str, device: str) -> tuple[str, ...]:
+    """The stored precisions ``precision`` may mean here: ``"auto"`` resolved with
+    ``sam2s.build.auto_precision`` where PyTorch is importable, else ``("bf16", "fp32")`` (either
+    figure, the first found: a Slicer without PyTorch tracks on a server)."""
+    if precision != "auto":
+        return (precision,)
+    try:
+        from .build import auto_precision
+    except ImportError:
+        return ("bf16", "fp32")
+    return (auto_precision(device),)
+
+
 def _load(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -126,8 +139,12 @@ def measured_seconds(
 ) -> float | None:
     """Seconds per tracked frame measured here for this config, image size (pixels), precision
     (``"auto"`` | ``"fp32"`` | ``"bf16"``) and device; None when never measured on this CPU."""
-    entry = _load(speed_file(cache_dir)).get(_key(config, image_size, precision, device))
-    return float(entry["seconds_per_frame"]) if isinstance(entry, dict) and "seconds_per_frame" in entry else None
+    data = _load(speed_file(cache_dir))
+    for resolved in _precisions(precision, device):
+        entry = data.get(_key(config, image_size, resolved, device))
+        if isinstance(entry, dict) and "seconds_per_frame" in entry:
+            return float(entry["seconds_per_frame"])
+    return None
 
 
 def record(
@@ -140,10 +157,11 @@ def record(
     cache_dir: str | Path | None = None,
 ) -> None:
     """Keep a measured speed (median seconds per tracked frame over ``frames`` frames) in the cache
-    file (written atomically; an unwritable cache folder is ignored: the speed stays unknown)."""
+    file (written atomically; an unwritable cache folder is ignored: the speed stays unknown).
+    ``precision`` ``"auto"`` is stored as what it resolves to here."""
     path = speed_file(cache_dir)
     data = _load(path)
-    data[_key(config, image_size, precision, device)] = {
+    data[_key(config, image_size, _precisions(precision, device)[0], device)] = {
         "seconds_per_frame": round(float(seconds_per_frame), 4),
         "frames": int(frames),
         "measured": time.strftime("%Y-%m-%d"),
@@ -155,46 +173,6 @@ def record(
         os.replace(f.name, path)
     except OSError:
         pass
-
-
-def measure(
-    config: str,
-    image_size: int = 1024,
-    precision: str = "auto",
-    device: str = "cpu",
-    frames: int = 4,
-    cache_dir: str | Path | None = None,
-) -> float:
-    """Time a short propagation and :func:`record` it: ``config`` with random weights (speed does
-    not depend on the values), ``frames`` random 854 x 480 frames (the real clip's size), a click on
-    each of 2 objects on frame 0; returns the median seconds per tracked frame (frames 1..).
-
-    Raises:
-        ValueError: an unknown config, a bad image size or precision, ``frames < 2``.
-    """
-    if frames < 2:
-        raise ValueError(f"frames must be >= 2 (frame 0 holds the prompts); got {frames}")
-    import numpy as np
-    import torch
-
-    from .build import build_model
-    from .tracker import VideoTracker
-
-    torch.manual_seed(0)
-    model = build_model(config, device=device, image_size=image_size, precision=precision)
-    video = np.random.default_rng(0).integers(0, 256, (frames, 480, 854, 3), dtype=np.uint8)
-    tracker = VideoTracker(model, video)
-    tracker.add_points(0, 1, [[300.0, 200.0]], [1])
-    tracker.add_points(0, 2, [[600.0, 300.0]], [1])
-    times, start = [], time.perf_counter()
-    for _ in tracker.propagate():
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    tracked = sorted(times[1:])
-    seconds = tracked[len(tracked) // 2]
-    record(config, image_size, precision, device, seconds, len(tracked), cache_dir)
-    return seconds
 
 
 def cost_text(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import modelcost
+from .config import CONFIGS
 from .frames import FrameSource, preprocess
 from .memory import FrameMemory, MemoryPolicy, ObjectState, SAM2MemoryPolicy, describe
 from .modeling.memory_attention import MemoryKVCache, ObjectMemory
@@ -280,14 +283,28 @@ class VideoTracker(Tracker):
         objs = [self.objects[k] for k in ids]
         self._commit_prompts(objs)
         order = self.frame_order(start, end, reverse, ids)
+        seconds: list[float] = []  # model time per tracked frame (not the caller's time between frames)
         with self._propagation(), self._prefetching() as prefetch:
             for i, t in enumerate(order):
                 if i + 1 < len(order):
                     prefetch(order[i + 1])  # decoded while the model runs on frame t
+                started = time.perf_counter()
                 logits = self._track_frame(t, reverse, objs)
+                if not all(t in obj.cond for obj in objs):
+                    seconds.append(time.perf_counter() - started)
                 for k, obj in zip(ids, objs):
                     self._note_confidence(k, t, obj.cond[t] if t in obj.cond else obj.non_cond[t])
                 yield t, list(ids), logits
+        self._note_speed(seconds)
+
+    def _note_speed(self, seconds: list[float]) -> None:
+        """Keep this model's median seconds per tracked frame on this computer (``sam2s.modelcost``:
+        every front end shows it beside the model's name) after a propagation of 3 frames or more."""
+        cfg = self.model.config
+        if len(seconds) < 3 or cfg.name not in CONFIGS:
+            return
+        median = sorted(seconds)[len(seconds) // 2]
+        modelcost.record(cfg.name, cfg.image_size, self.model.precision, self.model.device.type, median, len(seconds))
 
     def confidence(self, obj_id: int, frame_idx: int) -> tuple[float, float] | None:
         """The model's own confidence in ``obj_id``'s latest result on ``frame_idx``.

@@ -156,6 +156,9 @@ def cmd_models(a: argparse.Namespace) -> int:
     from sam2s import modelcost
     from sam2s.config import CONFIGS
 
+    if a.measure:
+        from sam2s import speedcheck
+
     print(f"cache: {checkpoints.cache_dir()}")
     print(f"{'name':20} {'file':26} {'size':>7} {'trained':>8}  {'licence':30} cached")
     for info, path in checkpoints.cache_status():
@@ -167,7 +170,7 @@ def cmd_models(a: argparse.Namespace) -> int:
         for config in CONFIGS:
             if modelcost.measured_seconds(config, size, precision) is None:
                 print(f"measuring {config} at {size} px ({precision})...", flush=True)
-                modelcost.measure(config, size, precision)
+                speedcheck.measure(config, size, precision)
     print(f"\n{'model':16} {'published accuracy':48} speed on this computer")
     for config in CONFIGS:
         print(f"{config:16} {modelcost.accuracy_text(config):48} {modelcost.cost_text(config, size, precision)}")
