@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 DEMO_DATA ?= ../shared/data/endoscapes_v4
 EXTRAS := cli,test,batch,coco,plots,metrics,dicom,web,webtest
 
-.PHONY: test test-fast test-web fuzz demo web lint env clean factory-test
+.PHONY: test test-fast test-heavy test-web fuzz demo web lint env clean factory-test
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -33,8 +33,14 @@ env: $(VENV)/.installed
 # make test runs everything, the web app's browser tests included (Chromium from Debian: apt-get
 # install chromium; .ci/run installs it; without it they skip, saying so).
 test: $(VENV)/.installed
-	@start=$$(date +%s); $(PY) -m pytest -q -rs --durations=10; status=$$?; \
+	@start=$$(date +%s); $(PY) -m pytest -q -rs --durations=10 -m "not heavy"; status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
+
+# The longest end-to-end checks (marker "heavy", about 2 minutes), apart so that make test stays
+# within 10 minutes on 2 cores; .ci/run runs them after make test.
+test-heavy: $(VENV)/.installed
+	@start=$$(date +%s); $(PY) -m pytest -q -rs -m heavy; status=$$?; \
+	echo "make test-heavy: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
 test-fast: $(VENV)/.installed
 	@start=$$(date +%s); $(PY) -m pytest -q -m "not slow"; status=$$?; \

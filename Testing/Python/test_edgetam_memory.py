@@ -185,6 +185,7 @@ def test_divemem_short_video_gives_exactly_edgetam_memory(edgetam):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_divemem_on_the_real_clip(shared_data, edgetam):
     """DiveMem acceptance 3 on EdgeTAM: the whole real video (127 frames of video.mp4), 2 objects,
     at 256 px: every frame tracked with finite logits, the attended set is always conditioning +

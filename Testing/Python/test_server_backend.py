@@ -189,6 +189,7 @@ def test_an_expired_session_is_made_again_from_the_scene(shared_data, checkpoint
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_tracking_keeps_its_speed_while_the_main_thread_holds_the_gil(shared_data, checkpoint, server, capsys):
     """Slicer's main thread holds the GIL while Qt idles (PythonQt without thread support): here it
     holds it for 100 ms (a ctypes.PyDLL usleep keeps the GIL), then runs one tick (a poll of the

@@ -154,6 +154,7 @@ def _track(argv: list[str], env_token: str | None = None) -> subprocess.Complete
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not (REAL / "frames").is_dir(), reason="the real clip (../shared/data/endoscapes_v4) is absent")
 def test_track_with_server_writes_what_track_in_process_writes_on_the_real_clip(server, tmp_path):
     """Acceptance 2 of issue 22: the same label PNGs (byte for byte) and equal .seg.nrrd segments,

@@ -161,6 +161,7 @@ def test_memory_is_bounded():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_peak_rss_flat_in_video_length():
     """Acceptance 5, scaled down to keep the suite fast: peak RSS for 300 generated frames within
     10% of 50 frames (the memory bank holds 7 frames and 16 object pointers). The 200 / 2000 frame runs (and DiveMem's 500 / 5000) are the benchmark
