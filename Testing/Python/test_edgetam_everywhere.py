@@ -43,6 +43,7 @@ def inputs(tmp_path_factory):
     return {"root": root, "clip": clip, "frames": frames}
 
 
+@pytest.mark.slow  # end to end through the command line
 def test_the_command_line_tracks_with_edgetam(inputs, capsys):
     root = inputs["root"]
     out = root / "cli.seg.nrrd"
@@ -83,6 +84,7 @@ def _track(controller: SAM2SController, clip: SyntheticClip, frames: np.ndarray)
     return controller.logic.segmentMask(editor.GetSelectedSegmentID())
 
 
+@pytest.mark.slow  # a tracking server process
 def test_the_module_controller_tracks_with_edgetam_here_and_in_the_tracking_server(inputs, tmp_path):
     settings = ModelSettings(
         configName="edgetam", checkpoint=str(inputs["root"] / "edgetam.pt"), imageSize=IMAGE_SIZE, device="cpu"

@@ -109,6 +109,7 @@ def _agree(ref: np.ndarray, ours: np.ndarray, where: str) -> tuple[float, float]
     return diff, iou
 
 
+@pytest.mark.slow  # the reference's run (its fixture) takes 15 s
 def test_state_dict_loads_strictly(reference_run):
     sd = reference_run["state_dict"]
     assert sam2s.build.guess_config(sd) == "edgetam"
