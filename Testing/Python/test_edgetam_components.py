@@ -111,6 +111,7 @@ def _max_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return diff
 
 
+@pytest.mark.slow  # the reference's subprocess
 def test_perceiver_matches_reference(reference):
     saved = _saved(reference)["perceiver"]
     ours = PerceiverResampler().eval()
@@ -125,6 +126,7 @@ def test_perceiver_matches_reference(reference):
     assert no_pos is None and torch.equal(no_pos_latents[:, 256:], latents[:, 256:])  # pos feeds the 1-D part only
 
 
+@pytest.mark.slow  # the reference's subprocess
 def test_perceiver_batch_equals_single_runs(reference):
     """The reference fails for B > 1 (``.view`` after ``.expand`` in ``forward_2d``); ours batches."""
     saved = _saved(reference)["perceiver"]
@@ -148,6 +150,7 @@ def test_perceiver_rejects_bad_shapes():
         PerceiverResampler(depth=1)(torch.randn(1, 64, 24, 24))
 
 
+@pytest.mark.slow  # the reference's subprocess
 @pytest.mark.parametrize("case", ["perceiver_memory", "grid_only", "pointers_only"])
 def test_rope_attention_v2_matches_reference(reference, case):
     saved = _saved(reference)["attention"]

@@ -79,7 +79,8 @@ def test_rope_v2_bank_equals_forward_on_token_frames():
             layer.forward_bank(torch.randn(1, 24, 32), [([0], k[None], k[None])])
 
 
-@pytest.mark.parametrize("memory", ["sam2", pytest.param("divemem", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 12 frames twice per memory policy
+@pytest.mark.parametrize("memory", ["sam2", "divemem"])
 def test_edgetam_cached_equals_uncached(edgetam, memory):
     """Two objects on a synthetic clip, forward, corrections, a removal and a reverse pass:
     fp32 logits with the cache within 1e-4 of those recomputing every key every frame."""

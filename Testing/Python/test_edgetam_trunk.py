@@ -58,6 +58,7 @@ def _reference(tmp_path_factory) -> tuple[dict, dict]:
     return _cache["saved"]
 
 
+@pytest.mark.slow  # the reference's subprocess (timm)
 @pytest.mark.parametrize("size", sorted(SIZES))
 def test_trunk_matches_timm(size, tmp_path_factory):
     saved, result = _reference(tmp_path_factory)

@@ -147,6 +147,7 @@ def test_kill_9_mid_propagation_keeps_frames_and_the_next_track_restarts(shared_
         local.stop()
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_cancel_keeps_finished_frames(shared_data, checkpoint, server):
     logic = _logic(ServerBackend(localServer=server), checkpoint)
     ids = _prompted(logic, shared_data)
@@ -293,6 +294,7 @@ controller.logic.close()
 """
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_remote_tracking_keeps_slicers_process_free_of_pytorch(server, checkpoint, tmp_path):
     """The first-use choice "a server": the whole panel flow (import, New, click, propagate) runs in a
     process where torch, FastAPI and uvicorn cannot be imported, and nothing asks for them."""
@@ -320,6 +322,7 @@ def test_remote_tracking_keeps_slicers_process_free_of_pytorch(server, checkpoin
     )
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_closing_the_scene_during_a_propagation_stops_it_quietly(tmp_path):
     """N10 of issue 23: Close Scene while a propagation runs in the local server stops it; the job
     is marked ``closedWithScene`` and the user sees a status line, not "Tracking stopped: <error>"."""

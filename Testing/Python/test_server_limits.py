@@ -476,6 +476,7 @@ def _token_file(folder: Path, token: str, mode: int = 0o600) -> Path:
     return path
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_sigterm_shuts_down_gracefully_with_exit_status_0(tmp_path):
     """After SIGTERM the server closes its sessions and exits with 0 (uvicorn raised the signal
     again after its graceful shutdown: -15)."""
@@ -489,6 +490,7 @@ def test_sigterm_shuts_down_gracefully_with_exit_status_0(tmp_path):
     assert _stop(proc) == 0, err.read_text()
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_token_file_gives_the_token_and_must_be_private(tmp_path):
     """``--token-file`` gives the token without showing it in ``ps``; a file other users can read
     is refused (exit status 2, the message says ``chmod 600``)."""
@@ -521,6 +523,7 @@ def test_sam2s_serve_help_lists_the_servers_options():
         assert option in proc.stdout, option
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_sam2s_serve_starts_with_options_answers_health_and_exits_0_on_sigterm(tmp_path):
     """The README's recipe, on 127.0.0.1: ``sam2s serve --host ... --port 0 --token-file F``."""
     token = "serve-token-" + "s" * 40
@@ -536,6 +539,7 @@ def test_sam2s_serve_starts_with_options_answers_health_and_exits_0_on_sigterm(t
     assert status == 0, err.read_text()
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_sam2s_serve_help_works_without_fastapi_and_says_how_to_install_it(tmp_path, monkeypatch):
     from faultkit import run_without
 

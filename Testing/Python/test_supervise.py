@@ -57,6 +57,7 @@ def gone_within(pids: list[int], seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_stop_ends_the_launcher_and_the_server_it_runs(launcher):
     from SAM2SSlicerLib.backends import LocalServer
 
@@ -114,6 +115,7 @@ def test_the_server_ends_itself_when_the_application_is_killed(launcher):
             app.kill()
 
 
+@pytest.mark.slow  # a server or launcher process: make test-fast leaves it to make test
 def test_a_module_reload_stops_the_controllers_job_and_server(launcher, tmp_path):
     """A module reload (``slicer.util.reloadScriptedModule`` calls the widget's ``cleanup()``, which
     calls ``SAM2SController.shutdown``; N11) while a click's session is being made in the local

@@ -169,6 +169,11 @@ __all__ = [
 READY_PREFIX = "SAM2S server listening on"
 """Start of the line ``serve`` prints once it accepts connections."""
 
+SHUTDOWN_GRACE_S = 5
+"""Seconds a SIGTERM'ed server waits for open connections before it closes them (uvicorn's
+``timeout_graceful_shutdown``): clients keep connections alive between requests, and an idle
+kept-alive TLS connection otherwise held the shutdown until the client closed it."""
+
 
 # ------------------------------------------------------------------------------------------------
 # The application
@@ -320,6 +325,9 @@ def serve(
         log_level=log_level,
         access_log=False,
         lifespan="on",
+        # clients keep their connection alive (sam2s.serving.connection: the Slicer module holds one
+        # open between polls); without a bound uvicorn's graceful shutdown waits for them to close
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     try:
         _Server(config, line, ready_file).run(sockets=[sock])
