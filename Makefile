@@ -36,7 +36,7 @@ test: $(VENV)/.installed
 	@start=$$(date +%s); $(PY) -m pytest -q -rs --durations=10 -m "not heavy"; status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
-# The longest end-to-end checks (marker "heavy", about 2 minutes), apart so that make test stays
+# The longest end-to-end checks (marker "heavy", about 4 minutes), apart so that make test stays
 # within 10 minutes on 2 cores; .ci/run runs them after make test.
 test-heavy: $(VENV)/.installed
 	@start=$$(date +%s); $(PY) -m pytest -q -rs -m heavy; status=$$?; \

@@ -154,6 +154,7 @@ def test_short_video_gives_exactly_sam2_output():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_divemem_on_the_real_clip(shared_data):
     """Acceptance 3: 127 real frames, 2 objects; the attended set is always conditioning +
     short-term + at most long_term_size long-term frames."""

@@ -131,6 +131,7 @@ def _real_clip_masks(model, video, prompts) -> dict[int, np.ndarray]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data):
     """SAM 2's bf16 fidelity test for ``edgetam``: 30 frames of the real clip at 256 px, two
     objects, bf16 against fp32 with the same weights: mask IoU >= 0.99 on every tracked frame and

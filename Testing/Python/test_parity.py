@@ -78,7 +78,8 @@ def _agree(ref: np.ndarray, ours: np.ndarray, where: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("image_size", [512, pytest.param(1024, marks=pytest.mark.heavy)])
+@pytest.mark.heavy
+@pytest.mark.parametrize("image_size", [512, 1024])
 def test_video_parity_with_reference(clip, image_size):
     """Two objects (a point, a box) on frame 0, a negative click in the middle of the clip, forward
     then (at 512 px) backward: logits within 1e-3 and mask IoU >= 0.999 on every frame and object."""

@@ -132,6 +132,7 @@ def test_server_model_spec_precision():
 
 # ----------------------------------------------------------------------------- fidelity
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data):
     """30 frames of the real clip at 256 px (512 px measured by hand: IoU 0.9972 at worst, mean 0.9986;
     256 px keeps `make test` under 10 minutes), two objects (a click and a box on frame 0, from
