@@ -56,6 +56,19 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * table).reshape(b, h, n, d)
 
 
+def attend_groups(q: torch.Tensor, groups: list[tuple[list[int], torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Attention of rotated queries ``q (B, heads, N, d)`` to per-group keys / values
+    ``(batch rows, k (G, heads, M, d), v (G, heads, M, d))`` (objects with equal key counts ``M``):
+    one ``scaled_dot_product_attention`` call per group, no mask, no padding. Returns
+    ``(B, heads, N, dv)`` (the ``forward_bank`` of ``RoPEAttention`` and ``RoPEAttentionV2``)."""
+    if len(groups) == 1:
+        return F.scaled_dot_product_attention(q, groups[0][1], groups[0][2])
+    out = q.new_empty(q.shape[:-1] + (groups[0][2].shape[-1],))
+    for idx, k, v in groups:
+        out[idx] = F.scaled_dot_product_attention(q[idx], k, v)
+    return out
+
+
 class RoPEAttention(Attention):
     """Attention with axial RoPE on queries and on the first ``N - num_k_exclude_rope`` keys."""
 
@@ -98,12 +111,7 @@ class RoPEAttention(Attention):
         ``scaled_dot_product_attention`` call per group, with no mask and no padding."""
         q = self.heads(self.q_proj(q))
         q = apply_rope(q, self._angles(q.shape[-2], q.device)).type_as(groups[0][2])
-        if len(groups) == 1:
-            return self.merge(F.scaled_dot_product_attention(q, groups[0][1], groups[0][2]))
-        out = q.new_empty(q.shape[:-1] + (groups[0][2].shape[-1],))
-        for idx, k, v in groups:
-            out[idx] = F.scaled_dot_product_attention(q[idx], k, v)
-        return self.merge(out)
+        return self.merge(attend_groups(q, groups))
 
 
 def _frame_tokens(mem: torch.Tensor) -> int:

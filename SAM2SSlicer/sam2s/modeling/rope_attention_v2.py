@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import Attention
-from .memory_attention import apply_rope, axial_rope_table
+from .memory_attention import apply_rope, attend_groups, axial_rope_table
 
 
 class RoPEAttentionV2(Attention):
@@ -154,12 +154,7 @@ class RoPEAttentionV2(Attention):
         """
         table = self._q_table(q.shape[1], q.device)
         q = apply_rope(self.heads(self.q_proj(q)), table).type_as(groups[0][2])
-        if len(groups) == 1:
-            return self.merge(F.scaled_dot_product_attention(q, groups[0][1], groups[0][2]))
-        out = q.new_empty(q.shape[:-1] + (groups[0][2].shape[-1],))
-        for idx, k, v in groups:
-            out[idx] = F.scaled_dot_product_attention(q[idx], k, v)
-        return self.merge(out)
+        return self.merge(attend_groups(q, groups))
 
     def _rotate_frames(self, k: torch.Tensor, frames: int) -> torch.Tensor:
         """Rotate the grid part of each of ``frames`` equal frames of ``k (B, heads, N, d)``."""
