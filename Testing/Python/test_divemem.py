@@ -138,9 +138,13 @@ def test_policies_follow_the_memory_policy_protocol():
         make_memory_policy("lstm", model)
 
 
-def test_short_video_gives_exactly_sam2_output():
-    """Acceptance 1: too few frames for B to fill -> identical to memory='sam2'."""
-    model = random_model("sam2.1_hiera_t", 128)
+@pytest.mark.parametrize(
+    ("config", "size", "maskmem"), [("sam2.1_hiera_t", 128, (1, 64, 8, 8)), ("edgetam", 256, (1, 512, 64))]
+)
+def test_short_video_gives_exactly_sam2_output(config, size, maskmem):
+    """Acceptance 1: too few frames for B to fill -> identical to memory='sam2', bit for bit;
+    for SAM 2 and for EdgeTAM (issue 24: its perceiver tokens as the memory frames)."""
+    model = random_model(config, size)
     clip = SyntheticClip(5, 64, 80, num_objects=2, seed=2)  # 4 tracked frames < buffer_size 5
     outputs = {}
     for memory, params in (("sam2", {}), ("divemem", {"iou_threshold": 0.0})):
@@ -149,7 +153,8 @@ def test_short_video_gives_exactly_sam2_output():
         tracker.add_points(0, 2, [[30, 20]], [1])
         outputs[memory] = np.stack([logits for _, _, logits in tracker.propagate()])
         if memory == "divemem":
-            assert len(tracker.memory.bank(tracker.objects[1]).buffer) == 4  # all were candidates
+            bank = tracker.memory.bank(tracker.objects[1])
+            assert len(bank.buffer) == 4 and bank.buffer[0].maskmem.shape == maskmem  # all were candidates
     np.testing.assert_array_equal(outputs["sam2"], outputs["divemem"])
 
 

@@ -170,20 +170,8 @@ def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data):
 
 
 # ------------------------------------------------------------------ DiveMem
-def test_divemem_short_video_gives_exactly_edgetam_memory(edgetam):
-    """DiveMem acceptance 1 on EdgeTAM: too few frames for the buffer to fill -> identical to
-    EdgeTAM's own memory (``memory="sam2"``), bit for bit."""
-    clip = SyntheticClip(5, 64, 80, num_objects=2, seed=2)  # 4 tracked frames < buffer_size 5
-    outputs = {}
-    for memory, params in (("sam2", {}), ("divemem", {"iou_threshold": 0.0})):
-        tracker = sam2s.VideoTracker(edgetam, clip, memory=memory, **params)
-        tracker.add_mask(0, 1, clip.mask(0, 0))
-        tracker.add_points(0, 2, [[30, 20]], [1])
-        outputs[memory] = np.stack([logits for _, _, logits in tracker.propagate()])
-        if memory == "divemem":
-            bank = tracker.memory.bank(tracker.objects[1])
-            assert len(bank.buffer) == 4 and bank.buffer[0].maskmem.shape == (1, 512, 64)  # all were candidates
-    np.testing.assert_array_equal(outputs["sam2"], outputs["divemem"])
+# (DiveMem on a short pass equals EdgeTAM's own memory: test_divemem.py's
+# test_short_video_gives_exactly_sam2_output, parametrized over SAM 2 and EdgeTAM)
 
 
 @pytest.mark.slow
