@@ -29,7 +29,7 @@ from . import modelcost
 from .config import CONFIGS
 from .frames import FrameSource, preprocess
 from .memory import FrameMemory, MemoryPolicy, ObjectState, SAM2MemoryPolicy, describe
-from .modeling.memory_attention import MemoryKVCache, ObjectMemory
+from .modeling.memory_attention import MemoryKVCache, ObjectMemory, memory_tokens
 from .modeling.prompt_encoder import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
 from .modeling.sam2 import FrameFeatures, SAM2Model
 from .session import MAX_OBJECT_ID, MIN_OBJECT_ID, ClickPrompt, MaskPrompt, PromptError, Tracker, TrackerBusyError
@@ -486,14 +486,14 @@ class VideoTracker(Tracker):
         """Memory-conditioned features ``(B, 256, f, f)`` of a frame for a batch of objects."""
         model, cfg = self.model, self.model.config
         device = model.device
-        mem_pos = _tokens(self._maskmem_pos).to(device)  # (1, HW, 64), or EdgeTAM's (1, N, 64) latents
+        mem_pos = memory_tokens(self._maskmem_pos).to(device)  # (1, HW, 64), or EdgeTAM's (1, N, 64) latents
         hw = mem_pos.shape[1]  # memory tokens per frame
         max_rel = min(self.num_frames, cfg.max_obj_ptrs_in_encoder) - 1
         per_obj, banks = [], []
         for obj in objs:
             sel = self.memory.select(obj, frame_idx, reverse, self.num_frames)
             obj.last_attended = (frame_idx, sel)
-            feats = [_tokens(m.maskmem.to(device)) for m, _ in sel.spatial]
+            feats = [memory_tokens(m.maskmem.to(device)) for m, _ in sel.spatial]
             poss = [mem_pos + model.memory_tpos(slot).reshape(1, 1, -1) for _, slot in sel.spatial]
             if sel.pointers:
                 rel = torch.tensor([r for r, _ in sel.pointers], device=device)
@@ -576,9 +576,3 @@ class VideoTracker(Tracker):
         """``(B, 1, 4f, 4f)`` logits -> ``(B, H, W)`` float32 numpy at the original resolution."""
         up = F.interpolate(low_res.float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
         return up[:, 0].cpu().numpy()
-
-
-def _tokens(memory: torch.Tensor) -> torch.Tensor:
-    """A memory frame as tokens ``(B, N, C)``: ``(B, C, h, w)`` spatial memory in row-major order,
-    or EdgeTAM's perceiver latents, already ``(B, N, C)``."""
-    return memory.flatten(2).transpose(1, 2) if memory.ndim == 4 else memory

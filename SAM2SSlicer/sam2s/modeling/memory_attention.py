@@ -114,16 +114,10 @@ class RoPEAttention(Attention):
         return self.merge(attend_groups(q, groups))
 
 
-def _frame_tokens(mem: torch.Tensor) -> int:
-    """Number of tokens of a stored memory frame: ``f * f`` of a ``(1, C, f, f)`` map, ``L`` of
-    ``(1, L, C)`` tokens (EdgeTAM)."""
-    return mem.shape[-2] * mem.shape[-1] if mem.ndim == 4 else mem.shape[-2]
-
-
-def _as_tokens(mem: torch.Tensor) -> torch.Tensor:
-    """A stored memory frame as ``(L, C)`` tokens: a ``(1, C, f, f)`` map in row-major order, or
-    ``(1, L, C)`` tokens as they are."""
-    return mem[0].flatten(1).transpose(0, 1) if mem.ndim == 4 else mem[0]
+def memory_tokens(memory: torch.Tensor) -> torch.Tensor:
+    """A stored memory frame as tokens ``(B, N, C)`` (a view, no copy): a ``(B, C, h, w)`` spatial
+    memory in row-major order (N = h * w), or EdgeTAM's perceiver latents, already ``(B, N, C)``."""
+    return memory.flatten(2).transpose(1, 2) if memory.ndim == 4 else memory
 
 
 class MemoryKVCache:
@@ -341,7 +335,7 @@ class MemoryAttention(nn.Module):
         pos_entries = {key: cache.pos_entry(key, pos, n_layers) for key, pos in positions.items()}
         sizes: dict[int, list[int]] = {}  # objects grouped by memory size: one attention call each
         for b, obj in enumerate(objects):
-            n = sum(_frame_tokens(m) for m, _ in obj.spatial) + obj.pointers.shape[0]
+            n = sum(memory_tokens(m).shape[1] for m, _ in obj.spatial) + obj.pointers.shape[0]
             sizes.setdefault(n, []).append(b)
         x = curr + 0.1 * curr_pos
         for i, layer in enumerate(self.layers):
@@ -355,7 +349,7 @@ class MemoryAttention(nn.Module):
                     obj, start = objects[b], 0
                     for (mem, pos_key), layers in zip(obj.spatial, frame_entries[b]):
                         if layers[i] is None:
-                            layers[i] = attn.memory_kv(_as_tokens(mem).to(curr.dtype))
+                            layers[i] = attn.memory_kv(memory_tokens(mem)[0].to(curr.dtype))
                         part = pos_entries[pos_key]
                         if part[i] is None:
                             part[i] = attn.position_k(positions[pos_key].to(curr.dtype))
