@@ -18,6 +18,7 @@ Torch-free at import (the Slicer module imports it without PyTorch for a remote 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -93,6 +94,7 @@ def speed_file(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) / SPEED_FILE_NAME
 
 
+@functools.lru_cache(maxsize=1)  # constant for the process: /proc/cpuinfo is read once, not per lookup
 def _cpu() -> str:
     """This CPU: its model name and whether it has native bf16 / AMX (what changes the speed)."""
     from .resources import cpu_flags
