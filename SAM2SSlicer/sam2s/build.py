@@ -195,7 +195,8 @@ def build_model(
             Meta's ``build_sam2`` builds it), ``"auto"`` (``auto_precision(device)``: bf16 on CUDA
             and on CPUs with native bf16, else fp32; the default of the command line, the
             server and the Slicer module) or ``"bf16"`` (bfloat16 weights and activations on CPU / MPS,
-            with norms, position encodings and mask logits in float32; on CUDA float32 weights
+            with norms, position encodings and the heads (prompt encoder, mask decoder) in
+            float32; on CUDA float32 weights
             under bf16 autocast as Meta does). See ``SAM2Model`` and ``model.precision``.
 
     Raises:

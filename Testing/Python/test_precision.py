@@ -133,11 +133,14 @@ def test_server_model_spec_precision():
 # ----------------------------------------------------------------------------- fidelity
 @pytest.mark.slow
 @pytest.mark.heavy
-def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data):
-    """30 frames of the real clip at 256 px (512 px measured by hand: IoU 0.9972 at worst, mean 0.9986;
-    256 px keeps `make test` under 10 minutes), two objects (a click and a box on frame 0, from
-    prompts.json): bf16 masks agree with fp32 ones, IoU >= 0.99 on every frame and object and
-    >= 0.995 on average. The masks are informative (neither empty nor the whole frame)."""
+@pytest.mark.parametrize("config", ["sam2.1_hiera_t", "edgetam"])
+def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data, config):
+    """30 frames of the real clip at 256 px (SAM 2.1 tiny at 512 px, measured by hand: IoU 0.9972
+    at worst, mean 0.9986; 256 px keeps `make test-heavy` short), two objects (a click and a box
+    on frame 0, from prompts.json): bf16 masks agree with fp32 ones, IoU >= 0.99 on every frame
+    and object, the prompted frame 0 included, and >= 0.995 on average. The masks are informative
+    (neither empty nor the whole frame). EdgeTAM (issue 24) passes since the heads keep float32
+    weights (``SAM2Model.heads_dtype``): with bf16 heads its box mask on frame 0 had IoU 0.980."""
     from PIL import Image
 
     torch.set_num_threads(2)
@@ -146,7 +149,7 @@ def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data):
     )
     prompts = json.loads((shared_data / "prompts.json").read_text())["objects"]
     points, box = prompts[0]["prompts"][0], prompts[1]["prompts"][0]["box"]
-    fp32 = random_model("sam2.1_hiera_t", 256)
+    fp32 = random_model(config, 256)
     bf16 = copy.deepcopy(fp32).set_precision("bf16")
     results = {}
     for name, model in (("fp32", fp32), ("bf16", bf16)):
@@ -163,4 +166,7 @@ def test_bf16_tracks_like_fp32_on_the_real_clip(shared_data):
             union = (a | b).sum()
             ious.append(1.0 if union == 0 else (a & b).sum() / union)
             assert ious[-1] >= 0.99, f"frame {t}, object {k + 1}: IoU {ious[-1]:.4f}"
+    print(
+        f"{config} bf16 vs fp32: min IoU {min(ious):.4f}, mean {np.mean(ious):.4f} (frame 0: {ious[0]:.4f}, {ious[1]:.4f})"
+    )
     assert np.mean(ious) >= 0.995, f"mean IoU {np.mean(ious):.4f}"

@@ -67,10 +67,10 @@ class TwoWayTransformer(nn.Module):
 class DecoderOutput:
     """Raw decoder outputs for a batch of B prompts.
 
-    masks: ``(B, 4, 4 feat, 4 feat)`` float32 low-res logits (whatever the model dtype); index 0
-    is the single-mask output, 1..3 the multimask outputs. iou: ``(B, 4)`` predicted IoU.
-    tokens: ``(B, 4, C)`` mask output tokens. object_score: ``(B, 1)`` object-presence logit.
-    iou, tokens and object_score have the model's dtype (float32, or bfloat16 for a bf16 model).
+    masks: ``(B, 4, 4 feat, 4 feat)`` low-res logits; index 0 is the single-mask output, 1..3 the
+    multimask outputs. iou: ``(B, 4)`` predicted IoU. tokens: ``(B, 4, C)`` mask output tokens.
+    object_score: ``(B, 1)`` object-presence logit. All have the decoder's dtype: float32, also
+    in a bf16 model (``SAM2Model.heads_dtype``).
     """
 
     masks: torch.Tensor
@@ -134,7 +134,5 @@ class MaskDecoder(nn.Module):
         up = act2(dc2(up) + feat_s0)
         hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         b, c, h, w = up.shape
-        # The final logits in float32 (no-op for a float32 model): bf16 would round them to
-        # 3 significant digits right where the mask boundary (logit 0) is decided.
-        masks = (hyper.float() @ up.float().view(b, c, h * w)).view(b, -1, h, w)
+        masks = (hyper @ up.view(b, c, h * w)).view(b, -1, h, w)
         return DecoderOutput(masks, self.iou_prediction_head(hs[:, 1]), mask_tokens, self.pred_obj_score_head(hs[:, 0]))

@@ -71,15 +71,22 @@ class SAM2Model(nn.Module):
     Precision (``precision``, set by ``set_precision``; ``sam2s.build_model`` chooses it):
 
     - ``"fp32"`` (the default of a new model): float32 everywhere, Meta's reference numerics.
-    - ``"bf16"`` on CPU / MPS: bfloat16 weights and activations, so that the matrix products run
-      as bf16 kernels (native on CPUs with AVX512-BF16 / AMX). Kept in float32: LayerNorm2d
-      (``common.py``), the point / dense Fourier position encodings, the sine and RoPE tables,
-      the Hiera position-embedding resize, and the final mask logits (the hypernetwork product in
-      ``MaskDecoder``); ``nn.LayerNorm`` and ``scaled_dot_product_attention`` accumulate in
-      float32 inside PyTorch's bf16 CPU kernels. Inputs are cast to the model dtype at the
-      methods below (``encode_image``, ``forward_heads``, ``mask_as_output``,
-      ``condition_on_memory``, ``encode_memory``, ``pointer_pos_enc``); ``HeadOutput.low_res``
-      is float32, the other outputs have the model dtype.
+    - ``"bf16"`` on CPU / MPS: bfloat16 weights and activations in the image encoder, memory
+      attention and memory encoder, so that their matrix products run as bf16 kernels (native on
+      CPUs with AVX512-BF16 / AMX). Kept in float32 there: LayerNorm2d (``common.py``), the sine
+      and RoPE tables, the Hiera position-embedding resize; ``nn.LayerNorm`` and
+      ``scaled_dot_product_attention`` accumulate in float32 inside PyTorch's bf16 CPU kernels.
+      The heads (``sam_prompt_encoder``, and ``sam_mask_decoder`` but its ``conv_s0`` /
+      ``conv_s1``, which project each frame's features once in ``encode_image``) keep their
+      float32 weights and run in float32 (``heads_dtype``): they decide where the mask boundary
+      (logit 0) lies, they cost 2-3% of a tracked frame (87 against 55 ms at 1024 px for 2
+      objects on our AVX512-BF16 CPU without AMX), and in bf16 they flipped 2% of EdgeTAM's box
+      mask on its prompted frame (IoU 0.980 against fp32 in
+      ``test_precision.test_bf16_tracks_like_fp32_on_the_real_clip``; 0.996 with float32 heads).
+      Inputs are cast to the model dtype (the heads' for the heads) at the methods below
+      (``encode_image``, ``forward_heads``, ``add_no_memory``, ``mask_as_output``,
+      ``condition_on_memory``, ``encode_memory``, ``pointer_pos_enc``); ``HeadOutput.low_res``,
+      ``iou`` and ``object_score`` are float32, ``obj_ptr`` has the model dtype.
     - ``"bf16"`` on CUDA: float32 weights and ``torch.autocast("cuda", torch.bfloat16)`` around
       the steps (``autocast()``), as Meta's ``sam2`` does (``tools/vos_inference.py``, the
       video-predictor notebook, ``demo/backend/server/inference/predictor.py``).
@@ -133,12 +140,18 @@ class SAM2Model(nn.Module):
         """Dtype of the weights and activations: float32, or bfloat16 for a bf16 model off CUDA."""
         return self.no_mem_embed.dtype
 
+    @property
+    def heads_dtype(self) -> torch.dtype:
+        """Dtype of the prompt encoder and mask decoder: float32 in every precision (see the
+        class docstring)."""
+        return self.sam_mask_decoder.iou_token.weight.dtype
+
     def set_precision(self, precision: str) -> SAM2Model:
         """Switch to ``"fp32"`` or ``"bf16"`` (see the class docstring) in place; returns self.
 
         Call it after moving the model to its device: on CUDA ``"bf16"`` keeps float32 weights
-        (autocast), elsewhere it casts the weights to bfloat16 (except the Fourier matrix of the
-        prompt encoder, kept float32).
+        (autocast), elsewhere it casts the weights to bfloat16 (except the heads, kept float32:
+        see the class docstring).
 
         Raises:
             ValueError: unknown precision, or ``"fp32"`` asked of a model whose weights are
@@ -153,8 +166,16 @@ class SAM2Model(nn.Module):
                     "precision='fp32' (sam2s.build_model(..., precision='fp32'))."
                 )
         elif self.device.type != "cuda":
-            self.to(torch.bfloat16)
-            self.sam_prompt_encoder.pe_layer.float()
+            # The heads keep their float32 weights as loaded (a round trip through bf16 would
+            # round them: that alone flipped 1% of EdgeTAM's box mask).
+            heads = (self.sam_prompt_encoder, self.sam_mask_decoder)
+            for child in self.children():
+                if all(child is not h for h in heads):
+                    child.to(torch.bfloat16)
+            for param in self.parameters(recurse=False):
+                param.data = param.data.to(torch.bfloat16)
+            self.sam_mask_decoder.conv_s0.to(torch.bfloat16)
+            self.sam_mask_decoder.conv_s1.to(torch.bfloat16)
         self.precision = precision
         return self
 
@@ -196,8 +217,8 @@ class SAM2Model(nn.Module):
         """
         cfg = self.config
         b = feat.shape[0]
-        dt = self.dtype
-        feat, high_res = feat.to(dt), tuple(h.to(dt) for h in high_res)
+        dt, hd = self.dtype, self.heads_dtype
+        feat, high_res = feat.to(hd), tuple(h.to(hd) for h in high_res)
         if points is None:
             points = (feat.new_zeros(b, 1, 2), torch.full((b, 1), -1, dtype=torch.int32, device=feat.device))
         sparse = self.sam_prompt_encoder.embed_points(*points)
@@ -218,8 +239,8 @@ class SAM2Model(nn.Module):
             low_res, token = masks[rows, best].unsqueeze(1), tokens[rows, best]
         else:
             low_res, token = masks, tokens[:, 0]
-        obj_ptr = self.obj_ptr_proj(token)
-        lam = present.float()
+        obj_ptr = self.obj_ptr_proj(token.to(dt))
+        lam = present.to(dt)
         obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr
         return HeadOutput(low_res, iou, obj_ptr, out.object_score)
 
@@ -255,8 +276,11 @@ class SAM2Model(nn.Module):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
     def add_no_memory(self, feat: torch.Tensor) -> torch.Tensor:
-        """Features of a first conditioning frame: ``feat + no_mem_embed`` (``directly_add_no_mem_embed``)."""
-        return feat + self.no_mem_embed.reshape(1, -1, 1, 1)
+        """Features of a first conditioning frame: ``feat + no_mem_embed`` (``directly_add_no_mem_embed``),
+        ``(B, 256, f, f)``, in the heads' dtype (float32), which take them: a bf16 sum would round
+        the features by up to 2**-9 of their size before the mask decoder."""
+        hd = self.heads_dtype
+        return feat.to(hd) + self.no_mem_embed.reshape(1, -1, 1, 1).to(hd)
 
     def encode_memory(
         self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score: torch.Tensor, binarize: bool
