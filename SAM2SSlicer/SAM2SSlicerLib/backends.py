@@ -357,7 +357,7 @@ class ServerBackend:
             "engine": settings.engine,
             "config": settings.configName,
             "checkpoint": settings.checkpoint or None,
-            "image_size": int(settings.imageSize),
+            "image_size": settings.toSpec().input_size,  # resolved here: older servers need a number
             "device": settings.device,
         }
         if "precisions" in (self.serverInfo or {}):  # servers older than the field refuse it

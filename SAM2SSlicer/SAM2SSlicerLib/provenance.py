@@ -225,7 +225,7 @@ def makeProvenance(
     else:
         promptsSha = None if prompts is None else fileSha256(prompts)
     values = dict(
-        engine=model.engine, config=model.config if sam2 else None, imageSize=model.image_size if sam2 else None,
+        engine=model.engine, config=model.config if sam2 else None, imageSize=model.input_size if sam2 else None,
         precision=model.precision if sam2 else None, memory=model.memory if sam2 else None,
         device=model.device if sam2 else "cpu",
         checkpointName=None if checkpoint is None else checkpoint.name,

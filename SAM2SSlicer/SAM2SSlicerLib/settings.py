@@ -48,7 +48,8 @@ class ModelSettings:
             from the cache (downloaded by :func:`downloadCheckpoint`).
         device: ``auto`` (CUDA, else Apple MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         imageSize: model input side in pixels (``sam2s.spec.check_image_size``: a multiple of 32 from 64
-            to 4096; 1024 as trained, 512 is ~4x faster).
+            to 4096; 512 is ~4x faster than 1024), or None: the size the checkpoint was trained at
+            (``ModelSpec.input_size``: 1024; 512 for MedSAM2 and SurgSAM-2).
         precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, AVX512-BF16 / AMX; else
             fp32: ``sam2s.build.auto_precision``), ``fp32`` (Meta's reference numerics) or ``bf16``.
         memory: memory policy, ``sam2`` (Meta's) or ``divemem`` (SAM2S's diverse long-term memory).
@@ -60,7 +61,7 @@ class ModelSettings:
     configName: str = DEFAULT_CONFIG
     checkpoint: str = ""
     device: str = "auto"
-    imageSize: int = 1024
+    imageSize: int | None = None
     precision: str = "auto"
     memory: str = "sam2"
     memoryParams: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -105,15 +106,17 @@ def configNames() -> list[str]:
     return list(CONFIG_NAMES)
 
 
-def modelDescription(configName: str, imageSize: int, precision: str = "auto", device: str = "cpu") -> str:
+def modelDescription(configName: str, imageSize: int | None, precision: str = "auto", device: str = "cpu") -> str:
     """What choosing ``configName`` means, for the model list's tooltips (issue 24, item 4):
     ``"edgetam: SA-V test J&F 71.7, MOSE 70.0, DAVIS 2017 87.7; 0.42 s/frame here at 1024 px
     (auto, cpu)"`` (``sam2s.modelcost``: the published accuracy, and the speed measured on this
     computer by its first use or by ``sam2s models --measure``; "not measured yet" before).
-    Torch-free. ``device`` ``auto`` counts as ``cpu`` here (no torch to ask)."""
+    ``imageSize`` None: the config's training size (``ModelSpec.input_size``). Torch-free.
+    ``device`` ``auto`` counts as ``cpu`` here (no torch to ask)."""
     from sam2s import modelcost
 
     device = "cpu" if device == "auto" else device
+    imageSize = ModelSpec(config=configName, image_size=imageSize).input_size
     accuracy = modelcost.accuracy_text(configName)
     return f"{configName}: {accuracy}; {modelcost.cost_text(configName, imageSize, precision, device)}"
 

@@ -43,7 +43,8 @@ class ModelSpec:
         config: a config name of ``sam2s.CONFIGS`` (Meta's config stems, ``sam2.1_hiera_t`` ...).
         checkpoint: a ``.pt`` path, a registry name already downloaded, or None: the registry
             checkpoint of ``config`` from the cache (``sam2s.checkpoints.resolve_checkpoint``).
-        image_size: model input side in pixels (:func:`check_image_size`).
+        image_size: model input side in pixels (:func:`check_image_size`), or None: the size
+            its checkpoint was trained at (:attr:`input_size`; :meth:`settle` fills it in).
         precision: :data:`PRECISIONS` (:func:`check_precision`). device: :func:`check_device`.
         memory: :data:`MEMORY_POLICIES`; memory_params: its keyword parameters as sorted
             ``(name, value)`` pairs (frozen; ``dict(spec.memory_params)`` gives them back).
@@ -52,7 +53,7 @@ class ModelSpec:
     engine: str = "sam2"
     config: str = DEFAULT_CONFIG
     checkpoint: str | None = None
-    image_size: int = 1024
+    image_size: int | None = None
     precision: str = "auto"
     device: str = "auto"
     memory: str = "sam2"
@@ -79,7 +80,7 @@ class ModelSpec:
         checks = (
             ("engine", lambda v: _check_choice(v, ENGINES, "engine")),
             ("config", check_config),
-            ("image_size", check_image_size),
+            ("image_size", lambda v: v is None or check_image_size(v)),
             ("precision", check_precision),
             ("device", check_device),
             ("memory", lambda v: _check_choice(v, MEMORY_POLICIES, "memory policy")),
@@ -100,6 +101,19 @@ class ModelSpec:
         base = base or cls()
         changes = {f: getattr(args, f) for f in OPTION_OF_FIELD if getattr(args, f, None) is not None}
         return base.replace(**changes)
+
+    @property
+    def input_size(self) -> int:
+        """The model input side in pixels: ``image_size``, or when it is None the size the
+        checkpoint was trained at (issue 24: ``sam2s.checkpoints.default_image_size`` of
+        ``checkpoint``, else of ``config``: 512 for ``medsam2`` and ``sam2_hiera_s_endo18``,
+        found by registry name or file name; 1024 for Meta's checkpoints, ``edgetam`` and any
+        other file). Torch-free."""
+        if self.image_size is not None:
+            return self.image_size
+        from .checkpoints import default_image_size
+
+        return default_image_size(self.checkpoint or self.config)
 
     def replace(self, **changes: Any) -> ModelSpec:
         """A copy with ``changes`` (``dataclasses.replace``)."""
@@ -122,27 +136,29 @@ class ModelSpec:
 
     def settle(self, auto_engine: bool = False) -> ModelSpec:
         """This spec ready to build without the network: a ``sam2`` spec gets its checkpoint as a
-        local file (the file given, or the registry checkpoint of ``config`` from the cache,
-        ``sam2s.checkpoints.resolve_checkpoint``); without one, ``auto_engine`` gives the
-        weight-free ``flow`` spec instead (the caller says so: ``engine`` changed).
+        local file (the file given; the cached file of a registry name such as ``medsam2``; or
+        the registry checkpoint of ``config`` from the cache, ``sam2s.checkpoints.resolve_checkpoint``)
+        and its :attr:`input_size` as ``image_size``; without a checkpoint, ``auto_engine`` gives
+        the weight-free ``flow`` spec instead (the caller says so: ``engine`` changed).
 
         Raises:
-            FileNotFoundError: the checkpoint file given does not exist, or (without
-                ``auto_engine``) no checkpoint of ``config`` is cached; the message says how to get one.
+            FileNotFoundError: the checkpoint given is neither a file nor a cached registry
+                checkpoint, or (without ``auto_engine``) no checkpoint of ``config`` is cached;
+                the message says how to get one.
         """
         if self.engine == "flow":
             return self
-        from pathlib import Path
-
         from .checkpoints import resolve_checkpoint
 
+        size = self.input_size
         if self.checkpoint:
-            path = Path(self.checkpoint).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"--checkpoint {self.checkpoint}: no such file.")
-            return self.replace(checkpoint=str(path))
+            try:
+                path = resolve_checkpoint(self.checkpoint, allow_download=False)
+            except FileNotFoundError as error:  # the message says what was looked for and how to get it
+                raise FileNotFoundError(f"--checkpoint {self.checkpoint}: no such file. {error}") from None
+            return self.replace(checkpoint=str(path), image_size=size)
         try:
-            return self.replace(checkpoint=str(resolve_checkpoint(self.config, allow_download=False)))
+            return self.replace(checkpoint=str(resolve_checkpoint(self.config, allow_download=False)), image_size=size)
         except FileNotFoundError:
             if auto_engine:
                 return self.replace(engine="flow")
@@ -171,7 +187,7 @@ class ModelSpec:
             self.checkpoint or self.config, allow_download=allow_download and not self.checkpoint, **download_options
         )
         return build_model(
-            self.config, checkpoint, auto_device(self.device), image_size=self.image_size, precision=self.precision
+            self.config, checkpoint, auto_device(self.device), image_size=self.input_size, precision=self.precision
         )
 
     def tracker(self, frames: Any, model: Any = None) -> Any:
@@ -225,7 +241,8 @@ def add_model_arguments(parser: Any, defaults: ModelSpec | None = None) -> None:
         "--image-size",
         type=int,
         default=d and d.image_size,
-        help=f"model input size in pixels, a multiple of {IMAGE_SIZE_STEP} from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}{shown}",
+        help=f"model input size in pixels, a multiple of {IMAGE_SIZE_STEP} from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} "
+        "(default: the size the checkpoint was trained at, 1024; 512 for medsam2 and sam2_hiera_s_endo18)",
     )
     parser.add_argument(
         "--precision",

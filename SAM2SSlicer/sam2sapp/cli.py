@@ -165,15 +165,21 @@ def cmd_models(a: argparse.Namespace) -> int:
         size = f"{info.size_bytes / 1e6:.0f} MB" if info.size_bytes else "?"
         cached = path or ("- (bring your own file)" if info.bring_your_own else "-")
         print(f"{info.name:20} {info.filename:26} {size:>7} {info.image_size:>5} px  {info.licence:30} {cached}")
-    size, precision = a.image_size, a.precision
+    precision = a.precision
+
+    def size(config: str) -> int:  # --image-size, else the model's training size
+        return ModelSpec(config=config, image_size=a.image_size).input_size
+
     if a.measure:
         for config in CONFIGS:
-            if modelcost.measured_seconds(config, size, precision) is None:
-                print(f"measuring {config} at {size} px ({precision})...", flush=True)
-                speedcheck.measure(config, size, precision)
+            if modelcost.measured_seconds(config, size(config), precision) is None:
+                print(f"measuring {config} at {size(config)} px ({precision})...", flush=True)
+                speedcheck.measure(config, size(config), precision)
     print(f"\n{'model':16} {'published accuracy':48} speed on this computer")
     for config in CONFIGS:
-        print(f"{config:16} {modelcost.accuracy_text(config):48} {modelcost.cost_text(config, size, precision)}")
+        print(
+            f"{config:16} {modelcost.accuracy_text(config):48} {modelcost.cost_text(config, size(config), precision)}"
+        )
     if not a.measure:
         print("(sam2s models --measure times the models not measured yet; tracking with a model measures it too)")
     return 0
@@ -259,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     models = sub.add_parser("models", help="list the checkpoints, the models' accuracy and their speed here")
     models.add_argument("--measure", action="store_true", help="time the models not measured yet (seconds each)")
-    models.add_argument("--image-size", type=int, default=1024, help="image size of the speed shown (default 1024)")
+    models.add_argument(
+        "--image-size", type=int, help="image size of the speed shown (default: each model's training size)"
+    )
     models.add_argument("--precision", default="auto", help="precision of the speed shown (default auto)")
     models.set_defaults(func=cmd_models)
     d = sub.add_parser("download", help="download a checkpoint into the cache (SHA-256 verified)")
@@ -344,7 +352,8 @@ def _add_batch_parser(sub) -> None:
         help="track the videos of a manifest (CSV / JSON) on Ray, one task per video, resumable",
         description="Each row: video, prompts, output_dir and optional columns engine, model, checkpoint, "
         "image_size, precision, memory, device, start, end, png, overlay (empty: the options below; defaults, "
-        f"ModelSpec's: model {m.config}, image_size {m.image_size}, precision {m.precision}, memory {m.memory}). "
+        f"ModelSpec's: model {m.config}, image_size as the checkpoint was trained, precision {m.precision}, "
+        f"memory {m.memory}). "
         "Relative paths are relative to the manifest, a checkpoint is the same path on every machine. "
         "Finished rows (valid result.json) are skipped.",
         conflict_handler="resolve",  # --device: the batch's own help replaces add_model_arguments'

@@ -304,7 +304,7 @@ def _server_session(r: TrackRequest, spec: ModelSpec, source):
             "engine": spec.engine,
             "config": spec.config,
             "checkpoint": spec.checkpoint,
-            "image_size": spec.image_size,
+            "image_size": spec.input_size,  # resolved here: older servers need a number
             "device": spec.device,
         }
         if "precisions" in info:  # servers older than the field refuse it

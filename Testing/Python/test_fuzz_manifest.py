@@ -74,7 +74,8 @@ def _load(text: str, suffix: str) -> None:
         assert set(o) == set(batch.OPTIONS)
         assert o["engine"] in ("sam2", "flow") and o["device"] in (None, "cpu", "cuda")
         assert isinstance(o["png"], bool) and isinstance(o["overlay"], bool)
-        assert o["image_size"] % 32 == 0 and spec.MIN_IMAGE_SIZE <= o["image_size"] <= spec.MAX_IMAGE_SIZE
+        size = o["image_size"]  # None: the checkpoint's training size (ModelSpec.input_size)
+        assert size is None or (size % 32 == 0 and spec.MIN_IMAGE_SIZE <= size <= spec.MAX_IMAGE_SIZE)
         for k in ("start", "end"):
             assert o[k] is None or (type(o[k]) is int and 0 <= o[k] <= batch.MAX_FRAME)
         assert o["start"] is None or o["end"] is None or o["start"] <= o["end"]

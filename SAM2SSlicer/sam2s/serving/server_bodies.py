@@ -87,7 +87,9 @@ class ModelRequest(_Body):
             name (``sam2s.checkpoints.REGISTRY``) in the engine's cache, or None: the official
             checkpoint of ``config`` from the cache (never downloaded by the server).
         image_size: model input side in pixels (``sam2s.spec.check_image_size``: a multiple of 32
-            from 64 to 4096), and at most the server's ``max_image_size``.
+            from 64 to 4096), and at most the server's ``max_image_size``; None (left out): the
+            size the checkpoint was trained at (``input_size``; 1024 before issue 24 made it
+            optional, and still for Meta's checkpoints and EdgeTAM).
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         precision: ``"auto"`` (``sam2s.build.auto_precision`` of the device: bf16 on CUDA and on
             CPUs with native bf16, else fp32), ``"fp32"`` or ``"bf16"`` (``sam2s.build_model``),
@@ -101,20 +103,28 @@ class ModelRequest(_Body):
     engine: Literal["sam2", "flow"] = "sam2"
     config: Optional[SStr] = None  # noqa: UP045
     checkpoint: Optional[SStr] = None  # noqa: UP045
-    image_size: SInt = 1024
+    image_size: Optional[SInt] = None  # noqa: UP045
     device: SStr = "auto"
     precision: Optional[SStr] = None  # noqa: UP045
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("image_size")
     @classmethod
-    def _image_size(cls, value: int) -> int:
-        return check_image_size(value)  # sam2s.spec: the one rule (and message) of every front end
+    def _image_size(cls, value: int | None) -> int | None:
+        return None if value is None else check_image_size(value)  # sam2s.spec: the one rule of every front end
 
     @field_validator("precision")
     @classmethod
     def _precision(cls, value: str | None) -> str | None:
         return None if value is None else check_precision(value)
+
+    @property
+    def input_size(self) -> int:
+        """The model input side in pixels: ``image_size``, else the checkpoint's training size
+        (``sam2s.modelspec.ModelSpec.input_size``, the one rule)."""
+        from ..modelspec import ModelSpec
+
+        return ModelSpec(config=self.config or "", checkpoint=self.checkpoint, image_size=self.image_size).input_size
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelRequest:

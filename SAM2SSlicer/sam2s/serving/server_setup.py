@@ -115,7 +115,7 @@ def _memory_check(state: ServerState, body: SessionRequest) -> MemoryCheck:
     counts with its checkpoint's size."""
     sam2 = body.model.engine == "sam2"
     model_bytes = state.unbuilt_model_bytes(state.model_key(body.model)) if sam2 else 0
-    image_size = body.model.image_size if sam2 else None
+    image_size = body.model.input_size if sam2 else None
 
     def check_memory(count: int, width: int, height: int, frame_bytes: int) -> None:
         needed = estimate_session_bytes(width, height, frame_bytes, image_size, model_bytes)
@@ -129,11 +129,11 @@ def check_session_request(state: ServerState, body: SessionRequest) -> None:
     """422 ``limit_exceeded`` for sizes and counts of the request beyond the limits, and 403
     ``shm_not_allowed`` for a shared-memory name that ``create_shared_frames`` did not make."""
     limits, spec = state.limits, body.frames
-    if body.model.image_size > limits.max_image_size:
+    if body.model.engine == "sam2" and body.model.input_size > limits.max_image_size:
         raise ApiError(
             422,
             "limit_exceeded",
-            f"model.image_size is {body.model.image_size} but this server allows at most {limits.max_image_size} "
+            f"model.image_size is {body.model.input_size} but this server allows at most {limits.max_image_size} "
             "(--max-image-size; SAM 2 was trained at 1024): choose a smaller image size",
         )
     if spec.frame_indices is not None:

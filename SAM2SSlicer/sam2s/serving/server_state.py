@@ -374,7 +374,7 @@ class ServerState:
             precision = "bf16" if device.startswith("cuda") else "fp32"
         else:
             precision = resolve_precision(spec.precision, device)
-        return (spec.config, ckpt, stat.st_mtime_ns, stat.st_size, spec.image_size, device, precision)
+        return (spec.config, ckpt, stat.st_mtime_ns, stat.st_size, spec.input_size, device, precision)
 
     def unbuilt_model_bytes(self, key: tuple) -> int:
         """The checkpoint's size in bytes (about its weights' memory) of the model of ``key``
