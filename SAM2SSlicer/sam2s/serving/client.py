@@ -403,7 +403,8 @@ class Client:
                 W, 3]}`` (a ``multiprocessing.shared_memory`` block of this machine, kept open by
                 the caller while the session lives).
             model: ``{"engine": "sam2" | "flow", "config": name, "checkpoint": server path |
-                registry name | None, "image_size": int, "device": "auto" | "cpu" | "cuda" ...,
+                registry name | None, "image_size": int (optional: the checkpoint's training size
+                on servers since issue 24; send a number to older ones), "device": "auto" | "cpu" ...,
                 "precision": "auto" | "fp32" | "bf16"}`` (precision optional, ``"auto"`` when left
                 out; send it only when it is not ``"auto"``, for servers older than the field)
                 (flow: ``{"engine": "flow", "params": {...}}``).
