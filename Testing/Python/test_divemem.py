@@ -160,28 +160,39 @@ def test_short_video_gives_exactly_sam2_output(config, size, maskmem):
 
 @pytest.mark.slow
 @pytest.mark.heavy
-def test_divemem_on_the_real_clip(shared_data):
-    """Acceptance 3: 127 real frames, 2 objects; the attended set is always conditioning +
-    short-term + at most long_term_size long-term frames."""
+@pytest.mark.parametrize(
+    ("config", "image_size", "source", "maskmem"),
+    [
+        ("sam2.1_hiera_t", 128, "frames", (1, 64, 8, 8)),
+        # EdgeTAM (issue 24, acceptance 4): the memory bank holds perceiver tokens; 256 px is the
+        # smallest size whose memory map splits into the perceiver's 16 x 16 windows.
+        ("edgetam", 256, "video.mp4", (1, 512, 64)),
+    ],
+)
+def test_divemem_on_the_real_clip(shared_data, config, image_size, source, maskmem):
+    """Acceptance 3: the whole real video (127 frames), 2 objects: every frame tracked with finite
+    logits, the attended set is always conditioning + short-term + at most long_term_size
+    long-term frames, the long-term bank is used and renewed, and the bank and the key / value
+    cache stay bounded."""
     torch.set_num_threads(2)
-    model = random_model("sam2.1_hiera_t", 128)
+    model = random_model(config, image_size)
     prompts = json.loads((shared_data / "prompts.json").read_text())["objects"]
     # Random weights predict IoUs around 0.5-0.9, so a lower threshold exercises the bank.
-    tracker = sam2s.VideoTracker(model, shared_data / "frames", memory="divemem", iou_threshold=0.3, long_term_size=3)
+    tracker = sam2s.VideoTracker(model, shared_data / source, memory="divemem", iou_threshold=0.3, long_term_size=3)
+    assert tracker.num_frames == 127
     p0, p1 = prompts[0]["prompts"][0], prompts[1]["prompts"][0]
     tracker.add_points(0, 1, p0["points"], p0["labels"])
     tracker.add_box(0, 2, p1["box"])
     long_term_seen = {1: set(), 2: set()}
-    frames = 0
+    frames, cached = [], []
     for t, ids, logits in tracker.propagate():
-        frames += 1
-        assert ids == [1, 2] and logits.shape == (2, 480, 854)
+        frames.append(t)
+        assert ids == [1, 2] and logits.shape == (2, 480, 854) and np.isfinite(logits).all()
         if t == 0:
             continue
         for obj_id in ids:
             seen = tracker.attended_memory(obj_id)
-            assert seen["frame"] == t
-            assert seen["conditioning"] == [0]
+            assert seen["frame"] == t and seen["conditioning"] == [0]
             assert seen["short_term"] == list(range(max(1, t - 6), t))
             assert len(seen["long_term"]) <= 3
             assert not set(seen["long_term"]) & set(seen["short_term"] + seen["conditioning"])
@@ -190,5 +201,9 @@ def test_divemem_on_the_real_clip(shared_data):
             bank = tracker.memory.bank(tracker.objects[obj_id])
             assert len(bank.buffer) < 5 and len(bank.long_term) <= 3
             assert len(tracker.objects[obj_id].non_cond) <= 16
-    assert frames == 127
+            assert tracker.objects[obj_id].non_cond[t].maskmem.shape == maskmem
+        cached.append(len(tracker.memory_kv_cache))
+    assert frames == list(range(127))
     assert all(len(s) > 3 for s in long_term_seen.values())  # the bank was used and renewed
+    # cache entries: per object 1 conditioning + 7 recent + 3 long-term + 4 candidates at most
+    assert 0 < max(cached) <= 2 * (1 + 7 + 3 + 4)

@@ -39,35 +39,55 @@ def _run(tracker, clip, steps):
     return outputs, sizes
 
 
+# (config, image size, stored memory of a frame): EdgeTAM (issue 24) keeps perceiver tokens, and
+# runs at 256 px, the smallest size whose memory map splits into the perceiver's 16 x 16 windows.
+MODELS = {"sam2.1_hiera_t": (64, (1, 64, 4, 4)), "edgetam": (256, (1, 512, 64))}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model(request):
+    return random_model(request.param, MODELS[request.param][0])
+
+
+@pytest.mark.slow  # 12 frames and 4 passes twice per model and memory policy
 @pytest.mark.parametrize("memory", ["sam2", "divemem"])
-def test_cached_equals_uncached_through_corrections_and_removal(tiny_model, memory):
-    clip = SyntheticClip(14, 64, 64, num_objects=2, seed=5)
+def test_cached_equals_uncached_through_corrections_and_removal(model, memory):
+    """Two objects on a synthetic clip, forward, corrections, a reverse pass, a removal and a
+    turn-around: fp32 logits with the cache within 1e-4 of those recomputing every key every
+    frame, and a cache bounded by the memory bank."""
+    clip = SyntheticClip(12, 64, 80, num_objects=2, seed=5)
     params = {"iou_threshold": 0.0, "buffer_size": 2, "long_term_size": 2} if memory == "divemem" else {}
     steps = [
         ("mask", 0, 1, 0),
         ("points", 0, 2, [[40, 30]], [1]),
-        ("propagate", {"end": 9}),
+        ("propagate", {"end": 8}),
         ("points", 4, 2, [[10, 10], [50, 40]], [0, 1]),  # correction: object 2's bank is now larger
-        ("propagate", {"start": 4, "end": 11}),
+        ("propagate", {"start": 4, "end": 10}),
         ("points", 6, 1, [[20, 20]], [1]),  # correction of a frame whose memory is cached
         ("propagate", {"start": 6}),
+        ("propagate", {"start": 11, "reverse": True}),  # backward: slots move the other way
         ("remove", 1),
-        ("propagate", {"start": 13, "reverse": True}),  # turn around: slots move the other way
+        ("propagate", {"start": 5, "end": 11}),
+        ("propagate", {"start": 11, "reverse": True}),  # turn around after the removal
     ]
     runs = {}
     for cached in (False, True):
-        tracker = sam2s.VideoTracker(tiny_model, clip, memory=memory, **params)
+        tracker = sam2s.VideoTracker(model, clip, memory=memory, **params)
         if not cached:
             tracker.memory_kv_cache = None
         runs[cached] = _run(tracker, clip, steps)
+    assert next(iter(tracker.objects.values())).cond[0].maskmem.shape == MODELS[model.config.name][1]
     (plain, _), (fast, sizes) = runs[False], runs[True]
-    assert len(plain) == len(fast)
+    assert len(plain) == len(fast) and max(sizes) > 0  # the cached path ran
+    worst = 0.0
     for a, b in zip(plain, fast):
         if isinstance(a, tuple):
             assert a[:2] == b[:2]
             a, b = a[2], b[2]
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-3)
+        assert np.abs(a).max() > 0.01  # informative logits (random weights give small ones)
         assert np.array_equal(a > 0, b > 0) or np.mean((a > 0) != (b > 0)) < 1e-3
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst <= 1e-4, f"max |cached - uncached| = {worst:.3g}"
     # Bounded by the bank: per object the conditioning frames, 6 recent frames (+ DiveMem's
     # long-term entries and candidate buffer), never growing with the number of frames tracked.
     per_object = 3 + 7 + (2 + 2 if memory == "divemem" else 0)
